@@ -1,0 +1,524 @@
+// SPDX-License-Identifier: MIT
+/*
+ * From the caller's structs to a struct asam_problem.  Every check that
+ * can fail happens here, before any backend runs, so that a refused call
+ * has written nothing.  Messages name the parameter and its value.
+ */
+#include <inttypes.h>
+#include <math.h>
+
+#include <internal/err.h>
+#include <internal/kconfig.h>
+#include <internal/validate.h>
+
+static const struct {
+	const char *option;
+	bool on;
+} pattern_cfg[ASAM_PATTERN_NR_KINDS] = {
+	[ASAM_PATTERN_DENSE] = { NULL, true },
+	[ASAM_PATTERN_LOCAL] = { "CONFIG_PATTERN_LOCAL",
+				 IS_ENABLED(CONFIG_PATTERN_LOCAL) },
+	[ASAM_PATTERN_STRIDED] = { "CONFIG_PATTERN_STRIDED",
+				   IS_ENABLED(CONFIG_PATTERN_STRIDED) },
+	[ASAM_PATTERN_HIERARCHICAL] = { "CONFIG_PATTERN_HIERARCHICAL",
+					IS_ENABLED(CONFIG_PATTERN_HIERARCHICAL) },
+	[ASAM_PATTERN_RANDOM] = { "CONFIG_PATTERN_RANDOM",
+				  IS_ENABLED(CONFIG_PATTERN_RANDOM) },
+	[ASAM_PATTERN_RANDOM_ROWS] = { "CONFIG_PATTERN_RANDOM_ROWS",
+				       IS_ENABLED(CONFIG_PATTERN_RANDOM_ROWS) },
+	[ASAM_PATTERN_CLUSTERED] = { "CONFIG_PATTERN_CLUSTERED",
+				     IS_ENABLED(CONFIG_PATTERN_CLUSTERED) },
+};
+
+static int check_pattern(struct asam_pat *out, const struct asam_pattern *in,
+			 int Hq, int d, DLDevice dev)
+{
+	int k, ret;
+
+	memset(out, 0, sizeof(*out));
+	if (!in) {
+		out->kind = ASAM_PATTERN_DENSE;
+		return 0;
+	}
+	if (in->sz < offsetof(struct asam_pattern, centroids) +
+		     sizeof(in->centroids))
+		return asam_err(-EINVAL,
+				"pattern: sz %zu is smaller than struct asam_pattern (%zu); call asam_pattern_init()",
+				in->sz, sizeof(*in));
+	if ((unsigned int)in->kind >= ASAM_PATTERN_NR_KINDS)
+		return asam_err(-EINVAL, "pattern: kind %d is unknown",
+				(int)in->kind);
+	if (!pattern_cfg[in->kind].on)
+		return asam_err(-EOPNOTSUPP,
+				"pattern: %s is not built; enable %s",
+				asam_pattern_name(in->kind),
+				pattern_cfg[in->kind].option);
+	out->kind = in->kind;
+
+	switch (in->kind) {
+	case ASAM_PATTERN_LOCAL:
+		if (in->window < 1)
+			return asam_err(-EINVAL,
+					"pattern: window %d must be >= 1",
+					in->window);
+		out->radius = in->window / 2;
+		break;
+	case ASAM_PATTERN_STRIDED:
+		if (in->stride < 1)
+			return asam_err(-EINVAL,
+					"pattern: stride %d must be >= 1",
+					in->stride);
+		if (in->radius < 0)
+			return asam_err(-EINVAL,
+					"pattern: radius %d must be >= 0",
+					in->radius);
+		out->stride = in->stride;
+		out->radius = in->radius;
+		break;
+	case ASAM_PATTERN_HIERARCHICAL:
+		if (in->num_scales < 1 || in->num_scales > ASAM_MAX_SCALES)
+			return asam_err(-EINVAL,
+					"pattern: num_scales %d must be in [1, %d]",
+					in->num_scales, ASAM_MAX_SCALES);
+		out->nscales = in->num_scales;
+		for (k = 0; k < in->num_scales; k++) {
+			if (in->scales[k] < 1)
+				return asam_err(-EINVAL,
+						"pattern: scales[%d] = %d must be >= 1",
+						k, in->scales[k]);
+			out->scales[k] = in->scales[k];
+		}
+		for (k = 0; in->scale_weights && k < Hq * in->num_scales; k++) {
+			float w = in->scale_weights[k];
+
+			if (!isfinite(w) || w < 0 || w > 1)
+				return asam_err(-EINVAL,
+						"pattern: scale_weights[%d][%d] = %g must be in [0, 1]",
+						k / in->num_scales,
+						k % in->num_scales, w);
+		}
+		out->weights = in->scale_weights;
+		break;
+	case ASAM_PATTERN_RANDOM:
+	case ASAM_PATTERN_RANDOM_ROWS:
+		if (in->keys_per_row < 1)
+			return asam_err(-EINVAL,
+					"pattern: keys_per_row %d must be >= 1",
+					in->keys_per_row);
+		out->r = in->keys_per_row;
+		out->seed = in->seed;
+		break;
+	case ASAM_PATTERN_CLUSTERED:
+		if (in->num_clusters < 1 || in->num_clusters > 256)
+			return asam_err(-EINVAL,
+					"pattern: num_clusters %d must be in [1, 256]",
+					in->num_clusters);
+		if ((unsigned int)in->cluster_mode > ASAM_CLUSTER_SOFT)
+			return asam_err(-EINVAL,
+					"pattern: cluster_mode %d is unknown",
+					(int)in->cluster_mode);
+		if (in->cluster_mode == ASAM_CLUSTER_SOFT &&
+		    (!isfinite(in->cluster_temp) || in->cluster_temp == 0))
+			return asam_err(-EINVAL,
+					"pattern: cluster_temp %g must be finite and non-zero",
+					in->cluster_temp);
+		if (!isfinite(in->cluster_threshold))
+			return asam_err(-EINVAL,
+					"pattern: cluster_threshold %g must be finite",
+					in->cluster_threshold);
+		if (!in->centroids)
+			return asam_err(-EINVAL,
+					"pattern: centroids is NULL (CLUSTERED needs [Hq, C, d])");
+		ret = asam_tv_from(&out->centroids, "pattern.centroids",
+				   in->centroids, 3);
+		if (ret)
+			return ret;
+		if (out->centroids.shape[0] != Hq ||
+		    out->centroids.shape[1] != in->num_clusters ||
+		    out->centroids.shape[2] != d)
+			return asam_err(-EINVAL,
+					"pattern.centroids: shape [%" PRId64 ", %" PRId64 ", %" PRId64 "], expected [Hq=%d, C=%d, d=%d]",
+					out->centroids.shape[0],
+					out->centroids.shape[1],
+					out->centroids.shape[2], Hq,
+					in->num_clusters, d);
+		if (out->centroids.dt == ASAM_DT_I32)
+			return asam_err(-EINVAL,
+					"pattern.centroids: dtype int32 is not a float type");
+		if (out->centroids.dev.device_type != dev.device_type ||
+		    out->centroids.dev.device_id != dev.device_id)
+			return asam_err(-EINVAL,
+					"pattern.centroids: on another device than q");
+		out->C = in->num_clusters;
+		out->cmode = in->cluster_mode;
+		out->temp = in->cluster_temp;
+		out->thresh = in->cluster_threshold;
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+static int check_params(struct asam_problem *p,
+			const struct asam_attn_params *in)
+{
+	if (!in)
+		return asam_err(-EINVAL, "params is NULL");
+	if (in->sz < offsetof(struct asam_attn_params, flags) +
+		     sizeof(in->flags))
+		return asam_err(-EINVAL,
+				"params: sz %zu is smaller than struct asam_attn_params (%zu)",
+				in->sz, sizeof(*in));
+	if ((unsigned int)in->gate_mode > ASAM_GATE_HARD)
+		return asam_err(-EINVAL, "params: gate_mode %d is unknown",
+				(int)in->gate_mode);
+	if (in->gate_mode == ASAM_GATE_HARD &&
+	    !(in->hard_threshold >= 0 && in->hard_threshold <= 1))
+		return asam_err(-EINVAL,
+				"params: hard_threshold %g must be in [0, 1]",
+				in->hard_threshold);
+	if (!isfinite(in->scale) || in->scale < 0)
+		return asam_err(-EINVAL,
+				"params: scale %g must be finite and >= 0 (0 means 1/sqrt(d))",
+				in->scale);
+	if (in->flags & ~(ASAM_F_DETERMINISTIC | ASAM_F_REFERENCE))
+		return asam_err(-EINVAL, "params: unknown flags 0x%x",
+				in->flags & ~(ASAM_F_DETERMINISTIC |
+					      ASAM_F_REFERENCE));
+	p->gate_mode = in->gate_mode;
+	p->hard_tau = in->hard_threshold;
+	p->causal = in->causal;
+	p->flags = in->flags;
+	return 0;
+}
+
+static bool same_dev(DLDevice a, DLDevice b)
+{
+	return a.device_type == b.device_type && a.device_id == b.device_id;
+}
+
+/* A [B,H,N,d] view: rank 4, @want_dt (NONE: any float), p's device. */
+static int check_bhnd(const struct asam_problem *p, struct asam_tv *tv,
+		      const char *name, const DLTensor *t, int64_t H,
+		      int64_t N, bool out)
+{
+	int ret = asam_tv_from(tv, name, t, 4);
+	int i;
+
+	if (ret || !t)
+		return ret;
+	if (tv->shape[0] != p->B || tv->shape[1] != H || tv->shape[2] != N ||
+	    tv->shape[3] != p->d)
+		return asam_err(-EINVAL,
+				"%s: shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64 "], expected [%d, %" PRId64 ", %" PRId64 ", %d]",
+				name, tv->shape[0], tv->shape[1], tv->shape[2],
+				tv->shape[3], p->B, H, N, p->d);
+	if (tv->dt != p->dt)
+		return asam_err(-EINVAL, "%s: dtype %s differs from q's %s",
+				name, asam_dtype_name(tv->dt),
+				asam_dtype_name(p->dt));
+	if (!same_dev(tv->dev, p->dev))
+		return asam_err(-EINVAL, "%s: on another device than q", name);
+	for (i = 0; out && i < 4; i++)
+		if (tv->stride[i] == 0 && tv->shape[i] > 1)
+			return asam_err(-EINVAL,
+					"%s: strides[%d] = 0 would make outputs overlap",
+					name, i);
+	return 0;
+}
+
+/* A small fp32/int32 tensor of the given shape, on p's device. */
+static int check_small(const struct asam_problem *p, struct asam_tv *tv,
+		       const char *name, const DLTensor *t, int ndim,
+		       const int64_t *shape, enum asam_dtype dt, bool f64_ok,
+		       bool out)
+{
+	int ret = asam_tv_from(tv, name, t, ndim);
+	int i;
+
+	if (ret || !t)
+		return ret;
+	for (i = 0; i < ndim; i++)
+		if (tv->shape[i] != shape[i])
+			return asam_err(-EINVAL,
+					"%s: shape[%d] = %" PRId64 ", expected %" PRId64,
+					name, i, tv->shape[i], shape[i]);
+	if (tv->dt != dt && !(f64_ok && tv->dt == ASAM_DT_F64))
+		return asam_err(-EINVAL, "%s: dtype %s, expected %s", name,
+				asam_dtype_name(tv->dt), asam_dtype_name(dt));
+	if (!same_dev(tv->dev, p->dev))
+		return asam_err(-EINVAL, "%s: on another device than q", name);
+	for (i = 0; out && i < ndim; i++)
+		if (tv->stride[i] == 0 && tv->shape[i] > 1)
+			return asam_err(-EINVAL,
+					"%s: strides[%d] = 0 would make outputs overlap",
+					name, i);
+	return 0;
+}
+
+static int check_lengths(const struct asam_problem *p,
+			 const struct asam_tv *tv, const char *name, int N)
+{
+	int b;
+
+	if (!tv->data || tv->dev.device_type != kDLCPU)
+		return 0;
+	for (b = 0; b < p->B; b++) {
+		int32_t n = ((const int32_t *)tv->data)[b * tv->stride[0]];
+
+		if (n < 0 || n > N)
+			return asam_err(-EINVAL, "%s[%d] = %d must be in [0, %d]",
+					name, b, n, N);
+	}
+	return 0;
+}
+
+static int check_gate_values(const struct asam_problem *p)
+{
+	const struct asam_tv *g = &p->gate;
+	int b, h;
+
+	if (!g->data || g->dev.device_type != kDLCPU)
+		return 0;
+	for (b = 0; b < p->B; b++)
+		for (h = 0; h < p->Hq; h++) {
+			double x = tv_get(g, tv_off(g, b, h, 0, 0));
+
+			if (!(x >= 0 && x <= 1))
+				return asam_err(-EINVAL,
+						"gate[%d][%d] = %g must be in [0, 1]",
+						b, h, x);
+		}
+	return 0;
+}
+
+static int check_dtype_built(const struct asam_problem *p)
+{
+	if (p->dt == ASAM_DT_F16 && !IS_ENABLED(CONFIG_DTYPE_FP16))
+		return asam_err(-EOPNOTSUPP,
+				"q: float16 is not built; enable CONFIG_DTYPE_FP16");
+	if (p->dt == ASAM_DT_BF16 && !IS_ENABLED(CONFIG_DTYPE_BF16))
+		return asam_err(-EOPNOTSUPP,
+				"q: bfloat16 is not built; enable CONFIG_DTYPE_BF16");
+	if (p->dt == ASAM_DT_I32)
+		return asam_err(-EINVAL, "q: dtype int32 is not a float type");
+	return 0;
+}
+
+/* The part shared by forward, backward and the statistics. */
+static int check_qkv(struct asam_problem *p, const DLTensor *q,
+		     const DLTensor *k, const DLTensor *v, bool need_v)
+{
+	int ret;
+
+	if (!q || !k || (need_v && !v))
+		return asam_err(-EINVAL, "%s is NULL",
+				!q ? "q" : !k ? "k" : "v");
+	ret = asam_tv_from(&p->q, "q", q, 4);
+	if (ret)
+		return ret;
+	p->dt = p->q.dt;
+	p->dev = p->q.dev;
+	ret = check_dtype_built(p);
+	if (ret)
+		return ret;
+	if (p->dev.device_type != kDLCPU && p->dev.device_type != kDLCUDA)
+		return asam_err(-EINVAL,
+				"q: device type %d is neither CPU nor CUDA",
+				(int)p->dev.device_type);
+	p->B = p->q.shape[0];
+	p->Hq = p->q.shape[1];
+	p->Nq = p->q.shape[2];
+	p->d = p->q.shape[3];
+	if (!k->shape || k->ndim != 4)
+		return asam_err(-EINVAL, "k: must have 4 dimensions [B, Hkv, Nk, d]");
+	p->Hkv = k->shape[1];
+	p->Nk = k->shape[2];
+	if (p->Hkv <= 0 || p->Hq % p->Hkv)
+		return asam_err(-EINVAL,
+				"k: Hq %% Hkv != 0 (Hq = %d, Hkv = %d)",
+				p->Hq, p->Hkv);
+	ret = check_bhnd(p, &p->k, "k", k, p->Hkv, p->Nk, false);
+	if (!ret && need_v)
+		ret = check_bhnd(p, &p->v, "v", v, p->Hkv, p->Nk, false);
+	if (ret)
+		return ret;
+	/* int offsets inside a (b, h) slice must fit in 32 bits for kernels */
+	if ((int64_t)p->Nq * p->d > INT32_MAX ||
+	    (int64_t)p->Nk * p->d > INT32_MAX)
+		return asam_err(-EOVERFLOW, "q, k: N * d exceeds 2^31-1");
+	p->scale = 0;
+	return 0;
+}
+
+static int check_common(struct asam_problem *p,
+			const struct asam_attn_params *params,
+			const DLTensor *gate, const DLTensor *len_q,
+			const DLTensor *len_k)
+{
+	int64_t bh[2] = { p->B, p->Hq }, b1[1] = { p->B };
+	int ret;
+
+	ret = check_pattern(&p->pat, params->pattern, p->Hq, p->d, p->dev);
+	if (ret)
+		return ret;
+	p->scale = params->scale > 0 ? params->scale : 1.0 / sqrt(p->d);
+	if ((p->gate_mode == ASAM_GATE_SOFT ||
+	     p->gate_mode == ASAM_GATE_HARD) && !gate)
+		return asam_err(-EINVAL, "gate is NULL (%s mode needs [B, Hq])",
+				p->gate_mode == ASAM_GATE_SOFT ? "SOFT" : "HARD");
+	ret = check_small(p, &p->gate, "gate", gate, 2, bh, ASAM_DT_F32,
+			  false, false);
+	if (!ret)
+		ret = check_gate_values(p);
+	if (!ret)
+		ret = check_small(p, &p->len_q, "len_q", len_q, 1, b1,
+				  ASAM_DT_I32, false, false);
+	if (!ret)
+		ret = check_lengths(p, &p->len_q, "len_q", p->Nq);
+	if (!ret)
+		ret = check_small(p, &p->len_k, "len_k", len_k, 1, b1,
+				  ASAM_DT_I32, false, false);
+	if (!ret)
+		ret = check_lengths(p, &p->len_k, "len_k", p->Nk);
+	return ret;
+}
+
+int asam_problem_fwd(struct asam_problem *p,
+		     const struct asam_attn_params *params,
+		     const struct asam_fwd_args *a)
+{
+	int64_t bhn[3];
+	int ret;
+
+	memset(p, 0, sizeof(*p));
+	ret = check_params(p, params);
+	if (ret)
+		return ret;
+	if (!a)
+		return asam_err(-EINVAL, "args is NULL");
+	if (a->sz < offsetof(struct asam_fwd_args, stream) + sizeof(a->stream))
+		return asam_err(-EINVAL,
+				"args: sz %zu is smaller than struct asam_fwd_args (%zu)",
+				a->sz, sizeof(*a));
+	ret = check_qkv(p, a->q, a->k, a->v, true);
+	if (!ret)
+		ret = check_common(p, params, a->gate, a->len_q, a->len_k);
+	if (ret)
+		return ret;
+	if (!a->o)
+		return asam_err(-EINVAL, "o is NULL");
+	ret = check_bhnd(p, &p->o, "o", a->o, p->Hq, p->Nq, true);
+	if (ret)
+		return ret;
+	bhn[0] = p->B, bhn[1] = p->Hq, bhn[2] = p->Nq;
+	ret = check_small(p, &p->lse_s, "lse_sparse", a->lse_sparse, 3, bhn,
+			  ASAM_DT_F32, true, true);
+	if (!ret)
+		ret = check_small(p, &p->lse_d, "lse_dense", a->lse_dense, 3,
+				  bhn, ASAM_DT_F32, true, true);
+	if (ret)
+		return ret;
+	p->workspace = a->workspace;
+	p->workspace_size = a->workspace_size;
+	p->stream = a->stream;
+	return 0;
+}
+
+int asam_problem_bwd(struct asam_problem *p,
+		     const struct asam_attn_params *params,
+		     const struct asam_bwd_args *a)
+{
+	int64_t bhn[3], bh[2];
+	int ret;
+
+	memset(p, 0, sizeof(*p));
+	ret = check_params(p, params);
+	if (ret)
+		return ret;
+	if (p->gate_mode == ASAM_GATE_HARD)
+		return asam_err(-EINVAL,
+				"params: gate_mode HARD has no backward (it is an inference approximation); use SOFT");
+	if (!a)
+		return asam_err(-EINVAL, "args is NULL");
+	if (a->sz < offsetof(struct asam_bwd_args, stream) + sizeof(a->stream))
+		return asam_err(-EINVAL,
+				"args: sz %zu is smaller than struct asam_bwd_args (%zu)",
+				a->sz, sizeof(*a));
+	p->bwd = true;
+	ret = check_qkv(p, a->q, a->k, a->v, true);
+	if (!ret)
+		ret = check_common(p, params, a->gate, a->len_q, a->len_k);
+	if (ret)
+		return ret;
+	if (!a->o || !a->d_o || !a->dq || !a->dk || !a->dv)
+		return asam_err(-EINVAL, "%s is NULL",
+				!a->o ? "o" : !a->d_o ? "d_o" : !a->dq ? "dq" :
+				!a->dk ? "dk" : "dv");
+	ret = check_bhnd(p, &p->o, "o", a->o, p->Hq, p->Nq, false);
+	if (!ret)
+		ret = check_bhnd(p, &p->d_o, "d_o", a->d_o, p->Hq, p->Nq, false);
+	if (!ret)
+		ret = check_bhnd(p, &p->dq, "dq", a->dq, p->Hq, p->Nq, true);
+	if (!ret)
+		ret = check_bhnd(p, &p->dk, "dk", a->dk, p->Hkv, p->Nk, true);
+	if (!ret)
+		ret = check_bhnd(p, &p->dv, "dv", a->dv, p->Hkv, p->Nk, true);
+	if (ret)
+		return ret;
+	bhn[0] = p->B, bhn[1] = p->Hq, bhn[2] = p->Nq;
+	if (problem_needs_sparse(p) && !a->lse_sparse)
+		return asam_err(-EINVAL,
+				"lse_sparse is NULL (the sparse branch's log-sum-exp from the forward)");
+	if (problem_needs_dense(p) && !a->lse_dense)
+		return asam_err(-EINVAL,
+				"lse_dense is NULL (the dense branch's log-sum-exp from the forward)");
+	ret = check_small(p, &p->lse_s, "lse_sparse",
+			  problem_needs_sparse(p) ? a->lse_sparse : NULL, 3,
+			  bhn, ASAM_DT_F32, true, false);
+	if (!ret)
+		ret = check_small(p, &p->lse_d, "lse_dense",
+				  problem_needs_dense(p) ? a->lse_dense : NULL,
+				  3, bhn, ASAM_DT_F32, true, false);
+	if (ret)
+		return ret;
+	if (p->gate_mode == ASAM_GATE_SOFT) {
+		bh[0] = p->B, bh[1] = p->Hq;
+		if (!a->dgate)
+			return asam_err(-EINVAL,
+					"dgate is NULL (SOFT mode returns dg [B, Hq])");
+		ret = check_small(p, &p->dgate, "dgate", a->dgate, 2, bh,
+				  ASAM_DT_F32, true, true);
+		if (ret)
+			return ret;
+	}
+	p->workspace = a->workspace;
+	p->workspace_size = a->workspace_size;
+	p->stream = a->stream;
+	return 0;
+}
+
+int asam_problem_stats(struct asam_problem *p,
+		       const struct asam_attn_params *params,
+		       const struct asam_fwd_args *a)
+{
+	int ret;
+
+	memset(p, 0, sizeof(*p));
+	ret = check_params(p, params);
+	if (ret)
+		return ret;
+	if (!a)
+		return asam_err(-EINVAL, "args is NULL");
+	if (a->sz < offsetof(struct asam_fwd_args, stream) + sizeof(a->stream))
+		return asam_err(-EINVAL,
+				"args: sz %zu is smaller than struct asam_fwd_args (%zu)",
+				a->sz, sizeof(*a));
+	/* the gate does not change which pairs are allowed */
+	p->gate_mode = ASAM_GATE_SPARSE;
+	ret = check_qkv(p, a->q, a->k, NULL, false);
+	if (!ret)
+		ret = check_common(p, params, NULL, a->len_q, a->len_k);
+	return ret;
+}
