@@ -1,0 +1,394 @@
+// SPDX-License-Identifier: MIT
+/*
+ * kdev: standalone GPU harness for the attention forward kernel before the
+ * library's CUDA backend exists.  Loads prebuilt cubins (nvrtc-cubin),
+ * checks each case against libasam's fp64 reference (asam_attn_fwd with
+ * ASAM_F_REFERENCE on host copies) and times the benchmark shapes with
+ * CUDA events (median).  Development tool; selftests/attention-cuda is the
+ * real test once the backend is wired.
+ *
+ *	fwd-check CUBIN_DIR [check|bench|all]
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cuda.h>
+
+#include <asam/asam.h>
+#include "../../selftests/lib/testutil.h"
+#include "../../arch/cuda/attn_plan.h"
+#include "../../jit/kernels/attn_params.cuh"
+
+#define CK(x) do { CUresult r_ = (x); if (r_) { const char *s_; \
+	cuGetErrorName(r_, &s_); fprintf(stderr, "%s:%d %s: %s\n", \
+	__FILE__, __LINE__, #x, s_); exit(1); } } while (0)
+
+static const char *dir;
+static struct asam_ctx *ctx;
+static int fails, passes;
+
+struct kcase {
+	int dt;			/* 0 f16, 1 bf16 */
+	int d, causal, gate, pat, B, Hq, Hkv, Nq, Nk, lens, bm;
+	int reps;		/* 0: check against the reference */
+	int nw;			/* warps; 0: bm / 16 */
+};
+
+static CUfunction get_fn(const struct kcase *c)
+{
+	static struct { char name[128]; CUfunction f; } cache[512];
+	static int n;
+	char name[128], path[512];
+	CUmodule m;
+	int i;
+
+	snprintf(name, sizeof(name), "fwd_d%d_t%d_c%d_g%d_p%d_m%d_w%d.cubin",
+		 c->d, c->dt, c->causal, c->gate, c->pat, c->bm,
+		 c->nw ? c->nw : c->bm / 16);
+	for (i = 0; i < n; i++)
+		if (!strcmp(cache[i].name, name))
+			return cache[i].f;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (cuModuleLoad(&m, path)) {
+		fprintf(stderr, "no cubin %s\n", path);
+		return NULL;
+	}
+	CK(cuModuleGetFunction(&cache[n].f, m, "asam_attn_fwd_kernel"));
+	CK(cuFuncSetAttribute(cache[n].f,
+			      CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+			      200 * 1024));
+	strcpy(cache[n].name, name);
+	return cache[n++].f;
+}
+
+static CUdeviceptr up(const void *h, size_t n)
+{
+	CUdeviceptr p;
+
+	CK(cuMemAlloc(&p, n ? n : 16));
+	if (h)
+		CK(cuMemcpyHtoD(p, h, n));
+	return p;
+}
+
+static const char *pname(int p)
+{
+	return p == 0 ? "dense" : p == 1 ? "local" : "random";
+}
+
+static const char *gname(int g)
+{
+	static const char *n[] = { "sparse", "dense", "soft", "hard" };
+
+	return n[g];
+}
+
+static double run_case(const struct kcase *c, double *err_o, double *err_l)
+{
+	DLDataType dt = c->dt ? TT_BF16 : TT_F16;
+	int64_t gs[2] = { c->B, c->Hq }, ls[1] = { c->B };
+	struct tt *q = tt_new4(dt, c->B, c->Hq, c->Nq, c->d);
+	struct tt *k = tt_new4(dt, c->B, c->Hkv, c->Nk, c->d);
+	struct tt *v = tt_new4(dt, c->B, c->Hkv, c->Nk, c->d);
+	struct tt *o = tt_new4(dt, c->B, c->Hq, c->Nq, c->d);
+	struct tt *g = tt_new(TT_F32, 2, gs);
+	struct tt *lq = tt_new(TT_I32, 1, ls), *lk = tt_new(TT_I32, 1, ls);
+	int64_t lsh[3] = { c->B, c->Hq, c->Nq };
+	struct tt *lse_s = tt_new(TT_F32, 3, lsh);
+	struct tt *lse_d = tt_new(TT_F32, 3, lsh);
+	struct asam_pattern pat;
+	struct attn_plan pl = { 0 };
+	struct attn_fwd_params p;
+	CUdeviceptr dq, dk, dv, dout, dg, dlq, dlk, dls, dld, dlist = 0;
+	CUfunction fn = get_fn(c);
+	int nw = c->nw ? c->nw : c->bm / 16, b;
+	double ms = 0;
+
+	if (!fn)
+		return -1;
+	tt_fill_randn(q, 1);
+	tt_fill_randn(k, 1);
+	tt_fill_randn(v, 1);
+	/* timing HARD: every head sparse, to compare with SPARSE */
+	tt_fill_uniform(g, c->reps ? 0.6 : 0, 1);
+	for (b = 0; b < c->B; b++) {
+		int a = c->lens ? 1 + (int)(tt_uniform() * c->Nq) : c->Nq;
+		int e = c->lens ? 1 + (int)(tt_uniform() * c->Nk) : c->Nk;
+
+		((int32_t *)lq->buf)[b] = a > c->Nq ? c->Nq : a;
+		((int32_t *)lk->buf)[b] = e > c->Nk ? c->Nk : e;
+	}
+	asam_pattern_init(&pat, c->pat);
+	dq = up(q->buf, q->bytes);
+	dk = up(k->buf, k->bytes);
+	dv = up(v->buf, v->bytes);
+	dout = up(NULL, o->bytes);
+	CK(cuMemsetD8(dout, 0xff, o->bytes));	/* NaN: unwritten shows */
+	dg = up(g->buf, g->bytes);
+	dlq = up(lq->buf, lq->bytes);
+	dlk = up(lk->buf, lk->bytes);
+	dls = up(NULL, lse_s->bytes);
+	dld = up(NULL, lse_d->bytes);
+	CK(cuMemsetD8(dls, 0xff, lse_s->bytes));
+	CK(cuMemsetD8(dld, 0xff, lse_d->bytes));
+
+	memset(&p, 0, sizeof(p));
+	if (c->pat != ASAM_PATTERN_DENSE) {
+		struct asam_pat rp = { .kind = c->pat, .radius = pat.window / 2,
+				       .r = pat.keys_per_row, .seed = pat.seed };
+		size_t n;
+
+		if (attn_plan_build(&pl, &rp, c->Hq, c->Nq, c->Nk, c->bm, 64)) {
+			fprintf(stderr, "plan: %s\n", asam_last_error());
+			exit(1);
+		}
+		n = (size_t)pl.nh * pl.nqt + 1;
+		dlist = up(NULL, attn_plan_bytes(&pl) + 4);
+		CK(cuMemcpyHtoD(dlist, pl.off, n * sizeof(int)));
+		CK(cuMemcpyHtoD(dlist + n * sizeof(int), pl.list,
+				pl.off[n - 1] * sizeof(int) + 4));
+		p.list_off = (const int *)dlist;
+		p.list = (const int *)(dlist + n * sizeof(int));
+		p.list_per_head = pl.nh > 1;
+		p.radius = pat.window / 2;
+	}
+	p.q = (void *)dq; p.k = (void *)dk; p.v = (void *)dv;
+	p.o = (void *)dout;
+	p.lse_s = c->gate != ASAM_GATE_DENSE ? (float *)dls : NULL;
+	p.lse_d = c->gate != ASAM_GATE_SPARSE ? (float *)dld : NULL;
+	p.gate = (const float *)dg;
+	p.len_q = c->lens ? (const int *)dlq : NULL;
+	p.len_k = c->lens ? (const int *)dlk : NULL;
+	p.q_sb = (long long)c->Hq * c->Nq * c->d; p.q_sh = (long long)c->Nq * c->d;
+	p.q_sn = c->d;
+	p.k_sb = (long long)c->Hkv * c->Nk * c->d; p.k_sh = (long long)c->Nk * c->d;
+	p.k_sn = c->d;
+	p.v_sb = p.k_sb; p.v_sh = p.k_sh; p.v_sn = c->d;
+	p.o_sb = p.q_sb; p.o_sh = p.q_sh; p.o_sn = c->d;
+	p.l_sb = (long long)c->Hq * c->Nq; p.l_sh = c->Nq;
+	p.g_sb = c->Hq; p.g_sh = 1;
+	p.lq_s = p.lk_s = 1;
+	p.B = c->B; p.Hq = c->Hq; p.Hkv = c->Hkv; p.Nq = c->Nq; p.Nk = c->Nk;
+	p.nqt = (c->Nq + c->bm - 1) / c->bm;
+	p.scale_log2 = (float)(1.0 / sqrt(c->d) * 1.4426950408889634);
+	p.hard_tau = 0.5f;
+	p.reverse = c->causal;
+
+	void *args[] = { &p };
+	unsigned smem = (c->bm + 4 * 64) * (c->d + 8) * 2;
+
+	if (!c->reps) {
+		CK(cuLaunchKernel(fn, p.nqt, c->Hq, c->B, nw * 32, 1, 1, smem,
+				  NULL, args, NULL));
+		CK(cuCtxSynchronize());
+	} else {
+		CUevent e0, e1;
+		float t[64];
+		int r;
+
+		CK(cuEventCreate(&e0, 0));
+		CK(cuEventCreate(&e1, 0));
+		for (r = 0; r < 3; r++)
+			CK(cuLaunchKernel(fn, p.nqt, c->Hq, c->B, nw * 32, 1, 1,
+					  smem, NULL, args, NULL));
+		for (r = 0; r < c->reps; r++) {
+			int x, y;
+
+			CK(cuEventRecord(e0, NULL));
+			CK(cuLaunchKernel(fn, p.nqt, c->Hq, c->B, nw * 32, 1, 1,
+					  smem, NULL, args, NULL));
+			CK(cuEventRecord(e1, NULL));
+			CK(cuEventSynchronize(e1));
+			CK(cuEventElapsedTime(&t[r], e0, e1));
+			for (x = r; x > 0 && t[x] < t[x - 1]; x--) {
+				float tmp = t[x]; t[x] = t[x - 1]; t[x - 1] = tmp;
+			}
+			(void)y;
+		}
+		ms = t[c->reps / 2];
+		cuEventDestroy(e0);
+		cuEventDestroy(e1);
+	}
+	CK(cuMemcpyDtoH(o->buf, dout, o->bytes));
+	CK(cuMemcpyDtoH(lse_s->buf, dls, lse_s->bytes));
+	CK(cuMemcpyDtoH(lse_d->buf, dld, lse_d->bytes));
+
+	*err_o = *err_l = 0;
+	if (!c->reps) {
+		struct tt *q64 = tt_new4(TT_F64, c->B, c->Hq, c->Nq, c->d);
+		struct tt *k64 = tt_new4(TT_F64, c->B, c->Hkv, c->Nk, c->d);
+		struct tt *v64 = tt_new4(TT_F64, c->B, c->Hkv, c->Nk, c->d);
+		struct tt *o64 = tt_new4(TT_F64, c->B, c->Hq, c->Nq, c->d);
+		struct tt *rs = tt_new(TT_F64, 3, lsh);
+		struct tt *rd = tt_new(TT_F64, 3, lsh);
+		struct asam_attn_params ap = { .sz = sizeof(ap) };
+		struct asam_fwd_args fa = { .sz = sizeof(fa) };
+		int64_t i, n = tt_numel(rs);
+		int ret;
+
+		tt_copy(q64, q);
+		tt_copy(k64, k);
+		tt_copy(v64, v);
+		ap.pattern = &pat;
+		ap.gate_mode = c->gate;
+		ap.hard_threshold = 0.5f;
+		ap.causal = c->causal;
+		ap.flags = ASAM_F_REFERENCE;
+		fa.q = &q64->dl; fa.k = &k64->dl; fa.v = &v64->dl;
+		fa.o = &o64->dl;
+		fa.gate = c->gate >= ASAM_GATE_SOFT ? &g->dl : NULL;
+		fa.len_q = c->lens ? &lq->dl : NULL;
+		fa.len_k = c->lens ? &lk->dl : NULL;
+		fa.lse_sparse = c->gate != ASAM_GATE_DENSE ? &rs->dl : NULL;
+		fa.lse_dense = c->gate != ASAM_GATE_SPARSE ? &rd->dl : NULL;
+		ret = asam_attn_fwd(ctx, &ap, &fa);
+		if (ret) {
+			fprintf(stderr, "ref: %s\n", asam_last_error());
+			exit(1);
+		}
+		*err_o = tt_rel_err(o, o64);
+		for (i = 0; i < n; i++) {
+			int w;
+
+			for (w = 0; w < 2; w++) {
+				struct tt *r = w ? rd : rs, *x = w ? lse_d : lse_s;
+				double a, e;
+
+				if ((w == 0 && c->gate == ASAM_GATE_DENSE) ||
+				    (w == 1 && c->gate == ASAM_GATE_SPARSE))
+					continue;
+				a = tt_get(x, i);
+				e = tt_get(r, i);
+				if (isnan(e))
+					continue;
+				if (isinf(e)) {
+					if (!(isinf(a) && a < 0))
+						*err_l = INFINITY;
+					continue;
+				}
+				if (!(fabs(a - e) <= *err_l))
+					*err_l = isnan(a) ? INFINITY :
+						 fmax(*err_l, fabs(a - e));
+			}
+		}
+		tt_free(q64); tt_free(k64); tt_free(v64); tt_free(o64);
+		tt_free(rs); tt_free(rd);
+	}
+	cuMemFree(dq); cuMemFree(dk); cuMemFree(dv); cuMemFree(dout);
+	cuMemFree(dg); cuMemFree(dlq); cuMemFree(dlk); cuMemFree(dls);
+	cuMemFree(dld);
+	if (dlist)
+		cuMemFree(dlist);
+	attn_plan_free(&pl);
+	tt_free(q); tt_free(k); tt_free(v); tt_free(o); tt_free(g);
+	tt_free(lq); tt_free(lk); tt_free(lse_s); tt_free(lse_d);
+	return ms;
+}
+
+static void check(struct kcase c)
+{
+	double eo, el, tol = c.dt ? 1e-2 : 2e-3;
+	bool ok;
+
+	if (run_case(&c, &eo, &el) < 0) {
+		fails++;
+		return;
+	}
+	ok = eo <= tol && el <= 1e-2;
+	ok ? passes++ : fails++;
+	printf("%s fwd %-4s d%-3d %-6s %-6s c%d B%d H%d/%d Nq%-5d Nk%-5d len%d m%d: err_o %.2e err_lse %.2e\n",
+	       ok ? "ok  " : "FAIL", c.dt ? "bf16" : "f16", c.d, pname(c.pat),
+	       gname(c.gate), c.causal, c.B, c.Hq, c.Hkv, c.Nq, c.Nk, c.lens,
+	       c.bm, eo, el);
+	fflush(stdout);
+}
+
+static void bench(struct kcase c)
+{
+	double eo, el, ms = run_case(&c, &eo, &el);
+	double fl = 4.0 * c.B * c.Hq * (double)c.Nq * c.Nk * c.d *
+		    (c.causal ? 0.5 : 1);
+
+	printf("BENCH fwd %s d%d %s %s c%d B%d H%d N%d m%d: %.3f ms  dense-equiv %.0f TFLOP/s\n",
+	       c.dt ? "bf16" : "f16", c.d, pname(c.pat), gname(c.gate),
+	       c.causal, c.B, c.Hq, c.Nq, c.bm, ms, fl / ms / 1e9);
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 2 ? argv[2] : "all";
+	CUdevice dev;
+	CUcontext cu;
+	char name[256];
+	int dt, d, cz, gm, pt, x;
+
+	if (argc < 2)
+		return 2;
+	dir = argv[1];
+	CK(cuInit(0));
+	CK(cuDeviceGet(&dev, 0));
+	CK(cuDeviceGetName(name, sizeof(name), dev));
+	CK(cuDevicePrimaryCtxRetain(&cu, dev));
+	CK(cuCtxSetCurrent(cu));
+	printf("device: %s\n", name);
+	if (asam_ctx_create(NULL, &ctx))
+		return 1;
+
+	if (!strcmp(mode, "check") || !strcmp(mode, "all")) {
+		/* the grid: patterns x gates x causal x dtype x d, odd sizes */
+		static const int sz[][5] = {	/* B Hq Hkv Nq Nk */
+			{ 2, 4, 2, 200, 200 }, { 1, 2, 1, 77, 301 },
+			{ 2, 2, 2, 333, 129 }, { 1, 2, 2, 1, 1 },
+		};
+		for (dt = 0; dt < 2; dt++)
+		for (d = 64; d <= 128; d += 64)
+		for (pt = 0; pt < 3; pt++)
+		for (gm = 0; gm < 4; gm++)
+		for (cz = 0; cz < 2; cz++)
+		for (x = 0; x < 4; x++) {
+			struct kcase c = { dt, d, cz, gm, pt == 2 ? 4 : pt,
+					   sz[x][0], sz[x][1], sz[x][2],
+					   sz[x][3], sz[x][4], x & 1, 128, 0 };
+
+			if (pt == 0 && gm == 0 && x > 1)
+				continue;
+			check(c);
+		}
+		/* longer rows, bm 64 */
+		check((struct kcase){ 1, 128, 1, 2, 1, 1, 2, 1, 2048, 2048, 1, 128, 0 });
+		check((struct kcase){ 1, 128, 0, 2, 4, 1, 2, 2, 1500, 2100, 0, 128, 0 });
+		check((struct kcase){ 1, 64, 0, 1, 0, 1, 2, 1, 4096, 4096, 0, 64, 0 });
+		check((struct kcase){ 0, 128, 1, 3, 4, 1, 4, 2, 1024, 1000, 1, 64, 0 });
+		check((struct kcase){ 1, 128, 0, 0, 1, 1, 2, 2, 16384, 16384, 0, 128, 0 });
+		/* 32 rows per warp (MT = 2) */
+		for (gm = 0; gm < 4; gm++)
+		for (pt = 0; pt < 3; pt++)
+		for (cz = 0; cz < 2; cz++)
+			check((struct kcase){ 1, 128, cz, gm, pt == 2 ? 4 : pt,
+					      2, 4, 2, 700, 650, 1, 128, 0, 4 });
+		check((struct kcase){ 0, 64, 1, 1, 0, 2, 4, 1, 1000, 1100, 1, 128, 0, 4 });
+		printf("check: %d passed, %d failed\n", passes, fails);
+	}
+	if (!strcmp(mode, "bench") || !strcmp(mode, "all")) {
+		int w;
+
+		for (w = 4; w <= 8; w += 4) {
+			bench((struct kcase){ 1, 128, 0, 1, 0, 8, 16, 16, 4096, 4096, 0, 128, 20, w });
+			bench((struct kcase){ 1, 128, 0, 1, 0, 2, 16, 16, 16384, 16384, 0, 128, 10, w });
+			bench((struct kcase){ 1, 64, 0, 1, 0, 8, 16, 16, 4096, 4096, 0, 128, 20, w });
+			bench((struct kcase){ 1, 128, 1, 1, 0, 2, 16, 16, 16384, 16384, 0, 128, 10, w });
+			bench((struct kcase){ 1, 128, 0, 0, 1, 2, 16, 16, 16384, 16384, 0, 128, 20, w });
+			bench((struct kcase){ 1, 128, 0, 0, 1, 1, 16, 16, 65536, 65536, 0, 128, 20, w });
+			bench((struct kcase){ 1, 128, 0, 0, 4, 2, 16, 16, 16384, 16384, 0, 128, 20, w });
+			bench((struct kcase){ 1, 128, 0, 3, 1, 2, 16, 16, 16384, 16384, 0, 128, 20, w });
+			bench((struct kcase){ 1, 128, 0, 3, 4, 2, 16, 16, 16384, 16384, 0, 128, 20, w });
+		}
+		bench((struct kcase){ 1, 128, 0, 2, 0, 2, 16, 16, 16384, 16384, 0, 128, 10, 8 });
+		bench((struct kcase){ 1, 128, 0, 2, 1, 2, 16, 16, 16384, 16384, 0, 128, 10, 8 });
+		bench((struct kcase){ 1, 128, 0, 2, 4, 2, 16, 16, 16384, 16384, 0, 128, 10, 8 });
+	}
+	asam_ctx_destroy(ctx);
+	return fails ? 1 : 0;
+}
