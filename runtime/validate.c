@@ -385,6 +385,31 @@ static int check_common(struct asam_problem *p,
 	return ret;
 }
 
+/*
+ * The start every entry shares: the parameters, then the args struct,
+ * which must be large enough to hold its last field (@need bytes).
+ */
+static int check_head(struct asam_problem *p,
+		      const struct asam_attn_params *params, const void *args,
+		      size_t sz, size_t need, const char *type)
+{
+	int ret;
+
+	memset(p, 0, sizeof(*p));
+	ret = check_params(p, params);
+	if (ret)
+		return ret;
+	if (!args)
+		return asam_err(-EINVAL, "args is NULL");
+	if (sz < need)
+		return asam_err(-EINVAL,
+				"args: sz %zu is smaller than struct %s (%zu)",
+				sz, type, need);
+	return 0;
+}
+
+#define ARGS_NEED(type) (offsetof(type, stream) + sizeof(void *))
+
 int asam_problem_fwd(struct asam_problem *p,
 		     const struct asam_attn_params *params,
 		     const struct asam_fwd_args *a)
@@ -392,16 +417,10 @@ int asam_problem_fwd(struct asam_problem *p,
 	int64_t bhn[3];
 	int ret;
 
-	memset(p, 0, sizeof(*p));
-	ret = check_params(p, params);
+	ret = check_head(p, params, a, a ? a->sz : 0,
+			 ARGS_NEED(struct asam_fwd_args), "asam_fwd_args");
 	if (ret)
 		return ret;
-	if (!a)
-		return asam_err(-EINVAL, "args is NULL");
-	if (a->sz < offsetof(struct asam_fwd_args, stream) + sizeof(a->stream))
-		return asam_err(-EINVAL,
-				"args: sz %zu is smaller than struct asam_fwd_args (%zu)",
-				a->sz, sizeof(*a));
 	ret = check_qkv(p, a->q, a->k, a->v, true);
 	if (!ret)
 		ret = check_common(p, params, a->gate, a->len_q, a->len_k);
@@ -433,19 +452,13 @@ int asam_problem_bwd(struct asam_problem *p,
 	int64_t bhn[3], bh[2];
 	int ret;
 
-	memset(p, 0, sizeof(*p));
-	ret = check_params(p, params);
+	ret = check_head(p, params, a, a ? a->sz : 0,
+			 ARGS_NEED(struct asam_bwd_args), "asam_bwd_args");
 	if (ret)
 		return ret;
 	if (p->gate_mode == ASAM_GATE_HARD)
 		return asam_err(-EINVAL,
 				"params: gate_mode HARD has no backward (it is an inference approximation); use SOFT");
-	if (!a)
-		return asam_err(-EINVAL, "args is NULL");
-	if (a->sz < offsetof(struct asam_bwd_args, stream) + sizeof(a->stream))
-		return asam_err(-EINVAL,
-				"args: sz %zu is smaller than struct asam_bwd_args (%zu)",
-				a->sz, sizeof(*a));
 	p->bwd = true;
 	ret = check_qkv(p, a->q, a->k, a->v, true);
 	if (!ret)
@@ -505,16 +518,10 @@ int asam_problem_stats(struct asam_problem *p,
 {
 	int ret;
 
-	memset(p, 0, sizeof(*p));
-	ret = check_params(p, params);
+	ret = check_head(p, params, a, a ? a->sz : 0,
+			 ARGS_NEED(struct asam_fwd_args), "asam_fwd_args");
 	if (ret)
 		return ret;
-	if (!a)
-		return asam_err(-EINVAL, "args is NULL");
-	if (a->sz < offsetof(struct asam_fwd_args, stream) + sizeof(a->stream))
-		return asam_err(-EINVAL,
-				"args: sz %zu is smaller than struct asam_fwd_args (%zu)",
-				a->sz, sizeof(*a));
 	/* the gate does not change which pairs are allowed */
 	p->gate_mode = ASAM_GATE_SPARSE;
 	ret = check_qkv(p, a->q, a->k, NULL, false);
