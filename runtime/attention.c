@@ -200,10 +200,11 @@ __public int asam_pattern_stats(struct asam_ctx *ctx,
 	ret = asam_problem_stats(&p, params, args);
 	if (ret)
 		goto out;
-	if (p.pat.kind == ASAM_PATTERN_CLUSTERED &&
-	    p.dev.device_type != kDLCPU) {
+	/* q and k values (CLUSTERED) and lengths are read on the host */
+	if ((p.pat.kind == ASAM_PATTERN_CLUSTERED || p.len_q.data ||
+	     p.len_k.data) && p.dev.device_type != kDLCPU) {
 		ret = asam_err(-EOPNOTSUPP,
-			       "CLUSTERED statistics need host tensors");
+			       "statistics with CLUSTERED or lengths need host tensors");
 		goto out;
 	}
 	pl = asam_pat_plan_create(&p);
