@@ -331,11 +331,13 @@ static int check_qkv(struct asam_problem *p, const DLTensor *q,
 	p->Hq = p->q.shape[1];
 	p->Nq = p->q.shape[2];
 	p->d = p->q.shape[3];
-	if (!k->shape || k->ndim != 4)
-		return asam_err(-EINVAL, "k: must have 4 dimensions [B, Hkv, Nk, d]");
-	p->Hkv = k->shape[1];
-	p->Nk = k->shape[2];
-	if (p->Hkv <= 0 || p->Hq % p->Hkv)
+	/* k's own checks first, so that Hkv and Nk are known to be sane */
+	ret = asam_tv_from(&p->k, "k", k, 4);
+	if (ret)
+		return ret;
+	p->Hkv = p->k.shape[1];
+	p->Nk = p->k.shape[2];
+	if (p->Hq % p->Hkv)
 		return asam_err(-EINVAL,
 				"k: Hq %% Hkv != 0 (Hq = %d, Hkv = %d)",
 				p->Hq, p->Hkv);
