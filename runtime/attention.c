@@ -24,6 +24,7 @@ static const char *const pattern_names[ASAM_PATTERN_NR_KINDS] = {
 	[ASAM_PATTERN_RANDOM] = "random",
 	[ASAM_PATTERN_RANDOM_ROWS] = "random_rows",
 	[ASAM_PATTERN_CLUSTERED] = "clustered",
+	[ASAM_PATTERN_USER_INDEX] = "user_index",
 };
 
 __public const char *asam_pattern_name(enum asam_pattern_kind kind)

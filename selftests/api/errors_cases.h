@@ -60,3 +60,8 @@ CASE(bwd_dk_shape, -EINVAL, "dk: shape", f->bwd = true; own_shape(f, f->dk)->sha
 CASE(bwd_d_o_dtype, -EINVAL, "d_o: dtype", f->bwd = true; f->d_o->dl.dtype = TT_F64)
 CASE(bwd_small_sz, -EINVAL, "args: sz", f->bwd = true; f->b.sz = 16)
 CASE(bwd_gate_range, -EINVAL, "gate[1][3] = 2", f->bwd = true; tt_set(f->gate, 7, 2))
+CASE(index_null, -EINVAL, "index is NULL", f->pat.kind = ASAM_PATTERN_USER_INDEX)
+CASE(index_range, -EINVAL, "pattern.index[1][0][2][1] = 16", user_index(f, 16))
+CASE(index_below, -EINVAL, "= -2 must be -1", user_index(f, -2))
+CASE(index_dtype, -EINVAL, "pattern.index: dtype", user_index(f, 0); f->index->dl.dtype = TT_F32)
+CASE(index_shape, -EINVAL, "pattern.index: shape", user_index(f, 0); own_shape(f, f->index)->shape[1] = 4)

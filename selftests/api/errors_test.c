@@ -18,7 +18,7 @@
 
 struct fx {
 	struct tt *q, *k, *v, *o, *lse_s, *lse_d, *gate, *len_q, *len_k;
-	struct tt *d_o, *dq, *dk, *dv, *dg, *cent;
+	struct tt *d_o, *dq, *dk, *dv, *dg, *cent, *index;
 	int64_t bad_shape[4], bad_strides[4];
 	struct asam_pattern pat;
 	struct asam_attn_params prm;
@@ -78,7 +78,7 @@ static void fx_free(struct fx *f)
 {
 	struct tt *all[] = { f->q, f->k, f->v, f->o, f->lse_s, f->lse_d,
 			     f->gate, f->len_q, f->len_k, f->d_o, f->dq,
-			     f->dk, f->dv, f->dg, f->cent };
+			     f->dk, f->dv, f->dg, f->cent, f->index };
 	unsigned int i;
 
 	for (i = 0; i < ARRAY_SIZE(all); i++)
@@ -98,6 +98,18 @@ static DLTensor *own_strides(struct fx *f, struct tt *t)
 	memcpy(f->bad_strides, t->strides, sizeof(f->bad_strides));
 	t->dl.strides = f->bad_strides;
 	return &t->dl;
+}
+
+/* a valid USER_INDEX pattern whose entry [1][0][2][1] is @bad */
+static void user_index(struct fx *f, int bad)
+{
+	int64_t shape[4] = { 2, 2, 16, 3 };
+
+	f->index = tt_new(TT_I32, 4, shape);
+	tt_fill(f->index, 5);
+	tt_set(f->index, ((1 * 2 + 0) * 16 + 2) * 3 + 1, bad);
+	f->pat.kind = ASAM_PATTERN_USER_INDEX;
+	f->pat.index = &f->index->dl;
 }
 
 #define CASE(name, err, word, body)					\
@@ -129,6 +141,8 @@ static bool pattern_built(enum asam_pattern_kind kind)
 		return IS_ENABLED(CONFIG_PATTERN_RANDOM_ROWS);
 	case ASAM_PATTERN_CLUSTERED:
 		return IS_ENABLED(CONFIG_PATTERN_CLUSTERED);
+	case ASAM_PATTERN_USER_INDEX:
+		return IS_ENABLED(CONFIG_PATTERN_USER_INDEX);
 	default:
 		return true;
 	}

@@ -21,7 +21,7 @@
 #include "../lib/testutil.h"
 
 struct setup {
-	struct tt *q, *k, *cent;
+	struct tt *q, *k, *cent, *index;
 	struct asam_pattern pat;
 	struct asam_attn_params prm;
 	struct asam_fwd_args args;
@@ -134,6 +134,15 @@ static bool brute_allowed(const struct setup *s, int b, int h, int64_t i,
 	case ASAM_PATTERN_RANDOM:
 		return random_block_chosen(pat, h, i / 64, j / 64,
 					   (Nk + 63) / 64);
+	case ASAM_PATTERN_USER_INDEX: {
+		int64_t r = s->index->shape[3], t, base;
+
+		base = ((int64_t)(b * Hkv + h / (Hq / Hkv)) * Nq + i) * r;
+		for (t = 0; t < r; t++)
+			if (tt_get(s->index, base + t) == j)
+				return true;
+		return false;
+	}
 	case ASAM_PATTERN_CLUSTERED:
 		if (pat->cluster_mode == ASAM_CLUSTER_ARGMAX)
 			return brute_cluster(s, s->q, b, h, h, i, NULL) ==
@@ -168,6 +177,16 @@ static int make_setup(struct setup *s, enum asam_pattern_kind kind, int B,
 		s->pat.num_clusters = 4;
 		s->pat.centroids = &s->cent->dl;
 	}
+	if (kind == ASAM_PATTERN_USER_INDEX) {
+		int64_t shape[4] = { B, Hkv, Nq, 5 }, i;
+
+		s->index = tt_new(TT_I32, 4, shape);
+		for (i = 0; i < tt_numel(s->index); i++)
+			tt_set(s->index, i, i % 5 == 4 ? -1 :
+			       i % 5 == 3 ? tt_get(s->index, i - 1) :
+			       (int)(tt_uniform() * Nk));
+		s->pat.index = &s->index->dl;
+	}
 	s->prm = (struct asam_attn_params){ .sz = sizeof(s->prm),
 					    .pattern = &s->pat,
 					    .causal = causal };
@@ -181,6 +200,7 @@ static void free_setup(struct setup *s)
 	tt_free(s->q);
 	tt_free(s->k);
 	tt_free(s->cent);
+	tt_free(s->index);
 }
 
 /* Compare every (b, h, i, j) and the stats totals with brute force. */
@@ -370,7 +390,7 @@ int main(void)
 	static const enum asam_pattern_kind kinds[] = {
 		ASAM_PATTERN_DENSE, ASAM_PATTERN_LOCAL, ASAM_PATTERN_STRIDED,
 		ASAM_PATTERN_HIERARCHICAL, ASAM_PATTERN_RANDOM,
-		ASAM_PATTERN_CLUSTERED,
+		ASAM_PATTERN_CLUSTERED, ASAM_PATTERN_USER_INDEX,
 	};
 	unsigned int k;
 

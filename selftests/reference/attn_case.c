@@ -68,6 +68,17 @@ void ac_init(struct attn_case *c, DLDataType dt, int B, int Hq, int Hkv,
 		c->pat.centroids = &c->cent->dl;
 		break;
 	}
+	case ASAM_PATTERN_USER_INDEX: {
+		/* r = 4 random keys per row, with repeats and -1 holes */
+		int64_t shape[4] = { B, Hkv, Nq, 4 }, i;
+
+		c->index = tt_new(TT_I32, 4, shape);
+		for (i = 0; i < tt_numel(c->index); i++)
+			tt_set(c->index, i, i % 7 == 3 ? -1 :
+			       (int)(tt_uniform() * Nk));
+		c->pat.index = &c->index->dl;
+		break;
+	}
 	default:
 		break;
 	}
@@ -95,7 +106,7 @@ void ac_free(struct attn_case *c)
 {
 	struct tt *all[] = { c->q, c->k, c->v, c->o, c->lse_s, c->lse_d,
 			     c->gate, c->len_q, c->len_k, c->d_o, c->dq,
-			     c->dk, c->dv, c->dgate, c->cent };
+			     c->dk, c->dv, c->dgate, c->cent, c->index };
 	unsigned int i;
 
 	for (i = 0; i < sizeof(all) / sizeof(all[0]); i++)

@@ -16,7 +16,7 @@ struct attn_case {
 	struct asam_pattern pat;
 	struct asam_attn_params prm;
 	struct tt *q, *k, *v, *o, *lse_s, *lse_d, *gate, *len_q, *len_k;
-	struct tt *d_o, *dq, *dk, *dv, *dgate, *cent;
+	struct tt *d_o, *dq, *dk, *dv, *dgate, *cent, *index;
 	float weights[64];
 };
 
