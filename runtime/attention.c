@@ -24,6 +24,7 @@ static const char *const pattern_names[ASAM_PATTERN_NR_KINDS] = {
 	[ASAM_PATTERN_RANDOM] = "random",
 	[ASAM_PATTERN_RANDOM_ROWS] = "random_rows",
 	[ASAM_PATTERN_CLUSTERED] = "clustered",
+	[ASAM_PATTERN_USER_INDEX] = "user_index",
 };
 
 __public const char *asam_pattern_name(enum asam_pattern_kind kind)
@@ -94,11 +95,20 @@ static struct asam_backend *pick_backend(struct asam_ctx *ctx,
 	return ERR_PTR(ret);
 }
 
+/* Run @p on the first backend that takes it, forward or backward. */
+static int dispatch(struct asam_ctx *ctx, const struct asam_problem *p)
+{
+	struct asam_backend *be = pick_backend(ctx, p);
+
+	if (IS_ERR(be))
+		return PTR_ERR(be);
+	return p->bwd ? be->ops->bwd(be, p) : be->ops->fwd(be, p);
+}
+
 __public int asam_attn_fwd(struct asam_ctx *ctx,
 			   const struct asam_attn_params *params,
 			   const struct asam_fwd_args *args)
 {
-	struct asam_backend *be;
 	struct asam_problem p;
 	int ret;
 
@@ -106,15 +116,8 @@ __public int asam_attn_fwd(struct asam_ctx *ctx,
 	if (!ctx)
 		return asam_err(-EINVAL, "asam_attn_fwd: ctx is NULL");
 	ret = asam_problem_fwd(&p, params, args);
-	if (ret)
-		goto out;
-	be = pick_backend(ctx, &p);
-	if (IS_ERR(be)) {
-		ret = PTR_ERR(be);
-		goto out;
-	}
-	ret = be->ops->fwd(be, &p);
-out:
+	if (!ret)
+		ret = dispatch(ctx, &p);
 	if (ret)
 		asam_err_prefix("asam_attn_fwd");
 	return ret;
@@ -124,7 +127,6 @@ __public int asam_attn_bwd(struct asam_ctx *ctx,
 			   const struct asam_attn_params *params,
 			   const struct asam_bwd_args *args)
 {
-	struct asam_backend *be;
 	struct asam_problem p;
 	int ret;
 
@@ -132,15 +134,8 @@ __public int asam_attn_bwd(struct asam_ctx *ctx,
 	if (!ctx)
 		return asam_err(-EINVAL, "asam_attn_bwd: ctx is NULL");
 	ret = asam_problem_bwd(&p, params, args);
-	if (ret)
-		goto out;
-	be = pick_backend(ctx, &p);
-	if (IS_ERR(be)) {
-		ret = PTR_ERR(be);
-		goto out;
-	}
-	ret = be->ops->bwd(be, &p);
-out:
+	if (!ret)
+		ret = dispatch(ctx, &p);
 	if (ret)
 		asam_err_prefix("asam_attn_bwd");
 	return ret;
@@ -206,10 +201,11 @@ __public int asam_pattern_stats(struct asam_ctx *ctx,
 	ret = asam_problem_stats(&p, params, args);
 	if (ret)
 		goto out;
-	if (p.pat.kind == ASAM_PATTERN_CLUSTERED &&
-	    p.dev.device_type != kDLCPU) {
+	/* q and k values (CLUSTERED) and lengths are read on the host */
+	if ((p.pat.kind == ASAM_PATTERN_CLUSTERED || p.len_q.data ||
+	     p.len_k.data) && p.dev.device_type != kDLCPU) {
 		ret = asam_err(-EOPNOTSUPP,
-			       "CLUSTERED statistics need host tensors");
+			       "statistics with CLUSTERED or lengths need host tensors");
 		goto out;
 	}
 	pl = asam_pat_plan_create(&p);

@@ -390,6 +390,17 @@ void asam_pat_row(const struct asam_pat_plan *pl, int64_t i, uint8_t *row)
 		for (t = 0; t < pl->rr; t++)
 			row[pl->rows[i * pl->rr + t]] = 1;
 		break;
+	case ASAM_PATTERN_USER_INDEX: {
+		const struct asam_tv *ix = &pat->index;
+		const int32_t *lst = (const int32_t *)ix->data +
+				     tv_off(ix, pl->b, pl->h / (p->Hq / p->Hkv),
+					    i, 0);
+
+		for (t = 0; t < pat->r; t++)
+			if (lst[t] >= 0)
+				row[lst[t]] = 1;
+		break;
+	}
 	case ASAM_PATTERN_CLUSTERED:
 		if (pl->cq) {
 			for (j = 0; j < Nk; j++)

@@ -28,11 +28,58 @@ static const struct {
 				       IS_ENABLED(CONFIG_PATTERN_RANDOM_ROWS) },
 	[ASAM_PATTERN_CLUSTERED] = { "CONFIG_PATTERN_CLUSTERED",
 				     IS_ENABLED(CONFIG_PATTERN_CLUSTERED) },
+	[ASAM_PATTERN_USER_INDEX] = { "CONFIG_PATTERN_USER_INDEX",
+				      IS_ENABLED(CONFIG_PATTERN_USER_INDEX) },
 };
 
-static int check_pattern(struct asam_pat *out, const struct asam_pattern *in,
-			 int Hq, int d, DLDevice dev)
+/* USER_INDEX: int32 [B, Hkv, Nq, r], entries in [-1, Nk) (host-checked) */
+static int check_index(const struct asam_problem *p, struct asam_tv *tv,
+		       const DLTensor *t)
 {
+	int64_t b, h, i, r, n;
+	int ret;
+
+	if (!t)
+		return asam_err(-EINVAL,
+				"pattern: index is NULL (USER_INDEX needs [B, Hkv, Nq, r])");
+	ret = asam_tv_from(tv, "pattern.index", t, 4);
+	if (ret)
+		return ret;
+	if (tv->dt != ASAM_DT_I32)
+		return asam_err(-EINVAL, "pattern.index: dtype %s, expected int32",
+				asam_dtype_name(tv->dt));
+	if (tv->shape[0] != p->B || tv->shape[1] != p->Hkv ||
+	    tv->shape[2] != p->Nq)
+		return asam_err(-EINVAL,
+				"pattern.index: shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64 "], expected [B=%d, Hkv=%d, Nq=%d, r]",
+				tv->shape[0], tv->shape[1], tv->shape[2],
+				tv->shape[3], p->B, p->Hkv, p->Nq);
+	if (tv->dev.device_type != p->dev.device_type ||
+	    tv->dev.device_id != p->dev.device_id)
+		return asam_err(-EINVAL, "pattern.index: on another device than q");
+	if (tv->dev.device_type != kDLCPU)
+		return 0;
+	n = tv->shape[3];
+	for (b = 0; b < p->B; b++)
+		for (h = 0; h < p->Hkv; h++)
+			for (i = 0; i < p->Nq; i++)
+				for (r = 0; r < n; r++) {
+					int32_t j = ((const int32_t *)tv->data)[
+						tv_off(tv, b, h, i, r)];
+
+					if (j < -1 || j >= p->Nk)
+						return asam_err(-EINVAL,
+								"pattern.index[%" PRId64 "][%" PRId64 "][%" PRId64 "][%" PRId64 "] = %d must be -1 or in [0, %d)",
+								b, h, i, r, j, p->Nk);
+				}
+	return 0;
+}
+
+static int check_pattern(struct asam_problem *p, const struct asam_pattern *in)
+{
+	struct asam_pat *out = &p->pat;
+	int Hq = p->Hq, d = p->d;
+	DLDevice dev = p->dev;
 	int k, ret;
 
 	memset(out, 0, sizeof(*out));
@@ -153,6 +200,17 @@ static int check_pattern(struct asam_pat *out, const struct asam_pattern *in,
 		out->cmode = in->cluster_mode;
 		out->temp = in->cluster_temp;
 		out->thresh = in->cluster_threshold;
+		break;
+	case ASAM_PATTERN_USER_INDEX:
+		if (in->sz < offsetof(struct asam_pattern, index) +
+			     sizeof(in->index))
+			return asam_err(-EINVAL,
+					"pattern: sz %zu has no index field (USER_INDEX)",
+					in->sz);
+		ret = check_index(p, &out->index, in->index);
+		if (ret)
+			return ret;
+		out->r = out->index.shape[3];
 		break;
 	default:
 		break;
@@ -331,11 +389,13 @@ static int check_qkv(struct asam_problem *p, const DLTensor *q,
 	p->Hq = p->q.shape[1];
 	p->Nq = p->q.shape[2];
 	p->d = p->q.shape[3];
-	if (!k->shape || k->ndim != 4)
-		return asam_err(-EINVAL, "k: must have 4 dimensions [B, Hkv, Nk, d]");
-	p->Hkv = k->shape[1];
-	p->Nk = k->shape[2];
-	if (p->Hkv <= 0 || p->Hq % p->Hkv)
+	/* k's own checks first, so that Hkv and Nk are known to be sane */
+	ret = asam_tv_from(&p->k, "k", k, 4);
+	if (ret)
+		return ret;
+	p->Hkv = p->k.shape[1];
+	p->Nk = p->k.shape[2];
+	if (p->Hq % p->Hkv)
 		return asam_err(-EINVAL,
 				"k: Hq %% Hkv != 0 (Hq = %d, Hkv = %d)",
 				p->Hq, p->Hkv);
@@ -360,7 +420,7 @@ static int check_common(struct asam_problem *p,
 	int64_t bh[2] = { p->B, p->Hq }, b1[1] = { p->B };
 	int ret;
 
-	ret = check_pattern(&p->pat, params->pattern, p->Hq, p->d, p->dev);
+	ret = check_pattern(p, params->pattern);
 	if (ret)
 		return ret;
 	p->scale = params->scale > 0 ? params->scale : 1.0 / sqrt(p->d);
@@ -385,6 +445,31 @@ static int check_common(struct asam_problem *p,
 	return ret;
 }
 
+/*
+ * The start every entry shares: the parameters, then the args struct,
+ * which must be large enough to hold its last field (@need bytes).
+ */
+static int check_head(struct asam_problem *p,
+		      const struct asam_attn_params *params, const void *args,
+		      size_t sz, size_t need, const char *type)
+{
+	int ret;
+
+	memset(p, 0, sizeof(*p));
+	ret = check_params(p, params);
+	if (ret)
+		return ret;
+	if (!args)
+		return asam_err(-EINVAL, "args is NULL");
+	if (sz < need)
+		return asam_err(-EINVAL,
+				"args: sz %zu is smaller than struct %s (%zu)",
+				sz, type, need);
+	return 0;
+}
+
+#define ARGS_NEED(type) (offsetof(type, stream) + sizeof(void *))
+
 int asam_problem_fwd(struct asam_problem *p,
 		     const struct asam_attn_params *params,
 		     const struct asam_fwd_args *a)
@@ -392,16 +477,10 @@ int asam_problem_fwd(struct asam_problem *p,
 	int64_t bhn[3];
 	int ret;
 
-	memset(p, 0, sizeof(*p));
-	ret = check_params(p, params);
+	ret = check_head(p, params, a, a ? a->sz : 0,
+			 ARGS_NEED(struct asam_fwd_args), "asam_fwd_args");
 	if (ret)
 		return ret;
-	if (!a)
-		return asam_err(-EINVAL, "args is NULL");
-	if (a->sz < offsetof(struct asam_fwd_args, stream) + sizeof(a->stream))
-		return asam_err(-EINVAL,
-				"args: sz %zu is smaller than struct asam_fwd_args (%zu)",
-				a->sz, sizeof(*a));
 	ret = check_qkv(p, a->q, a->k, a->v, true);
 	if (!ret)
 		ret = check_common(p, params, a->gate, a->len_q, a->len_k);
@@ -433,19 +512,13 @@ int asam_problem_bwd(struct asam_problem *p,
 	int64_t bhn[3], bh[2];
 	int ret;
 
-	memset(p, 0, sizeof(*p));
-	ret = check_params(p, params);
+	ret = check_head(p, params, a, a ? a->sz : 0,
+			 ARGS_NEED(struct asam_bwd_args), "asam_bwd_args");
 	if (ret)
 		return ret;
 	if (p->gate_mode == ASAM_GATE_HARD)
 		return asam_err(-EINVAL,
 				"params: gate_mode HARD has no backward (it is an inference approximation); use SOFT");
-	if (!a)
-		return asam_err(-EINVAL, "args is NULL");
-	if (a->sz < offsetof(struct asam_bwd_args, stream) + sizeof(a->stream))
-		return asam_err(-EINVAL,
-				"args: sz %zu is smaller than struct asam_bwd_args (%zu)",
-				a->sz, sizeof(*a));
 	p->bwd = true;
 	ret = check_qkv(p, a->q, a->k, a->v, true);
 	if (!ret)
@@ -505,16 +578,10 @@ int asam_problem_stats(struct asam_problem *p,
 {
 	int ret;
 
-	memset(p, 0, sizeof(*p));
-	ret = check_params(p, params);
+	ret = check_head(p, params, a, a ? a->sz : 0,
+			 ARGS_NEED(struct asam_fwd_args), "asam_fwd_args");
 	if (ret)
 		return ret;
-	if (!a)
-		return asam_err(-EINVAL, "args is NULL");
-	if (a->sz < offsetof(struct asam_fwd_args, stream) + sizeof(a->stream))
-		return asam_err(-EINVAL,
-				"args: sz %zu is smaller than struct asam_fwd_args (%zu)",
-				a->sz, sizeof(*a));
 	/* the gate does not change which pairs are allowed */
 	p->gate_mode = ASAM_GATE_SPARSE;
 	ret = check_qkv(p, a->q, a->k, NULL, false);

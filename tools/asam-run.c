@@ -122,7 +122,7 @@ static int run_pattern(struct asam_ctx *ctx, const struct run_opts *o,
 		       enum asam_pattern_kind kind)
 {
 	struct ten q, k, v, out, lse_s, lse_d, g, c;
-	struct ten q64, k64, v64, out64, c64;
+	struct ten q64, k64, v64, out64, c64, idx;
 	struct asam_pattern pat;
 	struct asam_attn_params prm = { .sz = sizeof(prm) };
 	struct asam_fwd_args a = { .sz = sizeof(a) };
@@ -153,6 +153,15 @@ static int run_pattern(struct asam_ctx *ctx, const struct run_opts *o,
 		pat.num_clusters = C;
 		pat.centroids = &c.dl;
 	}
+	/* USER_INDEX: 64 keys per query, as a top-k selector would pick */
+	ten_init(&idx, (DLDataType){ kDLInt, 32, 1 }, 4, o->B, o->H, o->N, 64);
+	for (i = 0; i < numel(&idx); i++) {
+		uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
+
+		((int32_t *)idx.dl.data)[i] = (int32_t)((z >> 33) % o->N);
+	}
+	if (kind == ASAM_PATTERN_USER_INDEX)
+		pat.index = &idx.dl;
 	prm.pattern = &pat;
 	prm.gate_mode = o->mode;
 	prm.hard_threshold = 0.5f;
@@ -224,7 +233,7 @@ err:
 out:
 	free(q.dl.data), free(k.dl.data), free(v.dl.data), free(out.dl.data);
 	free(lse_s.dl.data), free(lse_d.dl.data), free(g.dl.data);
-	free(c.dl.data);
+	free(c.dl.data), free(idx.dl.data);
 	return ret;
 }
 

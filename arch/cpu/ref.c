@@ -156,8 +156,13 @@ static void mix_row(const double *prob, const double *v, int64_t lim, int d,
 	}
 }
 
+/*
+ * s_j = scale <q_i, k_j> for j < lim; with @only (the sparse row, when the
+ * dense branch is not needed) keys outside it are skipped, so a SPARSE
+ * call costs O(N) per row for the predicate and O(allowed d) for scores.
+ */
 static void scores(const struct asam_problem *p, const struct ref_scratch *r,
-		   int64_t i, int64_t lim)
+		   int64_t i, int64_t lim, const uint8_t *only)
 {
 	const double *qi = r->q + (size_t)i * p->d;
 	int64_t j;
@@ -167,6 +172,8 @@ static void scores(const struct asam_problem *p, const struct ref_scratch *r,
 		const double *kj = r->k + (size_t)j * p->d;
 		double dot = 0;
 
+		if (only && !only[j])
+			continue;
 		for (e = 0; e < p->d; e++)
 			dot += qi[e] * kj[e];
 		r->s[j] = p->scale * dot;
@@ -202,11 +209,12 @@ static int ref_fwd(struct asam_backend *be, const struct asam_problem *p)
 				double lse_s = NAN, lse_d = NAN;
 				int64_t off = tv_off(&p->o, b, h, i, 0);
 
-				scores(p, &r, i, lim);
 				memset(r.S, 0, sizeof(double) * p->d);
 				memset(r.A, 0, sizeof(double) * p->d);
-				if (want_s) {
+				if (want_s)
 					asam_pat_row(r.plan, i, r.row);
+				scores(p, &r, i, lim, want_d ? NULL : r.row);
+				if (want_s) {
 					lse_s = softmax_row(r.s, r.row, lim, r.ps);
 					mix_row(r.ps, r.v, lim, p->d, r.S);
 				}
@@ -298,14 +306,16 @@ static int ref_bwd(struct asam_backend *be, const struct asam_problem *p)
 					memset(dq, 0, sizeof(double) * p->d);
 					memset(r.S, 0, sizeof(double) * p->d);
 					memset(r.A, 0, sizeof(double) * p->d);
-					scores(p, &r, i, lim);
 					for (j = 0; j < lim; j++)
 						r.ps[j] = r.pd[j] = 0;
+					if (problem_needs_sparse(p))
+						asam_pat_row(r.plan, i, r.row);
+					scores(p, &r, i, lim,
+					       problem_needs_dense(p) ? NULL : r.row);
 					if (problem_needs_sparse(p)) {
 						double lse = tv_get(&p->lse_s,
 							tv_off(&p->lse_s, b, h, i, 0));
 
-						asam_pat_row(r.plan, i, r.row);
 						prob_from_lse(r.s, r.row, lim, lse, r.ps);
 						mix_row(r.ps, r.v, lim, p->d, r.S);
 						for (e = 0; e < p->d; e++)

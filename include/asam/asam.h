@@ -121,6 +121,7 @@ enum asam_pattern_kind {
 	ASAM_PATTERN_RANDOM,		/* SplitMix64 key blocks per 64 queries */
 	ASAM_PATTERN_RANDOM_ROWS,	/* MT19937 rows of the original */
 	ASAM_PATTERN_CLUSTERED,		/* same centroid cluster */
+	ASAM_PATTERN_USER_INDEX,	/* caller-given key indices per query */
 	ASAM_PATTERN_NR_KINDS,
 };
 
@@ -152,6 +153,10 @@ enum asam_cluster_mode {
  * @cluster_threshold: CLUSTERED SOFT: theta (default 0.1)
  * @centroids: CLUSTERED: [Hq, C, d] tensor of centroids on the same device
  *	as q, fp32 or q's dtype
+ * @index: USER_INDEX: int32 [B, Hkv, Nq, r] key indices per query on the
+ *	same device as q (as a top-k selector such as DeepSeek's sparse
+ *	attention produces them); -1 means none, a repeated index counts
+ *	once; the query heads of a KV group share their KV head's lists
  *
  * Fill it with asam_pattern_init() and change what differs; fields that do
  * not belong to @kind are ignored.
@@ -172,6 +177,7 @@ struct asam_pattern {
 	float cluster_temp;
 	float cluster_threshold;
 	const DLTensor *centroids;
+	const DLTensor *index;
 };
 
 /**

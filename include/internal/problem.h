@@ -24,6 +24,7 @@ struct asam_pat {
 	enum asam_cluster_mode cmode;
 	float temp, thresh;
 	struct asam_tv centroids;	/* [Hq, C, d] */
+	struct asam_tv index;		/* USER_INDEX: [B, Hkv, Nq, r] int32 */
 };
 
 struct asam_problem {

@@ -58,14 +58,4 @@ include/generated/autoconf.h include/generated/backends.h: include/config/auto.c
 	@:
 
 include/config/auto.conf: $(KCONFIG_CONFIG) $(kconfig-deps)
-	$(Q)mkdir -p include/config include/generated
-	@echo "  GEN     include/generated/autoconf.h"
-	$(Q)$(KCONFIG)/genconfig.py Kconfig \
-		--header-path include/generated/autoconf.h.tmp \
-		--config-out include/config/auto.conf.tmp
-	$(Q)tools/build/gen-backends.sh include/config/auto.conf.tmp \
-		> include/generated/backends.h.tmp
-	$(Q)for f in include/generated/autoconf.h include/config/auto.conf \
-		include/generated/backends.h; do \
-		cmp -s $$f.tmp $$f && rm -f $$f.tmp || mv $$f.tmp $$f; done
-	$(Q)touch include/config/auto.conf
+	$(Q)tools/build/syncconfig.sh $(PYTHON) $(KCONFIGLIB)
