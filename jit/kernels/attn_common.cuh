@@ -41,7 +41,7 @@ static __device__ __forceinline__ float fast_exp2(float x)
 {
 	float y;
 
-	asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+	asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
 	return y;
 }
 
@@ -49,7 +49,7 @@ static __device__ __forceinline__ float fast_log2(float x)
 {
 	float y;
 
-	asm volatile("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+	asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
 	return y;
 }
 
@@ -97,9 +97,9 @@ static __device__ __forceinline__ void mma16816(float *c, const u32 *a,
 						const u32 *b)
 {
 #if DTYPE == ATTN_BF16
-	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+	asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
 #else
-	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+	asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
 #endif
 		     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
 		     "{%0, %1, %2, %3};\n"

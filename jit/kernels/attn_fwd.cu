@@ -31,6 +31,10 @@
 #if BLOCK_M != 16 * MT * NUM_WARPS || MT < 1 || MT > 2
 #error "BLOCK_M must be 16 or 32 rows per warp"
 #endif
+/* Q fragments live in registers unless two row tiles or two states
+ * already fill them */
+#define Q_IN_REGS (MT == 1 && GATE_MODE != ATTN_G_SOFT)
+
 #if BLOCK_N != 64
 #error "BLOCK_N must be 64 (the RANDOM key block)"
 #endif
@@ -59,9 +63,11 @@ static __device__ __forceinline__ void state_init(sm_state &st)
 static __device__ __forceinline__ void state_softmax(sm_state &st,
 						     float (*s)[4])
 {
+	float alpha[2];
+
 #pragma unroll
 	for (int r = 0; r < 2; r++) {
-		float mx = st.m[r], base, alpha, sum = 0.f;
+		float mx = st.m[r], base, sum = 0.f;
 
 #pragma unroll
 		for (int n = 0; n < NT_S; n++)
@@ -69,7 +75,7 @@ static __device__ __forceinline__ void state_softmax(sm_state &st,
 		mx = quad_max(mx);
 		/* an empty row so far keeps -inf: exp2(-inf - 0) = 0 */
 		base = mx == ATTN_NEG_INF ? 0.f : mx;
-		alpha = fast_exp2(st.m[r] - base);
+		alpha[r] = fast_exp2(st.m[r] - base);
 		st.m[r] = mx;
 #pragma unroll
 		for (int n = 0; n < NT_S; n++) {
@@ -77,11 +83,16 @@ static __device__ __forceinline__ void state_softmax(sm_state &st,
 			s[n][2 * r + 1] = fast_exp2(s[n][2 * r + 1] - base);
 			sum += s[n][2 * r] + s[n][2 * r + 1];
 		}
-		st.l[r] = st.l[r] * alpha + sum;	/* quad-reduced at the end */
+		st.l[r] = st.l[r] * alpha[r] + sum;	/* quad-reduced later */
+	}
+	/* once the running max settles, most tiles need no rescale */
+	if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
 		for (int n = 0; n < NT_O; n++) {
-			st.acc[n][2 * r] *= alpha;
-			st.acc[n][2 * r + 1] *= alpha;
+			st.acc[n][0] *= alpha[0];
+			st.acc[n][1] *= alpha[0];
+			st.acc[n][2] *= alpha[1];
+			st.acc[n][3] *= alpha[1];
 		}
 	}
 }
@@ -138,7 +149,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	const bool use_list = PATTERN != ATTN_P_DENSE && MODE != ATTN_G_DENSE;
 	const int *list = 0;
 	int nlist = 0, cnt, lp = 0, lim[MT][2];
-#if MT == 1
+#if Q_IN_REGS
 	u32 qf[KS_D][4];
 #endif
 	sm_state sd[MODE == ATTN_G_SPARSE ? 1 : MT];
@@ -203,7 +214,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 
 		cp_async_wait_all();
 		__syncthreads();
-#if MT == 1
+#if Q_IN_REGS
 		if (it == 0) {
 #pragma unroll
 			for (int ks = 0; ks < KS_D; ks++) {
@@ -241,7 +252,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 					s[mt][n][3] = 0.f;
 #pragma unroll
 		for (int ks = 0; ks < KS_D; ks++) {
-#if MT == 1
+#if Q_IN_REGS
 			u32 (*qa)[4] = &qf[ks];
 #else
 			u32 qa[MT][4];
@@ -270,39 +281,67 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 			}
 		}
 
-		/* scale into the log2 domain; mask what the user mask hides */
+		/*
+		 * Scale into the log2 domain; mask what the user mask and the
+		 * pattern hide.  Most tiles need neither: the per-element
+		 * predicates run only on the tiles at the edges.
+		 */
 		const bool umask = k0 + BLOCK_N > lim_min;
 		const bool pmask = !(e & ATTN_E_FULL);
+		const bool want_s = MODE == ATTN_G_SOFT && in_s;
 		float ps[MODE == ATTN_G_SOFT ? MT : 1][NT_S][4];
 
 #pragma unroll
 		for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
-			for (int n = 0; n < NT_S; n++) {
+			for (int n = 0; n < NT_S; n++)
 #pragma unroll
-				for (int x = 0; x < 4; x++) {
-					int j = k0 + n * 8 + 2 * tg + (x & 1);
-					int i = w0 + mt * 16 + gr + (x >> 1) * 8;
-					float v = s[mt][n][x] * p.scale_log2;
+				for (int x = 0; x < 4; x++)
+					s[mt][n][x] *= p.scale_log2;
+			if (umask) {
+#pragma unroll
+				for (int n = 0; n < NT_S; n++)
+#pragma unroll
+					for (int x = 0; x < 4; x++) {
+						int j = k0 + n * 8 + 2 * tg +
+							(x & 1);
 
-					if (umask && j >= lim[mt][x >> 1])
-						v = ATTN_NEG_INF;
-					s[mt][n][x] = v;
-					if (MODE == ATTN_G_SOFT)
-						ps[mt][n][x] = pmask &&
-							!pat_allows(e, i, j, q0,
-								    off, p.radius) ?
-							ATTN_NEG_INF : v;
-					else if (MODE == ATTN_G_SPARSE &&
-						 pmask &&
-						 !pat_allows(e, i, j, q0, off,
-							     p.radius))
-						s[mt][n][x] = ATTN_NEG_INF;
-				}
+						if (j >= lim[mt][x >> 1])
+							s[mt][n][x] =
+								ATTN_NEG_INF;
+					}
+			}
+			if (want_s) {
+#pragma unroll
+				for (int n = 0; n < NT_S; n++)
+#pragma unroll
+					for (int x = 0; x < 4; x++)
+						ps[mt][n][x] = s[mt][n][x];
+			}
+			if ((MODE == ATTN_G_SPARSE || want_s) && pmask) {
+#pragma unroll
+				for (int n = 0; n < NT_S; n++)
+#pragma unroll
+					for (int x = 0; x < 4; x++) {
+						int j = k0 + n * 8 + 2 * tg +
+							(x & 1);
+						int i = w0 + mt * 16 + gr +
+							(x >> 1) * 8;
+
+						if (pat_allows(e, i, j, q0, off,
+							       p.radius))
+							continue;
+						if (MODE == ATTN_G_SOFT)
+							ps[mt][n][x] =
+								ATTN_NEG_INF;
+						else
+							s[mt][n][x] =
+								ATTN_NEG_INF;
+					}
 			}
 			if (MODE == ATTN_G_SOFT) {
 				state_softmax(sd[mt], s[mt]);
-				if (in_s)
+				if (want_s)
 					state_softmax(ss[mt], ps[mt]);
 			} else if (MODE == ATTN_G_SPARSE) {
 				state_softmax(ss[mt], s[mt]);

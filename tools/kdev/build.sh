@@ -33,5 +33,13 @@ for g in 0 1 2 3; do for p in 0 1 4; do
 	gen 128 1 0 $g $p 128 4 & gen 128 1 1 $g $p 128 4 & wait
 done; done
 gen 64 0 1 1 0 128 4; gen 64 1 0 1 0 128 4
+# bench shapes: (bm, warps) = (64, 4) and (128, 4) besides (128, 8)
+for mw in "64 4" "128 4"; do
+	gen 128 1 0 1 0 $mw & gen 64 1 0 1 0 $mw & wait
+	gen 128 1 1 1 0 $mw & gen 128 1 0 0 1 $mw & wait
+	gen 128 1 0 0 4 $mw & gen 128 1 0 3 1 $mw & wait
+	gen 128 1 0 3 4 $mw & gen 128 1 0 2 0 $mw & wait
+	gen 128 1 0 2 1 $mw & gen 128 1 0 2 4 $mw & wait
+done
 rm -f "$OUT"/*.o
 echo built "$OUT"

@@ -64,7 +64,7 @@ int main(int argc, char **argv)
 	snprintf(arch, sizeof(arch), "--gpu-architecture=sm_%s", argv[3]);
 	opts[nopt++] = arch;
 	opts[nopt++] = "--std=c++17";
-	opts[nopt++] = "-lineinfo";
+
 	if (nvrtcCreateProgram(&prog, src, argv[2], nh,
 			       (const char *const *)hdrs, hdr_names))
 		return 4;

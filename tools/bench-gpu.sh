@@ -1,0 +1,76 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# bench-gpu.sh: check and time our attention kernels and the peers
+# (PyTorch SDPA's FlashAttention-2 and cuDNN backends, FlexAttention with
+# the same mask) in one command on one card, and print the ratios.
+# Builds nothing: the binaries come from tools/kdev/build.sh (or, once the
+# CUDA backend is wired, tools/asam-bench), built on the host.
+#
+#	tools/bench-gpu.sh [BINDIR [PEERS.py]]     (logs to $OUT or /tmp)
+set -o pipefail
+BIN=${1:-.dev/kernels}
+PEERS=${2:-$BIN/peers.py}
+LOG=${OUT:-/tmp}
+
+echo "card: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+"$BIN/fwd-check" "$BIN/cubin" check > "$LOG/check.log" 2>&1
+echo "check: $(tail -1 "$LOG/check.log")"
+grep FAIL "$LOG/check.log" | head -20
+"$BIN/fwd-check" "$BIN/cubin" bench > "$LOG/bench.log" 2>&1 ||
+	echo "bench failed: $(tail -2 "$LOG/bench.log")"
+
+PYTHONUNBUFFERED=1 python3 - "$PEERS" "$LOG/bench.log" "$LOG/peers.log" <<'PY'
+import importlib.util, json, re, sys
+spec = importlib.util.spec_from_file_location("peers", sys.argv[1])
+peers = importlib.util.module_from_spec(spec); spec.loader.exec_module(peers)
+shapes = [("dense", 8, 16, 4096, 128), ("dense", 2, 16, 16384, 128),
+          ("dense", 8, 16, 4096, 64), ("local", 2, 16, 16384, 128),
+          ("local", 1, 16, 65536, 128), ("random", 2, 16, 16384, 128)]
+res = {}
+with open(sys.argv[3], "w") as f:
+    for s in shapes:
+        try:
+            r = peers.run(*s)
+        except Exception as ex:
+            r = {"error": str(ex)[:200]}
+        res[s] = r
+        f.write(json.dumps(r) + "\n")
+ours = {}
+pat = re.compile(r"BENCH fwd bf16 d(\d+) (\w+) (\w+) c(\d) B(\d+) H(\d+) N(\d+) m(\d+) w(\d+): ([\d.]+) ms")
+for l in open(sys.argv[2]):
+    m = pat.match(l)
+    if not m:
+        continue
+    d, p, g, c, B, H, N, bm, w, ms = m.groups()
+    key = (p, g, int(c), int(B), int(H), int(N), int(d))
+    if key not in ours or float(ms) < ours[key][0]:
+        ours[key] = (float(ms), "%sx%s" % (bm, w))
+print("\nforward, bf16, ms (median); ratio = peer time / our time; ours = best tile (BLOCK_M x warps)")
+print("%-28s %8s %6s %8s %8s %8s %7s %7s %7s" % ("shape", "ours", "tile", "FA2", "cuDNN", "Flex",
+      "xFA2", "xcuDNN", "xFlex"))
+for s in shapes:
+    p, B, H, N, D = s
+    o = ours.get((p, "dense" if p == "dense" else "sparse", 0, B, H, N, D))
+    r = res[s]
+    def x(k):
+        v = r.get(k)
+        return ("%8.3f" % v) if v else "%8s" % "-"
+    def q(k):
+        v = r.get(k)
+        return ("%7.2f" % (v / o[0])) if v and o else "%7s" % "-"
+    print("%-28s %8s %6s %s %s %s %s %s %s" % ("%s B%d H%d N%d d%d" % s,
+          "%.3f" % o[0] if o else "-", o[1] if o else "-", x("sdpa_flash_ms"),
+          x("sdpa_cudnn_ms"), x("flex_ms"), q("sdpa_flash_ms"), q("sdpa_cudnn_ms"), q("flex_ms")))
+print("\nSOFT and HARD against our own SPARSE/DENSE (B2 H16 N16384 d128):")
+dn = ours.get(("dense", "dense", 0, 2, 16, 16384, 128))
+for p in ("dense", "local", "random"):
+    so = ours.get((p, "soft", 0, 2, 16, 16384, 128))
+    sp = ours.get((p, "sparse", 0, 2, 16, 16384, 128))
+    hd = ours.get((p, "hard", 0, 2, 16, 16384, 128))
+    if so and dn:
+        print("  %-7s SOFT %.3f ms = %.2f x our dense fwd" % (p, so[0], so[0] / dn[0]))
+    if hd and sp:
+        print("  %-7s HARD (all heads sparse) %.3f ms = %.3f x SPARSE %.3f ms" % (p, hd[0], hd[0] / sp[0], sp[0]))
+PY
