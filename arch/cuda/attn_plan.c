@@ -114,7 +114,8 @@ int attn_plan_build(struct attn_plan *pl, const struct asam_pat *pat,
 
 				for (k = 0; k < cntl; k++) {
 					int64_t k0 = (int64_t)(lo + k) * bn;
-					int64_t k1 = k0 + bn - 1;
+					int64_t k1 = k0 + bn - 1 < Nk ?
+						     k0 + bn - 1 : Nk - 1;
 					int full = q1 + off - k0 <= pat->radius &&
 						   k1 - (q0 + off) <= pat->radius;
 
