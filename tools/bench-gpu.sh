@@ -18,6 +18,9 @@ echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 "$BIN/fwd-check" "$BIN/cubin" check > "$LOG/check.log" 2>&1
 echo "check: $(tail -1 "$LOG/check.log")"
 grep FAIL "$LOG/check.log" | head -20
+"$BIN/fwd-check" "$BIN/cubin" bwd > "$LOG/bwd.log" 2>&1
+echo "backward: $(tail -1 "$LOG/bwd.log")"
+grep -v "^ok" "$LOG/bwd.log" | head -30
 "$BIN/fwd-check" "$BIN/cubin" bench > "$LOG/bench.log" 2>&1 ||
 	echo "bench failed: $(tail -2 "$LOG/bench.log")"
 

@@ -161,3 +161,44 @@ int attn_plan_build(struct attn_plan *pl, const struct asam_pat *pat,
 	free(blk);
 	return 0;
 }
+
+/*
+ * The lists by key tile, for the backward's dK/dV pass: entry = query tile
+ * with the same flags, sorted by query tile.
+ */
+int attn_plan_transpose(const struct attn_plan *pl, int nkt,
+			struct attn_plan *t)
+{
+	int h, q, x, n = pl->off[pl->nh * pl->nqt];
+	int *fill;
+
+	memset(t, 0, sizeof(*t));
+	t->nqt = nkt;
+	t->nh = pl->nh;
+	t->off = calloc((size_t)pl->nh * nkt + 1, sizeof(int));
+	t->list = malloc(sizeof(int) * ((size_t)n + 1));
+	fill = calloc((size_t)pl->nh * nkt + 1, sizeof(int));
+	if (!t->off || !t->list || !fill) {
+		free(fill);
+		attn_plan_free(t);
+		return -ENOMEM;
+	}
+	for (h = 0; h < pl->nh; h++)
+		for (q = 0; q < pl->nqt; q++)
+			for (x = pl->off[h * pl->nqt + q];
+			     x < pl->off[h * pl->nqt + q + 1]; x++)
+				t->off[h * nkt + ATTN_E_TILE(pl->list[x]) + 1]++;
+	for (x = 0; x < pl->nh * nkt; x++)
+		t->off[x + 1] += t->off[x];
+	for (h = 0; h < pl->nh; h++)
+		for (q = 0; q < pl->nqt; q++)
+			for (x = pl->off[h * pl->nqt + q];
+			     x < pl->off[h * pl->nqt + q + 1]; x++) {
+				int e = pl->list[x], k = h * nkt + ATTN_E_TILE(e);
+
+				t->list[t->off[k] + fill[k]++] =
+					q | (e & ~0xffffff);
+			}
+	free(fill);
+	return 0;
+}

@@ -23,6 +23,9 @@ struct attn_plan {
 
 int attn_plan_build(struct attn_plan *pl, const struct asam_pat *pat,
 		    int Hq, int Nq, int Nk, int bm, int bn);
+/* the same lists by key tile (entries hold a query tile), for dK and dV */
+int attn_plan_transpose(const struct attn_plan *pl, int nkt,
+			struct attn_plan *t);
 void attn_plan_free(struct attn_plan *pl);
 /* bytes of off[] followed by list[] in one upload */
 size_t attn_plan_bytes(const struct attn_plan *pl);

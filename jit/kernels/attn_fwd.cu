@@ -42,6 +42,10 @@
 #error "HEAD_DIM must be a multiple of 16"
 #endif
 
+#ifndef BWD_PRE
+#define BWD_PRE 0	/* 1: the backward's preprocess, see the epilogue */
+#endif
+
 struct sm_state {
 	float m[2], l[2];
 	float acc[NT_O][4];
@@ -409,6 +413,44 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 			continue;
 		if (!live)
 			is = id = 0.f;
+#if BWD_PRE
+		/*
+		 * Backward's preprocess: <dO_i, S_i> and <dO_i, A_i> of the
+		 * branches, recomputed in fp32 (SOFT needs them apart, and O
+		 * holds only their mix).
+		 */
+		{
+			const u16 *dg = (const u16 *)p.d_o + b * p.do_sb +
+					h * p.do_sh + (i64)i * p.do_sn;
+			float ds = 0.f, dd = 0.f;
+
+			is = ls > 0.f && live ? 1.f / ls : 0.f;
+			id = ld > 0.f && live ? 1.f / ld : 0.f;
+#pragma unroll
+			for (int n = 0; n < NT_O; n++) {
+				u32 w = *(const u32 *)(dg + n * 8 + 2 * tg);
+				float a = unpack_lo(w), c = unpack_hi(w);
+
+				if (MODE != ATTN_G_DENSE)
+					ds += (S_.acc[n][2 * r] * a +
+					       S_.acc[n][2 * r + 1] * c) * is;
+				if (MODE != ATTN_G_SPARSE)
+					dd += (D_.acc[n][2 * r] * a +
+					       D_.acc[n][2 * r + 1] * c) * id;
+			}
+			ds = quad_sum(ds);
+			dd = quad_sum(dd);
+			if (tg == 0) {
+				i64 at = ((i64)b * p.Hq + h) * p.Nq + i;
+
+				if (p.dsum_s)
+					p.dsum_s[at] = ds;
+				if (p.dsum_d)
+					p.dsum_d[at] = dd;
+			}
+			continue;
+		}
+#endif
 #pragma unroll
 		for (int n = 0; n < NT_O; n++) {
 			float o0 = 0.f, o1 = 0.f;

@@ -44,6 +44,48 @@ struct attn_fwd_params {
 	float hard_tau;
 	int reverse;			/* longest tiles first (causal) */
 	int pad;
+
+	/* backward's preprocess (BWD_PRE): row dots instead of O */
+	const void *d_o;
+	long long do_sb, do_sh, do_sn;
+	float *dsum_s, *dsum_d;		/* [B, Hq, Nq] <dO_i, S_i>, <dO_i, A_i> */
+};
+
+/*
+ * Backward: dQ per (b, h, query tile) over the forward's lists, dK and dV
+ * per (b, kv head, key tile) over the transposed lists (entries hold a
+ * query tile), summing the query heads of a GQA group in registers: no
+ * atomics anywhere, so results are bit-identical run to run.
+ */
+struct attn_bwd_params {
+	const void *q, *k, *v, *d_o;
+	void *dq, *dk, *dv;
+	const float *lse_s, *lse_d;	/* [B, Hq, Nq], strides l_sb, l_sh */
+	const float *dsum_s, *dsum_d;	/* [B, Hq, Nq] contiguous */
+	const float *gate;
+	float *dgate;
+	const int *len_q, *len_k;
+	const int *list_off, *list;	/* per (hp, query tile) */
+	const int *tlist_off, *tlist;	/* per (hp, key tile) */
+
+	long long q_sb, q_sh, q_sn;
+	long long k_sb, k_sh, k_sn;
+	long long v_sb, v_sh, v_sn;
+	long long do_sb, do_sh, do_sn;
+	long long dq_sb, dq_sh, dq_sn;
+	long long dk_sb, dk_sh, dk_sn;
+	long long dv_sb, dv_sh, dv_sn;
+	long long l_sb, l_sh;
+	long long g_sb, g_sh;
+	long long dg_sb, dg_sh;
+	long long lq_s, lk_s;
+
+	int B, Hq, Hkv, Nq, Nk;
+	int nqt, nkt;			/* 64-row query tiles, 64-key tiles */
+	int list_per_head;
+	int radius;
+	float scale_log2;		/* sigma * log2(e) */
+	float scale;			/* sigma */
 };
 
 #endif

@@ -41,5 +41,19 @@ for mw in "64 4" "128 4"; do
 	gen 128 1 0 3 4 $mw & gen 128 1 0 2 0 $mw & wait
 	gen 128 1 0 2 1 $mw & gen 128 1 0 2 4 $mw & wait
 done
+# backward: preprocess (forward with BWD_PRE) and the three bwd kernels
+genb() {
+	f="$OUT/cubin/bwd_d$1_t$2_c$3_g$4_p$5.cubin"
+	[ -f "$f" ] && [ "$f" -nt jit/kernels/attn_bwd.cu ] && [ "$f" -nt jit/kernels/attn_common.cuh ] || \
+	"$OUT/nvrtc-cubin" "$f" jit/kernels/attn_bwd.cu 90 HEAD_DIM=$1 DTYPE=$2 \
+		CAUSAL=$3 GATE_MODE=$4 PATTERN=$5 BLOCK_M=64 BLOCK_N=64 NUM_WARPS=4 -- $K
+	f="$OUT/cubin/pre_d$1_t$2_c$3_g$4_p$5.cubin"
+	[ -f "$f" ] && [ "$f" -nt jit/kernels/attn_fwd.cu ] && [ "$f" -nt jit/kernels/attn_common.cuh ] || \
+	"$OUT/nvrtc-cubin" "$f" jit/kernels/attn_fwd.cu 90 HEAD_DIM=$1 DTYPE=$2 \
+		CAUSAL=$3 GATE_MODE=$4 PATTERN=$5 BLOCK_M=64 BLOCK_N=64 NUM_WARPS=4 BWD_PRE=1 -- $K
+}
+for t in 0 1; do for d in 64 128; do for p in 0 1 4; do for g in 0 1 2; do
+	genb $d $t 0 $g $p & genb $d $t 1 $g $p & gen $d $t 0 $g $p 64 4 & gen $d $t 1 $g $p 64 4 & wait
+done; done; done; done
 rm -f "$OUT"/*.o
 echo built "$OUT"

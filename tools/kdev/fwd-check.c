@@ -62,6 +62,31 @@ static CUfunction get_fn(const struct kcase *c)
 	return cache[n++].f;
 }
 
+static CUfunction get_named(const char *file, const char *fn)
+{
+	static struct { char key[160]; CUfunction f; } cache[512];
+	static int n;
+	char key[160], path[512];
+	CUmodule m;
+	int i;
+
+	snprintf(key, sizeof(key), "%s:%s", file, fn);
+	for (i = 0; i < n; i++)
+		if (!strcmp(cache[i].key, key))
+			return cache[i].f;
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	if (cuModuleLoad(&m, path)) {
+		fprintf(stderr, "no cubin %s\n", path);
+		return NULL;
+	}
+	CK(cuModuleGetFunction(&cache[n].f, m, fn));
+	CK(cuFuncSetAttribute(cache[n].f,
+			      CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+			      200 * 1024));
+	strcpy(cache[n].key, key);
+	return cache[n++].f;
+}
+
 static CUdeviceptr up(const void *h, size_t n)
 {
 	CUdeviceptr p;
@@ -110,6 +135,14 @@ static void fast_fill(struct tt *t)
 					  ((m >> 2) & 0x3ff));
 	}
 }
+
+static int want_bwd;		/* run_case also checks the backward */
+static double err_g[4];		/* dq, dk, dv, dg */
+static bool bwd_det;		/* two backward runs bit-identical */
+
+static void bwd_gpu(const struct kcase *c, struct attn_fwd_params *fp,
+		    struct attn_plan *pl, CUdeviceptr ddo, CUdeviceptr *dgr,
+		    size_t qb, size_t kb, size_t gb);
 
 static double run_case(const struct kcase *c, double *err_o, double *err_l)
 {
@@ -243,6 +276,27 @@ static double run_case(const struct kcase *c, double *err_o, double *err_l)
 		cuEventDestroy(e0);
 		cuEventDestroy(e1);
 	}
+	struct tt *dO = NULL, *gq = NULL, *gk = NULL, *gv = NULL, *gg = NULL;
+
+	if (want_bwd && !c->reps) {
+		CUdeviceptr ddo, dgr[4];
+
+		dO = tt_new4(dt, c->B, c->Hq, c->Nq, c->d);
+		gq = tt_new4(dt, c->B, c->Hq, c->Nq, c->d);
+		gk = tt_new4(dt, c->B, c->Hkv, c->Nk, c->d);
+		gv = tt_new4(dt, c->B, c->Hkv, c->Nk, c->d);
+		gg = tt_new(TT_F32, 2, gs);
+		tt_fill_randn(dO, 1);
+		ddo = up(dO->buf, dO->bytes);
+		bwd_gpu(c, &p, &pl, ddo, dgr, q->bytes, k->bytes, g->bytes);
+		CK(cuMemcpyDtoH(gq->buf, dgr[0], gq->bytes));
+		CK(cuMemcpyDtoH(gk->buf, dgr[1], gk->bytes));
+		CK(cuMemcpyDtoH(gv->buf, dgr[2], gv->bytes));
+		CK(cuMemcpyDtoH(gg->buf, dgr[3], gg->bytes));
+		cuMemFree(ddo);
+		cuMemFree(dgr[0]); cuMemFree(dgr[1]); cuMemFree(dgr[2]);
+		cuMemFree(dgr[3]);
+	}
 	CK(cuMemcpyDtoH(o->buf, dout, o->bytes));
 	CK(cuMemcpyDtoH(lse_s->buf, dls, lse_s->bytes));
 	CK(cuMemcpyDtoH(lse_d->buf, dld, lse_d->bytes));
@@ -281,6 +335,34 @@ static double run_case(const struct kcase *c, double *err_o, double *err_l)
 			exit(1);
 		}
 		*err_o = tt_rel_err(o, o64);
+		if (dO) {
+			struct tt *do64 = tt_new4(TT_F64, c->B, c->Hq, c->Nq, c->d);
+			struct tt *rq = tt_new4(TT_F64, c->B, c->Hq, c->Nq, c->d);
+			struct tt *rk = tt_new4(TT_F64, c->B, c->Hkv, c->Nk, c->d);
+			struct tt *rv = tt_new4(TT_F64, c->B, c->Hkv, c->Nk, c->d);
+			struct tt *rg = tt_new(TT_F32, 2, gs);
+			struct asam_bwd_args ba = { .sz = sizeof(ba) };
+
+			tt_copy(do64, dO);
+			ba.q = fa.q; ba.k = fa.k; ba.v = fa.v;
+			ba.gate = fa.gate; ba.len_q = fa.len_q; ba.len_k = fa.len_k;
+			ba.o = fa.o; ba.lse_sparse = fa.lse_sparse;
+			ba.lse_dense = fa.lse_dense; ba.d_o = &do64->dl;
+			ba.dq = &rq->dl; ba.dk = &rk->dl; ba.dv = &rv->dl;
+			ba.dgate = c->gate == ASAM_GATE_SOFT ? &rg->dl : NULL;
+			if (asam_attn_bwd(ctx, &ap, &ba)) {
+				fprintf(stderr, "ref bwd: %s\n", asam_last_error());
+				exit(1);
+			}
+			err_g[0] = tt_rel_err(gq, rq);
+			err_g[1] = tt_rel_err(gk, rk);
+			err_g[2] = tt_rel_err(gv, rv);
+			err_g[3] = c->gate == ASAM_GATE_SOFT ? tt_rel_err(gg, rg) : 0;
+			tt_free(do64); tt_free(rq); tt_free(rk); tt_free(rv);
+			tt_free(rg);
+			tt_free(dO); tt_free(gq); tt_free(gk); tt_free(gv);
+			tt_free(gg);
+		}
 		for (i = 0; i < n; i++) {
 			int w;
 
@@ -350,6 +432,155 @@ static void bench(struct kcase c)
 	fflush(stdout);
 }
 
+static CUdeviceptr zalloc(size_t n)
+{
+	CUdeviceptr p = up(NULL, n);
+
+	CK(cuMemsetD8(p, 0xff, n));	/* poison: NaN in fp16/bf16/fp32 */
+	return p;
+}
+
+/* preprocess, dQ, dK/dV and dg on the GPU; twice, to check determinism */
+static void bwd_gpu(const struct kcase *c, struct attn_fwd_params *fp,
+		    struct attn_plan *pl, CUdeviceptr ddo, CUdeviceptr *dgr,
+		    size_t qb, size_t kb, size_t gb)
+{
+	char f1[128], f2[128];
+	struct attn_plan tp = { 0 };
+	struct attn_bwd_params bp;
+	struct attn_fwd_params pre = *fp;
+	int nkt = (c->Nk + 63) / 64, nqt = (c->Nq + 63) / 64, rep, x;
+	size_t nrow = (size_t)c->B * c->Hq * c->Nq * sizeof(float);
+	CUdeviceptr ds = zalloc(nrow), dd = zalloc(nrow), tl = 0;
+	void *first[4] = { 0 };
+	size_t sz[4] = { qb, kb, kb, gb };
+	unsigned sm_pre = (64 + 4 * 64) * (c->d + 8) * 2;
+	unsigned sm_dq = (64 * 2 + 4 * 64) * (c->d + 8) * 2;
+	unsigned sm_kv = (64 * 4) * (c->d + 8) * 2 + 1024;
+	CUfunction fpre, fdq, fkv, fdg;
+
+	snprintf(f1, sizeof(f1), "pre_d%d_t%d_c%d_g%d_p%d.cubin", c->d, c->dt,
+		 c->causal, c->gate, c->pat);
+	snprintf(f2, sizeof(f2), "bwd_d%d_t%d_c%d_g%d_p%d.cubin", c->d, c->dt,
+		 c->causal, c->gate, c->pat);
+	fpre = get_named(f1, "asam_attn_fwd_kernel");
+	fdq = get_named(f2, "asam_attn_bwd_dq_kernel");
+	fkv = get_named(f2, "asam_attn_bwd_dkdv_kernel");
+	fdg = get_named(f2, "asam_attn_bwd_dg_kernel");
+	if (!fpre || !fdq || !fkv || !fdg)
+		exit(1);
+	if (c->pat != ASAM_PATTERN_DENSE) {
+		size_t n = (size_t)tp.nh * tp.nqt + 1;
+
+		if (attn_plan_transpose(pl, nkt, &tp))
+			exit(1);
+		n = (size_t)tp.nh * tp.nqt + 1;
+		tl = up(NULL, attn_plan_bytes(&tp) + 4);
+		CK(cuMemcpyHtoD(tl, tp.off, n * sizeof(int)));
+		CK(cuMemcpyHtoD(tl + n * sizeof(int), tp.list,
+				tp.off[n - 1] * sizeof(int) + 4));
+	}
+	pre.d_o = (void *)ddo;
+	pre.do_sb = fp->q_sb; pre.do_sh = fp->q_sh; pre.do_sn = fp->q_sn;
+	pre.dsum_s = c->gate != ASAM_GATE_DENSE ? (float *)ds : NULL;
+	pre.dsum_d = c->gate != ASAM_GATE_SPARSE ? (float *)dd : NULL;
+	pre.reverse = 0;
+
+	memset(&bp, 0, sizeof(bp));
+	bp.q = fp->q; bp.k = fp->k; bp.v = fp->v; bp.d_o = (void *)ddo;
+	bp.lse_s = fp->lse_s; bp.lse_d = fp->lse_d;
+	bp.dsum_s = pre.dsum_s; bp.dsum_d = pre.dsum_d;
+	bp.gate = fp->gate; bp.len_q = fp->len_q; bp.len_k = fp->len_k;
+	bp.list_off = fp->list_off; bp.list = fp->list;
+	if (tl) {
+		size_t n = (size_t)tp.nh * tp.nqt + 1;
+
+		bp.tlist_off = (const int *)tl;
+		bp.tlist = (const int *)(tl + n * sizeof(int));
+	}
+	bp.q_sb = fp->q_sb; bp.q_sh = fp->q_sh; bp.q_sn = fp->q_sn;
+	bp.k_sb = fp->k_sb; bp.k_sh = fp->k_sh; bp.k_sn = fp->k_sn;
+	bp.v_sb = fp->v_sb; bp.v_sh = fp->v_sh; bp.v_sn = fp->v_sn;
+	bp.do_sb = fp->q_sb; bp.do_sh = fp->q_sh; bp.do_sn = fp->q_sn;
+	bp.dq_sb = fp->q_sb; bp.dq_sh = fp->q_sh; bp.dq_sn = fp->q_sn;
+	bp.dk_sb = fp->k_sb; bp.dk_sh = fp->k_sh; bp.dk_sn = fp->k_sn;
+	bp.dv_sb = fp->k_sb; bp.dv_sh = fp->k_sh; bp.dv_sn = fp->k_sn;
+	bp.l_sb = fp->l_sb; bp.l_sh = fp->l_sh;
+	bp.g_sb = fp->g_sb; bp.g_sh = fp->g_sh;
+	bp.dg_sb = c->Hq; bp.dg_sh = 1;
+	bp.lq_s = bp.lk_s = 1;
+	bp.B = c->B; bp.Hq = c->Hq; bp.Hkv = c->Hkv; bp.Nq = c->Nq;
+	bp.Nk = c->Nk; bp.nqt = nqt; bp.nkt = nkt;
+	bp.list_per_head = fp->list_per_head; bp.radius = fp->radius;
+	bp.scale_log2 = fp->scale_log2;
+	bp.scale = (float)(1.0 / sqrt(c->d));
+
+	bwd_det = true;
+	for (rep = 0; rep < 2; rep++) {
+		void *a1[] = { &pre }, *a2[] = { &bp };
+
+		for (x = 0; x < 4; x++)
+			dgr[x] = zalloc(sz[x]);
+		bp.dq = (void *)dgr[0]; bp.dk = (void *)dgr[1];
+		bp.dv = (void *)dgr[2]; bp.dgate = (float *)dgr[3];
+		CK(cuLaunchKernel(fpre, nqt, c->Hq, c->B, 128, 1, 1, sm_pre,
+				  NULL, a1, NULL));
+		CK(cuLaunchKernel(fdq, nqt, c->Hq, c->B, 128, 1, 1, sm_dq,
+				  NULL, a2, NULL));
+		CK(cuLaunchKernel(fkv, nkt, c->Hkv, c->B, 128, 1, 1, sm_kv,
+				  NULL, a2, NULL));
+		if (c->gate == ASAM_GATE_SOFT)
+			CK(cuLaunchKernel(fdg, c->Hq, c->B, 1, 32, 1, 1, 0,
+					  NULL, a2, NULL));
+		CK(cuCtxSynchronize());
+		for (x = 0; x < 4; x++) {
+			void *h = malloc(sz[x]);
+
+			CK(cuMemcpyDtoH(h, dgr[x], sz[x]));
+			if (rep == 0) {
+				first[x] = h;
+				continue;
+			}
+			if (memcmp(h, first[x], sz[x]))
+				bwd_det = false;
+			free(h);
+			free(first[x]);
+		}
+		if (rep == 0)
+			for (x = 0; x < 4; x++)
+				cuMemFree(dgr[x]);
+	}
+	cuMemFree(ds);
+	cuMemFree(dd);
+	if (tl)
+		cuMemFree(tl);
+	attn_plan_free(&tp);
+}
+
+static void check_bwd(struct kcase c)
+{
+	double eo, el, tol = 2e-2;
+	bool ok;
+
+	c.bm = 64;
+	c.nw = 4;
+	want_bwd = 1;
+	if (run_case(&c, &eo, &el) < 0) {
+		fails++;
+		want_bwd = 0;
+		return;
+	}
+	want_bwd = 0;
+	ok = eo <= (c.dt ? 1e-2 : 2e-3) && el <= 1e-2 && err_g[0] <= tol &&
+	     err_g[1] <= tol && err_g[2] <= tol && err_g[3] <= tol && bwd_det;
+	ok ? passes++ : fails++;
+	printf("%s bwd %-4s d%-3d %-6s %-6s c%d B%d H%d/%d Nq%-5d Nk%-5d len%d: dq %.2e dk %.2e dv %.2e dg %.2e det %d\n",
+	       ok ? "ok  " : "FAIL", c.dt ? "bf16" : "f16", c.d, pname(c.pat),
+	       gname(c.gate), c.causal, c.B, c.Hq, c.Hkv, c.Nq, c.Nk, c.lens,
+	       err_g[0], err_g[1], err_g[2], err_g[3], bwd_det);
+	fflush(stdout);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 2 ? argv[2] : "all";
@@ -404,6 +635,28 @@ int main(int argc, char **argv)
 					      2, 4, 2, 700, 650, 1, 128, 0, 4 });
 		check((struct kcase){ 0, 64, 1, 1, 0, 2, 4, 1, 1000, 1100, 1, 128, 0, 4 });
 		printf("check: %d passed, %d failed\n", passes, fails);
+	}
+	if (!strcmp(mode, "bwd") || !strcmp(mode, "all")) {
+		static const int sz[][5] = {
+			{ 2, 4, 2, 200, 200 }, { 1, 2, 1, 77, 301 },
+			{ 2, 2, 2, 333, 129 }, { 1, 2, 2, 1, 1 },
+		};
+		passes = fails = 0;
+		for (dt = 0; dt < 2; dt++)
+		for (d = 64; d <= 128; d += 64)
+		for (pt = 0; pt < 3; pt++)
+		for (gm = 0; gm < 3; gm++)
+		for (cz = 0; cz < 2; cz++)
+		for (x = 0; x < 4; x++) {
+			if (x >= 2 && (dt == 0 || d == 64))
+				continue;
+			check_bwd((struct kcase){ dt, d, cz, gm, pt == 2 ? 4 : pt,
+						  sz[x][0], sz[x][1], sz[x][2],
+						  sz[x][3], sz[x][4], x & 1, 64, 0, 4 });
+		}
+		check_bwd((struct kcase){ 1, 128, 1, 2, 1, 1, 4, 2, 1500, 1700, 1, 64, 0, 4 });
+		check_bwd((struct kcase){ 1, 128, 0, 0, 4, 1, 2, 1, 2048, 2048, 0, 64, 0, 4 });
+		printf("bwd check: %d passed, %d failed\n", passes, fails);
 	}
 	if (!strcmp(mode, "bench") || !strcmp(mode, "all")) {
 		/* tile shapes (BLOCK_M, warps) to compare */
