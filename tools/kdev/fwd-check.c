@@ -143,6 +143,21 @@ static bool bwd_det;		/* two backward runs bit-identical */
 static void bwd_gpu(const struct kcase *c, struct attn_fwd_params *fp,
 		    struct attn_plan *pl, CUdeviceptr ddo, CUdeviceptr *dgr,
 		    size_t qb, size_t kb, size_t gb);
+static double bwd_ms;		/* timing: forward + backward, median */
+static CUfunction fwd_fn;	/* the forward being timed, for fwd+bwd */
+static unsigned fwd_smem;
+
+/*
+ * Relative error, or the absolute one where the reference is exactly 0
+ * (one key per row: dS = P (dP - <dO, O>) vanishes, the GPU's rounding
+ * leaves ~1e-7 and a relative error would be infinite).
+ */
+static double rel_or_abs(const struct tt *x, const struct tt *ref)
+{
+	if (tt_max_abs(ref) == 0)
+		return tt_has_nan(x) ? INFINITY : tt_max_abs(x);
+	return tt_rel_err(x, ref);
+}
 
 static double run_case(const struct kcase *c, double *err_o, double *err_l)
 {
@@ -278,7 +293,9 @@ static double run_case(const struct kcase *c, double *err_o, double *err_l)
 	}
 	struct tt *dO = NULL, *gq = NULL, *gk = NULL, *gv = NULL, *gg = NULL;
 
-	if (want_bwd && !c->reps) {
+	fwd_fn = fn;
+	fwd_smem = smem;
+	if (want_bwd) {
 		CUdeviceptr ddo, dgr[4];
 
 		dO = tt_new4(dt, c->B, c->Hq, c->Nq, c->d);
@@ -286,7 +303,10 @@ static double run_case(const struct kcase *c, double *err_o, double *err_l)
 		gk = tt_new4(dt, c->B, c->Hkv, c->Nk, c->d);
 		gv = tt_new4(dt, c->B, c->Hkv, c->Nk, c->d);
 		gg = tt_new(TT_F32, 2, gs);
-		tt_fill_randn(dO, 1);
+		if (c->reps)
+			fast_fill(dO);
+		else
+			tt_fill_randn(dO, 1);
 		ddo = up(dO->buf, dO->bytes);
 		bwd_gpu(c, &p, &pl, ddo, dgr, q->bytes, k->bytes, g->bytes);
 		CK(cuMemcpyDtoH(gq->buf, dgr[0], gq->bytes));
@@ -354,10 +374,10 @@ static double run_case(const struct kcase *c, double *err_o, double *err_l)
 				fprintf(stderr, "ref bwd: %s\n", asam_last_error());
 				exit(1);
 			}
-			err_g[0] = tt_rel_err(gq, rq);
-			err_g[1] = tt_rel_err(gk, rk);
-			err_g[2] = tt_rel_err(gv, rv);
-			err_g[3] = c->gate == ASAM_GATE_SOFT ? tt_rel_err(gg, rg) : 0;
+			err_g[0] = rel_or_abs(gq, rq);
+			err_g[1] = rel_or_abs(gk, rk);
+			err_g[2] = rel_or_abs(gv, rv);
+			err_g[3] = c->gate == ASAM_GATE_SOFT ? rel_or_abs(gg, rg) : 0;
 			tt_free(do64); tt_free(rq); tt_free(rk); tt_free(rv);
 			tt_free(rg);
 			tt_free(dO); tt_free(gq); tt_free(gk); tt_free(gv);
@@ -390,6 +410,10 @@ static double run_case(const struct kcase *c, double *err_o, double *err_l)
 		tt_free(q64); tt_free(k64); tt_free(v64); tt_free(o64);
 		tt_free(rs); tt_free(rd);
 	}
+	if (dO && c->reps) {
+		tt_free(dO); tt_free(gq); tt_free(gk); tt_free(gv);
+		tt_free(gg);
+	}
 	cuMemFree(dq); cuMemFree(dk); cuMemFree(dv); cuMemFree(dout);
 	cuMemFree(dg); cuMemFree(dlq); cuMemFree(dlk); cuMemFree(dls);
 	cuMemFree(dld);
@@ -416,6 +440,21 @@ static void check(struct kcase c)
 	       ok ? "ok  " : "FAIL", c.dt ? "bf16" : "f16", c.d, pname(c.pat),
 	       gname(c.gate), c.causal, c.B, c.Hq, c.Hkv, c.Nq, c.Nk, c.lens,
 	       c.bm, eo, el);
+	fflush(stdout);
+}
+
+static void bench_fb(struct kcase c)
+{
+	double eo, el, fl = 3.5 * 4.0 * c.B * c.Hq * (double)c.Nq * c.Nk * c.d *
+			    (c.causal ? 0.5 : 1);
+
+	want_bwd = 1;
+	run_case(&c, &eo, &el);
+	want_bwd = 0;
+	printf("BENCH fwdbwd %s d%d %s %s c%d B%d H%d N%d m%d w%d: %.3f ms  dense-equiv %.0f TFLOP/s\n",
+	       c.dt ? "bf16" : "f16", c.d, pname(c.pat), gname(c.gate),
+	       c.causal, c.B, c.Hq, c.Nq, c.bm, c.nw ? c.nw : c.bm / 16,
+	       bwd_ms, fl / bwd_ms / 1e9);
 	fflush(stdout);
 }
 
@@ -446,8 +485,9 @@ static void bwd_gpu(const struct kcase *c, struct attn_fwd_params *fp,
 		    size_t qb, size_t kb, size_t gb)
 {
 	char f1[128], f2[128];
-	struct attn_plan tp = { 0 };
+	struct attn_plan tp = { 0 }, p64 = { 0 };
 	struct attn_bwd_params bp;
+	CUdeviceptr l64 = 0;
 	struct attn_fwd_params pre = *fp;
 	int nkt = (c->Nk + 63) / 64, nqt = (c->Nq + 63) / 64, rep, x;
 	size_t nrow = (size_t)c->B * c->Hq * c->Nq * sizeof(float);
@@ -470,8 +510,19 @@ static void bwd_gpu(const struct kcase *c, struct attn_fwd_params *fp,
 	if (!fpre || !fdq || !fkv || !fdg)
 		exit(1);
 	if (c->pat != ASAM_PATTERN_DENSE) {
-		size_t n = (size_t)tp.nh * tp.nqt + 1;
+		struct asam_pat rp = { .kind = c->pat, .radius = 64, .r = 128,
+				       .seed = 42 };
+		size_t n;
 
+		/* the backward's tiles are 64 x 64: lists of their own */
+		if (attn_plan_build(&p64, &rp, c->Hq, c->Nq, c->Nk, 64, 64))
+			exit(1);
+		pl = &p64;
+		n = (size_t)p64.nh * p64.nqt + 1;
+		l64 = up(NULL, attn_plan_bytes(&p64) + 4);
+		CK(cuMemcpyHtoD(l64, p64.off, n * sizeof(int)));
+		CK(cuMemcpyHtoD(l64 + n * sizeof(int), p64.list,
+				p64.off[n - 1] * sizeof(int) + 4));
 		if (attn_plan_transpose(pl, nkt, &tp))
 			exit(1);
 		n = (size_t)tp.nh * tp.nqt + 1;
@@ -485,13 +536,20 @@ static void bwd_gpu(const struct kcase *c, struct attn_fwd_params *fp,
 	pre.dsum_s = c->gate != ASAM_GATE_DENSE ? (float *)ds : NULL;
 	pre.dsum_d = c->gate != ASAM_GATE_SPARSE ? (float *)dd : NULL;
 	pre.reverse = 0;
+	pre.nqt = nqt;
+	if (l64) {
+		size_t n = (size_t)p64.nh * p64.nqt + 1;
+
+		pre.list_off = (const int *)l64;
+		pre.list = (const int *)(l64 + n * sizeof(int));
+	}
 
 	memset(&bp, 0, sizeof(bp));
 	bp.q = fp->q; bp.k = fp->k; bp.v = fp->v; bp.d_o = (void *)ddo;
 	bp.lse_s = fp->lse_s; bp.lse_d = fp->lse_d;
 	bp.dsum_s = pre.dsum_s; bp.dsum_d = pre.dsum_d;
 	bp.gate = fp->gate; bp.len_q = fp->len_q; bp.len_k = fp->len_k;
-	bp.list_off = fp->list_off; bp.list = fp->list;
+	bp.list_off = pre.list_off; bp.list = pre.list;
 	if (tl) {
 		size_t n = (size_t)tp.nh * tp.nqt + 1;
 
@@ -516,6 +574,46 @@ static void bwd_gpu(const struct kcase *c, struct attn_fwd_params *fp,
 	bp.scale = (float)(1.0 / sqrt(c->d));
 
 	bwd_det = true;
+	if (c->reps) {
+		void *a0[] = { fp }, *a1[] = { &pre }, *a2[] = { &bp };
+		unsigned nfq = (c->Nq + c->bm - 1) / c->bm;
+		int nw = c->nw ? c->nw : c->bm / 16, r;
+		float t[64];
+		CUevent e0, e1;
+
+		for (x = 0; x < 4; x++)
+			dgr[x] = zalloc(sz[x]);
+		bp.dq = (void *)dgr[0]; bp.dk = (void *)dgr[1];
+		bp.dv = (void *)dgr[2]; bp.dgate = (float *)dgr[3];
+		CK(cuEventCreate(&e0, 0));
+		CK(cuEventCreate(&e1, 0));
+		for (r = -2; r < c->reps; r++) {
+			CK(cuEventRecord(e0, NULL));
+			CK(cuLaunchKernel(fwd_fn, nfq, c->Hq, c->B, nw * 32, 1,
+					  1, fwd_smem, NULL, a0, NULL));
+			CK(cuLaunchKernel(fpre, nqt, c->Hq, c->B, 128, 1, 1,
+					  sm_pre, NULL, a1, NULL));
+			CK(cuLaunchKernel(fdq, nqt, c->Hq, c->B, 128, 1, 1,
+					  sm_dq, NULL, a2, NULL));
+			CK(cuLaunchKernel(fkv, nkt, c->Hkv, c->B, 128, 1, 1,
+					  sm_kv, NULL, a2, NULL));
+			if (c->gate == ASAM_GATE_SOFT)
+				CK(cuLaunchKernel(fdg, c->Hq, c->B, 1, 32, 1,
+						  1, 0, NULL, a2, NULL));
+			CK(cuEventRecord(e1, NULL));
+			CK(cuEventSynchronize(e1));
+			if (r < 0)
+				continue;
+			CK(cuEventElapsedTime(&t[r], e0, e1));
+			for (x = r; x > 0 && t[x] < t[x - 1]; x--) {
+				float tmp = t[x]; t[x] = t[x - 1]; t[x - 1] = tmp;
+			}
+		}
+		bwd_ms = t[c->reps / 2];
+		cuEventDestroy(e0);
+		cuEventDestroy(e1);
+		goto out;
+	}
 	for (rep = 0; rep < 2; rep++) {
 		void *a1[] = { &pre }, *a2[] = { &bp };
 
@@ -550,11 +648,15 @@ static void bwd_gpu(const struct kcase *c, struct attn_fwd_params *fp,
 			for (x = 0; x < 4; x++)
 				cuMemFree(dgr[x]);
 	}
+out:
 	cuMemFree(ds);
 	cuMemFree(dd);
 	if (tl)
 		cuMemFree(tl);
+	if (l64)
+		cuMemFree(l64);
 	attn_plan_free(&tp);
+	attn_plan_free(&p64);
 }
 
 static void check_bwd(struct kcase c)
@@ -657,6 +759,15 @@ int main(int argc, char **argv)
 		check_bwd((struct kcase){ 1, 128, 1, 2, 1, 1, 4, 2, 1500, 1700, 1, 64, 0, 4 });
 		check_bwd((struct kcase){ 1, 128, 0, 0, 4, 1, 2, 1, 2048, 2048, 0, 64, 0, 4 });
 		printf("bwd check: %d passed, %d failed\n", passes, fails);
+	}
+	if (!strcmp(mode, "benchbwd") || !strcmp(mode, "all")) {
+		bench_fb((struct kcase){ 1, 128, 0, 1, 0, 8, 16, 16, 4096, 4096, 0, 128, 10, 4 });
+		bench_fb((struct kcase){ 1, 128, 0, 1, 0, 2, 16, 16, 16384, 16384, 0, 128, 5, 4 });
+		bench_fb((struct kcase){ 1, 64, 0, 1, 0, 8, 16, 16, 4096, 4096, 0, 128, 10, 4 });
+		bench_fb((struct kcase){ 1, 128, 0, 0, 1, 2, 16, 16, 16384, 16384, 0, 128, 10, 4 });
+		bench_fb((struct kcase){ 1, 128, 0, 0, 1, 1, 16, 16, 65536, 65536, 0, 128, 10, 4 });
+		bench_fb((struct kcase){ 1, 128, 0, 0, 4, 2, 16, 16, 16384, 16384, 0, 64, 10, 4 });
+		bench_fb((struct kcase){ 1, 128, 0, 2, 1, 2, 16, 16, 16384, 16384, 0, 64, 5, 4 });
 	}
 	if (!strcmp(mode, "bench") || !strcmp(mode, "all")) {
 		/* tile shapes (BLOCK_M, warps) to compare */
