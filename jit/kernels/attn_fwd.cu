@@ -396,6 +396,8 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	float ws = MODE == ATTN_G_SPARSE ? 1.f : MODE == ATTN_G_DENSE ? 0.f : g;
 	u16 *og = (u16 *)p.o + b * p.o_sb + h * p.o_sh;
 
+	(void)og;	/* unused by the preprocess */
+
 #pragma unroll
 	for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
@@ -448,9 +450,8 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 				if (p.dsum_d)
 					p.dsum_d[at] = dd;
 			}
-			continue;
 		}
-#endif
+#else
 #pragma unroll
 		for (int n = 0; n < NT_O; n++) {
 			float o0 = 0.f, o1 = 0.f;
@@ -491,6 +492,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 			if (p.lse_d)
 				p.lse_d[lo] = vd;
 		}
+#endif
 	}
 	}
 }
