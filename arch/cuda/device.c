@@ -109,3 +109,38 @@ int asam_cuda_module_load(struct asam_cuda_device *d, const void *image,
 	return asam_cuda_err(d->drv->cuModuleLoadData(mod, image),
 			     "cuModuleLoadData");
 }
+
+int asam_cuda_enumerate(const struct asam_topo *topo, struct asam_gpu_info *out,
+			int max)
+{
+	const struct asam_cuda_driver *drv = asam_cuda_driver_get();
+	struct asam_cuda_device d;
+	int i, count = 0, ret;
+
+	if (IS_ERR(drv))
+		return PTR_ERR(drv);
+	ret = asam_cuda_err(drv->cuDeviceGetCount(&count), "cuDeviceGetCount");
+	if (ret)
+		return ret;
+	for (i = 0; i < count && i < max; i++) {
+		struct asam_gpu_info *g = &out[i];
+
+		ret = asam_cuda_device_query(drv, i, topo, &d);
+		if (ret)
+			return ret;
+		memset(g, 0, sizeof(*g));
+		g->ordinal = i;
+		memcpy(g->name, d.name, sizeof(g->name));
+		g->cc_major = d.cc_major;
+		g->cc_minor = d.cc_minor;
+		g->sm_count = d.sm_count;
+		g->total_mem = d.total_mem;
+		g->l2_bytes = d.l2_bytes;
+		g->smem_per_block_optin = d.smem_per_block_optin;
+		memcpy(g->pci_bus_id, d.pci_bus_id, sizeof(g->pci_bus_id));
+		g->numa_node = d.numa_node;
+		g->cpus = d.cpus;
+		g->driver_version = drv->version;
+	}
+	return i;
+}

@@ -189,4 +189,34 @@ static inline const struct asam_libnuma *asam_libnuma_get(void)
 }
 #endif
 
+/*
+ * The GPUs the CUDA driver sees, without <cuda.h>, for tools: fills up to
+ * @max entries and returns how many, or -errno with a message (-ENODEV,
+ * -ENOENT: no driver; -EOPNOTSUPP: not built).
+ */
+struct asam_gpu_info {
+	int ordinal;
+	char name[256];
+	int cc_major, cc_minor;
+	int sm_count;
+	size_t total_mem;
+	int l2_bytes;
+	int smem_per_block_optin;
+	char pci_bus_id[32];
+	int numa_node;
+	struct asam_cpuset cpus;
+	int driver_version;
+};
+
+#if IS_ENABLED(CONFIG_ARCH_CUDA)
+int asam_cuda_enumerate(const struct asam_topo *topo, struct asam_gpu_info *out,
+			int max);
+#else
+static inline int asam_cuda_enumerate(const struct asam_topo *topo,
+				      struct asam_gpu_info *out, int max)
+{
+	return -EOPNOTSUPP;
+}
+#endif
+
 #endif
