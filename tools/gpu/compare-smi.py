@@ -4,9 +4,12 @@
 
 usage: compare-smi.py topo.json smi.csv
 where smi.csv is the output of
-  nvidia-smi --query-gpu=name,memory.total,pci.bus_id --format=csv,noheader,nounits
+  nvidia-smi --query-gpu=name,memory.total,memory.reserved,pci.bus_id \
+	--format=csv,noheader,nounits
 Devices are matched by PCI bus id (CUDA and nvidia-smi may order them
-differently).  Exit status 0 when every GPU agrees on all three.
+differently).  nvidia-smi's memory.total includes what the driver
+reserves for itself; cuDeviceTotalMem does not, so ours must equal
+memory.total - memory.reserved.  Exit status 0 when every GPU agrees.
 """
 import json
 import sys
@@ -24,8 +27,8 @@ def main():
     for line in open(sys.argv[2]):
         if not line.strip():
             continue
-        name, mem, bus = [f.strip() for f in line.split(",")]
-        smi[norm_bus(bus)] = (name, int(mem))
+        name, mem, reserved, bus = [f.strip() for f in line.split(",")]
+        smi[norm_bus(bus)] = (name, int(mem), int(reserved))
     devs = topo["cuda"]["devices"]
     bad = 0
     if len(devs) != len(smi):
@@ -37,13 +40,13 @@ def main():
             print("FAIL cuda:%d: bus %s unknown to nvidia-smi" % (d["ordinal"], bus))
             bad += 1
             continue
-        name, mib = smi[bus]
+        name, mib, reserved = smi[bus]
         ours = d["memory_bytes"] >> 20
-        ok = name == d["name"] and mib == ours
+        ok = name == d["name"] and mib - reserved == ours
         bad += not ok
-        print("%s cuda:%d bus %s: name %r / %r, memory %d / %d MiB, node %d, cpus %s" %
+        print("%s cuda:%d bus %s: name %r / %r, memory %d / %d - %d reserved MiB, node %d, cpus %s" %
               ("PASS" if ok else "FAIL", d["ordinal"], bus, d["name"], name,
-               ours, mib, d["numa_node"], d["cpus"]))
+               ours, mib, reserved, d["numa_node"], d["cpus"]))
     return 1 if bad else 0
 
 

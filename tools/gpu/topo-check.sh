@@ -9,15 +9,15 @@ o=${OUT:-/tmp}
 {
 	date -u
 	nvidia-smi -L
-	echo '$ nvidia-smi --query-gpu=name,memory.total,pci.bus_id --format=csv'
-	nvidia-smi --query-gpu=name,memory.total,pci.bus_id --format=csv
+	echo '$ nvidia-smi --query-gpu=name,memory.total,memory.reserved,pci.bus_id --format=csv'
+	nvidia-smi --query-gpu=name,memory.total,memory.reserved,pci.bus_id --format=csv
 	echo '$ nvidia-smi topo -m'
 	nvidia-smi topo -m
 	echo '$ ASAM_LOG_LEVEL=info ./tools/asam-topo'
 	ASAM_LOG_LEVEL=info ./tools/asam-topo
 } >"$o/topo.txt" 2>&1
 ./tools/asam-topo --json >"$o/topo.json" 2>"$o/topo.err"
-nvidia-smi --query-gpu=name,memory.total,pci.bus_id \
+nvidia-smi --query-gpu=name,memory.total,memory.reserved,pci.bus_id \
 	--format=csv,noheader,nounits >"$o/smi.csv"
 python3 tools/gpu/compare-smi.py "$o/topo.json" "$o/smi.csv" >"$o/compare.txt" 2>&1
 echo "compare rc=$?" >>"$o/compare.txt"
