@@ -117,7 +117,7 @@ __public int asam_ctx_create(const struct asam_ctx_opts *opts,
 	}
 
 	/* best effort: backends cope with no topology */
-	ctx->topo = asam_topo_discover(NULL);
+	ctx->topo = asam_topo_get();
 	if (IS_ERR(ctx->topo)) {
 		pr_warn("topology: %s", asam_last_error());
 		ctx->topo = NULL;
@@ -158,7 +158,7 @@ __public void asam_ctx_destroy(struct asam_ctx *ctx)
 	if (!ctx)
 		return;
 	ctx_remove_backends(ctx);
-	asam_topo_free(ctx->topo);
+	asam_topo_put(ctx->topo);
 	free(ctx->devices);
 	free(ctx);
 }

@@ -4,6 +4,7 @@
  * parts still missing; count cores and packages; log one summary line.
  */
 #include <ctype.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -378,4 +379,54 @@ void asam_topo_free(struct asam_topo *t)
 {
 	if (!IS_ERR_OR_NULL(t))
 		free(t);
+}
+
+static pthread_mutex_t topo_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct asam_topo *topo_cached;	/* holds one reference */
+
+static void topo_key(char *buf, size_t len)
+{
+	const char *root = getenv("ASAM_SYSFS_ROOT");
+	const char *prov = getenv("ASAM_TOPO_PROVIDER");
+
+	snprintf(buf, len, "%s|%s", root ? root : "", prov ? prov : "");
+}
+
+struct asam_topo *asam_topo_get(void)
+{
+	struct asam_topo *t, *old = NULL;
+	char key[sizeof(t->key)];
+
+	topo_key(key, sizeof(key));
+	pthread_mutex_lock(&topo_lock);
+	if (topo_cached && !strcmp(topo_cached->key, key)) {
+		t = topo_cached;
+		t->refs++;
+		goto out;
+	}
+	t = asam_topo_discover(NULL);
+	if (IS_ERR(t))
+		goto out;
+	strcpy(t->key, key);
+	t->refs = 2;
+	if (topo_cached && !--topo_cached->refs)
+		old = topo_cached;
+	topo_cached = t;
+out:
+	pthread_mutex_unlock(&topo_lock);
+	asam_topo_free(old);
+	return t;
+}
+
+void asam_topo_put(struct asam_topo *t)
+{
+	bool last;
+
+	if (IS_ERR_OR_NULL(t))
+		return;
+	pthread_mutex_lock(&topo_lock);
+	last = !--t->refs;
+	pthread_mutex_unlock(&topo_lock);
+	if (last)
+		asam_topo_free(t);
 }

@@ -96,6 +96,8 @@ struct asam_topo {
 	struct asam_cpuset online;
 	const char *provider[ASAM_TOPO_NR_PARTS];	/* who answered */
 	char root[256];			/* sysfs/procfs root, "" = "/" */
+	int refs;			/* asam_topo_get() users */
+	char key[512];			/* the environment it was found with */
 };
 
 /*
@@ -136,6 +138,16 @@ struct asam_topo_opts {
  */
 struct asam_topo *asam_topo_discover(const struct asam_topo_opts *opts);
 void asam_topo_free(struct asam_topo *t);
+
+/*
+ * asam_topo_get() - the process's shared topology, found once
+ *
+ * Contexts share one answer (hwloc takes milliseconds), found again only
+ * when ASAM_SYSFS_ROOT or ASAM_TOPO_PROVIDER changed since.  Drop it with
+ * asam_topo_put().  Return: as asam_topo_discover().
+ */
+struct asam_topo *asam_topo_get(void);
+void asam_topo_put(struct asam_topo *t);
 
 /* the summary line, as logged */
 int asam_topo_summary(const struct asam_topo *t, char *buf, size_t len);
