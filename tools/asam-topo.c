@@ -290,10 +290,7 @@ int main(int argc, char **argv)
 	} else {
 		r.ngpu = asam_cuda_enumerate(r.t, r.gpu, MAX_GPUS);
 		if (r.ngpu < 0)
-			snprintf(r.why, sizeof(r.why), "%s",
-				 r.ngpu == -EOPNOTSUPP && !*asam_last_error() ?
-				 "the CUDA backend is not built (CONFIG_ARCH_CUDA)" :
-				 asam_last_error());
+			snprintf(r.why, sizeof(r.why), "%s", asam_last_error());
 	}
 	if (json)
 		print_json(&r);

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <internal/err.h>
 #include <internal/kconfig.h>
 
 struct asam_hostbuf {
@@ -45,7 +46,8 @@ void asam_cuda_host_unregister(int ordinal, void *p, void *ctx);
 static inline int asam_cuda_host_register(int ordinal, void *p, size_t bytes,
 					  void **ctx)
 {
-	return -EOPNOTSUPP;
+	return asam_err(-EOPNOTSUPP,
+			"the CUDA backend is not built (CONFIG_ARCH_CUDA)");
 }
 
 static inline void asam_cuda_host_unregister(int ordinal, void *p, void *ctx)

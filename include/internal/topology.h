@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <stdint.h>
 
+#include <internal/err.h>
 #include <internal/kconfig.h>
 
 #define ASAM_TOPO_MAX_CPUS	4096
@@ -197,7 +198,8 @@ const struct asam_libnuma *asam_libnuma_get(void);
 #else
 static inline const struct asam_libnuma *asam_libnuma_get(void)
 {
-	return (const struct asam_libnuma *)(intptr_t)-EOPNOTSUPP;
+	return ERR_PTR(asam_err(-EOPNOTSUPP,
+				"libnuma support is not built (CONFIG_TOPO_LIBNUMA)"));
 }
 #endif
 
@@ -227,7 +229,8 @@ int asam_cuda_enumerate(const struct asam_topo *topo, struct asam_gpu_info *out,
 static inline int asam_cuda_enumerate(const struct asam_topo *topo,
 				      struct asam_gpu_info *out, int max)
 {
-	return -EOPNOTSUPP;
+	return asam_err(-EOPNOTSUPP,
+			"the CUDA backend is not built (CONFIG_ARCH_CUDA)");
 }
 #endif
 
