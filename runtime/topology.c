@@ -306,6 +306,30 @@ static void fill_defaults(struct asam_topo *t, unsigned int missing)
 		t->provider[ASAM_TOPO_PCI] = "none";
 }
 
+/* hwloc gives no free memory; the node's meminfo does, where there is one */
+static void fill_mem_free(struct asam_topo *t)
+{
+	char path[512], line[256];
+	int i;
+
+	for (i = 0; i < t->nr_nodes; i++) {
+		unsigned long long kb;
+		FILE *f;
+
+		if (t->node[i].mem_free ||
+		    asam_topo_path(t, path, sizeof(path),
+				   "/sys/devices/system/node/node%d/meminfo",
+				   t->node[i].id))
+			continue;
+		f = fopen(path, "re");
+		while (f && fgets(line, sizeof(line), f))
+			if (sscanf(line, "Node %*d MemFree: %llu kB", &kb) == 1)
+				t->node[i].mem_free = (uint64_t)kb << 10;
+		if (f)
+			fclose(f);
+	}
+}
+
 struct asam_topo *asam_topo_discover(const struct asam_topo_opts *opts)
 {
 	const struct asam_topo_provider *list[3];
@@ -368,6 +392,7 @@ struct asam_topo *asam_topo_discover(const struct asam_topo_opts *opts)
 		want &= ~got;
 	}
 	fill_defaults(t, want);
+	fill_mem_free(t);
 	asam_topo_count(t);
 	asam_err_clear();
 	if (!(opts && opts->quiet) && !asam_topo_summary(t, line, sizeof(line)))
