@@ -51,12 +51,27 @@ static int fake_put(const char *root, const char *rel, const char *fmt, ...)
 	return fclose(f);
 }
 
+/*
+ * Lists and the hex masks hwloc prefers (bit n is CPU n): package 0 holds
+ * 0,1,4,5 (0x33), package 1 holds 2,3 (0x0c).
+ */
 static const struct {
 	int cpu, pkg, core;
-	const char *siblings;
+	const char *siblings, *smask, *pkgcpus, *pmask;
 } fake_cpus[] = {
-	{ 0, 0, 0, "0,4" }, { 1, 0, 1, "1,5" }, { 2, 1, 0, "2" },
-	{ 3, 1, 1, "3" }, { 4, 0, 0, "0,4" }, { 5, 0, 1, "1,5" },
+	{ 0, 0, 0, "0,4", "11", "0-1,4-5", "33" },
+	{ 1, 0, 1, "1,5", "22", "0-1,4-5", "33" },
+	{ 2, 1, 0, "2", "04", "2-3", "0c" },
+	{ 3, 1, 1, "3", "08", "2-3", "0c" },
+	{ 4, 0, 0, "0,4", "11", "0-1,4-5", "33" },
+	{ 5, 0, 1, "1,5", "22", "0-1,4-5", "33" },
+};
+
+static const char *const fake_topo_files[][2] = {
+	{ "thread_siblings_list", "siblings" }, { "core_cpus_list", "siblings" },
+	{ "thread_siblings", "smask" }, { "core_cpus", "smask" },
+	{ "core_siblings_list", "pkgcpus" }, { "package_cpus_list", "pkgcpus" },
+	{ "core_siblings", "pmask" }, { "package_cpus", "pmask" },
 };
 
 /* Build the tree under a fresh temp dir; returns the dir (static buffer). */
@@ -68,7 +83,7 @@ static const char *fake_sysfs_make(void)
 	const char *pci = "sys/bus/pci/devices";
 	char rel[256];
 	int err = 0;
-	size_t i;
+	size_t i, j;
 
 	if (!mkdtemp(root))
 		return NULL;
@@ -86,9 +101,19 @@ static const char *fake_sysfs_make(void)
 		snprintf(rel, sizeof(rel),
 			 "%s/cpu%d/topology/physical_package_id", cpu, c);
 		err |= fake_put(root, rel, "%d\n", fake_cpus[i].pkg);
-		snprintf(rel, sizeof(rel),
-			 "%s/cpu%d/topology/thread_siblings_list", cpu, c);
-		err |= fake_put(root, rel, "%s\n", fake_cpus[i].siblings);
+		for (j = 0; j < sizeof(fake_topo_files) / sizeof(fake_topo_files[0]); j++) {
+			const char *k = fake_topo_files[j][1];
+
+			snprintf(rel, sizeof(rel), "%s/cpu%d/topology/%s", cpu,
+				 c, fake_topo_files[j][0]);
+			err |= fake_put(root, rel, "%s\n",
+					!strcmp(k, "siblings") ? fake_cpus[i].siblings :
+					!strcmp(k, "smask") ? fake_cpus[i].smask :
+					!strcmp(k, "pkgcpus") ? fake_cpus[i].pkgcpus :
+					fake_cpus[i].pmask);
+		}
+		snprintf(rel, sizeof(rel), "%s/cpu%d/online", cpu, c);
+		err |= fake_put(root, rel, "1\n");
 	}
 	/* offline CPUs keep only their "online" file, as on Linux */
 	snprintf(rel, sizeof(rel), "%s/cpu6/online", cpu);
@@ -104,6 +129,14 @@ static const char *fake_sysfs_make(void)
 	err |= fake_put(root, rel, "0-1,4-5\n");
 	snprintf(rel, sizeof(rel), "%s/node1/cpulist", node);
 	err |= fake_put(root, rel, "2-3\n");
+	snprintf(rel, sizeof(rel), "%s/node0/cpumap", node);
+	err |= fake_put(root, rel, "33\n");
+	snprintf(rel, sizeof(rel), "%s/node1/cpumap", node);
+	err |= fake_put(root, rel, "0c\n");
+	snprintf(rel, sizeof(rel), "%s/has_cpu", node);
+	err |= fake_put(root, rel, "0-1\n");
+	snprintf(rel, sizeof(rel), "%s/has_memory", node);
+	err |= fake_put(root, rel, "0-1\n");
 	snprintf(rel, sizeof(rel), "%s/node0/meminfo", node);
 	err |= fake_put(root, rel,
 			"Node 0 MemTotal:       16777216 kB\nNode 0 MemFree:         8388608 kB\nNode 0 MemUsed:         8388608 kB\n");
@@ -120,6 +153,7 @@ static const char *fake_sysfs_make(void)
 	PCI("0000:17:00.0", "class", "0x030200\n");
 	PCI("0000:17:00.0", "numa_node", "1\n");
 	PCI("0000:17:00.0", "local_cpulist", "2-3\n");
+	PCI("0000:17:00.0", "local_cpus", "0c\n");
 	PCI("0000:65:00.0", "vendor", "0x10de\n");
 	PCI("0000:65:00.0", "device", "0x2335\n");
 	PCI("0000:65:00.0", "class", "0x030000\n");

@@ -3,13 +3,17 @@
  * The sysfs provider against a fake tree (fake_sysfs.h): two NUMA nodes,
  * offline CPUs, SMT, a GPU on node 1, a GPU whose numa_node is -1, and
  * PCI devices that are not GPUs.  Every expected number is written out
- * here from the tree's description, not computed by the library.
+ * here from the tree's description, not computed by the library.  Then
+ * hwloc reads the same tree (HWLOC_FSROOT) and must agree with sysfs
+ * field by field.  libnuma has no such switch: it is checked against the
+ * real machine in topo_real.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include <asam/asam.h>
 #include <internal/err.h>
+#include <internal/kconfig.h>
 #include <internal/topology.h>
 
 #include "../lib/kselftest.h"
@@ -130,6 +134,60 @@ static void test_cpuset(void)
 	ksft_test_result(ok, "cpuset: parse and format cpulists, refuse malformed ones\n");
 }
 
+/* hwloc on the fake tree must say what sysfs said, field by field */
+static void test_hwloc(const char *root, const struct asam_topo *ref)
+{
+	struct asam_topo *t = calloc(1, sizeof(*t));
+	bool cpus = true, nodes, gpus = true;
+	int i, got;
+
+	if (!IS_ENABLED(CONFIG_TOPO_HWLOC) || !t) {
+		ksft_test_result_skip("hwloc on the fake tree: %s\n",
+				      t ? "not built" : "out of memory");
+		free(t);
+		return;
+	}
+	for (i = 0; i < ASAM_TOPO_NR_PARTS; i++)
+		asam_topo_reset(t, i);
+	strcpy(t->root, root);
+	setenv("HWLOC_FSROOT", root, 1);
+	/* the x86 backend would read this CPU's cpuid, not the fake tree */
+	setenv("HWLOC_COMPONENTS", "-x86", 1);
+	got = asam_topo_hwloc.discover(t, (1u << ASAM_TOPO_NR_PARTS) - 1);
+	unsetenv("HWLOC_FSROOT");
+	unsetenv("HWLOC_COMPONENTS");
+	if (got < 0) {
+		ksft_test_result_skip("hwloc on the fake tree: %s\n",
+				      asam_last_error());
+		free(t);
+		return;
+	}
+	asam_topo_count(t);
+	for (i = 0; i < ref->nr_cpus; i++) {
+		const struct asam_topo_cpu *a = &t->cpu[i], *b = &ref->cpu[i];
+
+		cpus &= a->online == b->online && a->package == b->package &&
+			a->core == b->core && a->smt_index == b->smt_index &&
+			a->node == b->node;
+	}
+	cpus &= t->nr_cpus == ref->nr_cpus && t->nr_cores == ref->nr_cores &&
+		t->nr_packages == ref->nr_packages;
+	nodes = t->nr_nodes == ref->nr_nodes;
+	for (i = 0; nodes && i < t->nr_nodes; i++)
+		nodes = t->node[i].id == ref->node[i].id &&
+			t->node[i].mem_total == ref->node[i].mem_total &&
+			cpuset_equal(&t->node[i].cpus, &ref->node[i].cpus);
+	gpus = t->nr_gpus == ref->nr_gpus;
+	for (i = 0; gpus && i < t->nr_gpus; i++)
+		gpus = !strcmp(t->gpu[i].bus_id, ref->gpu[i].bus_id) &&
+		       t->gpu[i].numa_node == ref->gpu[i].numa_node &&
+		       cpuset_equal(&t->gpu[i].cpus, &ref->gpu[i].cpus);
+	ksft_test_result(cpus && nodes && gpus,
+			 "hwloc on the fake tree agrees with sysfs: cpus %d, nodes %d, GPUs (PCI locality) %d\n",
+			 cpus, nodes, gpus);
+	free(t);
+}
+
 int main(void)
 {
 	const char *root;
@@ -137,7 +195,7 @@ int main(void)
 	char line[256], rel[128];
 
 	ksft_print_header();
-	ksft_set_plan(20);
+	ksft_set_plan(21);
 	root = fake_sysfs_make();
 	if (!root)
 		ksft_exit_skip("cannot build a fake sysfs tree in /tmp\n");
@@ -155,6 +213,7 @@ int main(void)
 	test_cpus(t);
 	test_nodes(t);
 	test_gpus(t);
+	test_hwloc(root, t);
 	asam_topo_summary(t, line, sizeof(line));
 	ksft_test_result(strstr(line, "2 packages, 4 cores, 6/8 CPUs online, 2 NUMA nodes, 2 NVIDIA GPUs (provider sysfs)") != NULL,
 			 "summary: %s\n", line);
