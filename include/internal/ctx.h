@@ -6,11 +6,14 @@
 
 #define ASAM_MAX_BACKENDS 8
 
+struct asam_topo;
+
 struct asam_ctx {
 	struct asam_backend backends[ASAM_MAX_BACKENDS];
 	int nr_backends;
 	unsigned int num_threads;
 	char *devices;		/* "cpu,cuda:0", or NULL for all */
+	struct asam_topo *topo;	/* NULL if discovery failed */
 };
 
 /* Is device "@type:@id" allowed by the context's device list? */
