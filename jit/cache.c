@@ -400,7 +400,7 @@ static void disk_degrade(const char *dir, int err)
 	if (disk_off)
 		return;
 	disk_off = true;
-	pr_warn("jit: kernel cache %s is not usable (%s); compiled kernels stay in memory only\n",
+	pr_warn("jit: kernel cache %s is not usable (%s); compiled kernels stay in memory only",
 		dir, strerror(-err));
 }
 
@@ -423,7 +423,7 @@ static int disk_lookup(const char *dir, const struct asam_jit_spec *spec,
 		return err;
 	if (err) {
 		STAT_INC(disk_rejects);
-		pr_info("jit: discarding cache entry %s (%s)\n", path,
+		pr_info("jit: discarding cache entry %s (%s)", path,
 			err == -EBADMSG ? "corrupt, truncated, foreign or stale" :
 			strerror(-err));
 		return err;

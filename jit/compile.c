@@ -154,7 +154,7 @@ static void dump_file(const char *dir, const char *base, const char *ext,
 	snprintf(path, sizeof(path), "%s/%s%s", dir, base, ext);
 	f = fopen(path, "w");
 	if (!f) {
-		pr_warn("jit: ASAM_JIT_DUMP: cannot write %s\n", path);
+		pr_warn("jit: ASAM_JIT_DUMP: cannot write %s", path);
 		return;
 	}
 	fputs(text, f);
@@ -185,7 +185,7 @@ static void dump(const struct asam_jit_spec *spec, const char *src,
 	dump_file(dir, base, ".cu", src);
 	dump_file(dir, base, ".options", optbuf);
 	dump_file(dir, base, ".log", log ? log : "");
-	pr_err("jit: compile failure dumped to %s/%s.*\n", dir, base);
+	pr_err("jit: compile failure dumped to %s/%s.*", dir, base);
 }
 
 static char *program_log(const struct asam_nvrtc *nv, nvrtcProgram prog)
@@ -255,7 +255,7 @@ int asam_jit_compile(const struct asam_jit_spec *spec, void **image,
 	if (r != NVRTC_SUCCESS) {
 		log = program_log(nv, prog);
 		dump(spec, src, opts, nopt, log);
-		pr_debug("jit: NVRTC log for %s:\n%s\n", spec->family,
+		pr_debug("jit: NVRTC log for %s:\n%s", spec->family,
 			 log ? log : "");
 		err = asam_err(-ENOEXEC, "jit: %s for sm_%d failed to compile (%s): %s",
 			       spec->family, spec->arch,

@@ -97,7 +97,7 @@ static void nvrtc_load(void)
 			nv.narchs = 0;
 	}
 	nv.handle = h;
-	pr_debug("jit: NVRTC %d.%d, %d SASS targets\n", nv.major, nv.minor,
+	pr_debug("jit: NVRTC %d.%d, %d SASS targets", nv.major, nv.minor,
 		 nv.narchs);
 }
 
