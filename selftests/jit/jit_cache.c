@@ -7,6 +7,7 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -248,6 +249,59 @@ static void test_prune(void)
 			 "LRU prune evicts the oldest entry and dead temp files\n");
 }
 
+/* Threads hitting and filling the memory tier at once: lock-free readers
+ * must only ever see complete entries, and one image per spec. */
+#define NTHR 4
+#define NSPEC 4
+static struct asam_jit_spec tspec[NSPEC];
+static const struct asam_jit_image *timg[NTHR][NSPEC];
+
+static void *thr_main(void *arg)
+{
+	long t = (long)arg;
+	int i, r;
+
+	for (r = 0; r < 2000; r++)
+		for (i = 0; i < NSPEC; i++) {
+			int k = (i + t) % NSPEC;
+			const struct asam_jit_image *img;
+
+			if (asam_jit_get(&tspec[k], &img) ||
+			    (timg[t][k] && timg[t][k] != img))
+				return (void *)1;
+			timg[t][k] = img;
+		}
+	return NULL;
+}
+
+static void test_threads(void)
+{
+	const struct asam_jit_family *fam = asam_jit_family_find("selftest");
+	struct asam_jit_stats st;
+	pthread_t th[NTHR];
+	void *ret;
+	long t;
+	int i, bad = 0;
+
+	asam_jit_reset();
+	for (i = 0; i < NSPEC; i++)
+		selftest_spec(&tspec[i], 86, i % 3, 64 << (i / 3));
+	for (t = 0; t < NTHR; t++)
+		pthread_create(&th[t], NULL, thr_main, (void *)t);
+	for (t = 0; t < NTHR; t++) {
+		pthread_join(th[t], &ret);
+		bad += ret != NULL;
+	}
+	for (t = 0; t < NTHR; t++)
+		for (i = 0; i < NSPEC; i++)
+			bad += timg[t][i] != timg[0][i] ||
+			       !image_ok(timg[t][i], fam);
+	asam_jit_stats(&st);
+	ksft_test_result(!bad && st.compiles + st.disk_hits == NSPEC,
+			 "%d threads x %d specs: one image per spec, %lu compiles\n",
+			 NTHR, NSPEC, st.compiles);
+}
+
 static void test_unwritable(int inject, const char *what)
 {
 	const struct asam_jit_image *img;
@@ -297,7 +351,7 @@ int main(void)
 	ksft_print_header();
 	if (!have_nvrtc())
 		ksft_exit_skip("NVRTC not available: %s\n", asam_last_error());
-	ksft_set_plan(3 + 7 + 3 + 1 + 3 + 1);
+	ksft_set_plan(3 + 7 + 3 + 1 + 1 + 3 + 1);
 	if (!mkdtemp(dir))
 		ksft_exit_skip("mkdtemp failed\n");
 	setenv("ASAM_CACHE_DIR", dir, 1);
@@ -315,6 +369,7 @@ int main(void)
 		test_damage(i, pa, pb);
 	test_force_nocompile();
 	test_prune();
+	test_threads();
 	test_unwritable(EROFS, "read-only cache dir (injected EROFS)");
 	test_unwritable(ENOSPC, "full disk (injected ENOSPC mid-write)");
 	test_unwritable(EIO, "I/O error mid-write (injected EIO)");
