@@ -189,6 +189,7 @@ int asam_jit_entry_read(const char *path, const uint8_t *want_key,
 	rest = st.st_size - sizeof(h);
 	if (memcmp(h.magic, ASAM_JIT_MAGIC, sizeof(h.magic)) ||
 	    h.format != ASAM_JIT_FORMAT || h.canon_len >= sizeof(info->canon) ||
+	    h.payload_len > rest ||
 	    (uint64_t)h.canon_len + h.payload_len != rest || !h.payload_len)
 		goto out;
 	if (want_key && memcmp(h.key, want_key, ASAM_JIT_KEY_LEN))
