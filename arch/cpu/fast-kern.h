@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The fast backend's inner loops, written once with GCC vector types and
+ * compiled once per ISA: the includer defines KERN (the suffix), VW (fp32
+ * lanes per vector) and RB (rows per register block), and its object gets
+ * that ISA's flags (arch/cpu/x86/Makefile).  Register blocks are sized so
+ * that the accumulators stay in registers: RB rows x 64 columns for the
+ * scores, RB rows x NV vectors of the head dim for the products.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "fast.h"
+
+typedef float vf __attribute__((vector_size(VW * 4), aligned(VW * 4)));
+typedef int32_t vi __attribute__((vector_size(VW * 4), aligned(VW * 4)));
+
+#define NC	(FAST_KB / VW)		/* vectors per 64-column row */
+#define NV	(64 / VW > 4 ? 4 : 64 / VW)	/* head-dim vectors per block */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define F(name) CAT(name, KERN)
+
+static inline vf F(ld)(const float *p)
+{
+	return *(const vf *)p;
+}
+
+static inline void F(st)(float *p, vf x)
+{
+	*(vf *)p = x;
+}
+
+/* c[r][0..64) = a[r] . bt[.][0..64) for rows r0..r0+nr, nr <= RB */
+static inline __attribute__((always_inline)) void
+F(nt_block)(const float *a, int dp, const float *bt, float *c, const int nr)
+{
+	vf acc[RB][NC];
+	int r, v, e;
+
+	for (r = 0; r < nr; r++)
+		for (v = 0; v < NC; v++)
+			acc[r][v] = (vf){ 0 };
+	for (e = 0; e < dp; e++) {
+		vf b[NC];
+
+		for (v = 0; v < NC; v++)
+			b[v] = F(ld)(bt + e * FAST_KB + v * VW);
+		for (r = 0; r < nr; r++) {
+			vf x = (vf){ 0 } + a[r * dp + e];
+
+			for (v = 0; v < NC; v++)
+				acc[r][v] += x * b[v];
+		}
+	}
+	for (r = 0; r < nr; r++)
+		for (v = 0; v < NC; v++)
+			F(st)(c + r * FAST_KB + v * VW, acc[r][v]);
+}
+
+static void F(mm_nt)(const float *a, int m, int dp, const float *bt, float *c)
+{
+	int r = 0;
+
+	for (; r + RB <= m; r += RB)
+		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, RB);
+	for (; r < m; r++)
+		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, 1);
+}
+
+/* c[r][e0..e0+nv*VW) += p[r][0..k) . x[0..k)[e0..] */
+static inline __attribute__((always_inline)) void
+F(nn_block)(const float *p, int ldp, int k, const float *x, int dp,
+	    float *c, const int nr, const int nv)
+{
+	vf acc[RB][NV];
+	int r, v, j;
+
+	for (r = 0; r < nr; r++)
+		for (v = 0; v < nv; v++)
+			acc[r][v] = F(ld)(c + r * dp + v * VW);
+	for (j = 0; j < k; j++) {
+		vf xv[NV];
+
+		for (v = 0; v < nv; v++)
+			xv[v] = F(ld)(x + j * dp + v * VW);
+		for (r = 0; r < nr; r++) {
+			vf s = (vf){ 0 } + p[r * ldp + j];
+
+			for (v = 0; v < nv; v++)
+				acc[r][v] += s * xv[v];
+		}
+	}
+	for (r = 0; r < nr; r++)
+		for (v = 0; v < nv; v++)
+			F(st)(c + r * dp + v * VW, acc[r][v]);
+}
+
+static void F(mm_nn)(const float *p, int ldp, int m, int k, const float *x,
+		     int dp, float *c)
+{
+	int r, e;
+
+	for (e = 0; e < dp;) {
+		if (e + NV * VW <= dp) {
+			for (r = 0; r + RB <= m; r += RB)
+				F(nn_block)(p + r * ldp, ldp, k, x + e, dp,
+					    c + r * dp + e, RB, NV);
+			for (; r < m; r++)
+				F(nn_block)(p + r * ldp, ldp, k, x + e, dp,
+					    c + r * dp + e, 1, NV);
+			e += NV * VW;
+		} else {
+			for (r = 0; r + RB <= m; r += RB)
+				F(nn_block)(p + r * ldp, ldp, k, x + e, dp,
+					    c + r * dp + e, RB, 1);
+			for (; r < m; r++)
+				F(nn_block)(p + r * ldp, ldp, k, x + e, dp,
+					    c + r * dp + e, 1, 1);
+			e += VW;
+		}
+	}
+}
+
+/*
+ * exp by range reduction x = n ln2 + f, |f| <= ln2/2, and a degree-6
+ * polynomial (relative error ~2e-7); branch-free so that it vectorises.
+ */
+static void F(exp)(float *x, int n)
+{
+	const vf lo = (vf){ 0 } - 87.0f, hi = (vf){ 0 } + 88.0f;
+	int t;
+
+	for (t = 0; t < n; t += VW) {
+		vf v = F(ld)(x + t), k, f, p;
+		vi e;
+
+		vi m;
+
+		m = v < lo;		/* lanes -1 where true: blend */
+		v = (vf)(((vi)v & ~m) | ((vi)lo & m));
+		m = v > hi;
+		v = (vf)(((vi)v & ~m) | ((vi)hi & m));
+		k = v * 1.44269504088896341f + 12582912.0f;
+		k = k - 12582912.0f;
+		f = v - k * 0.693145751953125f;
+		f = f - k * 1.428606765330187045e-06f;
+		p = (vf){ 0 } + 1.0f / 720;
+		p = p * f + 1.0f / 120;
+		p = p * f + 1.0f / 24;
+		p = p * f + 1.0f / 6;
+		p = p * f + 0.5f;
+		p = p * f + 1.0f;
+		p = p * f + 1.0f;
+		e = (__builtin_convertvector(k, vi) + 127) << 23;
+		F(st)(x + t, p * (vf)e);
+	}
+}
+
+const struct fast_isa CAT(fast_isa_, KERN) = {
+	.name = KERN_NAME,
+	.mm_nt = F(mm_nt),
+	.mm_nn = F(mm_nn),
+	.exp = F(exp),
+};

@@ -1,0 +1,831 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The fast CPU backend ("cpu"): SPEC 2 with tiled online softmax, fp32
+ * arithmetic over fp32/fp16/bf16 storage, and work proportional to the
+ * allowed pairs of the pattern.
+ *
+ * A work item is a group of up to FAST_TQ query rows of one (b, h) and the
+ * set of keys the group attends: the range [0, max limit) when the dense
+ * branch is computed (SOFT shares every score between the two branches,
+ * with a per-row bit mask for the sparse one), else the union of the rows'
+ * sparse key lists (fast-plan.c).  Keys are walked in blocks of 64:
+ * gather K and V (converting to fp32), scores Q.K^T, per-row masks, the
+ * online softmax update, P.V.  Memory is O((N + FAST_TQ * Nk) per worker).
+ *
+ * Forward items are (b, h, group) and run on the context's worker pool.
+ * Backward recomputes the probabilities from the saved log-sum-exps; its
+ * items are (b, kv head), each accumulating dK and dV privately over the
+ * query heads that share them, so no two workers write the same row and
+ * the result is deterministic.  Worker scratch is allocated and first
+ * written by the worker itself, on its own NUMA node.
+ */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <internal/backend.h>
+#include <internal/ctx.h>
+#include <internal/err.h>
+#include <internal/log.h>
+#include <internal/threadpool.h>
+
+#include "fast.h"
+
+#define NEG_BIG (-1e30f)
+
+struct fast_ws {
+	float *q, *dO, *o, *accS, *accA, *dq;	/* [TQ][dp] */
+	float *kT, *vT;				/* [dp][KB] */
+	float *kb, *vb, *tk, *tv;		/* [KB][dp] */
+	float *S, *Ps, *Pd, *dP;		/* [TQ][KB] */
+	float *PT, *dST;			/* [KB][TQ] */
+	float *dK, *dV;				/* [Nk][dp] (backward) */
+	int32_t *rk;				/* [TQ][Nk] row key lists */
+	int64_t rn[FAST_TQ];
+	int32_t *u, *posn;			/* [Nk] */
+	uint8_t *flag, *bytes;			/* [Nk] */
+	uint64_t *bits;				/* [TQ][nw] */
+	struct asam_pat_plan *plan;
+	int plan_b, plan_h;
+	bool failed;
+};
+
+struct fast_job {
+	const struct asam_problem *p;
+	const struct fast_isa *isa;
+	struct fast_plan fp;
+	struct fast_ws **ws;			/* [nthreads] */
+	int nthreads, dp, nw, group;
+	float scale;
+	atomic_int err;
+};
+
+/* The group's keys and per-row masks (in the worker scratch). */
+struct keyset {
+	int64_t n;		/* keys; key t is u[t], or t when u is NULL */
+	const int32_t *u;
+	bool sbits;		/* sparse mask in ws->bits, else the dense one */
+};
+
+static void *walloc(size_t bytes)
+{
+	void *x = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+
+	if (x)
+		memset(x, 0, bytes);	/* first touch by the worker */
+	return x;
+}
+
+static void ws_free(struct fast_ws *w)
+{
+	if (!w)
+		return;
+	free(w->q);
+	free(w->dO);
+	free(w->o);
+	free(w->accS);
+	free(w->accA);
+	free(w->dq);
+	free(w->kT);
+	free(w->vT);
+	free(w->kb);
+	free(w->vb);
+	free(w->tk);
+	free(w->tv);
+	free(w->S);
+	free(w->Ps);
+	free(w->Pd);
+	free(w->dP);
+	free(w->PT);
+	free(w->dST);
+	free(w->dK);
+	free(w->dV);
+	free(w->rk);
+	free(w->u);
+	free(w->posn);
+	free(w->flag);
+	free(w->bytes);
+	free(w->bits);
+	asam_pat_plan_destroy(w->plan);
+	free(w);
+}
+
+static struct fast_ws *ws_get(struct fast_job *job, int worker)
+{
+	const struct asam_problem *p = job->p;
+	struct fast_ws *w = job->ws[worker];
+	size_t td = sizeof(float) * FAST_TQ * job->dp;
+	size_t kd = sizeof(float) * FAST_KB * job->dp;
+	size_t tk = sizeof(float) * FAST_TQ * FAST_KB;
+
+	if (w)
+		return w->failed ? NULL : w;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	job->ws[worker] = w;
+	w->plan_b = w->plan_h = -1;
+	w->q = walloc(td);
+	w->dO = walloc(td);
+	w->o = walloc(td);
+	w->accS = walloc(td);
+	w->accA = walloc(td);
+	w->dq = walloc(td);
+	w->kT = walloc(kd);
+	w->vT = walloc(kd);
+	w->kb = walloc(kd);
+	w->vb = walloc(kd);
+	w->tk = walloc(kd);
+	w->tv = walloc(kd);
+	w->S = walloc(tk);
+	w->Ps = walloc(tk);
+	w->Pd = walloc(tk);
+	w->dP = walloc(tk);
+	w->PT = walloc(tk);
+	w->dST = walloc(tk);
+	w->rk = walloc(sizeof(int32_t) * FAST_TQ * (size_t)p->Nk);
+	w->u = walloc(sizeof(int32_t) * (size_t)p->Nk);
+	w->posn = walloc(sizeof(int32_t) * (size_t)p->Nk);
+	w->flag = walloc(p->Nk);
+	w->bits = walloc(sizeof(uint64_t) * FAST_TQ * job->nw);
+	if (p->bwd) {
+		w->dK = walloc(sizeof(float) * (size_t)p->Nk * job->dp);
+		w->dV = walloc(sizeof(float) * (size_t)p->Nk * job->dp);
+		if (!w->dK || !w->dV)
+			w->failed = true;
+	}
+	if (job->fp.per_row_plan) {
+		w->bytes = walloc(p->Nk);
+		w->plan = asam_pat_plan_create(p);
+		if (IS_ERR(w->plan)) {
+			w->plan = NULL;
+			w->failed = true;
+		}
+	}
+	if (!w->q || !w->dO || !w->o || !w->accS || !w->accA || !w->dq ||
+	    !w->kT || !w->vT || !w->kb || !w->vb || !w->tk || !w->tv ||
+	    !w->S || !w->Ps || !w->Pd || !w->dP || !w->PT || !w->dST ||
+	    !w->rk || !w->u || !w->posn || !w->flag || !w->bits ||
+	    (job->fp.per_row_plan && !w->bytes))
+		w->failed = true;
+	return w->failed ? NULL : w;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Storage conversion                                                       */
+
+static void load_row(const struct asam_tv *t, int64_t off, int d, float *dst)
+{
+	int e;
+
+	switch (t->dt) {
+	case ASAM_DT_F32:
+		memcpy(dst, (const float *)t->data + off, sizeof(float) * d);
+		break;
+	case ASAM_DT_F16:
+		for (e = 0; e < d; e++)
+			dst[e] = asam_half_to_float(
+				((const uint16_t *)t->data)[off + e]);
+		break;
+	case ASAM_DT_BF16:
+		for (e = 0; e < d; e++)
+			dst[e] = asam_bf16_to_float(
+				((const uint16_t *)t->data)[off + e]);
+		break;
+	default:
+		for (e = 0; e < d; e++)
+			dst[e] = (float)tv_get(t, off + e);
+		break;
+	}
+}
+
+static void store_row(const struct asam_tv *t, int64_t off, int d,
+		      const float *src)
+{
+	int e;
+
+	switch (t->dt) {
+	case ASAM_DT_F32:
+		memcpy((float *)t->data + off, src, sizeof(float) * d);
+		break;
+	case ASAM_DT_F16:
+		for (e = 0; e < d; e++)
+			((uint16_t *)t->data)[off + e] =
+				asam_float_to_half(src[e]);
+		break;
+	case ASAM_DT_BF16:
+		for (e = 0; e < d; e++)
+			((uint16_t *)t->data)[off + e] =
+				asam_float_to_bf16(src[e]);
+		break;
+	default:
+		for (e = 0; e < d; e++)
+			tv_set(t, off + e, src[e]);
+		break;
+	}
+}
+
+/* Gather keys [t0, t0 + nb) of the set into kb/vb (rows), kT/vT (cols). */
+static void gather(const struct fast_job *job, struct fast_ws *w,
+		   const struct keyset *ks, int b, int hk, int64_t t0, int nb,
+		   bool want_vT, bool want_kb)
+{
+	const struct asam_problem *p = job->p;
+	int dp = job->dp, d = p->d, t, e;
+
+	for (t = 0; t < nb; t++) {
+		int64_t j = ks->u ? ks->u[t0 + t] : t0 + t;
+		float *kr = w->kb + t * dp, *vr = w->vb + t * dp;
+
+		load_row(&p->k, tv_off(&p->k, b, hk, j, 0), d, kr);
+		load_row(&p->v, tv_off(&p->v, b, hk, j, 0), d, vr);
+	}
+	for (; t < FAST_KB; t++) {
+		memset(w->kb + t * dp, 0, sizeof(float) * dp);
+		memset(w->vb + t * dp, 0, sizeof(float) * dp);
+	}
+	for (e = 0; e < d; e++)
+		for (t = 0; t < FAST_KB; t++)
+			w->kT[e * FAST_KB + t] = w->kb[t * dp + e];
+	if (want_vT)
+		for (e = 0; e < d; e++)
+			for (t = 0; t < FAST_KB; t++)
+				w->vT[e * FAST_KB + t] = w->vb[t * dp + e];
+	(void)want_kb;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Key sets                                                                 */
+
+struct group {
+	int b, h, hk, R;
+	int32_t rows[FAST_TQ];
+	int64_t lim[FAST_TQ];
+	int64_t maxlim;
+	bool want_s, want_d, s_is_d;
+	float g;			/* gate applied to the sparse branch */
+};
+
+static void plan_for(struct fast_job *job, struct fast_ws *w, int b, int h)
+{
+	if (!job->fp.per_row_plan || (w->plan_b == b && w->plan_h == h))
+		return;
+	asam_pat_plan_bh(w->plan, b, h);
+	w->plan_b = b;
+	w->plan_h = h;
+}
+
+/*
+ * Build the group's key set.  Dense branch: the range [0, maxlim), the
+ * sparse rows (if any) as bits over it.  Sparse only: the sorted union of
+ * the rows' lists, found by flagging keys and scanning the flagged span.
+ */
+static void build_keys(struct fast_job *job, struct fast_ws *w,
+		       const struct group *gr, struct keyset *ks)
+{
+	int64_t lo = INT64_MAX, hi = -1, t, j, n = 0;
+	int r, nw = job->nw;
+
+	ks->u = NULL;
+	ks->sbits = false;
+	ks->n = gr->maxlim;
+	if (!gr->want_s || gr->s_is_d)
+		return;
+	plan_for(job, w, gr->b, gr->h);
+	for (r = 0; r < gr->R; r++) {
+		int32_t *rk = w->rk + (size_t)r * job->p->Nk;
+
+		w->rn[r] = fast_plan_row(&job->fp, gr->b, gr->h, gr->rows[r],
+					 gr->lim[r], rk, w->plan, w->bytes);
+		if (w->rn[r]) {
+			lo = rk[0] < lo ? rk[0] : lo;
+			hi = rk[w->rn[r] - 1] > hi ? rk[w->rn[r] - 1] : hi;
+		}
+	}
+	ks->sbits = true;
+	if (!gr->want_d) {
+		for (r = 0; r < gr->R; r++) {
+			const int32_t *rk = w->rk + (size_t)r * job->p->Nk;
+
+			for (t = 0; t < w->rn[r]; t++)
+				w->flag[rk[t]] = 1;
+		}
+		for (j = lo; j <= hi; j++)
+			if (w->flag[j]) {
+				w->flag[j] = 0;
+				w->posn[j] = (int32_t)n;
+				w->u[n++] = (int32_t)j;
+			}
+		ks->u = w->u;
+		ks->n = n;
+	}
+	memset(w->bits, 0, sizeof(uint64_t) * FAST_TQ * nw);
+	for (r = 0; r < gr->R; r++) {
+		const int32_t *rk = w->rk + (size_t)r * job->p->Nk;
+		uint64_t *bits = w->bits + (size_t)r * nw;
+
+		for (t = 0; t < w->rn[r]; t++) {
+			int64_t pos = ks->u ? w->posn[rk[t]] : rk[t];
+
+			bits[pos >> 6] |= 1ull << (pos & 63);
+		}
+	}
+}
+
+static inline uint64_t prefix_mask(int64_t c)
+{
+	return c <= 0 ? 0 : c >= 64 ? ~0ull : (1ull << c) - 1;
+}
+
+/* Row r's mask over block [t0, t0 + nb) for the sparse or dense branch. */
+static inline uint64_t row_mask(const struct fast_job *job,
+				const struct fast_ws *w,
+				const struct keyset *ks,
+				const struct group *gr, int r, int64_t t0,
+				int nb, bool sparse)
+{
+	if (sparse && ks->sbits)
+		return w->bits[(size_t)r * job->nw + (t0 >> 6)] &
+		       prefix_mask(nb);
+	/* dense keys: the range, cut at the row's limit */
+	return prefix_mask(gr->lim[r] - t0 < nb ? gr->lim[r] - t0 : nb);
+}
+
+/* P[r][t] = exp(S[r][t] - m) on the mask, 0 elsewhere; returns the sum */
+static float masked_exp(const struct fast_isa *isa, const float *s, float m,
+			uint64_t mask, float *P)
+{
+	float sum = 0;
+	int t;
+
+	for (t = 0; t < FAST_KB; t++)
+		P[t] = (mask >> t) & 1 ? s[t] - m : NEG_BIG;
+	isa->exp(P, FAST_KB);
+	for (t = 0; t < FAST_KB; t++) {
+		if (!((mask >> t) & 1))
+			P[t] = 0;
+		sum += P[t];
+	}
+	return sum;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Forward                                                                  */
+
+static float gate_value(const struct asam_problem *p, int b, int h)
+{
+	return (float)tv_get(&p->gate, tv_off(&p->gate, b, h, 0, 0));
+}
+
+/* Fill @gr for group @g of (b, h); false when the group is empty. */
+static bool group_init(struct fast_job *job, struct group *gr, int b, int h,
+		       int g)
+{
+	const struct asam_problem *p = job->p;
+	int r;
+
+	gr->R = fast_plan_group(&job->fp, b, h, g, gr->rows);
+	if (!gr->R)
+		return false;
+	gr->b = b;
+	gr->h = h;
+	gr->hk = h / job->group;
+	gr->want_s = problem_needs_sparse(p);
+	gr->want_d = problem_needs_dense(p);
+	gr->g = p->gate_mode == ASAM_GATE_SPARSE ? 1 :
+		p->gate_mode == ASAM_GATE_DENSE ? 0 : gate_value(p, b, h);
+	if (p->gate_mode == ASAM_GATE_HARD) {
+		gr->want_s = gr->g >= p->hard_tau;
+		gr->want_d = !gr->want_s;
+		gr->g = gr->want_s;
+	}
+	gr->s_is_d = p->pat.kind == ASAM_PATTERN_DENSE;
+	gr->maxlim = 0;
+	for (r = 0; r < gr->R; r++) {
+		gr->lim[r] = problem_key_limit(p, b, gr->rows[r]);
+		if (gr->lim[r] > gr->maxlim)
+			gr->maxlim = gr->lim[r];
+	}
+	return true;
+}
+
+/* One branch's online softmax step over a block; false if nothing moved. */
+static bool online_step(const struct fast_job *job, struct fast_ws *w,
+			const struct keyset *ks, const struct group *gr,
+			int64_t t0, int nb, bool sparse, float *m, float *l,
+			float *acc, float *P)
+{
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, r, t, e;
+	bool any = false;
+
+	for (r = 0; r < gr->R; r++) {
+		uint64_t mask = row_mask(job, w, ks, gr, r, t0, nb, sparse);
+		const float *s = w->S + r * FAST_KB;
+		float mx = -INFINITY, mnew, alpha;
+
+		if (!mask) {
+			memset(P + r * FAST_KB, 0, sizeof(float) * FAST_KB);
+			continue;
+		}
+		any = true;
+		for (t = 0; t < nb; t++)
+			if ((mask >> t) & 1 && s[t] > mx)
+				mx = s[t];
+		mnew = mx > m[r] ? mx : m[r];
+		if (mnew != m[r] && m[r] != -INFINITY) {
+			alpha = expf(m[r] - mnew);
+			l[r] *= alpha;
+			for (e = 0; e < dp; e++)
+				acc[r * dp + e] *= alpha;
+		}
+		m[r] = mnew;
+		l[r] += masked_exp(isa, s, mnew, mask, P + r * FAST_KB);
+	}
+	return any;
+}
+
+static void fwd_group(struct fast_job *job, struct fast_ws *w,
+		      const struct group *gr)
+{
+	const struct asam_problem *p = job->p;
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, d = p->d, R = gr->R, r, e, nb;
+	float ms[FAST_TQ], ls[FAST_TQ], md[FAST_TQ], ld[FAST_TQ];
+	struct keyset ks;
+	int64_t t0;
+
+	build_keys(job, w, gr, &ks);
+	for (r = 0; r < R; r++) {
+		load_row(&p->q, tv_off(&p->q, gr->b, gr->h, gr->rows[r], 0), d,
+			 w->q + r * dp);
+		for (e = 0; e < d; e++)
+			w->q[r * dp + e] *= job->scale;
+		ms[r] = md[r] = -INFINITY;
+		ls[r] = ld[r] = 0;
+	}
+	memset(w->accS, 0, sizeof(float) * FAST_TQ * dp);
+	memset(w->accA, 0, sizeof(float) * FAST_TQ * dp);
+	for (t0 = 0; t0 < ks.n; t0 += FAST_KB) {
+		nb = ks.n - t0 < FAST_KB ? ks.n - t0 : FAST_KB;
+		gather(job, w, &ks, gr->b, gr->hk, t0, nb, false, false);
+		isa->mm_nt(w->q, R, dp, w->kT, w->S);
+		if (gr->want_s &&
+		    online_step(job, w, &ks, gr, t0, nb, true, ms, ls, w->accS,
+				w->Ps))
+			isa->mm_nn(w->Ps, FAST_KB, R, nb, w->vb, dp, w->accS);
+		if (gr->want_d &&
+		    online_step(job, w, &ks, gr, t0, nb, false, md, ld,
+				w->accA, w->Pd))
+			isa->mm_nn(w->Pd, FAST_KB, R, nb, w->vb, dp, w->accA);
+	}
+	for (r = 0; r < R; r++) {
+		int64_t i = gr->rows[r];
+		float cs = ls[r] > 0 ? gr->g / ls[r] : 0;
+		float cd = ld[r] > 0 ? (1 - gr->g) / ld[r] : 0;
+		float *out = w->o + r * dp;
+
+		for (e = 0; e < d; e++)
+			out[e] = cs * w->accS[r * dp + e] +
+				 cd * w->accA[r * dp + e];
+		store_row(&p->o, tv_off(&p->o, gr->b, gr->h, i, 0), d, out);
+		if (p->lse_s.data)
+			tv_set(&p->lse_s, tv_off(&p->lse_s, gr->b, gr->h, i, 0),
+			       gr->want_s && ls[r] > 0 ?
+			       (double)ms[r] + log(ls[r]) : -INFINITY);
+		if (p->lse_d.data)
+			tv_set(&p->lse_d, tv_off(&p->lse_d, gr->b, gr->h, i, 0),
+			       gr->want_d && ld[r] > 0 ?
+			       (double)md[r] + log(ld[r]) : -INFINITY);
+	}
+}
+
+static void fwd_items(void *arg, int64_t begin, int64_t end, int worker)
+{
+	struct fast_job *job = arg;
+	const struct asam_problem *p = job->p;
+	int64_t it, per = job->fp.maxgroups;
+	struct fast_ws *w = ws_get(job, worker);
+	struct group gr;
+
+	if (!w) {
+		atomic_store(&job->err, -ENOMEM);
+		return;
+	}
+	for (it = begin; it < end; it++) {
+		int64_t bh = it / per;
+
+		if (group_init(job, &gr, bh / p->Hq, bh % p->Hq, it % per))
+			fwd_group(job, w, &gr);
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* Backward                                                                 */
+
+/* P = exp(S - lse) on the mask; lse -inf gives 0 */
+static void probs(const struct fast_job *job, const struct fast_ws *w,
+		  const struct keyset *ks, const struct group *gr,
+		  int64_t t0, int nb, bool sparse, const float *lse, float *P)
+{
+	int r;
+
+	for (r = 0; r < gr->R; r++) {
+		uint64_t mask = row_mask(job, w, ks, gr, r, t0, nb, sparse);
+
+		if (!mask || lse[r] == -INFINITY) {
+			memset(P + r * FAST_KB, 0, sizeof(float) * FAST_KB);
+			continue;
+		}
+		masked_exp(job->isa, w->S + r * FAST_KB, lse[r], mask,
+			   P + r * FAST_KB);
+	}
+}
+
+/* c[t][.] += sum_r a[r][t] x[r][.]: transpose a, then the nn kernel */
+static void acc_tn(const struct fast_job *job, struct fast_ws *w,
+		   const float *a, int R, int nb, const float *x,
+		   const struct keyset *ks, int64_t t0, float *dst)
+{
+	int dp = job->dp, r, t;
+
+	for (t = 0; t < nb; t++)
+		for (r = 0; r < R; r++)
+			w->PT[t * FAST_TQ + r] = a[r * FAST_KB + t];
+	if (!ks->u) {
+		job->isa->mm_nn(w->PT, FAST_TQ, nb, R, x, dp,
+				dst + t0 * dp);
+		return;
+	}
+	memset(w->tk, 0, sizeof(float) * FAST_KB * dp);
+	job->isa->mm_nn(w->PT, FAST_TQ, nb, R, x, dp, w->tk);
+	for (t = 0; t < nb; t++) {
+		float *row = dst + (size_t)ks->u[t0 + t] * dp;
+		const float *src = w->tk + t * dp;
+		int e;
+
+		for (e = 0; e < dp; e++)
+			row[e] += src[e];
+	}
+}
+
+static double bwd_group(struct fast_job *job, struct fast_ws *w,
+			const struct group *gr)
+{
+	const struct asam_problem *p = job->p;
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, d = p->d, R = gr->R, r, e, t, nb;
+	float lse_s[FAST_TQ], lse_d[FAST_TQ], Ds[FAST_TQ], Dd[FAST_TQ];
+	float gs = gr->g, gd = 1 - gr->g;
+	struct keyset ks;
+	double dg = 0;
+	int64_t t0;
+
+	build_keys(job, w, gr, &ks);
+	for (r = 0; r < R; r++) {
+		int64_t i = gr->rows[r];
+
+		load_row(&p->q, tv_off(&p->q, gr->b, gr->h, i, 0), d,
+			 w->q + r * dp);
+		for (e = 0; e < d; e++)
+			w->q[r * dp + e] *= job->scale;
+		load_row(&p->d_o, tv_off(&p->d_o, gr->b, gr->h, i, 0), d,
+			 w->dO + r * dp);
+		lse_s[r] = gr->want_s ? (float)tv_get(&p->lse_s,
+				tv_off(&p->lse_s, gr->b, gr->h, i, 0)) : 0;
+		lse_d[r] = gr->want_d ? (float)tv_get(&p->lse_d,
+				tv_off(&p->lse_d, gr->b, gr->h, i, 0)) : 0;
+		if (!gr->lim[r])
+			lse_s[r] = lse_d[r] = -INFINITY;
+	}
+	memset(w->dq, 0, sizeof(float) * FAST_TQ * dp);
+	memset(w->accS, 0, sizeof(float) * FAST_TQ * dp);
+	memset(w->accA, 0, sizeof(float) * FAST_TQ * dp);
+
+	if (gr->want_s && gr->want_d) {
+		/* SOFT: the branch outputs S and A, for D and dg */
+		for (t0 = 0; t0 < ks.n; t0 += FAST_KB) {
+			nb = ks.n - t0 < FAST_KB ? ks.n - t0 : FAST_KB;
+			gather(job, w, &ks, gr->b, gr->hk, t0, nb, false,
+			       false);
+			isa->mm_nt(w->q, R, dp, w->kT, w->S);
+			probs(job, w, &ks, gr, t0, nb, true, lse_s, w->Ps);
+			probs(job, w, &ks, gr, t0, nb, false, lse_d, w->Pd);
+			isa->mm_nn(w->Ps, FAST_KB, R, nb, w->vb, dp, w->accS);
+			isa->mm_nn(w->Pd, FAST_KB, R, nb, w->vb, dp, w->accA);
+		}
+		for (r = 0; r < R; r++) {
+			double ds = 0, da = 0;
+
+			for (e = 0; e < d; e++) {
+				ds += (double)w->dO[r * dp + e] *
+				      w->accS[r * dp + e];
+				da += (double)w->dO[r * dp + e] *
+				      w->accA[r * dp + e];
+			}
+			Ds[r] = gs * ds;
+			Dd[r] = gd * da;
+			dg += ds - da;
+		}
+	} else {
+		/* one branch: its output is O itself */
+		for (r = 0; r < R; r++) {
+			double D = 0;
+
+			load_row(&p->o, tv_off(&p->o, gr->b, gr->h,
+					       gr->rows[r], 0), d, w->o);
+			for (e = 0; e < d; e++)
+				D += (double)w->dO[r * dp + e] * w->o[e];
+			Ds[r] = Dd[r] = D;
+		}
+		gs = gr->want_s ? 1 : 0;
+		gd = gr->want_d ? 1 : 0;
+	}
+
+	for (t0 = 0; t0 < ks.n; t0 += FAST_KB) {
+		bool any = false;
+
+		nb = ks.n - t0 < FAST_KB ? ks.n - t0 : FAST_KB;
+		for (r = 0; r < R && !any; r++)
+			any = (gr->want_s &&
+			       row_mask(job, w, &ks, gr, r, t0, nb, true)) ||
+			      (gr->want_d &&
+			       row_mask(job, w, &ks, gr, r, t0, nb, false));
+		if (!any)
+			continue;
+		gather(job, w, &ks, gr->b, gr->hk, t0, nb, true, true);
+		isa->mm_nt(w->q, R, dp, w->kT, w->S);
+		isa->mm_nt(w->dO, R, dp, w->vT, w->dP);
+		if (gr->want_s)
+			probs(job, w, &ks, gr, t0, nb, true, lse_s, w->Ps);
+		if (gr->want_d)
+			probs(job, w, &ks, gr, t0, nb, false, lse_d, w->Pd);
+		/* Pmix into Ps, dS into S */
+		for (r = 0; r < R; r++) {
+			float *ps = w->Ps + r * FAST_KB, *pd = w->Pd + r * FAST_KB;
+			float *dpr = w->dP + r * FAST_KB, *s = w->S + r * FAST_KB;
+
+			for (t = 0; t < FAST_KB; t++) {
+				float a = gr->want_s ? ps[t] : 0;
+				float b = gr->want_d ? pd[t] : 0;
+
+				s[t] = a * (gs * dpr[t] - Ds[r]) +
+				       b * (gd * dpr[t] - Dd[r]);
+				ps[t] = gs * a + gd * b;
+			}
+		}
+		acc_tn(job, w, w->Ps, R, nb, w->dO, &ks, t0, w->dV);
+		acc_tn(job, w, w->S, R, nb, w->q, &ks, t0, w->dK);
+		isa->mm_nn(w->S, FAST_KB, R, nb, w->kb, dp, w->dq);
+	}
+	for (r = 0; r < R; r++) {
+		for (e = 0; e < d; e++)
+			w->dq[r * dp + e] *= job->scale;
+		store_row(&p->dq, tv_off(&p->dq, gr->b, gr->h, gr->rows[r], 0),
+			  d, w->dq + r * dp);
+	}
+	return dg;
+}
+
+static void bwd_items(void *arg, int64_t begin, int64_t end, int worker)
+{
+	struct fast_job *job = arg;
+	const struct asam_problem *p = job->p;
+	struct fast_ws *w = ws_get(job, worker);
+	int dp = job->dp, g;
+	struct group gr;
+	int64_t it, j;
+
+	if (!w) {
+		atomic_store(&job->err, -ENOMEM);
+		return;
+	}
+	for (it = begin; it < end; it++) {
+		int b = it / p->Hkv, hk = it % p->Hkv, h;
+
+		memset(w->dK, 0, sizeof(float) * p->Nk * dp);
+		memset(w->dV, 0, sizeof(float) * p->Nk * dp);
+		for (h = hk * job->group; h < (hk + 1) * job->group; h++) {
+			double dg = 0;
+
+			for (g = 0; g < job->fp.maxgroups; g++)
+				if (group_init(job, &gr, b, h, g))
+					dg += bwd_group(job, w, &gr);
+			if (p->gate_mode == ASAM_GATE_SOFT)
+				tv_set(&p->dgate,
+				       tv_off(&p->dgate, b, h, 0, 0), dg);
+		}
+		for (j = 0; j < p->Nk; j++) {
+			store_row(&p->dk, tv_off(&p->dk, b, hk, j, 0), p->d,
+				  w->dK + j * dp);
+			store_row(&p->dv, tv_off(&p->dv, b, hk, j, 0), p->d,
+				  w->dV + j * dp);
+		}
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* Backend ops                                                              */
+
+static int job_init(struct fast_job *job, struct asam_backend *be,
+		    const struct asam_problem *p, struct asam_pool **pool)
+{
+	int ret;
+
+	memset(job, 0, sizeof(*job));
+	*pool = asam_pool_get(be->ctx);
+	job->p = p;
+	job->isa = fast_isa_select();
+	job->dp = (p->d + 15) & ~15;
+	job->nw = DIV_ROUND_UP(p->Nk, 64) + 1;
+	job->group = p->Hq / p->Hkv;
+	job->scale = (float)p->scale;
+	job->nthreads = asam_pool_size(*pool);
+	job->ws = calloc(job->nthreads, sizeof(*job->ws));
+	if (!job->ws)
+		return asam_err(-ENOMEM, "cpu: out of memory");
+	ret = fast_plan_init(&job->fp, p, *pool);
+	if (ret) {
+		free(job->ws);
+		return ret;
+	}
+	return 0;
+}
+
+static void job_fini(struct fast_job *job)
+{
+	int t;
+
+	for (t = 0; t < job->nthreads; t++)
+		ws_free(job->ws[t]);
+	free(job->ws);
+	fast_plan_fini(&job->fp);
+}
+
+static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
+{
+	struct asam_pool *pool;
+	struct fast_job job;
+	int ret = job_init(&job, be, p, &pool);
+
+	if (ret)
+		return ret;
+	asam_pool_for(pool, (int64_t)p->B * p->Hq * job.fp.maxgroups,
+		      job.fp.group_rows == 1 ? 16 : 1, fwd_items, &job);
+	ret = atomic_load(&job.err);
+	job_fini(&job);
+	return ret ? asam_err(ret, "cpu: forward out of memory") : 0;
+}
+
+static int cpu_bwd(struct asam_backend *be, const struct asam_problem *p)
+{
+	struct asam_pool *pool;
+	struct fast_job job;
+	int ret = job_init(&job, be, p, &pool);
+
+	if (ret)
+		return ret;
+	asam_pool_for(pool, (int64_t)p->B * p->Hkv, 1, bwd_items, &job);
+	ret = atomic_load(&job.err);
+	job_fini(&job);
+	return ret ? asam_err(ret, "cpu: backward out of memory") : 0;
+}
+
+static int cpu_supports(struct asam_backend *be, const struct asam_problem *p)
+{
+	if (p->flags & ASAM_F_REFERENCE)
+		return asam_err(-EOPNOTSUPP, "cpu: the reference was asked for");
+	if (p->d > FAST_MAXD)
+		return asam_err(-EOPNOTSUPP, "cpu: head dim %d exceeds %d",
+				p->d, FAST_MAXD);
+	if (p->dt != ASAM_DT_F32 && p->dt != ASAM_DT_F16 &&
+	    p->dt != ASAM_DT_BF16)
+		return asam_err(-EOPNOTSUPP, "cpu: dtype %s not served",
+				asam_dtype_name(p->dt));
+	if (p->pat.kind == ASAM_PATTERN_CLUSTERED && p->pat.C > 256)
+		return asam_err(-EOPNOTSUPP, "cpu: more than 256 clusters");
+	return 0;
+}
+
+static int cpu_probe(struct asam_backend *be)
+{
+	pr_info("cpu: fast backend, %s kernels\n", fast_isa_select()->name);
+	return 0;
+}
+
+static void cpu_remove(struct asam_backend *be)
+{
+	asam_pool_put(be->ctx);
+}
+
+const struct asam_backend_ops asam_backend_cpu_ops = {
+	.name = "cpu",
+	.api_version = ASAM_BACKEND_API,
+	.dev_type = kDLCPU,
+	.probe = cpu_probe,
+	.remove = cpu_remove,
+	.supports = cpu_supports,
+	.fwd = cpu_fwd,
+	.bwd = cpu_bwd,
+};
