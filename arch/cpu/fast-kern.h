@@ -127,35 +127,91 @@ static void F(mm_nn)(const float *p, int ldp, int m, int k, const float *x,
  * exp by range reduction x = n ln2 + f, |f| <= ln2/2, and a degree-6
  * polynomial (relative error ~2e-7); branch-free so that it vectorises.
  */
-static void F(exp)(float *x, int n)
+static inline vf F(vexp)(vf v)
 {
 	const vf lo = (vf){ 0 } - 87.0f, hi = (vf){ 0 } + 88.0f;
+	vf k, f, p;
+	vi e, m;
+
+	m = v < lo;		/* lanes -1 where true: blend */
+	v = (vf)(((vi)v & ~m) | ((vi)lo & m));
+	m = v > hi;
+	v = (vf)(((vi)v & ~m) | ((vi)hi & m));
+	k = v * 1.44269504088896341f + 12582912.0f;
+	k = k - 12582912.0f;
+	f = v - k * 0.693145751953125f;
+	f = f - k * 1.428606765330187045e-06f;
+	p = (vf){ 0 } + 1.0f / 720;
+	p = p * f + 1.0f / 120;
+	p = p * f + 1.0f / 24;
+	p = p * f + 1.0f / 6;
+	p = p * f + 0.5f;
+	p = p * f + 1.0f;
+	p = p * f + 1.0f;
+	e = (__builtin_convertvector(k, vi) + 127) << 23;
+	return p * (vf)e;
+}
+
+static void F(exp)(float *x, int n)
+{
 	int t;
 
-	for (t = 0; t < n; t += VW) {
-		vf v = F(ld)(x + t), k, f, p;
-		vi e;
+	for (t = 0; t < n; t += VW)
+		F(st)(x + t, F(vexp)(F(ld)(x + t)));
+}
 
-		vi m;
+/* lanes of chunk c selected by the 64-bit mask: -1 / 0 */
+static inline vi F(lanes)(uint64_t mask, int c)
+{
+	vi bit;
+	int l;
 
-		m = v < lo;		/* lanes -1 where true: blend */
-		v = (vf)(((vi)v & ~m) | ((vi)lo & m));
-		m = v > hi;
-		v = (vf)(((vi)v & ~m) | ((vi)hi & m));
-		k = v * 1.44269504088896341f + 12582912.0f;
-		k = k - 12582912.0f;
-		f = v - k * 0.693145751953125f;
-		f = f - k * 1.428606765330187045e-06f;
-		p = (vf){ 0 } + 1.0f / 720;
-		p = p * f + 1.0f / 120;
-		p = p * f + 1.0f / 24;
-		p = p * f + 1.0f / 6;
-		p = p * f + 0.5f;
-		p = p * f + 1.0f;
-		p = p * f + 1.0f;
-		e = (__builtin_convertvector(k, vi) + 127) << 23;
-		F(st)(x + t, p * (vf)e);
+	for (l = 0; l < VW; l++)
+		bit[l] = 1 << l;
+	return (bit & ((vi){ 0 } + (int32_t)((mask >> (c * VW)) &
+					     ((1ull << VW) - 1)))) != 0;
+}
+
+/*
+ * One row of the online softmax over a 64-key block: with @find_max, the
+ * new running max is max(@m, max of s on the mask), else @m is used as
+ * is (a saved log-sum-exp).  P = exp(s - max) on the mask, 0 elsewhere;
+ * *sum gets the sum of P.  Returns the max used.
+ */
+static float F(row_step)(const float *s, uint64_t mask, float m, bool find_max,
+			 float *P, float *sum)
+{
+	const vf ninf = (vf){ 0 } - __builtin_inff();
+	vf acc = (vf){ 0 };
+	float tot = 0;
+	int c, l;
+
+	if (find_max) {
+		vf mx = ninf;
+
+		for (c = 0; c < NC; c++) {
+			vi sel = F(lanes)(mask, c);
+			vf x = (vf)(((vi)F(ld)(s + c * VW) & sel) |
+				    ((vi)ninf & ~sel));
+			vi gt = x > mx;
+
+			mx = (vf)(((vi)x & gt) | ((vi)mx & ~gt));
+		}
+		for (l = 0; l < VW; l++)
+			m = mx[l] > m ? mx[l] : m;
 	}
+	for (c = 0; c < NC; c++) {
+		vi sel = F(lanes)(mask, c);
+		vf x = F(ld)(s + c * VW) - m;
+
+		x = (vf)((vi)F(vexp)(x) & sel);
+		acc += x;
+		F(st)(P + c * VW, x);
+	}
+	for (l = 0; l < VW; l++)
+		tot += acc[l];
+	*sum = tot;
+	return m;
 }
 
 const struct fast_isa CAT(fast_isa_, KERN) = {
@@ -163,4 +219,5 @@ const struct fast_isa CAT(fast_isa_, KERN) = {
 	.mm_nt = F(mm_nt),
 	.mm_nn = F(mm_nn),
 	.exp = F(exp),
+	.row_step = F(row_step),
 };

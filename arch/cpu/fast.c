@@ -352,24 +352,6 @@ static inline uint64_t row_mask(const struct fast_job *job,
 	return prefix_mask(gr->lim[r] - t0 < nb ? gr->lim[r] - t0 : nb);
 }
 
-/* P[r][t] = exp(S[r][t] - m) on the mask, 0 elsewhere; returns the sum */
-static float masked_exp(const struct fast_isa *isa, const float *s, float m,
-			uint64_t mask, float *P)
-{
-	float sum = 0;
-	int t;
-
-	for (t = 0; t < FAST_KB; t++)
-		P[t] = (mask >> t) & 1 ? s[t] - m : NEG_BIG;
-	isa->exp(P, FAST_KB);
-	for (t = 0; t < FAST_KB; t++) {
-		if (!((mask >> t) & 1))
-			P[t] = 0;
-		sum += P[t];
-	}
-	return sum;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Forward                                                                  */
 
@@ -417,23 +399,20 @@ static bool online_step(const struct fast_job *job, struct fast_ws *w,
 			float *acc, float *P)
 {
 	const struct fast_isa *isa = job->isa;
-	int dp = job->dp, r, t, e;
+	int dp = job->dp, r, e;
 	bool any = false;
 
 	for (r = 0; r < gr->R; r++) {
 		uint64_t mask = row_mask(job, w, ks, gr, r, t0, nb, sparse);
 		const float *s = w->S + r * FAST_KB;
-		float mx = -INFINITY, mnew, alpha;
+		float mnew, alpha, sum;
 
 		if (!mask) {
 			memset(P + r * FAST_KB, 0, sizeof(float) * FAST_KB);
 			continue;
 		}
 		any = true;
-		for (t = 0; t < nb; t++)
-			if ((mask >> t) & 1 && s[t] > mx)
-				mx = s[t];
-		mnew = mx > m[r] ? mx : m[r];
+		mnew = isa->row_step(s, mask, m[r], true, P + r * FAST_KB, &sum);
 		if (mnew != m[r] && m[r] != -INFINITY) {
 			alpha = expf(m[r] - mnew);
 			l[r] *= alpha;
@@ -441,7 +420,7 @@ static bool online_step(const struct fast_job *job, struct fast_ws *w,
 				acc[r * dp + e] *= alpha;
 		}
 		m[r] = mnew;
-		l[r] += masked_exp(isa, s, mnew, mask, P + r * FAST_KB);
+		l[r] += sum;
 	}
 	return any;
 }
@@ -529,6 +508,7 @@ static void probs(const struct fast_job *job, const struct fast_ws *w,
 		  const struct keyset *ks, const struct group *gr,
 		  int64_t t0, int nb, bool sparse, const float *lse, float *P)
 {
+	float sum;
 	int r;
 
 	for (r = 0; r < gr->R; r++) {
@@ -538,8 +518,8 @@ static void probs(const struct fast_job *job, const struct fast_ws *w,
 			memset(P + r * FAST_KB, 0, sizeof(float) * FAST_KB);
 			continue;
 		}
-		masked_exp(job->isa, w->S + r * FAST_KB, lse[r], mask,
-			   P + r * FAST_KB);
+		job->isa->row_step(w->S + r * FAST_KB, mask, lse[r], false,
+				   P + r * FAST_KB, &sum);
 	}
 }
 

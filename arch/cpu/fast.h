@@ -12,6 +12,7 @@
 #ifndef ASAM_ARCH_CPU_FAST_H
 #define ASAM_ARCH_CPU_FAST_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <internal/pattern.h>
@@ -29,6 +30,7 @@
  * mm_nn: C[m][dp] += P[m][k] . X[k][dp]   (P row stride ldp)
  * exp:   x[t] = exp(x[t]) for t < n, n a multiple of 16; x >= -87 is
  *	  accurate to a few ulp, smaller values flush towards 0
+ * row_step: one row's masked softmax step over a 64-key block
  */
 struct fast_isa {
 	const char *name;
@@ -37,6 +39,8 @@ struct fast_isa {
 	void (*mm_nn)(const float *p, int ldp, int m, int k, const float *x,
 		      int dp, float *c);
 	void (*exp)(float *x, int n);
+	float (*row_step)(const float *s, uint64_t mask, float m,
+			  bool find_max, float *P, float *sum);
 };
 
 extern const struct fast_isa fast_isa_generic, fast_isa_avx2,
