@@ -37,6 +37,7 @@
 struct fast_ws {
 	float *q, *dO, *o, *accS, *accA, *dq;	/* [TQ][dp] */
 	float *kT, *vT;				/* [dp][KB] */
+	const float *pkT, *pvT, *pkb, *pvb;	/* this block's K, V */
 	float *kb, *vb, *tk, *tv;		/* [KB][dp] */
 	float *S, *Ps, *Pd, *dP;		/* [TQ][KB] */
 	float *PT, *dST;			/* [KB][TQ] */
@@ -45,7 +46,8 @@ struct fast_ws {
 	int64_t rn[FAST_TQ];
 	int32_t *u, *posn;			/* [Nk] */
 	uint8_t *flag, *bytes;			/* [Nk] */
-	uint64_t *bits;				/* [TQ][nw] */
+	uint64_t *bits;				/* [nseg][TQ] row masks */
+	int32_t *seg, *segn;			/* [maxseg] */
 	struct asam_pat_plan *plan;
 	int plan_b, plan_h;
 	bool failed;
@@ -57,16 +59,27 @@ struct fast_job {
 	struct fast_plan fp;
 	struct fast_ws **ws;			/* [nthreads] */
 	int nthreads, dp, nw, group;
+	int64_t nkb;				/* key blocks per (b, kv head) */
+	float *KT, *VT;				/* [B][Hkv][nkb][dp][KB] */
+	float *K32, *V32;			/* [B][Hkv][nkb * KB][dp] */
 	float scale;
 	atomic_int err;
 };
 
-/* The group's keys and per-row masks (in the worker scratch). */
+/*
+ * The group's keys as segments of at most 64 (in the worker scratch): a
+ * direct segment is a whole 64-key block of the converted K and V (seg >=
+ * 0, the block index), a gathered one is up to 64 scattered keys copied
+ * together (seg = -(c + 1): keys u[64 c ..]).  Blocks where the group
+ * uses many keys go direct; isolated columns are gathered.
+ */
 struct keyset {
-	int64_t n;		/* keys; key t is u[t], or t when u is NULL */
-	const int32_t *u;
+	int nseg;
+	const int32_t *seg, *segn, *u;
 	bool sbits;		/* sparse mask in ws->bits, else the dense one */
 };
+
+#define DIRECT_MIN 24		/* keys of a block that make it direct */
 
 static void *walloc(size_t bytes)
 {
@@ -107,6 +120,8 @@ static void ws_free(struct fast_ws *w)
 	free(w->flag);
 	free(w->bytes);
 	free(w->bits);
+	free(w->seg);
+	free(w->segn);
 	asam_pat_plan_destroy(w->plan);
 	free(w);
 }
@@ -148,10 +163,14 @@ static struct fast_ws *ws_get(struct fast_job *job, int worker)
 	w->u = walloc(sizeof(int32_t) * (size_t)p->Nk);
 	w->posn = walloc(sizeof(int32_t) * (size_t)p->Nk);
 	w->flag = walloc(p->Nk);
-	w->bits = walloc(sizeof(uint64_t) * FAST_TQ * job->nw);
+	w->bits = walloc(sizeof(uint64_t) * FAST_TQ * job->nw * 2);
+	w->seg = walloc(sizeof(int32_t) * job->nw * 2);
+	w->segn = walloc(sizeof(int32_t) * job->nw * 2);
 	if (p->bwd) {
-		w->dK = walloc(sizeof(float) * (size_t)p->Nk * job->dp);
-		w->dV = walloc(sizeof(float) * (size_t)p->Nk * job->dp);
+		size_t rows = (size_t)job->nkb * FAST_KB;
+
+		w->dK = walloc(sizeof(float) * rows * job->dp);
+		w->dV = walloc(sizeof(float) * rows * job->dp);
 		if (!w->dK || !w->dV)
 			w->failed = true;
 	}
@@ -167,6 +186,7 @@ static struct fast_ws *ws_get(struct fast_job *job, int worker)
 	    !w->kT || !w->vT || !w->kb || !w->vb || !w->tk || !w->tv ||
 	    !w->S || !w->Ps || !w->Pd || !w->dP || !w->PT || !w->dST ||
 	    !w->rk || !w->u || !w->posn || !w->flag || !w->bits ||
+	    !w->seg || !w->segn ||
 	    (job->fp.per_row_plan && !w->bytes))
 		w->failed = true;
 	return w->failed ? NULL : w;
@@ -226,33 +246,88 @@ static void store_row(const struct asam_tv *t, int64_t off, int d,
 	}
 }
 
-/* Gather keys [t0, t0 + nb) of the set into kb/vb (rows), kT/vT (cols). */
-static void gather(const struct fast_job *job, struct fast_ws *w,
-		   const struct keyset *ks, int b, int hk, int64_t t0, int nb,
-		   bool want_vT, bool want_kb)
+/*
+ * K and V of every (b, kv head) converted once per call to fp32, rows and
+ * 64-key column blocks, zero padded: a range of keys then needs no copy.
+ * Workers convert the blocks they are given, so the pages are first
+ * touched on their nodes.
+ */
+static void convert_blocks(void *arg, int64_t begin, int64_t end, int worker)
 {
+	struct fast_job *job = arg;
 	const struct asam_problem *p = job->p;
 	int dp = job->dp, d = p->d, t, e;
+	int64_t it;
 
+	for (it = begin; it < end; it++) {
+		int64_t bhk = it / job->nkb, blk = it % job->nkb;
+		int b = bhk / p->Hkv, hk = bhk % p->Hkv;
+		float *kr = job->K32 + it * FAST_KB * dp;
+		float *vr = job->V32 + it * FAST_KB * dp;
+		float *kt = job->KT + it * FAST_KB * dp;
+		float *vt = job->VT ? job->VT + it * FAST_KB * dp : NULL;
+
+		memset(kr, 0, sizeof(float) * FAST_KB * dp);
+		memset(vr, 0, sizeof(float) * FAST_KB * dp);
+		for (t = 0; t < FAST_KB && blk * FAST_KB + t < p->Nk; t++) {
+			int64_t j = blk * FAST_KB + t;
+
+			load_row(&p->k, tv_off(&p->k, b, hk, j, 0), d,
+				 kr + t * dp);
+			load_row(&p->v, tv_off(&p->v, b, hk, j, 0), d,
+				 vr + t * dp);
+		}
+		for (e = 0; e < dp; e++)
+			for (t = 0; t < FAST_KB; t++) {
+				kt[e * FAST_KB + t] = kr[t * dp + e];
+				if (vt)
+					vt[e * FAST_KB + t] = vr[t * dp + e];
+			}
+	}
+}
+
+/* Point the worker at segment @sg's K and V, gathering scattered keys. */
+static void gather(const struct fast_job *job, struct fast_ws *w,
+		   const struct keyset *ks, int b, int hk, int sg,
+		   bool want_vT)
+{
+	const struct asam_problem *p = job->p;
+	int dp = job->dp, nb = ks->segn[sg], t, e;
+	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB;
+	const int32_t *keys;
+
+	if (ks->seg[sg] >= 0) {
+		size_t off = (size_t)(base + (int64_t)ks->seg[sg] * FAST_KB) *
+			     dp;
+
+		w->pkT = job->KT + off;
+		w->pvb = job->V32 + off;
+		w->pkb = job->K32 + off;
+		w->pvT = job->VT ? job->VT + off : NULL;
+		return;
+	}
+	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
 	for (t = 0; t < nb; t++) {
-		int64_t j = ks->u ? ks->u[t0 + t] : t0 + t;
-		float *kr = w->kb + t * dp, *vr = w->vb + t * dp;
+		size_t off = (size_t)(base + keys[t]) * dp;
 
-		load_row(&p->k, tv_off(&p->k, b, hk, j, 0), d, kr);
-		load_row(&p->v, tv_off(&p->v, b, hk, j, 0), d, vr);
+		memcpy(w->kb + t * dp, job->K32 + off, sizeof(float) * dp);
+		memcpy(w->vb + t * dp, job->V32 + off, sizeof(float) * dp);
 	}
 	for (; t < FAST_KB; t++) {
 		memset(w->kb + t * dp, 0, sizeof(float) * dp);
 		memset(w->vb + t * dp, 0, sizeof(float) * dp);
 	}
-	for (e = 0; e < d; e++)
+	for (e = 0; e < dp; e++)
 		for (t = 0; t < FAST_KB; t++)
 			w->kT[e * FAST_KB + t] = w->kb[t * dp + e];
 	if (want_vT)
-		for (e = 0; e < d; e++)
+		for (e = 0; e < dp; e++)
 			for (t = 0; t < FAST_KB; t++)
 				w->vT[e * FAST_KB + t] = w->vb[t * dp + e];
-	(void)want_kb;
+	w->pkT = w->kT;
+	w->pvb = w->vb;
+	w->pkb = w->kb;
+	w->pvT = w->vT;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -277,23 +352,34 @@ static void plan_for(struct fast_job *job, struct fast_ws *w, int b, int h)
 }
 
 /*
- * Build the group's key set.  Dense branch: the range [0, maxlim), the
- * sparse rows (if any) as bits over it.  Sparse only: the sorted union of
- * the rows' lists, found by flagging keys and scanning the flagged span.
+ * Build the group's key set.  Dense branch: the blocks of [0, max limit),
+ * the sparse rows (if any) as bits over them.  Sparse only: the union of
+ * the rows' lists, found by flagging keys and scanning the flagged span
+ * block by block; well-used blocks go direct, the rest is gathered.
  */
 static void build_keys(struct fast_job *job, struct fast_ws *w,
 		       const struct group *gr, struct keyset *ks)
 {
-	int64_t lo = INT64_MAX, hi = -1, t, j, n = 0;
-	int r, nw = job->nw;
+	int64_t lo = INT64_MAX, hi = -1, t, j, ng = 0, blk;
+	int32_t *seg = w->seg, *segn = w->segn;
+	int r, ns = 0, c, nr = gr->R;
 
-	ks->u = NULL;
+	ks->seg = seg;
+	ks->segn = segn;
+	ks->u = w->u;
 	ks->sbits = false;
-	ks->n = gr->maxlim;
-	if (!gr->want_s || gr->s_is_d)
-		return;
+	if (!gr->want_s || gr->s_is_d || gr->want_d) {
+		ns = DIV_ROUND_UP(gr->maxlim, FAST_KB);
+		for (c = 0; c < ns; c++) {
+			seg[c] = c;
+			segn[c] = FAST_KB;
+		}
+		ks->nseg = ns;
+		if (!gr->want_s || gr->s_is_d)
+			return;
+	}
 	plan_for(job, w, gr->b, gr->h);
-	for (r = 0; r < gr->R; r++) {
+	for (r = 0; r < nr; r++) {
 		int32_t *rk = w->rk + (size_t)r * job->p->Nk;
 
 		w->rn[r] = fast_plan_row(&job->fp, gr->b, gr->h, gr->rows[r],
@@ -305,30 +391,58 @@ static void build_keys(struct fast_job *job, struct fast_ws *w,
 	}
 	ks->sbits = true;
 	if (!gr->want_d) {
-		for (r = 0; r < gr->R; r++) {
+		for (r = 0; r < nr; r++) {
 			const int32_t *rk = w->rk + (size_t)r * job->p->Nk;
 
 			for (t = 0; t < w->rn[r]; t++)
 				w->flag[rk[t]] = 1;
 		}
-		for (j = lo; j <= hi; j++)
-			if (w->flag[j]) {
-				w->flag[j] = 0;
-				w->posn[j] = (int32_t)n;
-				w->u[n++] = (int32_t)j;
+		for (blk = lo >> 6; hi >= 0 && blk <= hi >> 6; blk++) {
+			int64_t j0 = blk * FAST_KB, j1 = j0 + FAST_KB, cnt = 0;
+
+			if (j1 > job->p->Nk)
+				j1 = job->p->Nk;
+			for (j = j0; j < j1; j++)
+				cnt += w->flag[j];
+			if (!cnt)
+				continue;
+			if (cnt >= DIRECT_MIN) {
+				for (j = j0; j < j1; j++)
+					if (w->flag[j]) {
+						w->flag[j] = 0;
+						w->posn[j] = ns * FAST_KB +
+							     (j - j0);
+					}
+				seg[ns] = (int32_t)blk;
+				segn[ns++] = FAST_KB;
+				continue;
 			}
-		ks->u = w->u;
-		ks->n = n;
+			for (j = j0; j < j1; j++)
+				if (w->flag[j]) {
+					w->flag[j] = 0;
+					w->u[ng++] = (int32_t)j;
+				}
+		}
+		for (c = 0; c * FAST_KB < ng; c++) {
+			for (t = c * FAST_KB; t < ng && t < (c + 1) * FAST_KB;
+			     t++)
+				w->posn[w->u[t]] = ns * FAST_KB +
+						   (t - c * FAST_KB);
+			seg[ns] = -(c + 1);
+			segn[ns++] = ng - c * FAST_KB < FAST_KB ?
+				     ng - c * FAST_KB : FAST_KB;
+		}
+		ks->nseg = ns;
 	}
-	memset(w->bits, 0, sizeof(uint64_t) * FAST_TQ * nw);
-	for (r = 0; r < gr->R; r++) {
+	memset(w->bits, 0, sizeof(uint64_t) * FAST_TQ * ks->nseg);
+	for (r = 0; r < nr; r++) {
 		const int32_t *rk = w->rk + (size_t)r * job->p->Nk;
-		uint64_t *bits = w->bits + (size_t)r * nw;
 
 		for (t = 0; t < w->rn[r]; t++) {
-			int64_t pos = ks->u ? w->posn[rk[t]] : rk[t];
+			int64_t pos = gr->want_d ? rk[t] : w->posn[rk[t]];
 
-			bits[pos >> 6] |= 1ull << (pos & 63);
+			w->bits[(pos >> 6) * FAST_TQ + r] |=
+				1ull << (pos & 63);
 		}
 	}
 }
@@ -338,18 +452,16 @@ static inline uint64_t prefix_mask(int64_t c)
 	return c <= 0 ? 0 : c >= 64 ? ~0ull : (1ull << c) - 1;
 }
 
-/* Row r's mask over block [t0, t0 + nb) for the sparse or dense branch. */
-static inline uint64_t row_mask(const struct fast_job *job,
-				const struct fast_ws *w,
+/* Row r's mask over segment @sg for the sparse or dense branch. */
+static inline uint64_t row_mask(const struct fast_ws *w,
 				const struct keyset *ks,
-				const struct group *gr, int r, int64_t t0,
-				int nb, bool sparse)
+				const struct group *gr, int r, int sg,
+				bool sparse)
 {
 	if (sparse && ks->sbits)
-		return w->bits[(size_t)r * job->nw + (t0 >> 6)] &
-		       prefix_mask(nb);
-	/* dense keys: the range, cut at the row's limit */
-	return prefix_mask(gr->lim[r] - t0 < nb ? gr->lim[r] - t0 : nb);
+		return w->bits[(size_t)sg * FAST_TQ + r];
+	/* dense keys: whole blocks, cut at the row's limit */
+	return prefix_mask(gr->lim[r] - (int64_t)ks->seg[sg] * FAST_KB);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -395,15 +507,15 @@ static bool group_init(struct fast_job *job, struct group *gr, int b, int h,
 /* One branch's online softmax step over a block; false if nothing moved. */
 static bool online_step(const struct fast_job *job, struct fast_ws *w,
 			const struct keyset *ks, const struct group *gr,
-			int64_t t0, int nb, bool sparse, float *m, float *l,
-			float *acc, float *P)
+			int sg, bool sparse, float *m, float *l, float *acc,
+			float *P)
 {
 	const struct fast_isa *isa = job->isa;
 	int dp = job->dp, r, e;
 	bool any = false;
 
 	for (r = 0; r < gr->R; r++) {
-		uint64_t mask = row_mask(job, w, ks, gr, r, t0, nb, sparse);
+		uint64_t mask = row_mask(w, ks, gr, r, sg, sparse);
 		const float *s = w->S + r * FAST_KB;
 		float mnew, alpha, sum;
 
@@ -430,10 +542,9 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 {
 	const struct asam_problem *p = job->p;
 	const struct fast_isa *isa = job->isa;
-	int dp = job->dp, d = p->d, R = gr->R, r, e, nb;
+	int dp = job->dp, d = p->d, R = gr->R, r, e, nb, sg;
 	float ms[FAST_TQ], ls[FAST_TQ], md[FAST_TQ], ld[FAST_TQ];
 	struct keyset ks;
-	int64_t t0;
 
 	build_keys(job, w, gr, &ks);
 	for (r = 0; r < R; r++) {
@@ -446,18 +557,18 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 	}
 	memset(w->accS, 0, sizeof(float) * FAST_TQ * dp);
 	memset(w->accA, 0, sizeof(float) * FAST_TQ * dp);
-	for (t0 = 0; t0 < ks.n; t0 += FAST_KB) {
-		nb = ks.n - t0 < FAST_KB ? ks.n - t0 : FAST_KB;
-		gather(job, w, &ks, gr->b, gr->hk, t0, nb, false, false);
-		isa->mm_nt(w->q, R, dp, w->kT, w->S);
+	for (sg = 0; sg < ks.nseg; sg++) {
+		nb = ks.segn[sg];
+		gather(job, w, &ks, gr->b, gr->hk, sg, false);
+		isa->mm_nt(w->q, R, dp, w->pkT, w->S);
 		if (gr->want_s &&
-		    online_step(job, w, &ks, gr, t0, nb, true, ms, ls, w->accS,
+		    online_step(job, w, &ks, gr, sg, true, ms, ls, w->accS,
 				w->Ps))
-			isa->mm_nn(w->Ps, FAST_KB, R, nb, w->vb, dp, w->accS);
+			isa->mm_nn(w->Ps, FAST_KB, R, nb, w->pvb, dp, w->accS);
 		if (gr->want_d &&
-		    online_step(job, w, &ks, gr, t0, nb, false, md, ld,
+		    online_step(job, w, &ks, gr, sg, false, md, ld,
 				w->accA, w->Pd))
-			isa->mm_nn(w->Pd, FAST_KB, R, nb, w->vb, dp, w->accA);
+			isa->mm_nn(w->Pd, FAST_KB, R, nb, w->pvb, dp, w->accA);
 	}
 	for (r = 0; r < R; r++) {
 		int64_t i = gr->rows[r];
@@ -505,14 +616,14 @@ static void fwd_items(void *arg, int64_t begin, int64_t end, int worker)
 
 /* P = exp(S - lse) on the mask; lse -inf gives 0 */
 static void probs(const struct fast_job *job, const struct fast_ws *w,
-		  const struct keyset *ks, const struct group *gr,
-		  int64_t t0, int nb, bool sparse, const float *lse, float *P)
+		  const struct keyset *ks, const struct group *gr, int sg,
+		  bool sparse, const float *lse, float *P)
 {
 	float sum;
 	int r;
 
 	for (r = 0; r < gr->R; r++) {
-		uint64_t mask = row_mask(job, w, ks, gr, r, t0, nb, sparse);
+		uint64_t mask = row_mask(w, ks, gr, r, sg, sparse);
 
 		if (!mask || lse[r] == -INFINITY) {
 			memset(P + r * FAST_KB, 0, sizeof(float) * FAST_KB);
@@ -523,27 +634,28 @@ static void probs(const struct fast_job *job, const struct fast_ws *w,
 	}
 }
 
-/* c[t][.] += sum_r a[r][t] x[r][.]: transpose a, then the nn kernel */
+/* dst[key][.] += sum_r a[r][t] x[r][.] over segment @sg's keys */
 static void acc_tn(const struct fast_job *job, struct fast_ws *w,
-		   const float *a, int R, int nb, const float *x,
-		   const struct keyset *ks, int64_t t0, float *dst)
+		   const float *a, int R, const float *x,
+		   const struct keyset *ks, int sg, float *dst)
 {
-	int dp = job->dp, r, t;
+	int dp = job->dp, nb = ks->segn[sg], r, t, e;
+	const int32_t *keys;
 
 	for (t = 0; t < nb; t++)
 		for (r = 0; r < R; r++)
 			w->PT[t * FAST_TQ + r] = a[r * FAST_KB + t];
-	if (!ks->u) {
+	if (ks->seg[sg] >= 0) {
 		job->isa->mm_nn(w->PT, FAST_TQ, nb, R, x, dp,
-				dst + t0 * dp);
+				dst + (size_t)ks->seg[sg] * FAST_KB * dp);
 		return;
 	}
 	memset(w->tk, 0, sizeof(float) * FAST_KB * dp);
 	job->isa->mm_nn(w->PT, FAST_TQ, nb, R, x, dp, w->tk);
+	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
 	for (t = 0; t < nb; t++) {
-		float *row = dst + (size_t)ks->u[t0 + t] * dp;
+		float *row = dst + (size_t)keys[t] * dp;
 		const float *src = w->tk + t * dp;
-		int e;
 
 		for (e = 0; e < dp; e++)
 			row[e] += src[e];
@@ -555,12 +667,11 @@ static double bwd_group(struct fast_job *job, struct fast_ws *w,
 {
 	const struct asam_problem *p = job->p;
 	const struct fast_isa *isa = job->isa;
-	int dp = job->dp, d = p->d, R = gr->R, r, e, t, nb;
+	int dp = job->dp, d = p->d, R = gr->R, r, e, t, nb, sg;
 	float lse_s[FAST_TQ], lse_d[FAST_TQ], Ds[FAST_TQ], Dd[FAST_TQ];
 	float gs = gr->g, gd = 1 - gr->g;
 	struct keyset ks;
 	double dg = 0;
-	int64_t t0;
 
 	build_keys(job, w, gr, &ks);
 	for (r = 0; r < R; r++) {
@@ -585,15 +696,14 @@ static double bwd_group(struct fast_job *job, struct fast_ws *w,
 
 	if (gr->want_s && gr->want_d) {
 		/* SOFT: the branch outputs S and A, for D and dg */
-		for (t0 = 0; t0 < ks.n; t0 += FAST_KB) {
-			nb = ks.n - t0 < FAST_KB ? ks.n - t0 : FAST_KB;
-			gather(job, w, &ks, gr->b, gr->hk, t0, nb, false,
-			       false);
-			isa->mm_nt(w->q, R, dp, w->kT, w->S);
-			probs(job, w, &ks, gr, t0, nb, true, lse_s, w->Ps);
-			probs(job, w, &ks, gr, t0, nb, false, lse_d, w->Pd);
-			isa->mm_nn(w->Ps, FAST_KB, R, nb, w->vb, dp, w->accS);
-			isa->mm_nn(w->Pd, FAST_KB, R, nb, w->vb, dp, w->accA);
+		for (sg = 0; sg < ks.nseg; sg++) {
+			nb = ks.segn[sg];
+			gather(job, w, &ks, gr->b, gr->hk, sg, false);
+			isa->mm_nt(w->q, R, dp, w->pkT, w->S);
+			probs(job, w, &ks, gr, sg, true, lse_s, w->Ps);
+			probs(job, w, &ks, gr, sg, false, lse_d, w->Pd);
+			isa->mm_nn(w->Ps, FAST_KB, R, nb, w->pvb, dp, w->accS);
+			isa->mm_nn(w->Pd, FAST_KB, R, nb, w->pvb, dp, w->accA);
 		}
 		for (r = 0; r < R; r++) {
 			double ds = 0, da = 0;
@@ -623,24 +733,22 @@ static double bwd_group(struct fast_job *job, struct fast_ws *w,
 		gd = gr->want_d ? 1 : 0;
 	}
 
-	for (t0 = 0; t0 < ks.n; t0 += FAST_KB) {
+	for (sg = 0; sg < ks.nseg; sg++) {
 		bool any = false;
 
-		nb = ks.n - t0 < FAST_KB ? ks.n - t0 : FAST_KB;
+		nb = ks.segn[sg];
 		for (r = 0; r < R && !any; r++)
-			any = (gr->want_s &&
-			       row_mask(job, w, &ks, gr, r, t0, nb, true)) ||
-			      (gr->want_d &&
-			       row_mask(job, w, &ks, gr, r, t0, nb, false));
+			any = (gr->want_s && row_mask(w, &ks, gr, r, sg, true)) ||
+			      (gr->want_d && row_mask(w, &ks, gr, r, sg, false));
 		if (!any)
 			continue;
-		gather(job, w, &ks, gr->b, gr->hk, t0, nb, true, true);
-		isa->mm_nt(w->q, R, dp, w->kT, w->S);
-		isa->mm_nt(w->dO, R, dp, w->vT, w->dP);
+		gather(job, w, &ks, gr->b, gr->hk, sg, true);
+		isa->mm_nt(w->q, R, dp, w->pkT, w->S);
+		isa->mm_nt(w->dO, R, dp, w->pvT, w->dP);
 		if (gr->want_s)
-			probs(job, w, &ks, gr, t0, nb, true, lse_s, w->Ps);
+			probs(job, w, &ks, gr, sg, true, lse_s, w->Ps);
 		if (gr->want_d)
-			probs(job, w, &ks, gr, t0, nb, false, lse_d, w->Pd);
+			probs(job, w, &ks, gr, sg, false, lse_d, w->Pd);
 		/* Pmix into Ps, dS into S */
 		for (r = 0; r < R; r++) {
 			float *ps = w->Ps + r * FAST_KB, *pd = w->Pd + r * FAST_KB;
@@ -655,9 +763,9 @@ static double bwd_group(struct fast_job *job, struct fast_ws *w,
 				ps[t] = gs * a + gd * b;
 			}
 		}
-		acc_tn(job, w, w->Ps, R, nb, w->dO, &ks, t0, w->dV);
-		acc_tn(job, w, w->S, R, nb, w->q, &ks, t0, w->dK);
-		isa->mm_nn(w->S, FAST_KB, R, nb, w->kb, dp, w->dq);
+		acc_tn(job, w, w->Ps, R, w->dO, &ks, sg, w->dV);
+		acc_tn(job, w, w->S, R, w->q, &ks, sg, w->dK);
+		isa->mm_nn(w->S, FAST_KB, R, nb, w->pkb, dp, w->dq);
 	}
 	for (r = 0; r < R; r++) {
 		for (e = 0; e < d; e++)
@@ -684,8 +792,8 @@ static void bwd_items(void *arg, int64_t begin, int64_t end, int worker)
 	for (it = begin; it < end; it++) {
 		int b = it / p->Hkv, hk = it % p->Hkv, h;
 
-		memset(w->dK, 0, sizeof(float) * p->Nk * dp);
-		memset(w->dV, 0, sizeof(float) * p->Nk * dp);
+		memset(w->dK, 0, sizeof(float) * job->nkb * FAST_KB * dp);
+		memset(w->dV, 0, sizeof(float) * job->nkb * FAST_KB * dp);
 		for (h = hk * job->group; h < (hk + 1) * job->group; h++) {
 			double dg = 0;
 
@@ -725,12 +833,34 @@ static int job_init(struct fast_job *job, struct asam_backend *be,
 	job->ws = calloc(job->nthreads, sizeof(*job->ws));
 	if (!job->ws)
 		return asam_err(-ENOMEM, "cpu: out of memory");
-	ret = fast_plan_init(&job->fp, p, *pool);
-	if (ret) {
-		free(job->ws);
-		return ret;
+	job->nkb = DIV_ROUND_UP(p->Nk, FAST_KB);
+	{
+		size_t n = (size_t)p->B * p->Hkv * job->nkb * FAST_KB * job->dp;
+
+		job->KT = aligned_alloc(64, sizeof(float) * n);
+		job->K32 = aligned_alloc(64, sizeof(float) * n);
+		job->V32 = aligned_alloc(64, sizeof(float) * n);
+		if (p->bwd)
+			job->VT = aligned_alloc(64, sizeof(float) * n);
+		if (!job->KT || !job->K32 || !job->V32 ||
+		    (p->bwd && !job->VT)) {
+			ret = asam_err(-ENOMEM, "cpu: out of memory");
+			goto err;
+		}
 	}
+	ret = fast_plan_init(&job->fp, p, *pool);
+	if (ret)
+		goto err;
+	asam_pool_for(*pool, (int64_t)p->B * p->Hkv * job->nkb, 4,
+		      convert_blocks, job);
 	return 0;
+err:
+	free(job->KT);
+	free(job->K32);
+	free(job->V32);
+	free(job->VT);
+	free(job->ws);
+	return ret;
 }
 
 static void job_fini(struct fast_job *job)
@@ -740,6 +870,10 @@ static void job_fini(struct fast_job *job)
 	for (t = 0; t < job->nthreads; t++)
 		ws_free(job->ws[t]);
 	free(job->ws);
+	free(job->KT);
+	free(job->K32);
+	free(job->V32);
+	free(job->VT);
 	fast_plan_fini(&job->fp);
 }
 
