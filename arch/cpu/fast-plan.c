@@ -128,12 +128,20 @@ static void rows_head(void *arg, int64_t b, int64_t e, int worker)
 	}
 }
 
-static int plan_rows(struct fast_plan *fp, struct asam_pool *pool)
+static int plan_rows(struct fast_plan *fp, struct asam_pool *pool,
+		     struct fast_rows_cache *cache)
 {
 	const struct asam_problem *p = fp->p;
 	struct rows_job job = { .fp = fp };
 
 	fp->rr = p->pat.r < p->Nk ? p->pat.r : p->Nk;
+	if (cache && cache->rows && cache->seed == p->pat.seed &&
+	    cache->Hq >= p->Hq && cache->Nq == p->Nq && cache->Nk == p->Nk &&
+	    cache->rr == fp->rr) {
+		fp->rows = cache->rows;		/* head h's rows: same offset */
+		fp->rows_cached = true;
+		return 0;
+	}
 	fp->rows = malloc(sizeof(int32_t) * p->Hq * (size_t)p->Nq * fp->rr);
 	job.perm = malloc(sizeof(int32_t) * asam_pool_size(pool) *
 			  (size_t)p->Nk);
@@ -143,6 +151,12 @@ static int plan_rows(struct fast_plan *fp, struct asam_pool *pool)
 	}
 	asam_pool_for(pool, p->Hq, 1, rows_head, &job);
 	free(job.perm);
+	if (cache) {
+		free(cache->rows);
+		*cache = (struct fast_rows_cache){ p->pat.seed, p->Hq, p->Nq,
+						   p->Nk, fp->rr, fp->rows };
+		fp->rows_cached = true;
+	}
 	return 0;
 }
 
@@ -200,7 +214,7 @@ static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 }
 
 int fast_plan_init(struct fast_plan *fp, const struct asam_problem *p,
-		   struct asam_pool *pool)
+		   struct asam_pool *pool, struct fast_rows_cache *cache)
 {
 	const struct asam_pat *pat = &p->pat;
 	size_t bh = (size_t)p->B * p->Hq;
@@ -224,7 +238,7 @@ int fast_plan_init(struct fast_plan *fp, const struct asam_problem *p,
 			fp->group_rows = 1;
 			fp->maxgroups = p->Nq;
 		}
-		ret = plan_rows(fp, pool);
+		ret = plan_rows(fp, pool, cache);
 		break;
 	case ASAM_PATTERN_CLUSTERED:
 		if (pat->cmode != ASAM_CLUSTER_ARGMAX) {
@@ -268,7 +282,8 @@ void fast_plan_fini(struct fast_plan *fp)
 	free(fp->hier_tab);
 	free(fp->hier_cols);
 	free(fp->hier_ncols);
-	free(fp->rows);
+	if (!fp->rows_cached)
+		free(fp->rows);
 	free(fp->cq);
 	free(fp->qorder);
 	free(fp->kid);

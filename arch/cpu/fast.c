@@ -20,6 +20,7 @@
  * written by the worker itself, on its own NUMA node.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,20 @@ struct fast_ws {
 	bool failed;
 };
 
+/*
+ * Per-context state: the fp32 copies of K and V are kept between calls
+ * (page faults on fresh buffers cost as much as a sparse pattern's whole
+ * work), and so are RANDOM_ROWS index lists, whose generation is
+ * O(Nq Nk) by definition.  A concurrent call that finds the lock taken
+ * allocates its own.
+ */
+struct cpu_priv {
+	pthread_mutex_t lock;
+	float *arena;
+	size_t arena_bytes;
+	struct fast_rows_cache rows;
+};
+
 struct fast_job {
 	const struct asam_problem *p;
 	const struct fast_isa *isa;
@@ -62,6 +77,7 @@ struct fast_job {
 	int64_t nkb;				/* key blocks per (b, kv head) */
 	float *KT, *VT;				/* [B][Hkv][nkb][dp][KB] */
 	float *K32, *V32;			/* [B][Hkv][nkb * KB][dp] */
+	struct cpu_priv *priv;			/* locked: arena in use */
 	float scale;
 	atomic_int err;
 };
@@ -816,6 +832,16 @@ static void bwd_items(void *arg, int64_t begin, int64_t end, int worker)
 /* ------------------------------------------------------------------------ */
 /* Backend ops                                                              */
 
+static void job_arena_put(struct fast_job *job)
+{
+	if (job->priv)
+		pthread_mutex_unlock(&job->priv->lock);
+	else
+		free(job->KT);
+	job->priv = NULL;
+	job->KT = NULL;
+}
+
 static int job_init(struct fast_job *job, struct asam_backend *be,
 		    const struct asam_problem *p, struct asam_pool **pool)
 {
@@ -835,30 +861,40 @@ static int job_init(struct fast_job *job, struct asam_backend *be,
 		return asam_err(-ENOMEM, "cpu: out of memory");
 	job->nkb = DIV_ROUND_UP(p->Nk, FAST_KB);
 	{
+		struct cpu_priv *priv = be->priv;
 		size_t n = (size_t)p->B * p->Hkv * job->nkb * FAST_KB * job->dp;
+		size_t bytes = sizeof(float) * n * (p->bwd ? 4 : 3);
+		float *a = NULL;
 
-		job->KT = aligned_alloc(64, sizeof(float) * n);
-		job->K32 = aligned_alloc(64, sizeof(float) * n);
-		job->V32 = aligned_alloc(64, sizeof(float) * n);
-		if (p->bwd)
-			job->VT = aligned_alloc(64, sizeof(float) * n);
-		if (!job->KT || !job->K32 || !job->V32 ||
-		    (p->bwd && !job->VT)) {
+		if (priv && !pthread_mutex_trylock(&priv->lock)) {
+			job->priv = priv;
+			if (priv->arena_bytes < bytes) {
+				free(priv->arena);
+				priv->arena = aligned_alloc(64, bytes);
+				priv->arena_bytes = priv->arena ? bytes : 0;
+			}
+			a = priv->arena;
+		} else {
+			a = aligned_alloc(64, bytes);
+		}
+		if (!a) {
 			ret = asam_err(-ENOMEM, "cpu: out of memory");
 			goto err;
 		}
+		job->KT = a;
+		job->K32 = a + n;
+		job->V32 = a + 2 * n;
+		job->VT = p->bwd ? a + 3 * n : NULL;
 	}
-	ret = fast_plan_init(&job->fp, p, *pool);
+	ret = fast_plan_init(&job->fp, p, *pool,
+			     job->priv ? &job->priv->rows : NULL);
 	if (ret)
 		goto err;
 	asam_pool_for(*pool, (int64_t)p->B * p->Hkv * job->nkb, 4,
 		      convert_blocks, job);
 	return 0;
 err:
-	free(job->KT);
-	free(job->K32);
-	free(job->V32);
-	free(job->VT);
+	job_arena_put(job);
 	free(job->ws);
 	return ret;
 }
@@ -870,11 +906,8 @@ static void job_fini(struct fast_job *job)
 	for (t = 0; t < job->nthreads; t++)
 		ws_free(job->ws[t]);
 	free(job->ws);
-	free(job->KT);
-	free(job->K32);
-	free(job->V32);
-	free(job->VT);
 	fast_plan_fini(&job->fp);
+	job_arena_put(job);
 }
 
 static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
@@ -924,13 +957,28 @@ static int cpu_supports(struct asam_backend *be, const struct asam_problem *p)
 
 static int cpu_probe(struct asam_backend *be)
 {
+	struct cpu_priv *priv = calloc(1, sizeof(*priv));
+
+	if (!priv)
+		return asam_err(-ENOMEM, "cpu: out of memory");
+	pthread_mutex_init(&priv->lock, NULL);
+	be->priv = priv;
 	pr_info("cpu: fast backend, %s kernels\n", fast_isa_select()->name);
 	return 0;
 }
 
 static void cpu_remove(struct asam_backend *be)
 {
+	struct cpu_priv *priv = be->priv;
+
 	asam_pool_put(be->ctx);
+	if (priv) {
+		pthread_mutex_destroy(&priv->lock);
+		free(priv->arena);
+		free(priv->rows.rows);
+		free(priv);
+	}
+	be->priv = NULL;
 }
 
 const struct asam_backend_ops asam_backend_cpu_ops = {

@@ -54,6 +54,13 @@ int fast_isa_force(const char *name);
 /* ------------------------------------------------------------------------ */
 /* Planning: which keys each query row attends (fast-plan.c)               */
 
+/* RANDOM_ROWS lists kept between calls (they depend on no tensor) */
+struct fast_rows_cache {
+	uint64_t seed;
+	int Hq, Nq, Nk, rr;
+	int32_t *rows;
+};
+
 struct fast_plan {
 	const struct asam_problem *p;
 	int64_t qoff;			/* Nk - Nq */
@@ -65,6 +72,7 @@ struct fast_plan {
 	/* RANDOM_ROWS */
 	int rr;
 	int32_t *rows;			/* [Hq][Nq][rr], each row sorted */
+	bool rows_cached;		/* owned by the cache, not freed */
 	/* CLUSTERED ARGMAX, per (b, h) */
 	int32_t *cq;			/* [B][Hq][Nq] query cluster */
 	int32_t *kid;			/* [B][Hq][Nk] key cluster */
@@ -81,8 +89,9 @@ struct fast_plan {
 
 struct asam_pool;
 
+/* @cache: where RANDOM_ROWS lists persist (caller holds its lock), or NULL */
 int fast_plan_init(struct fast_plan *fp, const struct asam_problem *p,
-		   struct asam_pool *pool);
+		   struct asam_pool *pool, struct fast_rows_cache *cache);
 void fast_plan_fini(struct fast_plan *fp);
 
 /* Rows of group g of (b, h): *rows[0..n) (query indices); 0 = no group. */
