@@ -15,6 +15,7 @@
  *   CLUSTERED     the key bucket of the query's cluster; queries are
  *                 grouped by cluster so that a group shares its bucket
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -160,6 +161,70 @@ static int plan_rows(struct fast_plan *fp, struct asam_pool *pool,
 	return 0;
 }
 
+/*
+ * asam_cluster_argmax() with the centroids of head h loaded and their
+ * norms computed once instead of per token: the same double sums in the
+ * same order, so the same cluster, tie for tie.
+ */
+struct cmu {
+	double *mu;		/* [d][C] */
+	double *cn;		/* [C] */
+	double *x;		/* [d] */
+};
+
+static void cmu_load(struct cmu *m, const struct asam_pat *pat, int h, int d)
+{
+	const struct asam_tv *mu = &pat->centroids;
+	int c, e;
+
+	for (c = 0; c < pat->C; c++) {
+		double n2 = 0;
+
+		for (e = 0; e < d; e++) {
+			double v = tv_get(mu, tv_off(mu, h, c, e, 0));
+
+			m->mu[e * pat->C + c] = v;	/* [d][C] */
+			n2 += v * v;
+		}
+		m->cn[c] = fmax(sqrt(n2), 1e-12);
+	}
+}
+
+static int cmu_argmax(const struct cmu *m, const struct asam_pat *pat,
+		      const struct asam_tv *x, int64_t b, int64_t hx,
+		      int64_t t, int d)
+{
+	double xn = 0, best_cos = 0, dot[256];
+	int c, e, best = 0, C = pat->C;
+
+	for (e = 0; e < d; e++) {
+		double v = tv_get(x, tv_off(x, b, hx, t, e));
+
+		m->x[e] = v;
+		xn += v * v;
+	}
+	xn = fmax(sqrt(xn), 1e-12);
+	/* lanes over c: each dot is still summed over e in order */
+	for (c = 0; c < C; c++)
+		dot[c] = 0;
+	for (e = 0; e < d; e++) {
+		const double *mr = m->mu + e * C;
+		double xe = m->x[e];
+
+		for (c = 0; c < C; c++)
+			dot[c] += xe * mr[c];
+	}
+	for (c = 0; c < C; c++) {
+		double cs = dot[c] / (xn * m->cn[c]);
+
+		if (!c || cs > best_cos) {
+			best_cos = cs;
+			best = c;
+		}
+	}
+	return best;
+}
+
 /* CLUSTERED ARGMAX of (b, h): ids, buckets and cluster-pure query groups */
 static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 {
@@ -179,13 +244,25 @@ static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 		int32_t *gs = fp->gstart + bh * (DIV_ROUND_UP(p->Nq, FAST_TQ) +
 						  C + 1);
 		int32_t qs[257], fill[256], ck;
+		double mu[256 * 8], cn[256], xb[512];
+		struct cmu m = { mu, cn, xb };
+		double *big = NULL;
 
+		if ((size_t)C * p->d > sizeof(mu) / sizeof(mu[0])) {
+			big = malloc(sizeof(double) * C * p->d);
+			if (!big) {
+				fp->oom = true;
+				return;
+			}
+			m.mu = big;
+		}
+		cmu_load(&m, pat, h, p->d);
 		memset(ks, 0, sizeof(int32_t) * (C + 1));
 		memset(qs, 0, sizeof(qs));
 		/* keys: counting sort by cluster, token order kept */
 		for (t = 0; t < p->Nk; t++) {
-			ck = asam_cluster_argmax(pat, h, &p->k, b, h / group,
-						 t, p->d);
+			ck = cmu_argmax(&m, pat, &p->k, b, h / group, t,
+					p->d);
 			kid[t] = ck;
 			ks[ck + 1]++;
 		}
@@ -195,8 +272,7 @@ static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 		for (t = 0; t < p->Nk; t++)
 			ko[fill[kid[t]]++] = (int32_t)t;
 		for (t = 0; t < p->Nq; t++) {
-			cq[t] = asam_cluster_argmax(pat, h, &p->q, b, h, t,
-						    p->d);
+			cq[t] = cmu_argmax(&m, pat, &p->q, b, h, t, p->d);
 			qs[cq[t] + 1]++;
 		}
 		for (c = 0; c < C; c++)
@@ -210,6 +286,7 @@ static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 				gs[ng++] = (int32_t)t;
 		gs[ng] = p->Nq;
 		fp->ngroups[bh] = ng;
+		free(big);
 	}
 }
 
@@ -266,6 +343,8 @@ int fast_plan_init(struct fast_plan *fp, const struct asam_problem *p,
 			break;
 		}
 		asam_pool_for(pool, bh, 1, clusters_bh, fp);
+		if (fp->oom)
+			ret = -ENOMEM;
 		break;
 	default:
 		break;

@@ -84,7 +84,8 @@ struct fast_plan {
 	int maxgroups;			/* groups per (b, h) at most */
 	int group_rows;			/* FAST_TQ, or 1 for per-row patterns */
 	bool per_row_plan;		/* CLUSTERED SOFT: asam_pat_row */
-	bool sorted_groups;		/* CLUSTERED ARGMAX: groups by cluster */
+	bool sorted_groups;
+	bool oom;			/* a planning worker ran out */		/* CLUSTERED ARGMAX: groups by cluster */
 };
 
 struct asam_pool;
