@@ -31,6 +31,15 @@
 
 #include <asam/asam.h>
 
+#include <thread>
+
+/* hidden helpers of the static library (arch/cpu/fast.h) */
+extern "C" {
+const char *asam_cpu_bench_isa(void);
+double asam_cpu_bench_peak(long iters);
+double asam_cpu_bench_kernel(int which, int dp, long iters);
+}
+
 namespace {
 
 unsigned int g_threads;
@@ -185,8 +194,69 @@ void run(benchmark::State &state, asam_pattern_kind kind, bool bwd)
 	state.counters["threads"] = g_threads;
 }
 
+/*
+ * The host's fp32 FMA peak with the kernels' ISA, on T threads at once
+ * (T = --asam_threads or every CPU), and the two product kernels on one
+ * core over cache-resident operands: their ratio is the kernels' share of
+ * peak.
+ */
+void peak(benchmark::State &state)
+{
+	unsigned int T = g_threads ? g_threads :
+			 std::thread::hardware_concurrency();
+	const long iters = 20000000;
+	double flops = 0;
+
+	for (auto _ : state) {
+		std::vector<std::thread> th;
+		std::vector<double> f(T);
+
+		for (unsigned int t = 0; t < T; t++)
+			th.emplace_back([&f, t] {
+				f[t] = asam_cpu_bench_peak(iters);
+			});
+		for (auto &x : th)
+			x.join();
+		flops = 0;
+		for (double x : f)
+			flops += x;
+	}
+	state.counters["GFLOPs"] = benchmark::Counter(
+		flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+	state.counters["threads"] = T;
+	state.SetLabel(asam_cpu_bench_isa());
+}
+
+void kernel(benchmark::State &state)
+{
+	int which = (int)state.range(0), dp = (int)state.range(1);
+	const long iters = 20000;
+	double flops = 0;
+
+	for (auto _ : state)
+		flops = asam_cpu_bench_kernel(which, dp, iters);
+	state.counters["GFLOPs"] = benchmark::Counter(
+		flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+	state.SetLabel(std::string(asam_cpu_bench_isa()) +
+		       (which ? " P.V" : " Q.K^T"));
+}
+
 void register_all()
 {
+	benchmark::RegisterBenchmark("peak/fma", peak)
+		->Unit(benchmark::kMillisecond)->UseRealTime();
+	benchmark::RegisterBenchmark("peak/fma1", [](benchmark::State &s) {
+		unsigned int keep = g_threads;
+
+		g_threads = 1;
+		peak(s);
+		g_threads = keep;
+	})->Unit(benchmark::kMillisecond)->UseRealTime();
+	benchmark::RegisterBenchmark("kernel/single-core", kernel)
+		->ArgNames({ "pv", "d" })->Args({ 0, 64 })->Args({ 0, 128 })
+		->Args({ 1, 64 })->Args({ 1, 128 })
+		->Unit(benchmark::kMillisecond)->UseRealTime();
+
 	static const asam_pattern_kind kinds[] = {
 		ASAM_PATTERN_DENSE, ASAM_PATTERN_LOCAL, ASAM_PATTERN_STRIDED,
 		ASAM_PATTERN_HIERARCHICAL, ASAM_PATTERN_RANDOM,

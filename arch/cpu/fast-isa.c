@@ -112,3 +112,47 @@ int fast_isa_force(const char *name)
 		}
 	return -ENOENT;
 }
+
+const char *asam_cpu_bench_isa(void)
+{
+	return fast_isa_select()->name;
+}
+
+double asam_cpu_bench_peak(long iters)
+{
+	return fast_isa_select()->peak(iters);
+}
+
+double asam_cpu_bench_kernel(int which, int dp, long iters)
+{
+	const struct fast_isa *isa = fast_isa_select();
+	size_t n = (size_t)FAST_KB * FAST_MAXD;
+	float *a = aligned_alloc(64, sizeof(float) * n);
+	float *b = aligned_alloc(64, sizeof(float) * n);
+	float *c = aligned_alloc(64, sizeof(float) * n);
+	size_t i;
+	long it;
+
+	if (!a || !b || !c || dp % 16 || dp > FAST_MAXD) {
+		free(a);
+		free(b);
+		free(c);
+		return 0;
+	}
+	for (i = 0; i < n; i++) {
+		a[i] = (float)(i % 7) * 0.01f;
+		b[i] = (float)(i % 5) * 0.01f;
+		c[i] = 0;
+	}
+	for (it = 0; it < iters; it++) {
+		if (which == 0)
+			isa->mm_nt(a, FAST_TQ, dp, b, c);
+		else
+			isa->mm_nn(a, FAST_KB, FAST_TQ, FAST_KB, b, dp, c);
+		__asm__ volatile("" : : "r"(c) : "memory");
+	}
+	free(a);
+	free(b);
+	free(c);
+	return 2.0 * FAST_TQ * FAST_KB * dp * iters;
+}

@@ -214,7 +214,28 @@ static float F(row_step)(const float *s, uint64_t mask, float m, bool find_max,
 	return m;
 }
 
+/* FMA throughput probe: 12 independent chains; returns the flops done */
+static double F(peak)(long iters)
+{
+	vf acc[12], x = (vf){ 0 } + 0.999999f, y = (vf){ 0 } + 1e-7f;
+	float sink = 0;
+	long it;
+	int a, l;
+
+	for (a = 0; a < 12; a++)
+		acc[a] = (vf){ 0 } + (float)a;
+	for (it = 0; it < iters; it++)
+		for (a = 0; a < 12; a++)
+			acc[a] = acc[a] * x + y;
+	for (a = 0; a < 12; a++)
+		for (l = 0; l < VW; l++)
+			sink += acc[a][l];
+	__asm__ volatile("" : : "x"(sink));
+	return 2.0 * VW * 12 * iters;
+}
+
 const struct fast_isa CAT(fast_isa_, KERN) = {
+	.peak = F(peak),
 	.name = KERN_NAME,
 	.mm_nt = F(mm_nt),
 	.mm_nn = F(mm_nn),

@@ -41,7 +41,17 @@ struct fast_isa {
 	void (*exp)(float *x, int n);
 	float (*row_step)(const float *s, uint64_t mask, float m,
 			  bool find_max, float *P, float *sum);
+	double (*peak)(long iters);	/* FMA throughput probe: flops */
 };
+
+/*
+ * For tools/asam-bench (linked statically): the chosen ISA's name, the
+ * FMA peak probe, and one product kernel over cache-resident operands
+ * (which: 0 = Q.K^T, 1 = P.V, FAST_TQ rows, 64 keys); both return flops.
+ */
+const char *asam_cpu_bench_isa(void);
+double asam_cpu_bench_peak(long iters);
+double asam_cpu_bench_kernel(int which, int dp, long iters);
 
 extern const struct fast_isa fast_isa_generic, fast_isa_avx2,
 	fast_isa_avx512;
