@@ -78,6 +78,10 @@ struct fast_job {
 	float *KT, *VT;				/* [B][Hkv][nkb][dp][KB] */
 	float *K32, *V32;			/* [B][Hkv][nkb * KB][dp] */
 	struct cpu_priv *priv;			/* locked: arena in use */
+	float *D;				/* [B][Hq][Nq][2] (split bwd) */
+	double *dgp;				/* [B][Hq][maxgroups] */
+	int64_t chunk;				/* keys per dK/dV item */
+	int nchunks;
 	float scale;
 	atomic_int err;
 };
@@ -91,6 +95,7 @@ struct fast_job {
  */
 struct keyset {
 	int nseg;
+	int64_t first;		/* dense blocks start here (backward chunks) */
 	const int32_t *seg, *segn, *u;
 	bool sbits;		/* sparse mask in ws->bits, else the dense one */
 };
@@ -356,7 +361,11 @@ struct group {
 	int64_t maxlim;
 	bool want_s, want_d, s_is_d;
 	float g;			/* gate applied to the sparse branch */
+	int64_t k0, k1;			/* only keys in [k0, k1) (backward) */
 };
+
+/* Backward passes: both at once, or dQ (and D, dg) then dK/dV per chunk */
+enum bwd_mode { BWD_FUSED, BWD_DQ, BWD_DKV };
 
 static void plan_for(struct fast_job *job, struct fast_ws *w, int b, int h)
 {
@@ -373,6 +382,20 @@ static void plan_for(struct fast_job *job, struct fast_ws *w, int b, int h)
  * the rows' lists, found by flagging keys and scanning the flagged span
  * block by block; well-used blocks go direct, the rest is gathered.
  */
+/* keep the keys of sorted rk[0..n) in [k0, k1), moved to the front */
+static int64_t clip_keys(int32_t *rk, int64_t n, int64_t k0, int64_t k1)
+{
+	int64_t a = 0, b = n;
+
+	while (a < n && rk[a] < k0)
+		a++;
+	while (b > a && rk[b - 1] >= k1)
+		b--;
+	if (a)
+		memmove(rk, rk + a, sizeof(int32_t) * (b - a));
+	return b - a;
+}
+
 static void build_keys(struct fast_job *job, struct fast_ws *w,
 		       const struct group *gr, struct keyset *ks)
 {
@@ -384,10 +407,13 @@ static void build_keys(struct fast_job *job, struct fast_ws *w,
 	ks->segn = segn;
 	ks->u = w->u;
 	ks->sbits = false;
+	ks->first = gr->k0 / FAST_KB;
 	if (!gr->want_s || gr->s_is_d || gr->want_d) {
-		ns = DIV_ROUND_UP(gr->maxlim, FAST_KB);
+		int64_t end = gr->maxlim < gr->k1 ? gr->maxlim : gr->k1;
+
+		ns = end > gr->k0 ? DIV_ROUND_UP(end, FAST_KB) - ks->first : 0;
 		for (c = 0; c < ns; c++) {
-			seg[c] = c;
+			seg[c] = ks->first + c;
 			segn[c] = FAST_KB;
 		}
 		ks->nseg = ns;
@@ -400,6 +426,8 @@ static void build_keys(struct fast_job *job, struct fast_ws *w,
 
 		w->rn[r] = fast_plan_row(&job->fp, gr->b, gr->h, gr->rows[r],
 					 gr->lim[r], rk, w->plan, w->bytes);
+		if (gr->k0 > 0 || gr->k1 < job->p->Nk)
+			w->rn[r] = clip_keys(rk, w->rn[r], gr->k0, gr->k1);
 		if (w->rn[r]) {
 			lo = rk[0] < lo ? rk[0] : lo;
 			hi = rk[w->rn[r] - 1] > hi ? rk[w->rn[r] - 1] : hi;
@@ -455,7 +483,8 @@ static void build_keys(struct fast_job *job, struct fast_ws *w,
 		const int32_t *rk = w->rk + (size_t)r * job->p->Nk;
 
 		for (t = 0; t < w->rn[r]; t++) {
-			int64_t pos = gr->want_d ? rk[t] : w->posn[rk[t]];
+			int64_t pos = gr->want_d ? rk[t] - ks->first * FAST_KB
+						 : w->posn[rk[t]];
 
 			w->bits[(pos >> 6) * FAST_TQ + r] |=
 				1ull << (pos & 63);
@@ -511,6 +540,8 @@ static bool group_init(struct fast_job *job, struct group *gr, int b, int h,
 		gr->g = gr->want_s;
 	}
 	gr->s_is_d = p->pat.kind == ASAM_PATTERN_DENSE;
+	gr->k0 = 0;
+	gr->k1 = INT64_MAX;
 	gr->maxlim = 0;
 	for (r = 0; r < gr->R; r++) {
 		gr->lim[r] = problem_key_limit(p, b, gr->rows[r]);
@@ -679,7 +710,7 @@ static void acc_tn(const struct fast_job *job, struct fast_ws *w,
 }
 
 static double bwd_group(struct fast_job *job, struct fast_ws *w,
-			const struct group *gr)
+			const struct group *gr, enum bwd_mode mode)
 {
 	const struct asam_problem *p = job->p;
 	const struct fast_isa *isa = job->isa;
@@ -710,7 +741,20 @@ static double bwd_group(struct fast_job *job, struct fast_ws *w,
 	memset(w->accS, 0, sizeof(float) * FAST_TQ * dp);
 	memset(w->accA, 0, sizeof(float) * FAST_TQ * dp);
 
-	if (gr->want_s && gr->want_d) {
+	if (mode == BWD_DKV) {
+		/* D of every row from the dQ pass */
+		for (r = 0; r < R; r++) {
+			const float *Dr = job->D + (((int64_t)gr->b * p->Hq +
+					  gr->h) * p->Nq + gr->rows[r]) * 2;
+
+			Ds[r] = Dr[0];
+			Dd[r] = Dr[1];
+		}
+		if (!(gr->want_s && gr->want_d)) {
+			gs = gr->want_s ? 1 : 0;
+			gd = gr->want_d ? 1 : 0;
+		}
+	} else if (gr->want_s && gr->want_d) {
 		/* SOFT: the branch outputs S and A, for D and dg */
 		for (sg = 0; sg < ks.nseg; sg++) {
 			nb = ks.segn[sg];
@@ -748,6 +792,14 @@ static double bwd_group(struct fast_job *job, struct fast_ws *w,
 		gs = gr->want_s ? 1 : 0;
 		gd = gr->want_d ? 1 : 0;
 	}
+	if (mode == BWD_DQ)
+		for (r = 0; r < R; r++) {
+			float *Dr = job->D + (((int64_t)gr->b * p->Hq + gr->h) *
+				    p->Nq + gr->rows[r]) * 2;
+
+			Dr[0] = Ds[r];
+			Dr[1] = Dd[r];
+		}
 
 	for (sg = 0; sg < ks.nseg; sg++) {
 		bool any = false;
@@ -779,11 +831,14 @@ static double bwd_group(struct fast_job *job, struct fast_ws *w,
 				ps[t] = gs * a + gd * b;
 			}
 		}
-		acc_tn(job, w, w->Ps, R, w->dO, &ks, sg, w->dV);
-		acc_tn(job, w, w->S, R, w->q, &ks, sg, w->dK);
-		isa->mm_nn(w->S, FAST_KB, R, nb, w->pkb, dp, w->dq);
+		if (mode != BWD_DQ) {
+			acc_tn(job, w, w->Ps, R, w->dO, &ks, sg, w->dV);
+			acc_tn(job, w, w->S, R, w->q, &ks, sg, w->dK);
+		}
+		if (mode != BWD_DKV)
+			isa->mm_nn(w->S, FAST_KB, R, nb, w->pkb, dp, w->dq);
 	}
-	for (r = 0; r < R; r++) {
+	for (r = 0; r < R && mode != BWD_DKV; r++) {
 		for (e = 0; e < d; e++)
 			w->dq[r * dp + e] *= job->scale;
 		store_row(&p->dq, tv_off(&p->dq, gr->b, gr->h, gr->rows[r], 0),
@@ -792,40 +847,98 @@ static double bwd_group(struct fast_job *job, struct fast_ws *w,
 	return dg;
 }
 
-static void bwd_items(void *arg, int64_t begin, int64_t end, int worker)
+/* dK, dV of keys [k0, k1) of (b, hk) over every query head sharing them */
+static void bwd_keys(struct fast_job *job, struct fast_ws *w, int b, int hk,
+		     int64_t k0, int64_t k1, enum bwd_mode mode)
+{
+	const struct asam_problem *p = job->p;
+	int dp = job->dp, g, h;
+	struct group gr;
+	int64_t j;
+
+	memset(w->dK + k0 * dp, 0, sizeof(float) * (k1 - k0) * dp);
+	memset(w->dV + k0 * dp, 0, sizeof(float) * (k1 - k0) * dp);
+	for (h = hk * job->group; h < (hk + 1) * job->group; h++) {
+		double dg = 0;
+
+		for (g = 0; g < job->fp.maxgroups; g++) {
+			if (!group_init(job, &gr, b, h, g))
+				continue;
+			if (mode == BWD_DKV && gr.maxlim <= k0 && gr.want_d)
+				continue;	/* the causal tail of a chunk */
+			gr.k0 = k0;
+			gr.k1 = k1;
+			dg += bwd_group(job, w, &gr, mode);
+		}
+		if (mode == BWD_FUSED && p->gate_mode == ASAM_GATE_SOFT)
+			tv_set(&p->dgate, tv_off(&p->dgate, b, h, 0, 0), dg);
+	}
+	for (j = k0; j < k1 && j < p->Nk; j++) {
+		store_row(&p->dk, tv_off(&p->dk, b, hk, j, 0), p->d,
+			  w->dK + j * dp);
+		store_row(&p->dv, tv_off(&p->dv, b, hk, j, 0), p->d,
+			  w->dV + j * dp);
+	}
+}
+
+/* items (b, kv head): everything in one pass, no shared writes */
+static void bwd_fused(void *arg, int64_t begin, int64_t end, int worker)
+{
+	struct fast_job *job = arg;
+	struct fast_ws *w = ws_get(job, worker);
+	int64_t it;
+
+	if (!w) {
+		atomic_store(&job->err, -ENOMEM);
+		return;
+	}
+	for (it = begin; it < end; it++)
+		bwd_keys(job, w, it / job->p->Hkv, it % job->p->Hkv, 0,
+			 job->nkb * FAST_KB, BWD_FUSED);
+}
+
+/* items (b, h, group): dQ, the rows' D terms and dg partials */
+static void bwd_dq(void *arg, int64_t begin, int64_t end, int worker)
 {
 	struct fast_job *job = arg;
 	const struct asam_problem *p = job->p;
 	struct fast_ws *w = ws_get(job, worker);
-	int dp = job->dp, g;
+	int64_t it, per = job->fp.maxgroups;
 	struct group gr;
-	int64_t it, j;
 
 	if (!w) {
 		atomic_store(&job->err, -ENOMEM);
 		return;
 	}
 	for (it = begin; it < end; it++) {
-		int b = it / p->Hkv, hk = it % p->Hkv, h;
+		int64_t bh = it / per;
 
-		memset(w->dK, 0, sizeof(float) * job->nkb * FAST_KB * dp);
-		memset(w->dV, 0, sizeof(float) * job->nkb * FAST_KB * dp);
-		for (h = hk * job->group; h < (hk + 1) * job->group; h++) {
-			double dg = 0;
+		job->dgp[it] = 0;
+		if (group_init(job, &gr, bh / p->Hq, bh % p->Hq, it % per))
+			job->dgp[it] = bwd_group(job, w, &gr, BWD_DQ);
+	}
+}
 
-			for (g = 0; g < job->fp.maxgroups; g++)
-				if (group_init(job, &gr, b, h, g))
-					dg += bwd_group(job, w, &gr);
-			if (p->gate_mode == ASAM_GATE_SOFT)
-				tv_set(&p->dgate,
-				       tv_off(&p->dgate, b, h, 0, 0), dg);
-		}
-		for (j = 0; j < p->Nk; j++) {
-			store_row(&p->dk, tv_off(&p->dk, b, hk, j, 0), p->d,
-				  w->dK + j * dp);
-			store_row(&p->dv, tv_off(&p->dv, b, hk, j, 0), p->d,
-				  w->dV + j * dp);
-		}
+/* items (b, kv head, key chunk): dK and dV of the chunk */
+static void bwd_dkv(void *arg, int64_t begin, int64_t end, int worker)
+{
+	struct fast_job *job = arg;
+	struct fast_ws *w = ws_get(job, worker);
+	int64_t it;
+
+	if (!w) {
+		atomic_store(&job->err, -ENOMEM);
+		return;
+	}
+	for (it = begin; it < end; it++) {
+		int64_t bhk = it / job->nchunks, c = it % job->nchunks;
+		int64_t k0 = c * job->chunk, k1 = k0 + job->chunk;
+
+		if (k1 > job->nkb * FAST_KB)
+			k1 = job->nkb * FAST_KB;
+		if (k0 < k1)
+			bwd_keys(job, w, bhk / job->p->Hkv, bhk % job->p->Hkv,
+				 k0, k1, BWD_DKV);
 	}
 }
 
@@ -933,7 +1046,44 @@ static int cpu_bwd(struct asam_backend *be, const struct asam_problem *p)
 
 	if (ret)
 		return ret;
-	asam_pool_for(pool, (int64_t)p->B * p->Hkv, 1, bwd_items, &job);
+	/*
+	 * Enough (b, kv head) items for every worker: one fused pass.
+	 * Otherwise dQ over query groups, then dK/dV over key chunks, at
+	 * the price of computing the scores twice.
+	 */
+	job.nchunks = DIV_ROUND_UP(2 * job.nthreads, p->B * p->Hkv);
+	if (job.nchunks > job.nkb)
+		job.nchunks = job.nkb;
+	if (job.nchunks <= 1) {
+		asam_pool_for(pool, (int64_t)p->B * p->Hkv, 1, bwd_fused, &job);
+	} else {
+		int64_t nbh = (int64_t)p->B * p->Hq, g, i;
+
+		job.chunk = DIV_ROUND_UP(job.nkb, job.nchunks) * FAST_KB;
+		job.D = malloc(sizeof(float) * 2 * nbh * p->Nq);
+		job.dgp = malloc(sizeof(double) * nbh * job.fp.maxgroups);
+		if (!job.D || !job.dgp) {
+			atomic_store(&job.err, -ENOMEM);
+			goto out;
+		}
+		asam_pool_for(pool, nbh * job.fp.maxgroups,
+			      job.fp.group_rows == 1 ? 16 : 1, bwd_dq, &job);
+		if (atomic_load(&job.err))
+			goto out;
+		asam_pool_for(pool, (int64_t)p->B * p->Hkv * job.nchunks, 1,
+			      bwd_dkv, &job);
+		for (i = 0; i < nbh && p->gate_mode == ASAM_GATE_SOFT; i++) {
+			double dg = 0;
+
+			for (g = 0; g < job.fp.maxgroups; g++)
+				dg += job.dgp[i * job.fp.maxgroups + g];
+			tv_set(&p->dgate, tv_off(&p->dgate, i / p->Hq,
+						 i % p->Hq, 0, 0), dg);
+		}
+	}
+out:
+	free(job.D);
+	free(job.dgp);
 	ret = atomic_load(&job.err);
 	job_fini(&job);
 	return ret ? asam_err(ret, "cpu: backward out of memory") : 0;

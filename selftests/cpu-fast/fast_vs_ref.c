@@ -5,7 +5,9 @@
  * storage dtype, forward (O and both log-sum-exps) and backward (dQ, dK,
  * dV, dg), within the SPEC 4 tolerances.  Inputs are fresh random draws
  * each run.  The backward of both backends starts from the reference's
- * forward outputs, so each gradient is judged on its own.  The best ISA
+ * forward outputs, so each gradient is judged on its own.  Cases alternate
+ * between a 2- and a 16-worker context, which take different backward
+ * paths.  The best ISA
  * runs the whole grid; every other usable ISA runs a slice of it.
  */
 #include <math.h>
@@ -254,13 +256,18 @@ int main(void)
 	static const char *isas[] = { "avx512", "avx2", "generic" };
 	const DLDataType dts[3] = { TT_F32, TT_F16, TT_BF16 };
 	struct asam_ctx_opts o = { .sz = sizeof(o), .num_threads = 2 };
-	struct asam_ctx *ctx;
+	struct asam_ctx_opts o16 = { .sz = sizeof(o), .num_threads = 16 };
+	struct asam_ctx *ctx, *ctx16;
 	int nk = sizeof(kinds) / sizeof(kinds[0]), kk, gm, c, q, t, n = 0, s;
 	bool first = true;
 	char buf[256];
 
 	ksft_print_header();
-	if (asam_ctx_create(&o, &ctx))
+	/*
+	 * Two pools: with 2 workers the backward runs fused over (b, kv
+	 * head); with 16 it splits into a dQ pass and dK/dV key chunks.
+	 */
+	if (asam_ctx_create(&o, &ctx) || asam_ctx_create(&o16, &ctx16))
 		ksft_exit_skip("no context: %s\n", asam_last_error());
 	asam_ctx_backends(ctx, buf, sizeof(buf));
 	if (!strstr(buf, "cpu,") && strncmp(buf, "cpu", 3))
@@ -276,14 +283,17 @@ int main(void)
 							/* slower ISAs: f32, a slice */
 							if (!first && (t || (gm + c + q) % 3))
 								continue;
-							run_case(ctx, &kinds[kk], gm, c, q,
-								 dts[t], &shapes[n++ % 3],
+							run_case(n % 2 ? ctx16 : ctx,
+								 &kinds[kk], gm, c, q,
+								 dts[t], &shapes[n % 3],
 								 isas[s]);
+							n++;
 						}
 		first = false;
 	}
 	fast_isa_force(NULL);
 	asam_ctx_destroy(ctx);
+	asam_ctx_destroy(ctx16);
 	if (failures)
 		ksft_print_msg("%d failures (seed %llu)\n", failures,
 			       (unsigned long long)tt_seed_used());
