@@ -1100,6 +1100,20 @@ static int cpu_supports(struct asam_backend *be, const struct asam_problem *p)
 	    p->dt != ASAM_DT_BF16)
 		return asam_err(-EOPNOTSUPP, "cpu: dtype %s not served",
 				asam_dtype_name(p->dt));
+	switch (p->pat.kind) {
+	case ASAM_PATTERN_DENSE:
+	case ASAM_PATTERN_LOCAL:
+	case ASAM_PATTERN_STRIDED:
+	case ASAM_PATTERN_HIERARCHICAL:
+	case ASAM_PATTERN_RANDOM:
+	case ASAM_PATTERN_RANDOM_ROWS:
+	case ASAM_PATTERN_CLUSTERED:
+		break;
+	default:
+		/* a kind added later: the next backend serves it */
+		return asam_err(-EOPNOTSUPP, "cpu: pattern %s not planned",
+				asam_pattern_name(p->pat.kind));
+	}
 	if (p->pat.kind == ASAM_PATTERN_CLUSTERED && p->pat.C > 256)
 		return asam_err(-EOPNOTSUPP, "cpu: more than 256 clusters");
 	return 0;
