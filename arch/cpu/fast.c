@@ -434,6 +434,29 @@ static void build_keys(struct fast_job *job, struct fast_ws *w,
 		}
 	}
 	ks->sbits = true;
+	if (!gr->want_d && nr == 1) {
+		/* one row: its list is the union, already sorted */
+		const int32_t *rk = w->rk;
+
+		for (t = 0; t < w->rn[0];) {
+			int64_t e = t;
+
+			blk = rk[t] >> 6;
+			while (e < w->rn[0] && rk[e] >> 6 == blk)
+				e++;
+			if (e - t >= DIRECT_MIN) {
+				for (; t < e; t++)
+					w->posn[rk[t]] = ns * FAST_KB +
+							 (rk[t] & 63);
+				seg[ns] = (int32_t)blk;
+				segn[ns++] = FAST_KB;
+			} else {
+				for (; t < e; t++)
+					w->u[ng++] = rk[t];
+			}
+		}
+		goto gathered;
+	}
 	if (!gr->want_d) {
 		for (r = 0; r < nr; r++) {
 			const int32_t *rk = w->rk + (size_t)r * job->p->Nk;
@@ -446,6 +469,18 @@ static void build_keys(struct fast_job *job, struct fast_ws *w,
 
 			if (j1 > job->p->Nk)
 				j1 = job->p->Nk;
+			if (j1 - j0 == FAST_KB) {
+				/* whole block: skip it in eight loads if empty */
+				uint64_t any = 0, x;
+				int q;
+
+				for (q = 0; q < 8; q++) {
+					memcpy(&x, w->flag + j0 + 8 * q, 8);
+					any |= x;
+				}
+				if (!any)
+					continue;
+			}
 			for (j = j0; j < j1; j++)
 				cnt += w->flag[j];
 			if (!cnt)
@@ -467,6 +502,7 @@ static void build_keys(struct fast_job *job, struct fast_ws *w,
 					w->u[ng++] = (int32_t)j;
 				}
 		}
+gathered:
 		for (c = 0; c * FAST_KB < ng; c++) {
 			for (t = c * FAST_KB; t < ng && t < (c + 1) * FAST_KB;
 			     t++)
