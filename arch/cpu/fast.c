@@ -45,6 +45,7 @@ struct fast_ws {
 	float *dK, *dV;				/* [Nk][dp] (backward) */
 	int32_t *rk;				/* [TQ][Nk] row key lists */
 	int64_t rn[FAST_TQ];
+	int64_t slo[FAST_TQ], shi[FAST_TQ];	/* LOCAL: row ranges */
 	int32_t *u, *posn;			/* [Nk] */
 	uint8_t *flag, *bytes;			/* [Nk] */
 	uint64_t *bits;				/* [nseg][TQ] row masks */
@@ -98,6 +99,7 @@ struct keyset {
 	int64_t first;		/* dense blocks start here (backward chunks) */
 	const int32_t *seg, *segn, *u;
 	bool sbits;		/* sparse mask in ws->bits, else the dense one */
+	bool ranges;		/* sparse mask from ws->slo/shi (LOCAL) */
 };
 
 #define DIRECT_MIN 24		/* keys of a block that make it direct */
@@ -382,6 +384,67 @@ static void plan_for(struct fast_job *job, struct fast_ws *w, int b, int h)
  * the rows' lists, found by flagging keys and scanning the flagged span
  * block by block; well-used blocks go direct, the rest is gathered.
  */
+/*
+ * LOCAL and RANDOM need no key lists: a LOCAL row is one range, and the
+ * rows of a group (16 queries inside one 64-query block) share their
+ * RANDOM key blocks.  Their masks follow from arithmetic (row_mask()).
+ */
+static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
+			     const struct group *gr, struct keyset *ks)
+{
+	const struct asam_problem *p = job->p;
+	const struct asam_pat *pat = &p->pat;
+	int32_t *seg = w->seg, *segn = w->segn;
+	int64_t lo = INT64_MAX, hi = 0, blk;
+	int r, ns = 0, t;
+
+	if (pat->kind == ASAM_PATTERN_LOCAL) {
+		for (r = 0; r < gr->R; r++) {
+			int64_t pos = gr->rows[r] + job->fp.qoff;
+			int64_t a = pos - pat->radius, b = pos + pat->radius + 1;
+
+			a = a < gr->k0 ? gr->k0 : a;
+			b = b > gr->lim[r] ? gr->lim[r] : b;
+			b = b > gr->k1 ? gr->k1 : b;
+			w->slo[r] = a;
+			w->shi[r] = b;
+			if (a < b) {
+				lo = a < lo ? a : lo;
+				hi = b > hi ? b : hi;
+			}
+		}
+		for (blk = lo / FAST_KB; lo < hi && blk * FAST_KB < hi; blk++) {
+			seg[ns] = (int32_t)blk;
+			segn[ns++] = FAST_KB;
+		}
+		ks->nseg = ns;
+		ks->ranges = true;
+		return true;
+	}
+	if (pat->kind == ASAM_PATTERN_RANDOM && gr->R > 0 &&
+	    gr->rows[0] / ASAM_RANDOM_BLOCK ==
+	    gr->rows[gr->R - 1] / ASAM_RANDOM_BLOCK) {
+		int rb = DIV_ROUND_UP(pat->r, ASAM_RANDOM_BLOCK), m;
+		int64_t bl[256];
+
+		m = asam_random_blocks(pat->seed, gr->h,
+				       gr->rows[0] / ASAM_RANDOM_BLOCK,
+				       rb > 256 ? 256 : rb,
+				       DIV_ROUND_UP(p->Nk, ASAM_RANDOM_BLOCK), bl);
+		for (t = 0; t < m; t++) {
+			int64_t j0 = bl[t] * FAST_KB;
+
+			if (j0 >= gr->maxlim || j0 < gr->k0 || j0 >= gr->k1)
+				continue;
+			seg[ns] = (int32_t)bl[t];
+			segn[ns++] = FAST_KB;
+		}
+		ks->nseg = ns;
+		return true;	/* whole blocks: the dense mask is the mask */
+	}
+	return false;
+}
+
 /* keep the keys of sorted rk[0..n) in [k0, k1), moved to the front */
 static int64_t clip_keys(int32_t *rk, int64_t n, int64_t k0, int64_t k1)
 {
@@ -407,6 +470,7 @@ static void build_keys(struct fast_job *job, struct fast_ws *w,
 	ks->segn = segn;
 	ks->u = w->u;
 	ks->sbits = false;
+	ks->ranges = false;
 	ks->first = gr->k0 / FAST_KB;
 	if (!gr->want_s || gr->s_is_d || gr->want_d) {
 		int64_t end = gr->maxlim < gr->k1 ? gr->maxlim : gr->k1;
@@ -420,6 +484,8 @@ static void build_keys(struct fast_job *job, struct fast_ws *w,
 		if (!gr->want_s || gr->s_is_d)
 			return;
 	}
+	if (!gr->want_d && build_keys_arith(job, w, gr, ks))
+		return;
 	plan_for(job, w, gr->b, gr->h);
 	for (r = 0; r < nr; r++) {
 		int32_t *rk = w->rk + (size_t)r * job->p->Nk;
@@ -539,6 +605,12 @@ static inline uint64_t row_mask(const struct fast_ws *w,
 				const struct group *gr, int r, int sg,
 				bool sparse)
 {
+	if (sparse && ks->ranges) {
+		int64_t base = (int64_t)ks->seg[sg] * FAST_KB;
+
+		return prefix_mask(w->shi[r] - base) &
+		       ~prefix_mask(w->slo[r] - base);
+	}
 	if (sparse && ks->sbits)
 		return w->bits[(size_t)sg * FAST_TQ + r];
 	/* dense keys: whole blocks, cut at the row's limit */
