@@ -22,14 +22,17 @@ typedef int32_t vi __attribute__((vector_size(VW * 4), aligned(VW * 4)));
 #define CAT(a, b) CAT_(a, b)
 #define F(name) CAT(name, KERN)
 
+/* unaligned: K and V rows may be read in place from the caller's tensor */
+typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));
+
 static inline vf F(ld)(const float *p)
 {
-	return *(const vf *)p;
+	return *(const vfu *)p;
 }
 
 static inline void F(st)(float *p, vf x)
 {
-	*(vf *)p = x;
+	*(vfu *)p = x;
 }
 
 /* c[r][0..64) = a[r] . bt[.][0..64) for rows r0..r0+nr, nr <= RB */

@@ -79,6 +79,7 @@ struct fast_job {
 	float *KT, *VT;				/* [B][Hkv][nkb][dp][KB] */
 	float *K32, *V32;			/* [B][Hkv][nkb * KB][dp] */
 	struct cpu_priv *priv;			/* locked: arena in use */
+	bool kdirect, vdirect;			/* K, V rows read in place */
 	float *D;				/* [B][Hq][Nq][2] (split bwd) */
 	double *dgp;				/* [B][Hq][maxgroups] */
 	int64_t chunk;				/* keys per dK/dV item */
@@ -275,6 +276,27 @@ static void store_row(const struct asam_tv *t, int64_t off, int d,
  * Workers convert the blocks they are given, so the pages are first
  * touched on their nodes.
  */
+/*
+ * fp32 K or V whose rows are dense at the padded width can be read in
+ * place (the kernels load unaligned): full blocks then need no row copy,
+ * only the transposes.
+ */
+static bool tv_direct(const struct asam_tv *t, int d, int dp)
+{
+	return t->dt == ASAM_DT_F32 && d == dp && t->stride[3] == 1 &&
+	       t->stride[2] == d;
+}
+
+/* Rows of block @blk of (b, hk) in @t: in place, or NULL to copy. */
+static const float *block_rows(const struct fast_job *job,
+			       const struct asam_tv *t, bool direct, int b,
+			       int hk, int64_t blk)
+{
+	if (!direct || (blk + 1) * FAST_KB > job->p->Nk)
+		return NULL;
+	return (const float *)t->data + tv_off(t, b, hk, blk * FAST_KB, 0);
+}
+
 static void convert_blocks(void *arg, int64_t begin, int64_t end, int worker)
 {
 	struct fast_job *job = arg;
@@ -285,21 +307,46 @@ static void convert_blocks(void *arg, int64_t begin, int64_t end, int worker)
 	for (it = begin; it < end; it++) {
 		int64_t bhk = it / job->nkb, blk = it % job->nkb;
 		int b = bhk / p->Hkv, hk = bhk % p->Hkv;
-		float *kr = job->K32 + it * FAST_KB * dp;
-		float *vr = job->V32 + it * FAST_KB * dp;
+		const float *kr = block_rows(job, &p->k, job->kdirect, b, hk,
+					     blk);
+		const float *vr = block_rows(job, &p->v, job->vdirect, b, hk,
+					     blk);
+		float *kc = job->K32 + it * FAST_KB * dp;
+		float *vc = job->V32 + it * FAST_KB * dp;
 		float *kt = job->KT + it * FAST_KB * dp;
 		float *vt = job->VT ? job->VT + it * FAST_KB * dp : NULL;
 
-		memset(kr, 0, sizeof(float) * FAST_KB * dp);
-		memset(vr, 0, sizeof(float) * FAST_KB * dp);
-		for (t = 0; t < FAST_KB && blk * FAST_KB + t < p->Nk; t++) {
-			int64_t j = blk * FAST_KB + t;
+		if (!kr || !vr) {
+			for (t = 0; t < FAST_KB; t++) {
+				int64_t j = blk * FAST_KB + t;
 
-			load_row(&p->k, tv_off(&p->k, b, hk, j, 0), d,
-				 kr + t * dp);
-			load_row(&p->v, tv_off(&p->v, b, hk, j, 0), d,
-				 vr + t * dp);
+				if (j >= p->Nk) {
+					if (!kr)
+						memset(kc + t * dp, 0,
+						       sizeof(float) * dp);
+					if (!vr)
+						memset(vc + t * dp, 0,
+						       sizeof(float) * dp);
+					continue;
+				}
+				if (!kr) {
+					load_row(&p->k, tv_off(&p->k, b, hk, j, 0),
+						 d, kc + t * dp);
+					memset(kc + t * dp + d, 0,
+					       sizeof(float) * (dp - d));
+				}
+				if (!vr) {
+					load_row(&p->v, tv_off(&p->v, b, hk, j, 0),
+						 d, vc + t * dp);
+					memset(vc + t * dp + d, 0,
+					       sizeof(float) * (dp - d));
+				}
+			}
 		}
+		if (!kr)
+			kr = kc;
+		if (!vr)
+			vr = vc;
 		for (e = 0; e < dp; e++)
 			for (t = 0; t < FAST_KB; t++) {
 				kt[e * FAST_KB + t] = kr[t * dp + e];
@@ -323,18 +370,30 @@ static void gather(const struct fast_job *job, struct fast_ws *w,
 		size_t off = (size_t)(base + (int64_t)ks->seg[sg] * FAST_KB) *
 			     dp;
 
+		const float *kr = block_rows(job, &p->k, job->kdirect, b, hk,
+					     ks->seg[sg]);
+		const float *vr = block_rows(job, &p->v, job->vdirect, b, hk,
+					     ks->seg[sg]);
+
 		w->pkT = job->KT + off;
-		w->pvb = job->V32 + off;
-		w->pkb = job->K32 + off;
+		w->pvb = vr ? vr : job->V32 + off;
+		w->pkb = kr ? kr : job->K32 + off;
 		w->pvT = job->VT ? job->VT + off : NULL;
 		return;
 	}
 	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
 	for (t = 0; t < nb; t++) {
 		size_t off = (size_t)(base + keys[t]) * dp;
+		const float *kr = job->K32 + off, *vr = job->V32 + off;
 
-		memcpy(w->kb + t * dp, job->K32 + off, sizeof(float) * dp);
-		memcpy(w->vb + t * dp, job->V32 + off, sizeof(float) * dp);
+		if (job->kdirect)
+			kr = (const float *)p->k.data +
+			     tv_off(&p->k, b, hk, keys[t], 0);
+		if (job->vdirect)
+			vr = (const float *)p->v.data +
+			     tv_off(&p->v, b, hk, keys[t], 0);
+		memcpy(w->kb + t * dp, kr, sizeof(float) * dp);
+		memcpy(w->vb + t * dp, vr, sizeof(float) * dp);
 	}
 	for (; t < FAST_KB; t++) {
 		memset(w->kb + t * dp, 0, sizeof(float) * dp);
@@ -1081,6 +1140,8 @@ static int job_init(struct fast_job *job, struct asam_backend *be,
 	if (!job->ws)
 		return asam_err(-ENOMEM, "cpu: out of memory");
 	job->nkb = DIV_ROUND_UP(p->Nk, FAST_KB);
+	job->kdirect = tv_direct(&p->k, p->d, job->dp);
+	job->vdirect = tv_direct(&p->v, p->d, job->dp);
 	{
 		struct cpu_priv *priv = be->priv;
 		size_t n = (size_t)p->B * p->Hkv * job->nkb * FAST_KB * job->dp;
