@@ -217,6 +217,62 @@ static float F(row_step)(const float *s, uint64_t mask, float m, bool find_max,
 	return m;
 }
 
+/*
+ * One query row against scattered key rows (row t at base + keys[t] *
+ * stride): s[t] = <q, k_t>, four keys at a time for independent chains.
+ */
+static void F(dots)(const float *q, int dp, const float *base,
+		    int64_t stride, const int32_t *keys, int n, float *s)
+{
+	int t = 0, e, l;
+
+	for (; t < n; t += 4) {
+		const float *k[4];
+		vf acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+		int c, nk = n - t < 4 ? n - t : 4;
+
+		for (c = 0; c < 4; c++)
+			k[c] = base + (int64_t)keys[t + (c < nk ? c : 0)] * stride;
+		for (e = 0; e < dp; e += VW) {
+			vf x = F(ld)(q + e);
+
+			for (c = 0; c < 4; c++)
+				acc[c] += x * F(ld)(k[c] + e);
+		}
+		for (c = 0; c < nk; c++) {
+			float sum = 0;
+
+			for (l = 0; l < VW; l++)
+				sum += acc[c][l];
+			s[t + c] = sum;
+		}
+	}
+}
+
+/* acc[0..dp) += sum_t P[t] v_t over scattered value rows */
+static void F(axpys)(const float *P, const float *base, int64_t stride,
+		     const int32_t *keys, int n, int dp, float *acc)
+{
+	int t, e;
+
+	for (e = 0; e < dp; e += 4 * VW) {
+		int w = dp - e < 4 * VW ? (dp - e) / VW : 4, c;
+		vf a[4];
+
+		for (c = 0; c < w; c++)
+			a[c] = F(ld)(acc + e + c * VW);
+		for (t = 0; t < n; t++) {
+			const float *v = base + (int64_t)keys[t] * stride + e;
+			vf pt = (vf){ 0 } + P[t];
+
+			for (c = 0; c < w; c++)
+				a[c] += pt * F(ld)(v + c * VW);
+		}
+		for (c = 0; c < w; c++)
+			F(st)(acc + e + c * VW, a[c]);
+	}
+}
+
 /* FMA throughput probe: 12 independent chains; returns the flops done */
 static double F(peak)(long iters)
 {
@@ -239,6 +295,8 @@ static double F(peak)(long iters)
 
 const struct fast_isa CAT(fast_isa_, KERN) = {
 	.peak = F(peak),
+	.dots = F(dots),
+	.axpys = F(axpys),
 	.name = KERN_NAME,
 	.mm_nt = F(mm_nt),
 	.mm_nn = F(mm_nn),

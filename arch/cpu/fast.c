@@ -47,6 +47,7 @@ struct fast_ws {
 	int64_t rn[FAST_TQ];
 	int64_t slo[FAST_TQ], shi[FAST_TQ];	/* LOCAL: row ranges */
 	int32_t *u, *posn;			/* [Nk] */
+	float *srow;				/* [Nk + 16] one row's scores */
 	uint8_t *flag, *bytes;			/* [Nk] */
 	uint64_t *bits;				/* [nseg][TQ] row masks */
 	int32_t *seg, *segn;			/* [maxseg] */
@@ -140,6 +141,7 @@ static void ws_free(struct fast_ws *w)
 	free(w->dV);
 	free(w->rk);
 	free(w->u);
+	free(w->srow);
 	free(w->posn);
 	free(w->flag);
 	free(w->bytes);
@@ -185,6 +187,7 @@ static struct fast_ws *ws_get(struct fast_job *job, int worker)
 	w->dST = walloc(tk);
 	w->rk = walloc(sizeof(int32_t) * FAST_TQ * (size_t)p->Nk);
 	w->u = walloc(sizeof(int32_t) * (size_t)p->Nk);
+	w->srow = walloc(sizeof(float) * ((size_t)p->Nk + 16));
 	w->posn = walloc(sizeof(int32_t) * (size_t)p->Nk);
 	w->flag = walloc(p->Nk);
 	w->bits = walloc(sizeof(uint64_t) * FAST_TQ * job->nw * 2);
@@ -209,7 +212,7 @@ static struct fast_ws *ws_get(struct fast_job *job, int worker)
 	if (!w->q || !w->dO || !w->o || !w->accS || !w->accA || !w->dq ||
 	    !w->kT || !w->vT || !w->kb || !w->vb || !w->tk || !w->tv ||
 	    !w->S || !w->Ps || !w->Pd || !w->dP || !w->PT || !w->dST ||
-	    !w->rk || !w->u || !w->posn || !w->flag || !w->bits ||
+	    !w->rk || !w->u || !w->srow || !w->posn || !w->flag || !w->bits ||
 	    !w->seg || !w->segn ||
 	    (job->fp.per_row_plan && !w->bytes))
 		w->failed = true;
@@ -751,6 +754,69 @@ static bool online_step(const struct fast_job *job, struct fast_ws *w,
 	return any;
 }
 
+/* Rows of (b, hk) in K (or V) as base + j * stride, fp32. */
+static const float *rows_of(const struct fast_job *job, bool v, int b,
+			    int hk, int64_t *stride)
+{
+	const struct asam_problem *p = job->p;
+	const struct asam_tv *t = v ? &p->v : &p->k;
+
+	if (v ? job->vdirect : job->kdirect) {
+		*stride = t->stride[2];
+		return (const float *)t->data + tv_off(t, b, hk, 0, 0);
+	}
+	*stride = job->dp;
+	return (v ? job->V32 : job->K32) +
+	       ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB * job->dp;
+}
+
+/*
+ * A one-row group of the sparse branch alone (RANDOM_ROWS, soft
+ * clusters): dot products straight from the key rows and one exact
+ * softmax, with no gather or transpose.
+ */
+static void fwd_row(struct fast_job *job, struct fast_ws *w,
+		    const struct group *gr)
+{
+	const struct asam_problem *p = job->p;
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, d = p->d, e;
+	int64_t n, t, i = gr->rows[0], ks, vs;
+	const float *kb = rows_of(job, false, gr->b, gr->hk, &ks);
+	const float *vb = rows_of(job, true, gr->b, gr->hk, &vs);
+	float m = -INFINITY, l = 0, *s = w->srow;
+
+	plan_for(job, w, gr->b, gr->h);
+	n = fast_plan_row(&job->fp, gr->b, gr->h, i, gr->lim[0], w->rk,
+			  w->plan, w->bytes);
+	load_row(&p->q, tv_off(&p->q, gr->b, gr->h, i, 0), d, w->q);
+	for (e = 0; e < d; e++)
+		w->q[e] *= job->scale;
+	memset(w->accS, 0, sizeof(float) * dp);
+	if (n) {
+		isa->dots(w->q, dp, kb, ks, w->rk, (int)n, s);
+		for (t = 0; t < n; t++)
+			m = s[t] > m ? s[t] : m;
+		for (t = 0; t < n; t++)
+			s[t] -= m;
+		for (t = n; t % 16; t++)
+			s[t] = 0;
+		isa->exp(s, (int)t);
+		for (t = 0; t < n; t++)
+			l += s[t];
+		isa->axpys(s, vb, vs, w->rk, (int)n, dp, w->accS);
+	}
+	for (e = 0; e < d; e++)
+		w->o[e] = l > 0 ? gr->g * w->accS[e] / l : 0;
+	store_row(&p->o, tv_off(&p->o, gr->b, gr->h, i, 0), d, w->o);
+	if (p->lse_s.data)
+		tv_set(&p->lse_s, tv_off(&p->lse_s, gr->b, gr->h, i, 0),
+		       l > 0 ? (double)m + log(l) : -INFINITY);
+	if (p->lse_d.data)
+		tv_set(&p->lse_d, tv_off(&p->lse_d, gr->b, gr->h, i, 0),
+		       -INFINITY);
+}
+
 static void fwd_group(struct fast_job *job, struct fast_ws *w,
 		      const struct group *gr)
 {
@@ -820,7 +886,12 @@ static void fwd_items(void *arg, int64_t begin, int64_t end, int worker)
 	for (it = begin; it < end; it++) {
 		int64_t bh = it / per;
 
-		if (group_init(job, &gr, bh / p->Hq, bh % p->Hq, it % per))
+		if (!group_init(job, &gr, bh / p->Hq, bh % p->Hq, it % per))
+			continue;
+		if (gr.R == 1 && job->fp.group_rows == 1 && gr.want_s &&
+		    !gr.want_d && !gr.s_is_d)
+			fwd_row(job, w, &gr);
+		else
 			fwd_group(job, w, &gr);
 	}
 }

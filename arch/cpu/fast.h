@@ -42,6 +42,11 @@ struct fast_isa {
 	float (*row_step)(const float *s, uint64_t mask, float m,
 			  bool find_max, float *P, float *sum);
 	double (*peak)(long iters);	/* FMA throughput probe: flops */
+	/* one row against scattered rows: row t is base + keys[t] * stride */
+	void (*dots)(const float *q, int dp, const float *base,
+		     int64_t stride, const int32_t *keys, int n, float *s);
+	void (*axpys)(const float *P, const float *base, int64_t stride,
+		      const int32_t *keys, int n, int dp, float *acc);
 };
 
 /*
