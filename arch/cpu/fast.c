@@ -504,6 +504,48 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 		ks->nseg = ns;
 		return true;	/* whole blocks: the dense mask is the mask */
 	}
+	if (pat->kind == ASAM_PATTERN_CLUSTERED && job->fp.sorted_groups) {
+		/*
+		 * Every row of the group is in one cluster: the key set is
+		 * the bucket (ascending), and a row's keys are a prefix of
+		 * it, cut at the row's limit.
+		 */
+		int64_t bh = (int64_t)gr->b * p->Hq + gr->h, a, z;
+		const int32_t *ko = job->fp.korder + bh * p->Nk;
+		const int32_t *kst = job->fp.kstart + bh * (pat->C + 1);
+		int c = job->fp.cq[bh * p->Nq + gr->rows[0]];
+
+		a = kst[c];
+		z = kst[c + 1];
+		while (a < z && ko[a] < gr->k0)
+			a++;
+		while (z > a && (ko[z - 1] >= gr->k1 ||
+				 ko[z - 1] >= gr->maxlim))
+			z--;
+		ks->u = ko + a;
+		for (r = 0; r < gr->R; r++) {
+			int64_t lo2 = 0, hi2 = z - a;
+
+			while (lo2 < hi2) {	/* keys below the limit */
+				int64_t mid = (lo2 + hi2) / 2;
+
+				if (ks->u[mid] < gr->lim[r])
+					lo2 = mid + 1;
+				else
+					hi2 = mid;
+			}
+			w->slo[r] = 0;
+			w->shi[r] = lo2;
+		}
+		for (t = 0; (int64_t)t * FAST_KB < z - a; t++) {
+			seg[ns] = -(t + 1);
+			segn[ns++] = z - a - (int64_t)t * FAST_KB < FAST_KB ?
+				     z - a - (int64_t)t * FAST_KB : FAST_KB;
+		}
+		ks->nseg = ns;
+		ks->ranges = true;
+		return true;
+	}
 	return false;
 }
 
@@ -668,7 +710,9 @@ static inline uint64_t row_mask(const struct fast_ws *w,
 				bool sparse)
 {
 	if (sparse && ks->ranges) {
-		int64_t base = (int64_t)ks->seg[sg] * FAST_KB;
+		/* positions: keys of a block, or indices into a gathered list */
+		int64_t base = (int64_t)(ks->seg[sg] >= 0 ? ks->seg[sg] :
+					 -ks->seg[sg] - 1) * FAST_KB;
 
 		return prefix_mask(w->shi[r] - base) &
 		       ~prefix_mask(w->slo[r] - base);
