@@ -395,20 +395,24 @@ static void gather(const struct fast_job *job, struct fast_ws *w,
 		if (job->vdirect)
 			vr = (const float *)p->v.data +
 			     tv_off(&p->v, b, hk, keys[t], 0);
-		memcpy(w->kb + t * dp, kr, sizeof(float) * dp);
+		/* K straight into its transposed block; rows only for dQ */
+		for (e = 0; e < dp; e++)
+			w->kT[e * FAST_KB + t] = kr[e];
+		if (want_vT) {
+			memcpy(w->kb + t * dp, kr, sizeof(float) * dp);
+			for (e = 0; e < dp; e++)
+				w->vT[e * FAST_KB + t] = vr[e];
+		}
 		memcpy(w->vb + t * dp, vr, sizeof(float) * dp);
 	}
-	for (; t < FAST_KB; t++) {
-		memset(w->kb + t * dp, 0, sizeof(float) * dp);
-		memset(w->vb + t * dp, 0, sizeof(float) * dp);
+	/* padding columns: finite zeros, whatever ran before */
+	for (e = 0; e < dp && nb < FAST_KB; e++) {
+		memset(w->kT + e * FAST_KB + nb, 0,
+		       sizeof(float) * (FAST_KB - nb));
+		if (want_vT)
+			memset(w->vT + e * FAST_KB + nb, 0,
+			       sizeof(float) * (FAST_KB - nb));
 	}
-	for (e = 0; e < dp; e++)
-		for (t = 0; t < FAST_KB; t++)
-			w->kT[e * FAST_KB + t] = w->kb[t * dp + e];
-	if (want_vT)
-		for (e = 0; e < dp; e++)
-			for (t = 0; t < FAST_KB; t++)
-				w->vT[e * FAST_KB + t] = w->vb[t * dp + e];
 	w->pkT = w->kT;
 	w->pvb = w->vb;
 	w->pkb = w->kb;
