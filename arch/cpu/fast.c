@@ -51,6 +51,7 @@ struct fast_ws {
 	uint8_t *flag, *bytes;			/* [Nk] */
 	uint64_t *bits;				/* [nseg][TQ] row masks */
 	int32_t *seg, *segn;			/* [maxseg] */
+	uint64_t *cm;				/* [maxseg] STRIDED columns */
 	struct asam_pat_plan *plan;
 	int plan_b, plan_h;
 	bool failed;
@@ -102,6 +103,7 @@ struct keyset {
 	const int32_t *seg, *segn, *u;
 	bool sbits;		/* sparse mask in ws->bits, else the dense one */
 	bool ranges;		/* sparse mask from ws->slo/shi (LOCAL) */
+	bool strided;		/* band | columns in blocks, prefixes beyond */
 };
 
 #define DIRECT_MIN 24		/* keys of a block that make it direct */
@@ -148,6 +150,7 @@ static void ws_free(struct fast_ws *w)
 	free(w->bits);
 	free(w->seg);
 	free(w->segn);
+	free(w->cm);
 	asam_pat_plan_destroy(w->plan);
 	free(w);
 }
@@ -193,6 +196,7 @@ static struct fast_ws *ws_get(struct fast_job *job, int worker)
 	w->bits = walloc(sizeof(uint64_t) * FAST_TQ * job->nw * 2);
 	w->seg = walloc(sizeof(int32_t) * job->nw * 2);
 	w->segn = walloc(sizeof(int32_t) * job->nw * 2);
+	w->cm = walloc(sizeof(uint64_t) * job->nw * 2);
 	if (p->bwd) {
 		size_t rows = (size_t)job->nkb * FAST_KB;
 
@@ -213,7 +217,7 @@ static struct fast_ws *ws_get(struct fast_job *job, int worker)
 	    !w->kT || !w->vT || !w->kb || !w->vb || !w->tk || !w->tv ||
 	    !w->S || !w->Ps || !w->Pd || !w->dP || !w->PT || !w->dST ||
 	    !w->rk || !w->u || !w->srow || !w->posn || !w->flag || !w->bits ||
-	    !w->seg || !w->segn ||
+	    !w->seg || !w->segn || !w->cm ||
 	    (job->fp.per_row_plan && !w->bytes))
 		w->failed = true;
 	return w->failed ? NULL : w;
@@ -508,6 +512,71 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 		ks->nseg = ns;
 		return true;	/* whole blocks: the dense mask is the mask */
 	}
+	if (pat->kind == ASAM_PATTERN_STRIDED) {
+		/*
+		 * The rows' bands go direct, with the columns that fall in
+		 * those blocks as a per-block mask; the other columns are
+		 * shared by every row and gathered once, each row taking the
+		 * prefix below its limit.
+		 */
+		int64_t blo, bhi, j, end = gr->maxlim < gr->k1 ? gr->maxlim
+							       : gr->k1;
+		int64_t ng = 0, st = pat->stride;
+
+		for (r = 0; r < gr->R; r++) {
+			int64_t pos = gr->rows[r] + job->fp.qoff;
+			int64_t a = pos - pat->radius, b = pos + pat->radius + 1;
+
+			a = a < gr->k0 ? gr->k0 : a;
+			b = b > gr->lim[r] ? gr->lim[r] : b;
+			b = b > gr->k1 ? gr->k1 : b;
+			w->slo[r] = a;
+			w->shi[r] = b;
+			if (a < b) {
+				lo = a < lo ? a : lo;
+				hi = b > hi ? b : hi;
+			}
+		}
+		blo = lo < hi ? lo / FAST_KB : 0;
+		bhi = lo < hi ? (hi - 1) / FAST_KB + 1 : 0;	/* exclusive */
+		for (blk = blo; blk < bhi; blk++) {
+			uint64_t m = 0;
+
+			for (j = (blk * FAST_KB + st - 1) / st * st;
+			     j < (blk + 1) * FAST_KB; j += st)
+				m |= 1ull << (j - blk * FAST_KB);
+			w->cm[ns] = m;
+			seg[ns] = (int32_t)blk;
+			segn[ns++] = FAST_KB;
+		}
+		for (j = (gr->k0 + st - 1) / st * st; j < end; j += st) {
+			if (j >= blo * FAST_KB && j < bhi * FAST_KB)
+				continue;
+			w->u[ng++] = (int32_t)j;
+		}
+		for (r = 0; r < gr->R; r++) {
+			int64_t a2 = 0, z2 = ng;
+
+			while (a2 < z2) {
+				int64_t mid = (a2 + z2) / 2;
+
+				if (w->u[mid] < gr->lim[r])
+					a2 = mid + 1;
+				else
+					z2 = mid;
+			}
+			w->rn[r] = a2;
+		}
+		for (t = 0; (int64_t)t * FAST_KB < ng; t++) {
+			seg[ns] = -(t + 1);
+			segn[ns++] = ng - (int64_t)t * FAST_KB < FAST_KB ?
+				     ng - (int64_t)t * FAST_KB : FAST_KB;
+		}
+		ks->u = w->u;
+		ks->nseg = ns;
+		ks->strided = true;
+		return true;
+	}
 	if (pat->kind == ASAM_PATTERN_CLUSTERED && job->fp.sorted_groups) {
 		/*
 		 * Every row of the group is in one cluster: the key set is
@@ -579,6 +648,7 @@ static void build_keys(struct fast_job *job, struct fast_ws *w,
 	ks->u = w->u;
 	ks->sbits = false;
 	ks->ranges = false;
+	ks->strided = false;
 	ks->first = gr->k0 / FAST_KB;
 	if (!gr->want_s || gr->s_is_d || gr->want_d) {
 		int64_t end = gr->maxlim < gr->k1 ? gr->maxlim : gr->k1;
@@ -713,6 +783,15 @@ static inline uint64_t row_mask(const struct fast_ws *w,
 				const struct group *gr, int r, int sg,
 				bool sparse)
 {
+	if (sparse && ks->strided) {
+		if (ks->seg[sg] < 0)
+			return prefix_mask(w->rn[r] - (int64_t)(-ks->seg[sg] - 1) *
+					   FAST_KB);
+		return ((prefix_mask(w->shi[r] - (int64_t)ks->seg[sg] * FAST_KB) &
+			 ~prefix_mask(w->slo[r] - (int64_t)ks->seg[sg] * FAST_KB)) |
+			w->cm[sg]) &
+		       prefix_mask(gr->lim[r] - (int64_t)ks->seg[sg] * FAST_KB);
+	}
 	if (sparse && ks->ranges) {
 		/* positions: keys of a block, or indices into a gathered list */
 		int64_t base = (int64_t)(ks->seg[sg] >= 0 ? ks->seg[sg] :
