@@ -409,6 +409,15 @@ int fast_plan_group(const struct fast_plan *fp, int b, int h, int g,
 	return n;
 }
 
+bool fast_hier_near(const struct fast_plan *fp, int h, int64_t pos,
+		    int64_t j)
+{
+	const struct asam_pat *pat = &fp->p->pat;
+
+	return fp->hier_tab[((size_t)h << pat->nscales) +
+			    hier_bits(pat, pos > j ? pos - j : j - pos, j)];
+}
+
 static int64_t emit_range(int32_t *out, int64_t n, int64_t lo, int64_t hi)
 {
 	for (; lo < hi; lo++)

@@ -104,6 +104,7 @@ struct keyset {
 	bool sbits;		/* sparse mask in ws->bits, else the dense one */
 	bool ranges;		/* sparse mask from ws->slo/shi (LOCAL) */
 	bool strided;		/* band | columns in blocks, prefixes beyond */
+	bool hier;		/* ... with the band as bits (HIERARCHICAL) */
 };
 
 #define DIRECT_MIN 24		/* keys of a block that make it direct */
@@ -454,6 +455,22 @@ static void plan_for(struct fast_job *job, struct fast_ws *w, int b, int h)
  * the rows' lists, found by flagging keys and scanning the flagged span
  * block by block; well-used blocks go direct, the rest is gathered.
  */
+/* first index in sorted a[0..n) with a[t] >= x */
+static int64_t lower_bound32(const int32_t *a, int64_t n, int64_t x)
+{
+	int64_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		int64_t mid = (lo + hi) / 2;
+
+		if (a[mid] < x)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /*
  * LOCAL and RANDOM need no key lists: a LOCAL row is one range, and the
  * rows of a group (16 queries inside one 64-query block) share their
@@ -512,7 +529,8 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 		ks->nseg = ns;
 		return true;	/* whole blocks: the dense mask is the mask */
 	}
-	if (pat->kind == ASAM_PATTERN_STRIDED) {
+	if (pat->kind == ASAM_PATTERN_STRIDED ||
+	    pat->kind == ASAM_PATTERN_HIERARCHICAL) {
 		/*
 		 * The rows' bands go direct, with the columns that fall in
 		 * those blocks as a per-block mask; the other columns are
@@ -521,11 +539,19 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 		 */
 		int64_t blo, bhi, j, end = gr->maxlim < gr->k1 ? gr->maxlim
 							       : gr->k1;
-		int64_t ng = 0, st = pat->stride;
+		bool hr = pat->kind == ASAM_PATTERN_HIERARCHICAL;
+		int64_t ng = 0, st = pat->stride, rad = pat->radius, nc = 0;
+		const int32_t *cols = NULL;
 
+		if (hr) {
+			/* near field: delta <= max s_k / 4; beyond, columns */
+			rad = job->fp.hier_band;
+			cols = job->fp.hier_cols + (size_t)gr->h * p->Nk;
+			nc = job->fp.hier_ncols[gr->h];
+		}
 		for (r = 0; r < gr->R; r++) {
 			int64_t pos = gr->rows[r] + job->fp.qoff;
-			int64_t a = pos - pat->radius, b = pos + pat->radius + 1;
+			int64_t a = pos - rad, b = pos + rad + 1;
 
 			a = a < gr->k0 ? gr->k0 : a;
 			b = b > gr->lim[r] ? gr->lim[r] : b;
@@ -542,17 +568,47 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 		for (blk = blo; blk < bhi; blk++) {
 			uint64_t m = 0;
 
-			for (j = (blk * FAST_KB + st - 1) / st * st;
-			     j < (blk + 1) * FAST_KB; j += st)
-				m |= 1ull << (j - blk * FAST_KB);
+			if (hr) {
+				int64_t q = lower_bound32(cols, nc,
+							  blk * FAST_KB);
+
+				for (; q < nc && cols[q] < (blk + 1) * FAST_KB;
+				     q++)
+					m |= 1ull << (cols[q] - blk * FAST_KB);
+			} else {
+				for (j = (blk * FAST_KB + st - 1) / st * st;
+				     j < (blk + 1) * FAST_KB; j += st)
+					m |= 1ull << (j - blk * FAST_KB);
+			}
 			w->cm[ns] = m;
 			seg[ns] = (int32_t)blk;
 			segn[ns++] = FAST_KB;
 		}
-		for (j = (gr->k0 + st - 1) / st * st; j < end; j += st) {
-			if (j >= blo * FAST_KB && j < bhi * FAST_KB)
-				continue;
-			w->u[ng++] = (int32_t)j;
+		if (hr) {
+			int64_t q;
+
+			memset(w->bits, 0, sizeof(uint64_t) * FAST_TQ * ns);
+			for (r = 0; r < gr->R; r++) {
+				int64_t pos = gr->rows[r] + job->fp.qoff;
+
+				for (j = w->slo[r]; j < w->shi[r]; j++)
+					if (fast_hier_near(&job->fp, gr->h, pos,
+							   j))
+						w->bits[((j >> 6) - blo) *
+							FAST_TQ + r] |=
+							1ull << (j & 63);
+			}
+			for (q = lower_bound32(cols, nc, gr->k0);
+			     q < nc && cols[q] < end; q++)
+				if (cols[q] < blo * FAST_KB ||
+				    cols[q] >= bhi * FAST_KB)
+					w->u[ng++] = cols[q];
+		} else {
+			for (j = (gr->k0 + st - 1) / st * st; j < end; j += st) {
+				if (j >= blo * FAST_KB && j < bhi * FAST_KB)
+					continue;
+				w->u[ng++] = (int32_t)j;
+			}
 		}
 		for (r = 0; r < gr->R; r++) {
 			int64_t a2 = 0, z2 = ng;
@@ -575,6 +631,7 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 		ks->u = w->u;
 		ks->nseg = ns;
 		ks->strided = true;
+		ks->hier = hr;
 		return true;
 	}
 	if (pat->kind == ASAM_PATTERN_CLUSTERED && job->fp.sorted_groups) {
@@ -649,6 +706,7 @@ static void build_keys(struct fast_job *job, struct fast_ws *w,
 	ks->sbits = false;
 	ks->ranges = false;
 	ks->strided = false;
+	ks->hier = false;
 	ks->first = gr->k0 / FAST_KB;
 	if (!gr->want_s || gr->s_is_d || gr->want_d) {
 		int64_t end = gr->maxlim < gr->k1 ? gr->maxlim : gr->k1;
@@ -787,7 +845,8 @@ static inline uint64_t row_mask(const struct fast_ws *w,
 		if (ks->seg[sg] < 0)
 			return prefix_mask(w->rn[r] - (int64_t)(-ks->seg[sg] - 1) *
 					   FAST_KB);
-		return ((prefix_mask(w->shi[r] - (int64_t)ks->seg[sg] * FAST_KB) &
+		return ((ks->hier ? w->bits[(size_t)sg * FAST_TQ + r] :
+			 prefix_mask(w->shi[r] - (int64_t)ks->seg[sg] * FAST_KB) &
 			 ~prefix_mask(w->slo[r] - (int64_t)ks->seg[sg] * FAST_KB)) |
 			w->cm[sg]) &
 		       prefix_mask(gr->lim[r] - (int64_t)ks->seg[sg] * FAST_KB);

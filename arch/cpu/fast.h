@@ -119,6 +119,10 @@ int fast_plan_group(const struct fast_plan *fp, int b, int h, int g,
  * branch; @tmp is an asam_pat_plan prepared for (b, h) when
  * per_row_plan is set, with @bytes an Nk scratch row.  Returns the count.
  */
+/* HIERARCHICAL: is key j allowed for a query at position pos (any delta)? */
+bool fast_hier_near(const struct fast_plan *fp, int h, int64_t pos,
+		    int64_t j);
+
 int64_t fast_plan_row(const struct fast_plan *fp, int b, int h, int64_t i,
 		      int64_t lim, int32_t *out, struct asam_pat_plan *tmp,
 		      uint8_t *bytes);

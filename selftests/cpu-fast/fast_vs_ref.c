@@ -126,8 +126,8 @@ static void run_case(struct asam_ctx *ctx, const struct kind *kd,
 	pat.seed = (uint64_t)tt_uniform() * 1000;
 	pat.num_clusters = 4;
 	pat.cluster_mode = kd->cm;
-	if (kd->k == ASAM_PATTERN_HIERARCHICAL && gm == ASAM_GATE_SOFT) {
-		/* per-head weights, some heads tie-free, some near 0.5 */
+	if (kd->k == ASAM_PATTERN_HIERARCHICAL && !gqa) {
+		/* random per-head weights (uniform ones in the GQA cases) */
 		for (i = 0; i < H * pat.num_scales; i++)
 			wts[i] = (float)tt_uniform();
 		for (i = 0; i < H; i++) {
