@@ -68,7 +68,7 @@ static void *worker_main(void *data)
 
 	if (w->pinned &&
 	    pthread_setaffinity_np(pthread_self(), sizeof(w->cpus), &w->cpus))
-		pr_warn_once("pool: cannot pin worker %d\n", w->id);
+		pr_warn_once("pool: cannot pin worker %d", w->id);
 	in_pool = pool;
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {

@@ -88,7 +88,7 @@ const struct fast_isa *fast_isa_select(void)
 			break;
 		}
 	}
-	pr_info("cpu: %s kernels\n", best->name);
+	pr_info("cpu: %s kernels", best->name);
 	chosen = best;
 	return best;
 }

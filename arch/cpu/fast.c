@@ -1553,7 +1553,7 @@ static int cpu_probe(struct asam_backend *be)
 		return asam_err(-ENOMEM, "cpu: out of memory");
 	pthread_mutex_init(&priv->lock, NULL);
 	be->priv = priv;
-	pr_info("cpu: fast backend, %s kernels\n", fast_isa_select()->name);
+	pr_info("cpu: fast backend, %s kernels", fast_isa_select()->name);
 	return 0;
 }
 
