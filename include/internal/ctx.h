@@ -4,6 +4,8 @@
 
 #include <internal/backend.h>
 
+struct asam_pool;
+
 #define ASAM_MAX_BACKENDS 8
 
 struct asam_topo;
@@ -14,6 +16,7 @@ struct asam_ctx {
 	unsigned int num_threads;
 	char *devices;		/* "cpu,cuda:0", or NULL for all */
 	struct asam_topo *topo;	/* NULL if discovery failed */
+	struct asam_pool *pool;	/* worker threads, threadpool.c (lazy) */
 };
 
 /* Is device "@type:@id" allowed by the context's device list? */
