@@ -10,6 +10,7 @@
 #include <internal/ctx.h>
 #include <internal/err.h>
 #include <internal/log.h>
+#include <internal/threadpool.h>
 #include <internal/topology.h>
 
 #define BACKEND_ENTRY(n) &asam_backend_##n##_ops,
@@ -158,6 +159,7 @@ __public void asam_ctx_destroy(struct asam_ctx *ctx)
 	if (!ctx)
 		return;
 	ctx_remove_backends(ctx);
+	asam_pool_put(ctx);	/* a backend may have started it; put is idempotent */
 	asam_topo_put(ctx->topo);
 	free(ctx->devices);
 	free(ctx);
