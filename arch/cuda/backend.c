@@ -9,6 +9,7 @@
 
 #include <internal/ctx.h>
 #include <internal/cuda.h>
+#include <internal/jit.h>
 #include <internal/err.h>
 #include <internal/log.h>
 
@@ -44,6 +45,9 @@ static int cuda_probe(struct asam_backend *be)
 	/* no driver at all is "no device" to the context; the message says which */
 	if (IS_ERR(drv))
 		return PTR_ERR(drv) == -ENOENT ? -ENODEV : PTR_ERR(drv);
+	/* kernels built for one driver are keyed apart from another's */
+	if (IS_ENABLED(CONFIG_JIT_NVRTC))
+		asam_jit_set_driver_version(drv->version);
 	ret = asam_cuda_err(drv->cuDeviceGetCount(&count), "cuDeviceGetCount");
 	if (ret)
 		return ret;
