@@ -10,6 +10,8 @@
 #include <internal/ctx.h>
 #include <internal/err.h>
 #include <internal/log.h>
+#include <internal/threadpool.h>
+#include <internal/topology.h>
 
 #define BACKEND_ENTRY(n) &asam_backend_##n##_ops,
 static const struct asam_backend_ops *const backend_table[] = {
@@ -115,6 +117,13 @@ __public int asam_ctx_create(const struct asam_ctx_opts *opts,
 		}
 	}
 
+	/* best effort: backends cope with no topology */
+	ctx->topo = asam_topo_get();
+	if (IS_ERR(ctx->topo)) {
+		pr_warn("topology: %s", asam_last_error());
+		ctx->topo = NULL;
+	}
+
 	for (i = 0; i < ARRAY_SIZE(backend_table); i++) {
 		const struct asam_backend_ops *ops = backend_table[i];
 		struct asam_backend *be = &ctx->backends[ctx->nr_backends];
@@ -150,6 +159,8 @@ __public void asam_ctx_destroy(struct asam_ctx *ctx)
 	if (!ctx)
 		return;
 	ctx_remove_backends(ctx);
+	asam_pool_put(ctx);	/* a backend may have started it; put is idempotent */
+	asam_topo_put(ctx->topo);
 	free(ctx->devices);
 	free(ctx);
 }

@@ -14,6 +14,8 @@ KCONFIG_ENV := KCONFIG_WARN_UNDEF=y KCONFIG_WARN_UNDEF_ASSIGN=y
 
 kconfig-deps = $(shell find . -name Kconfig -o -name 'Kconfig.*' \
 		 -not -path './.git/*' 2>/dev/null)
+# a new backend in the generator must regenerate backends.h too
+kconfig-deps += tools/build/gen-backends.sh
 
 defconfig: setup
 	$(Q)$(KCONFIG_ENV) $(KCONFIG)/defconfig.py --kconfig Kconfig \

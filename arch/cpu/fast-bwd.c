@@ -1,0 +1,346 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The backward: probabilities recomputed from the saved log-sum-exps,
+ * dS = P (dP - D) per branch, and dQ, dK, dV (and dg for SOFT).  Two
+ * schedules: one fused pass per (b, kv head) when those are plentiful,
+ * else a dQ pass over query groups and a dK/dV pass over key chunks.
+ * Every output row has one writer; the results are deterministic.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <internal/err.h>
+#include <internal/log.h>
+
+#include "fast-job.h"
+
+/* ------------------------------------------------------------------------ */
+/* Backward                                                                 */
+
+/* P = exp(S - lse) on the mask; lse -inf gives 0 */
+static void probs(const struct fast_job *job, const struct fast_ws *w,
+		  const struct keyset *ks, const struct group *gr, int sg,
+		  bool sparse, const float *lse, float *P)
+{
+	float sum;
+	int r;
+
+	for (r = 0; r < gr->R; r++) {
+		uint64_t mask = row_mask(w, ks, gr, r, sg, sparse);
+
+		if (!mask || lse[r] == -INFINITY) {
+			memset(P + r * FAST_KB, 0, sizeof(float) * FAST_KB);
+			continue;
+		}
+		job->isa->row_step(w->S + r * FAST_KB, mask, lse[r], false,
+				   P + r * FAST_KB, &sum);
+	}
+}
+
+/* dst[key][.] += sum_r a[r][t] x[r][.] over segment @sg's keys */
+static void acc_tn(const struct fast_job *job, struct fast_ws *w,
+		   const float *a, int R, const float *x,
+		   const struct keyset *ks, int sg, float *dst)
+{
+	int dp = job->dp, nb = ks->segn[sg], r, t, e;
+	const int32_t *keys;
+
+	for (t = 0; t < nb; t++)
+		for (r = 0; r < R; r++)
+			w->PT[t * FAST_TQ + r] = a[r * FAST_KB + t];
+	if (ks->seg[sg] >= 0) {
+		job->isa->mm_nn(w->PT, FAST_TQ, nb, R, x, dp,
+				dst + (size_t)ks->seg[sg] * FAST_KB * dp);
+		return;
+	}
+	memset(w->tk, 0, sizeof(float) * FAST_KB * dp);
+	job->isa->mm_nn(w->PT, FAST_TQ, nb, R, x, dp, w->tk);
+	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
+	for (t = 0; t < nb; t++) {
+		float *row = dst + (size_t)keys[t] * dp;
+		const float *src = w->tk + t * dp;
+
+		for (e = 0; e < dp; e++)
+			row[e] += src[e];
+	}
+}
+
+static double bwd_group(struct fast_job *job, struct fast_ws *w,
+			const struct group *gr, enum bwd_mode mode)
+{
+	const struct asam_problem *p = job->p;
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, d = p->d, R = gr->R, r, e, t, nb, sg;
+	float lse_s[FAST_TQ], lse_d[FAST_TQ], Ds[FAST_TQ], Dd[FAST_TQ];
+	float gs = gr->g, gd = 1 - gr->g;
+	struct keyset ks;
+	double dg = 0;
+
+	fast_build_keys(job, w, gr, &ks);
+	for (r = 0; r < R; r++) {
+		int64_t i = gr->rows[r];
+
+		fast_load_row(&p->q, tv_off(&p->q, gr->b, gr->h, i, 0), d,
+			 w->q + r * dp);
+		for (e = 0; e < d; e++)
+			w->q[r * dp + e] *= job->scale;
+		fast_load_row(&p->d_o, tv_off(&p->d_o, gr->b, gr->h, i, 0), d,
+			 w->dO + r * dp);
+		lse_s[r] = gr->want_s ? (float)tv_get(&p->lse_s,
+				tv_off(&p->lse_s, gr->b, gr->h, i, 0)) : 0;
+		lse_d[r] = gr->want_d ? (float)tv_get(&p->lse_d,
+				tv_off(&p->lse_d, gr->b, gr->h, i, 0)) : 0;
+		if (!gr->lim[r])
+			lse_s[r] = lse_d[r] = -INFINITY;
+	}
+	memset(w->dq, 0, sizeof(float) * FAST_TQ * dp);
+	memset(w->accS, 0, sizeof(float) * FAST_TQ * dp);
+	memset(w->accA, 0, sizeof(float) * FAST_TQ * dp);
+
+	if (mode == BWD_DKV) {
+		/* D of every row from the dQ pass */
+		for (r = 0; r < R; r++) {
+			const float *Dr = job->D + (((int64_t)gr->b * p->Hq +
+					  gr->h) * p->Nq + gr->rows[r]) * 2;
+
+			Ds[r] = Dr[0];
+			Dd[r] = Dr[1];
+		}
+		if (!(gr->want_s && gr->want_d)) {
+			gs = gr->want_s ? 1 : 0;
+			gd = gr->want_d ? 1 : 0;
+		}
+	} else if (gr->want_s && gr->want_d) {
+		/* SOFT: the branch outputs S and A, for D and dg */
+		for (sg = 0; sg < ks.nseg; sg++) {
+			nb = ks.segn[sg];
+			fast_gather(job, w, &ks, gr->b, gr->hk, sg, false);
+			isa->mm_nt(w->q, R, dp, w->pkT, w->S);
+			probs(job, w, &ks, gr, sg, true, lse_s, w->Ps);
+			probs(job, w, &ks, gr, sg, false, lse_d, w->Pd);
+			isa->mm_nn(w->Ps, FAST_KB, R, nb, w->pvb, dp, w->accS);
+			isa->mm_nn(w->Pd, FAST_KB, R, nb, w->pvb, dp, w->accA);
+		}
+		for (r = 0; r < R; r++) {
+			double ds = 0, da = 0;
+
+			for (e = 0; e < d; e++) {
+				ds += (double)w->dO[r * dp + e] *
+				      w->accS[r * dp + e];
+				da += (double)w->dO[r * dp + e] *
+				      w->accA[r * dp + e];
+			}
+			Ds[r] = gs * ds;
+			Dd[r] = gd * da;
+			dg += ds - da;
+		}
+	} else {
+		/* one branch: its output is O itself */
+		for (r = 0; r < R; r++) {
+			double D = 0;
+
+			fast_load_row(&p->o, tv_off(&p->o, gr->b, gr->h,
+					       gr->rows[r], 0), d, w->o);
+			for (e = 0; e < d; e++)
+				D += (double)w->dO[r * dp + e] * w->o[e];
+			Ds[r] = Dd[r] = D;
+		}
+		gs = gr->want_s ? 1 : 0;
+		gd = gr->want_d ? 1 : 0;
+	}
+	if (mode == BWD_DQ)
+		for (r = 0; r < R; r++) {
+			float *Dr = job->D + (((int64_t)gr->b * p->Hq + gr->h) *
+				    p->Nq + gr->rows[r]) * 2;
+
+			Dr[0] = Ds[r];
+			Dr[1] = Dd[r];
+		}
+
+	for (sg = 0; sg < ks.nseg; sg++) {
+		bool any = false;
+
+		nb = ks.segn[sg];
+		for (r = 0; r < R && !any; r++)
+			any = (gr->want_s && row_mask(w, &ks, gr, r, sg, true)) ||
+			      (gr->want_d && row_mask(w, &ks, gr, r, sg, false));
+		if (!any)
+			continue;
+		fast_gather(job, w, &ks, gr->b, gr->hk, sg, true);
+		isa->mm_nt(w->q, R, dp, w->pkT, w->S);
+		isa->mm_nt(w->dO, R, dp, w->pvT, w->dP);
+		if (gr->want_s)
+			probs(job, w, &ks, gr, sg, true, lse_s, w->Ps);
+		if (gr->want_d)
+			probs(job, w, &ks, gr, sg, false, lse_d, w->Pd);
+		/* Pmix into Ps, dS into S */
+		for (r = 0; r < R; r++) {
+			float *ps = w->Ps + r * FAST_KB, *pd = w->Pd + r * FAST_KB;
+			float *dpr = w->dP + r * FAST_KB, *s = w->S + r * FAST_KB;
+
+			for (t = 0; t < FAST_KB; t++) {
+				float a = gr->want_s ? ps[t] : 0;
+				float b = gr->want_d ? pd[t] : 0;
+
+				s[t] = a * (gs * dpr[t] - Ds[r]) +
+				       b * (gd * dpr[t] - Dd[r]);
+				ps[t] = gs * a + gd * b;
+			}
+		}
+		if (mode != BWD_DQ) {
+			acc_tn(job, w, w->Ps, R, w->dO, &ks, sg, w->dV);
+			acc_tn(job, w, w->S, R, w->q, &ks, sg, w->dK);
+		}
+		if (mode != BWD_DKV)
+			isa->mm_nn(w->S, FAST_KB, R, nb, w->pkb, dp, w->dq);
+	}
+	for (r = 0; r < R && mode != BWD_DKV; r++) {
+		for (e = 0; e < d; e++)
+			w->dq[r * dp + e] *= job->scale;
+		fast_store_row(&p->dq, tv_off(&p->dq, gr->b, gr->h, gr->rows[r], 0),
+			  d, w->dq + r * dp);
+	}
+	return dg;
+}
+
+/* dK, dV of keys [k0, k1) of (b, hk) over every query head sharing them */
+static void bwd_keys(struct fast_job *job, struct fast_ws *w, int b, int hk,
+		     int64_t k0, int64_t k1, enum bwd_mode mode)
+{
+	const struct asam_problem *p = job->p;
+	int dp = job->dp, g, h;
+	struct group gr;
+	int64_t j;
+
+	memset(w->dK + k0 * dp, 0, sizeof(float) * (k1 - k0) * dp);
+	memset(w->dV + k0 * dp, 0, sizeof(float) * (k1 - k0) * dp);
+	for (h = hk * job->group; h < (hk + 1) * job->group; h++) {
+		double dg = 0;
+
+		for (g = 0; g < job->fp.maxgroups; g++) {
+			if (!fast_group_init(job, &gr, b, h, g))
+				continue;
+			if (mode == BWD_DKV && gr.maxlim <= k0 && gr.want_d)
+				continue;	/* the causal tail of a chunk */
+			gr.k0 = k0;
+			gr.k1 = k1;
+			dg += bwd_group(job, w, &gr, mode);
+		}
+		if (mode == BWD_FUSED && p->gate_mode == ASAM_GATE_SOFT)
+			tv_set(&p->dgate, tv_off(&p->dgate, b, h, 0, 0), dg);
+	}
+	for (j = k0; j < k1 && j < p->Nk; j++) {
+		fast_store_row(&p->dk, tv_off(&p->dk, b, hk, j, 0), p->d,
+			  w->dK + j * dp);
+		fast_store_row(&p->dv, tv_off(&p->dv, b, hk, j, 0), p->d,
+			  w->dV + j * dp);
+	}
+}
+
+/* items (b, kv head): everything in one pass, no shared writes */
+static void bwd_fused(void *arg, int64_t begin, int64_t end, int worker)
+{
+	struct fast_job *job = arg;
+	struct fast_ws *w = fast_ws_get(job, worker);
+	int64_t it;
+
+	if (!w) {
+		atomic_store(&job->err, -ENOMEM);
+		return;
+	}
+	for (it = begin; it < end; it++)
+		bwd_keys(job, w, it / job->p->Hkv, it % job->p->Hkv, 0,
+			 job->nkb * FAST_KB, BWD_FUSED);
+}
+
+/* items (b, h, group): dQ, the rows' D terms and dg partials */
+static void bwd_dq(void *arg, int64_t begin, int64_t end, int worker)
+{
+	struct fast_job *job = arg;
+	const struct asam_problem *p = job->p;
+	struct fast_ws *w = fast_ws_get(job, worker);
+	int64_t it, per = job->fp.maxgroups;
+	struct group gr;
+
+	if (!w) {
+		atomic_store(&job->err, -ENOMEM);
+		return;
+	}
+	for (it = begin; it < end; it++) {
+		int64_t bh = it / per;
+
+		job->dgp[it] = 0;
+		if (fast_group_init(job, &gr, bh / p->Hq, bh % p->Hq, it % per))
+			job->dgp[it] = bwd_group(job, w, &gr, BWD_DQ);
+	}
+}
+
+/* items (b, kv head, key chunk): dK and dV of the chunk */
+static void bwd_dkv(void *arg, int64_t begin, int64_t end, int worker)
+{
+	struct fast_job *job = arg;
+	struct fast_ws *w = fast_ws_get(job, worker);
+	int64_t it;
+
+	if (!w) {
+		atomic_store(&job->err, -ENOMEM);
+		return;
+	}
+	for (it = begin; it < end; it++) {
+		int64_t bhk = it / job->nchunks, c = it % job->nchunks;
+		int64_t k0 = c * job->chunk, k1 = k0 + job->chunk;
+
+		if (k1 > job->nkb * FAST_KB)
+			k1 = job->nkb * FAST_KB;
+		if (k0 < k1)
+			bwd_keys(job, w, bhk / job->p->Hkv, bhk % job->p->Hkv,
+				 k0, k1, BWD_DKV);
+	}
+}
+
+/* Run the backward of @job on @pool; 0 or -ENOMEM. */
+int fast_bwd_run(struct fast_job *job, struct asam_pool *pool)
+{
+	const struct asam_problem *p = job->p;
+
+	/*
+	 * Enough (b, kv head) items for every worker: one fused pass.
+	 * Otherwise dQ over query groups, then dK/dV over key chunks, at
+	 * the price of computing the scores twice.
+	 */
+	job->nchunks = DIV_ROUND_UP(2 * job->nthreads, p->B * p->Hkv);
+	if (job->nchunks > job->nkb)
+		job->nchunks = job->nkb;
+	if (job->nchunks <= 1) {
+		asam_pool_for(pool, (int64_t)p->B * p->Hkv, 1, bwd_fused, job);
+	} else {
+		int64_t nbh = (int64_t)p->B * p->Hq, g, i;
+
+		job->chunk = DIV_ROUND_UP(job->nkb, job->nchunks) * FAST_KB;
+		job->D = malloc(sizeof(float) * 2 * nbh * p->Nq);
+		job->dgp = malloc(sizeof(double) * nbh * job->fp.maxgroups);
+		if (!job->D || !job->dgp) {
+			atomic_store(&job->err, -ENOMEM);
+			goto out;
+		}
+		asam_pool_for(pool, nbh * job->fp.maxgroups,
+			      job->fp.group_rows == 1 ? 16 : 1, bwd_dq, job);
+		if (atomic_load(&job->err))
+			goto out;
+		asam_pool_for(pool, (int64_t)p->B * p->Hkv * job->nchunks, 1,
+			      bwd_dkv, job);
+		for (i = 0; i < nbh && p->gate_mode == ASAM_GATE_SOFT; i++) {
+			double dg = 0;
+
+			for (g = 0; g < job->fp.maxgroups; g++)
+				dg += job->dgp[i * job->fp.maxgroups + g];
+			tv_set(&p->dgate, tv_off(&p->dgate, i / p->Hq,
+						 i % p->Hq, 0, 0), dg);
+		}
+	}
+out:
+	free(job->D);
+	free(job->dgp);
+	return atomic_load(&job->err);
+}

@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The forward: per group, Q.K^T over each key segment, the masked online
+ * softmax of one or two branches sharing the scores, P.V, and the gated
+ * output with the log-sum-exps.  One-row sparse groups take a direct path
+ * with no gather.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <internal/err.h>
+#include <internal/log.h>
+
+#include "fast-job.h"
+
+/* One branch's online softmax step over a block; false if nothing moved. */
+static bool online_step(const struct fast_job *job, struct fast_ws *w,
+			const struct keyset *ks, const struct group *gr,
+			int sg, bool sparse, float *m, float *l, float *acc,
+			float *P)
+{
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, r, e;
+	bool any = false;
+
+	for (r = 0; r < gr->R; r++) {
+		uint64_t mask = row_mask(w, ks, gr, r, sg, sparse);
+		const float *s = w->S + r * FAST_KB;
+		float mnew, alpha, sum;
+
+		if (!mask) {
+			memset(P + r * FAST_KB, 0, sizeof(float) * FAST_KB);
+			continue;
+		}
+		any = true;
+		mnew = isa->row_step(s, mask, m[r], true, P + r * FAST_KB, &sum);
+		if (mnew != m[r] && m[r] != -INFINITY) {
+			alpha = expf(m[r] - mnew);
+			l[r] *= alpha;
+			for (e = 0; e < dp; e++)
+				acc[r * dp + e] *= alpha;
+		}
+		m[r] = mnew;
+		l[r] += sum;
+	}
+	return any;
+}
+
+/* Rows of (b, hk) in K (or V) as base + j * stride, fp32. */
+static const float *rows_of(const struct fast_job *job, bool v, int b,
+			    int hk, int64_t *stride)
+{
+	const struct asam_problem *p = job->p;
+	const struct asam_tv *t = v ? &p->v : &p->k;
+
+	if (v ? job->vdirect : job->kdirect) {
+		*stride = t->stride[2];
+		return (const float *)t->data + tv_off(t, b, hk, 0, 0);
+	}
+	*stride = job->dp;
+	return (v ? job->V32 : job->K32) +
+	       ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB * job->dp;
+}
+
+/*
+ * A one-row group of the sparse branch alone (RANDOM_ROWS, soft
+ * clusters): dot products straight from the key rows and one exact
+ * softmax, with no fast_gather or transpose.
+ */
+static void fwd_row(struct fast_job *job, struct fast_ws *w,
+		    const struct group *gr)
+{
+	const struct asam_problem *p = job->p;
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, d = p->d, e;
+	int64_t n, t, i = gr->rows[0], ks, vs;
+	const float *kb = rows_of(job, false, gr->b, gr->hk, &ks);
+	const float *vb = rows_of(job, true, gr->b, gr->hk, &vs);
+	float m = -INFINITY, l = 0, *s = w->srow;
+
+	fast_plan_for(job, w, gr->b, gr->h);
+	n = fast_plan_row(&job->fp, gr->b, gr->h, i, gr->lim[0], w->rk,
+			  w->plan, w->bytes);
+	fast_load_row(&p->q, tv_off(&p->q, gr->b, gr->h, i, 0), d, w->q);
+	for (e = 0; e < d; e++)
+		w->q[e] *= job->scale;
+	memset(w->accS, 0, sizeof(float) * dp);
+	if (n) {
+		isa->dots(w->q, dp, kb, ks, w->rk, (int)n, s);
+		for (t = 0; t < n; t++)
+			m = s[t] > m ? s[t] : m;
+		for (t = 0; t < n; t++)
+			s[t] -= m;
+		for (t = n; t % 16; t++)
+			s[t] = 0;
+		isa->exp(s, (int)t);
+		for (t = 0; t < n; t++)
+			l += s[t];
+		isa->axpys(s, vb, vs, w->rk, (int)n, dp, w->accS);
+	}
+	for (e = 0; e < d; e++)
+		w->o[e] = l > 0 ? gr->g * w->accS[e] / l : 0;
+	fast_store_row(&p->o, tv_off(&p->o, gr->b, gr->h, i, 0), d, w->o);
+	if (p->lse_s.data)
+		tv_set(&p->lse_s, tv_off(&p->lse_s, gr->b, gr->h, i, 0),
+		       l > 0 ? (double)m + log(l) : -INFINITY);
+	if (p->lse_d.data)
+		tv_set(&p->lse_d, tv_off(&p->lse_d, gr->b, gr->h, i, 0),
+		       -INFINITY);
+}
+
+static void fwd_group(struct fast_job *job, struct fast_ws *w,
+		      const struct group *gr)
+{
+	const struct asam_problem *p = job->p;
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, d = p->d, R = gr->R, r, e, nb, sg;
+	float ms[FAST_TQ], ls[FAST_TQ], md[FAST_TQ], ld[FAST_TQ];
+	struct keyset ks;
+
+	fast_build_keys(job, w, gr, &ks);
+	for (r = 0; r < R; r++) {
+		fast_load_row(&p->q, tv_off(&p->q, gr->b, gr->h, gr->rows[r], 0), d,
+			 w->q + r * dp);
+		for (e = 0; e < d; e++)
+			w->q[r * dp + e] *= job->scale;
+		ms[r] = md[r] = -INFINITY;
+		ls[r] = ld[r] = 0;
+	}
+	memset(w->accS, 0, sizeof(float) * FAST_TQ * dp);
+	memset(w->accA, 0, sizeof(float) * FAST_TQ * dp);
+	for (sg = 0; sg < ks.nseg; sg++) {
+		nb = ks.segn[sg];
+		fast_gather(job, w, &ks, gr->b, gr->hk, sg, false);
+		isa->mm_nt(w->q, R, dp, w->pkT, w->S);
+		if (gr->want_s &&
+		    online_step(job, w, &ks, gr, sg, true, ms, ls, w->accS,
+				w->Ps))
+			isa->mm_nn(w->Ps, FAST_KB, R, nb, w->pvb, dp, w->accS);
+		if (gr->want_d &&
+		    online_step(job, w, &ks, gr, sg, false, md, ld,
+				w->accA, w->Pd))
+			isa->mm_nn(w->Pd, FAST_KB, R, nb, w->pvb, dp, w->accA);
+	}
+	for (r = 0; r < R; r++) {
+		int64_t i = gr->rows[r];
+		float cs = ls[r] > 0 ? gr->g / ls[r] : 0;
+		float cd = ld[r] > 0 ? (1 - gr->g) / ld[r] : 0;
+		float *out = w->o + r * dp;
+
+		for (e = 0; e < d; e++)
+			out[e] = cs * w->accS[r * dp + e] +
+				 cd * w->accA[r * dp + e];
+		fast_store_row(&p->o, tv_off(&p->o, gr->b, gr->h, i, 0), d, out);
+		if (p->lse_s.data)
+			tv_set(&p->lse_s, tv_off(&p->lse_s, gr->b, gr->h, i, 0),
+			       gr->want_s && ls[r] > 0 ?
+			       (double)ms[r] + log(ls[r]) : -INFINITY);
+		if (p->lse_d.data)
+			tv_set(&p->lse_d, tv_off(&p->lse_d, gr->b, gr->h, i, 0),
+			       gr->want_d && ld[r] > 0 ?
+			       (double)md[r] + log(ld[r]) : -INFINITY);
+	}
+}
+
+void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker)
+{
+	struct fast_job *job = arg;
+	const struct asam_problem *p = job->p;
+	int64_t it, per = job->fp.maxgroups;
+	struct fast_ws *w = fast_ws_get(job, worker);
+	struct group gr;
+
+	if (!w) {
+		atomic_store(&job->err, -ENOMEM);
+		return;
+	}
+	for (it = begin; it < end; it++) {
+		int64_t bh = it / per;
+
+		if (!fast_group_init(job, &gr, bh / p->Hq, bh % p->Hq, it % per))
+			continue;
+		if (gr.R == 1 && job->fp.group_rows == 1 && gr.want_s &&
+		    !gr.want_d && !gr.s_is_d)
+			fwd_row(job, w, &gr);
+		else
+			fwd_group(job, w, &gr);
+	}
+}
+

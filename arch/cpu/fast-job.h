@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The fast CPU backend's internals shared by its files: the per-call job,
+ * the worker scratch, query groups and their key sets.
+ *
+ *   fast.c       the backend ops, jobs, worker scratch, K/V conversion
+ *   fast-keys.c  query groups and their key sets (segments and masks)
+ *   fast-fwd.c   the forward
+ *   fast-bwd.c   the backward and its two schedules
+ */
+#ifndef ASAM_ARCH_CPU_FAST_JOB_H
+#define ASAM_ARCH_CPU_FAST_JOB_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <internal/threadpool.h>
+
+#include "fast.h"
+
+#define NEG_BIG (-1e30f)
+
+struct fast_ws {
+	float *q, *dO, *o, *accS, *accA, *dq;	/* [TQ][dp] */
+	float *kT, *vT;				/* [dp][KB] */
+	const float *pkT, *pvT, *pkb, *pvb;	/* this block's K, V */
+	float *kb, *vb, *tk, *tv;		/* [KB][dp] */
+	float *S, *Ps, *Pd, *dP;		/* [TQ][KB] */
+	float *PT, *dST;			/* [KB][TQ] */
+	float *dK, *dV;				/* [Nk][dp] (backward) */
+	int32_t *rk;				/* [TQ][Nk] row key lists */
+	int64_t rn[FAST_TQ];
+	int64_t slo[FAST_TQ], shi[FAST_TQ];	/* LOCAL: row ranges */
+	int32_t *u, *posn;			/* [Nk] */
+	float *srow;				/* [Nk + 16] one row's scores */
+	uint8_t *flag, *bytes;			/* [Nk] */
+	uint64_t *bits;				/* [nseg][TQ] row masks */
+	int32_t *seg, *segn;			/* [maxseg] */
+	uint64_t *cm;				/* [maxseg] STRIDED columns */
+	struct asam_pat_plan *plan;
+	int plan_b, plan_h;
+	bool failed;
+};
+
+/*
+ * Per-context state: the fp32 copies of K and V are kept between calls
+ * (page faults on fresh buffers cost as much as a sparse pattern's whole
+ * work), and so are RANDOM_ROWS index lists, whose generation is
+ * O(Nq Nk) by definition.  A concurrent call that finds the lock taken
+ * allocates its own.
+ */
+struct cpu_priv {
+	pthread_mutex_t lock;
+	float *arena;
+	size_t arena_bytes;
+	struct fast_rows_cache rows;
+};
+
+struct fast_job {
+	const struct asam_problem *p;
+	const struct fast_isa *isa;
+	struct fast_plan fp;
+	struct fast_ws **ws;			/* [nthreads] */
+	int nthreads, dp, nw, group;
+	int64_t nkb;				/* key blocks per (b, kv head) */
+	float *KT, *VT;				/* [B][Hkv][nkb][dp][KB] */
+	float *K32, *V32;			/* [B][Hkv][nkb * KB][dp] */
+	struct cpu_priv *priv;			/* locked: arena in use */
+	bool kdirect, vdirect;			/* K, V rows read in place */
+	float *D;				/* [B][Hq][Nq][2] (split bwd) */
+	double *dgp;				/* [B][Hq][maxgroups] */
+	int64_t chunk;				/* keys per dK/dV item */
+	int nchunks;
+	float scale;
+	atomic_int err;
+};
+
+/*
+ * The group's keys as segments of at most 64 (in the worker scratch): a
+ * direct segment is a whole 64-key block of the converted K and V (seg >=
+ * 0, the block index), a gathered one is up to 64 scattered keys copied
+ * together (seg = -(c + 1): keys u[64 c ..]).  Blocks where the group
+ * uses many keys go direct; isolated columns are gathered.
+ */
+struct keyset {
+	int nseg;
+	int64_t first;		/* dense blocks start here (backward chunks) */
+	const int32_t *seg, *segn, *u;
+	bool sbits;		/* sparse mask in ws->bits, else the dense one */
+	bool ranges;		/* sparse mask from ws->slo/shi (LOCAL) */
+	bool strided;		/* band | columns in blocks, prefixes beyond */
+	bool hier;		/* ... with the band as bits (HIERARCHICAL) */
+};
+
+#define DIRECT_MIN 24		/* keys of a block that make it direct */
+
+struct group {
+	int b, h, hk, R;
+	int32_t rows[FAST_TQ];
+	int64_t lim[FAST_TQ];
+	int64_t maxlim;
+	bool want_s, want_d, s_is_d;
+	float g;			/* gate applied to the sparse branch */
+	int64_t k0, k1;			/* only keys in [k0, k1) (backward) */
+};
+
+/* Backward passes: both at once, or dQ (and D, dg) then dK/dV per chunk */
+enum bwd_mode { BWD_FUSED, BWD_DQ, BWD_DKV };
+
+static inline uint64_t prefix_mask(int64_t c)
+{
+	return c <= 0 ? 0 : c >= 64 ? ~0ull : (1ull << c) - 1;
+}
+
+/* Row r's mask over segment @sg for the sparse or dense branch. */
+static inline uint64_t row_mask(const struct fast_ws *w,
+				const struct keyset *ks,
+				const struct group *gr, int r, int sg,
+				bool sparse)
+{
+	if (sparse && ks->strided) {
+		if (ks->seg[sg] < 0)
+			return prefix_mask(w->rn[r] - (int64_t)(-ks->seg[sg] - 1) *
+					   FAST_KB);
+		return ((ks->hier ? w->bits[(size_t)sg * FAST_TQ + r] :
+			 prefix_mask(w->shi[r] - (int64_t)ks->seg[sg] * FAST_KB) &
+			 ~prefix_mask(w->slo[r] - (int64_t)ks->seg[sg] * FAST_KB)) |
+			w->cm[sg]) &
+		       prefix_mask(gr->lim[r] - (int64_t)ks->seg[sg] * FAST_KB);
+	}
+	if (sparse && ks->ranges) {
+		/* positions: keys of a block, or indices into a gathered list */
+		int64_t base = (int64_t)(ks->seg[sg] >= 0 ? ks->seg[sg] :
+					 -ks->seg[sg] - 1) * FAST_KB;
+
+		return prefix_mask(w->shi[r] - base) &
+		       ~prefix_mask(w->slo[r] - base);
+	}
+	if (sparse && ks->sbits)
+		return w->bits[(size_t)sg * FAST_TQ + r];
+	/* dense keys: whole blocks, cut at the row's limit */
+	return prefix_mask(gr->lim[r] - (int64_t)ks->seg[sg] * FAST_KB);
+}
+
+struct fast_ws *fast_ws_get(struct fast_job *job, int worker);
+void fast_load_row(const struct asam_tv *t, int64_t off, int d, float *dst);
+void fast_store_row(const struct asam_tv *t, int64_t off, int d,
+		    const float *src);
+void fast_gather(const struct fast_job *job, struct fast_ws *w,
+		 const struct keyset *ks, int b, int hk, int sg, bool want_vT);
+const float *fast_block_rows(const struct fast_job *job,
+			     const struct asam_tv *t, bool direct, int b,
+			     int hk, int64_t blk);
+
+void fast_plan_for(struct fast_job *job, struct fast_ws *w, int b, int h);
+bool fast_group_init(struct fast_job *job, struct group *gr, int b, int h,
+		     int g);
+void fast_build_keys(struct fast_job *job, struct fast_ws *w,
+		     const struct group *gr, struct keyset *ks);
+
+/* pool callbacks and schedules */
+void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker);
+int fast_bwd_run(struct fast_job *job, struct asam_pool *pool);
+
+#endif

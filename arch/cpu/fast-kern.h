@@ -1,0 +1,305 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The fast backend's inner loops, written once with GCC vector types and
+ * compiled once per ISA: the includer defines KERN (the suffix), VW (fp32
+ * lanes per vector) and RB (rows per register block), and its object gets
+ * that ISA's flags (arch/cpu/x86/Makefile).  Register blocks are sized so
+ * that the accumulators stay in registers: RB rows x 64 columns for the
+ * scores, RB rows x NV vectors of the head dim for the products.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "fast.h"
+
+typedef float vf __attribute__((vector_size(VW * 4), aligned(VW * 4)));
+typedef int32_t vi __attribute__((vector_size(VW * 4), aligned(VW * 4)));
+
+#define NC	(FAST_KB / VW)		/* vectors per 64-column row */
+#define NV	(64 / VW > 4 ? 4 : 64 / VW)	/* head-dim vectors per block */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define F(name) CAT(name, KERN)
+
+/* unaligned: K and V rows may be read in place from the caller's tensor */
+typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));
+
+static inline vf F(ld)(const float *p)
+{
+	return *(const vfu *)p;
+}
+
+static inline void F(st)(float *p, vf x)
+{
+	*(vfu *)p = x;
+}
+
+/* c[r][0..64) = a[r] . bt[.][0..64) for rows r0..r0+nr, nr <= RB */
+static inline __attribute__((always_inline)) void
+F(nt_block)(const float *a, int dp, const float *bt, float *c, const int nr)
+{
+	vf acc[RB][NC];
+	int r, v, e;
+
+	for (r = 0; r < nr; r++)
+		for (v = 0; v < NC; v++)
+			acc[r][v] = (vf){ 0 };
+	for (e = 0; e < dp; e++) {
+		vf b[NC];
+
+		for (v = 0; v < NC; v++)
+			b[v] = F(ld)(bt + e * FAST_KB + v * VW);
+		for (r = 0; r < nr; r++) {
+			vf x = (vf){ 0 } + a[r * dp + e];
+
+			for (v = 0; v < NC; v++)
+				acc[r][v] += x * b[v];
+		}
+	}
+	for (r = 0; r < nr; r++)
+		for (v = 0; v < NC; v++)
+			F(st)(c + r * FAST_KB + v * VW, acc[r][v]);
+}
+
+static void F(mm_nt)(const float *a, int m, int dp, const float *bt, float *c)
+{
+	int r = 0;
+
+	for (; r + RB <= m; r += RB)
+		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, RB);
+	for (; r < m; r++)
+		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, 1);
+}
+
+/* c[r][e0..e0+nv*VW) += p[r][0..k) . x[0..k)[e0..] */
+static inline __attribute__((always_inline)) void
+F(nn_block)(const float *p, int ldp, int k, const float *x, int dp,
+	    float *c, const int nr, const int nv)
+{
+	vf acc[RB][NV];
+	int r, v, j;
+
+	for (r = 0; r < nr; r++)
+		for (v = 0; v < nv; v++)
+			acc[r][v] = F(ld)(c + r * dp + v * VW);
+	for (j = 0; j < k; j++) {
+		vf xv[NV];
+
+		for (v = 0; v < nv; v++)
+			xv[v] = F(ld)(x + j * dp + v * VW);
+		for (r = 0; r < nr; r++) {
+			vf s = (vf){ 0 } + p[r * ldp + j];
+
+			for (v = 0; v < nv; v++)
+				acc[r][v] += s * xv[v];
+		}
+	}
+	for (r = 0; r < nr; r++)
+		for (v = 0; v < nv; v++)
+			F(st)(c + r * dp + v * VW, acc[r][v]);
+}
+
+static void F(mm_nn)(const float *p, int ldp, int m, int k, const float *x,
+		     int dp, float *c)
+{
+	int r, e;
+
+	for (e = 0; e < dp;) {
+		if (e + NV * VW <= dp) {
+			for (r = 0; r + RB <= m; r += RB)
+				F(nn_block)(p + r * ldp, ldp, k, x + e, dp,
+					    c + r * dp + e, RB, NV);
+			for (; r < m; r++)
+				F(nn_block)(p + r * ldp, ldp, k, x + e, dp,
+					    c + r * dp + e, 1, NV);
+			e += NV * VW;
+		} else {
+			for (r = 0; r + RB <= m; r += RB)
+				F(nn_block)(p + r * ldp, ldp, k, x + e, dp,
+					    c + r * dp + e, RB, 1);
+			for (; r < m; r++)
+				F(nn_block)(p + r * ldp, ldp, k, x + e, dp,
+					    c + r * dp + e, 1, 1);
+			e += VW;
+		}
+	}
+}
+
+/*
+ * exp by range reduction x = n ln2 + f, |f| <= ln2/2, and a degree-6
+ * polynomial (relative error ~2e-7); branch-free so that it vectorises.
+ */
+static inline vf F(vexp)(vf v)
+{
+	const vf lo = (vf){ 0 } - 87.0f, hi = (vf){ 0 } + 88.0f;
+	vf k, f, p;
+	vi e, m;
+
+	m = v < lo;		/* lanes -1 where true: blend */
+	v = (vf)(((vi)v & ~m) | ((vi)lo & m));
+	m = v > hi;
+	v = (vf)(((vi)v & ~m) | ((vi)hi & m));
+	k = v * 1.44269504088896341f + 12582912.0f;
+	k = k - 12582912.0f;
+	f = v - k * 0.693145751953125f;
+	f = f - k * 1.428606765330187045e-06f;
+	p = (vf){ 0 } + 1.0f / 720;
+	p = p * f + 1.0f / 120;
+	p = p * f + 1.0f / 24;
+	p = p * f + 1.0f / 6;
+	p = p * f + 0.5f;
+	p = p * f + 1.0f;
+	p = p * f + 1.0f;
+	e = (__builtin_convertvector(k, vi) + 127) << 23;
+	return p * (vf)e;
+}
+
+static void F(exp)(float *x, int n)
+{
+	int t;
+
+	for (t = 0; t < n; t += VW)
+		F(st)(x + t, F(vexp)(F(ld)(x + t)));
+}
+
+/* lanes of chunk c selected by the 64-bit mask: -1 / 0 */
+static inline vi F(lanes)(uint64_t mask, int c)
+{
+	vi bit;
+	int l;
+
+	for (l = 0; l < VW; l++)
+		bit[l] = 1 << l;
+	return (bit & ((vi){ 0 } + (int32_t)((mask >> (c * VW)) &
+					     ((1ull << VW) - 1)))) != 0;
+}
+
+/*
+ * One row of the online softmax over a 64-key block: with @find_max, the
+ * new running max is max(@m, max of s on the mask), else @m is used as
+ * is (a saved log-sum-exp).  P = exp(s - max) on the mask, 0 elsewhere;
+ * *sum gets the sum of P.  Returns the max used.
+ */
+static float F(row_step)(const float *s, uint64_t mask, float m, bool find_max,
+			 float *P, float *sum)
+{
+	const vf ninf = (vf){ 0 } - __builtin_inff();
+	vf acc = (vf){ 0 };
+	float tot = 0;
+	int c, l;
+
+	if (find_max) {
+		vf mx = ninf;
+
+		for (c = 0; c < NC; c++) {
+			vi sel = F(lanes)(mask, c);
+			vf x = (vf)(((vi)F(ld)(s + c * VW) & sel) |
+				    ((vi)ninf & ~sel));
+			vi gt = x > mx;
+
+			mx = (vf)(((vi)x & gt) | ((vi)mx & ~gt));
+		}
+		for (l = 0; l < VW; l++)
+			m = mx[l] > m ? mx[l] : m;
+	}
+	for (c = 0; c < NC; c++) {
+		vi sel = F(lanes)(mask, c);
+		vf x = F(ld)(s + c * VW) - m;
+
+		x = (vf)((vi)F(vexp)(x) & sel);
+		acc += x;
+		F(st)(P + c * VW, x);
+	}
+	for (l = 0; l < VW; l++)
+		tot += acc[l];
+	*sum = tot;
+	return m;
+}
+
+/*
+ * One query row against scattered key rows (row t at base + keys[t] *
+ * stride): s[t] = <q, k_t>, four keys at a time for independent chains.
+ */
+static void F(dots)(const float *q, int dp, const float *base,
+		    int64_t stride, const int32_t *keys, int n, float *s)
+{
+	int t = 0, e, l;
+
+	for (; t < n; t += 4) {
+		const float *k[4];
+		vf acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+		int c, nk = n - t < 4 ? n - t : 4;
+
+		for (c = 0; c < 4; c++)
+			k[c] = base + (int64_t)keys[t + (c < nk ? c : 0)] * stride;
+		for (e = 0; e < dp; e += VW) {
+			vf x = F(ld)(q + e);
+
+			for (c = 0; c < 4; c++)
+				acc[c] += x * F(ld)(k[c] + e);
+		}
+		for (c = 0; c < nk; c++) {
+			float sum = 0;
+
+			for (l = 0; l < VW; l++)
+				sum += acc[c][l];
+			s[t + c] = sum;
+		}
+	}
+}
+
+/* acc[0..dp) += sum_t P[t] v_t over scattered value rows */
+static void F(axpys)(const float *P, const float *base, int64_t stride,
+		     const int32_t *keys, int n, int dp, float *acc)
+{
+	int t, e;
+
+	for (e = 0; e < dp; e += 4 * VW) {
+		int w = dp - e < 4 * VW ? (dp - e) / VW : 4, c;
+		vf a[4];
+
+		for (c = 0; c < w; c++)
+			a[c] = F(ld)(acc + e + c * VW);
+		for (t = 0; t < n; t++) {
+			const float *v = base + (int64_t)keys[t] * stride + e;
+			vf pt = (vf){ 0 } + P[t];
+
+			for (c = 0; c < w; c++)
+				a[c] += pt * F(ld)(v + c * VW);
+		}
+		for (c = 0; c < w; c++)
+			F(st)(acc + e + c * VW, a[c]);
+	}
+}
+
+/* FMA throughput probe: 12 independent chains; returns the flops done */
+static double F(peak)(long iters)
+{
+	vf acc[12], x = (vf){ 0 } + 0.999999f, y = (vf){ 0 } + 1e-7f;
+	float sink = 0;
+	long it;
+	int a, l;
+
+	for (a = 0; a < 12; a++)
+		acc[a] = (vf){ 0 } + (float)a;
+	for (it = 0; it < iters; it++)
+		for (a = 0; a < 12; a++)
+			acc[a] = acc[a] * x + y;
+	for (a = 0; a < 12; a++)
+		for (l = 0; l < VW; l++)
+			sink += acc[a][l];
+	__asm__ volatile("" : : "x"(sink));
+	return 2.0 * VW * 12 * iters;
+}
+
+const struct fast_isa CAT(fast_isa_, KERN) = {
+	.peak = F(peak),
+	.dots = F(dots),
+	.axpys = F(axpys),
+	.name = KERN_NAME,
+	.mm_nt = F(mm_nt),
+	.mm_nn = F(mm_nn),
+	.exp = F(exp),
+	.row_step = F(row_step),
+};

@@ -1,0 +1,543 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Key sets of the fast backend.  runtime/pattern.c defines each pattern;
+ * this file turns the definitions into lists whose length is the number of
+ * allowed keys, so that the kernels do work proportional to allowed pairs:
+ *
+ *   LOCAL         the band [pos - W/2, pos + W/2]
+ *   STRIDED       the band, plus the columns j % s == 0 outside it
+ *   HIERARCHICAL  the near band (checked key by key against a per-head
+ *                 truth table), plus the per-head global columns: outside
+ *                 the band every delta test is false, so whether j is
+ *                 allowed depends on j alone and is precomputed once
+ *   RANDOM        the chosen 64-key blocks of the query's block
+ *   RANDOM_ROWS   the row's own index list (generated once per head)
+ *   CLUSTERED     the key bucket of the query's cluster; queries are
+ *                 grouped by cluster so that a group shares its bucket
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <internal/err.h>
+#include <internal/threadpool.h>
+
+#include "fast.h"
+
+static int cmp_i32(const void *a, const void *b)
+{
+	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static bool hier_bits_allowed(const struct asam_pat *pat, int h,
+			      unsigned int bits)
+{
+	double sum = 0;
+	int k;
+
+	/* the same sum, in the same order, as asam_pat_hier_allowed() */
+	for (k = 0; k < pat->nscales; k++)
+		if (bits & (1u << k))
+			sum += pat->weights ? pat->weights[h * pat->nscales + k]
+					    : 1.0 / pat->nscales;
+	return sum > 0.5;
+}
+
+static unsigned int hier_bits(const struct asam_pat *pat, int64_t delta,
+			      int64_t j)
+{
+	unsigned int bits = 0;
+	int k;
+
+	for (k = 0; k < pat->nscales; k++)
+		if (delta <= pat->scales[k] / 4 || j % pat->scales[k] == 0)
+			bits |= 1u << k;
+	return bits;
+}
+
+static int plan_hier(struct fast_plan *fp)
+{
+	const struct asam_problem *p = fp->p;
+	const struct asam_pat *pat = &p->pat;
+	int ntab = 1 << pat->nscales, h, k;
+	int64_t j;
+
+	fp->hier_tab = malloc((size_t)p->Hq * ntab);
+	fp->hier_cols = malloc(sizeof(int32_t) * p->Hq * (size_t)p->Nk);
+	fp->hier_ncols = calloc(p->Hq, sizeof(int32_t));
+	if (!fp->hier_tab || !fp->hier_cols || !fp->hier_ncols)
+		return -ENOMEM;
+	fp->hier_band = 0;
+	for (k = 0; k < pat->nscales; k++)
+		if (pat->scales[k] / 4 > fp->hier_band)
+			fp->hier_band = pat->scales[k] / 4;
+	for (h = 0; h < p->Hq; h++) {
+		uint8_t *tab = fp->hier_tab + (size_t)h * ntab;
+		int32_t *cols = fp->hier_cols + (size_t)h * p->Nk;
+		int n = 0;
+
+		for (k = 0; k < ntab; k++)
+			tab[k] = hier_bits_allowed(pat, h, k);
+		/* delta beyond every s_k / 4: only the column tests remain */
+		for (j = 0; j < p->Nk; j++)
+			if (tab[hier_bits(pat, INT64_MAX, j)])
+				cols[n++] = (int32_t)j;
+		fp->hier_ncols[h] = n;
+	}
+	return 0;
+}
+
+struct rows_job {
+	struct fast_plan *fp;
+	int32_t *perm;		/* [nthreads][Nk] */
+};
+
+/* RANDOM_ROWS of head h: runtime/pattern.c's generator, rows sorted */
+static void rows_head(void *arg, int64_t b, int64_t e, int worker)
+{
+	struct rows_job *job = arg;
+	struct fast_plan *fp = job->fp;
+	const struct asam_problem *p = fp->p;
+	int64_t n = p->Nk, i, t, h;
+	int32_t *perm = job->perm + (size_t)worker * n;
+
+	for (h = b; h < e; h++) {
+		struct asam_mt19937 mt;
+		int32_t *rows = fp->rows + (size_t)h * p->Nq * fp->rr;
+
+		asam_mt_seed(&mt, (uint32_t)(p->pat.seed + (uint64_t)h));
+		for (i = 0; i < p->Nq; i++) {
+			int32_t *row = rows + i * fp->rr;
+
+			for (t = 0; t < n; t++)
+				perm[t] = (int32_t)t;
+			for (t = 0; t + 1 < n; t++) {
+				int64_t z = asam_mt_next(&mt) % (uint32_t)(n - t);
+				int32_t tmp;
+
+				if (t >= fp->rr)
+					continue;
+				tmp = perm[t];
+				perm[t] = perm[t + z];
+				perm[t + z] = tmp;
+			}
+			memcpy(row, perm, sizeof(int32_t) * fp->rr);
+			qsort(row, fp->rr, sizeof(int32_t), cmp_i32);
+		}
+	}
+}
+
+static int plan_rows(struct fast_plan *fp, struct asam_pool *pool,
+		     struct fast_rows_cache *cache)
+{
+	const struct asam_problem *p = fp->p;
+	struct rows_job job = { .fp = fp };
+
+	fp->rr = p->pat.r < p->Nk ? p->pat.r : p->Nk;
+	if (cache && cache->rows && cache->seed == p->pat.seed &&
+	    cache->Hq >= p->Hq && cache->Nq == p->Nq && cache->Nk == p->Nk &&
+	    cache->rr == fp->rr) {
+		fp->rows = cache->rows;		/* head h's rows: same offset */
+		fp->rows_cached = true;
+		return 0;
+	}
+	fp->rows = malloc(sizeof(int32_t) * p->Hq * (size_t)p->Nq * fp->rr);
+	job.perm = malloc(sizeof(int32_t) * asam_pool_size(pool) *
+			  (size_t)p->Nk);
+	if (!fp->rows || !job.perm) {
+		free(job.perm);
+		return -ENOMEM;
+	}
+	asam_pool_for(pool, p->Hq, 1, rows_head, &job);
+	free(job.perm);
+	if (cache) {
+		free(cache->rows);
+		*cache = (struct fast_rows_cache){ p->pat.seed, p->Hq, p->Nq,
+						   p->Nk, fp->rr, fp->rows };
+		fp->rows_cached = true;
+	}
+	return 0;
+}
+
+/*
+ * asam_cluster_argmax() with the centroids of head h loaded and their
+ * norms computed once instead of per token: the same double sums in the
+ * same order, so the same cluster, tie for tie.
+ */
+struct cmu {
+	double *mu;		/* [d][C] */
+	double *cn;		/* [C] */
+	double *x;		/* [d] */
+};
+
+static void cmu_load(struct cmu *m, const struct asam_pat *pat, int h, int d)
+{
+	const struct asam_tv *mu = &pat->centroids;
+	int c, e;
+
+	for (c = 0; c < pat->C; c++) {
+		double n2 = 0;
+
+		for (e = 0; e < d; e++) {
+			double v = tv_get(mu, tv_off(mu, h, c, e, 0));
+
+			m->mu[e * pat->C + c] = v;	/* [d][C] */
+			n2 += v * v;
+		}
+		m->cn[c] = fmax(sqrt(n2), 1e-12);
+	}
+}
+
+static int cmu_argmax(const struct cmu *m, const struct asam_pat *pat,
+		      const struct asam_tv *x, int64_t b, int64_t hx,
+		      int64_t t, int d)
+{
+	double xn = 0, best_cos = 0, dot[256];
+	int c, e, best = 0, C = pat->C;
+
+	for (e = 0; e < d; e++) {
+		double v = tv_get(x, tv_off(x, b, hx, t, e));
+
+		m->x[e] = v;
+		xn += v * v;
+	}
+	xn = fmax(sqrt(xn), 1e-12);
+	/* lanes over c: each dot is still summed over e in order */
+	for (c = 0; c < C; c++)
+		dot[c] = 0;
+	for (e = 0; e < d; e++) {
+		const double *mr = m->mu + e * C;
+		double xe = m->x[e];
+
+		for (c = 0; c < C; c++)
+			dot[c] += xe * mr[c];
+	}
+	for (c = 0; c < C; c++) {
+		double cs = dot[c] / (xn * m->cn[c]);
+
+		if (!c || cs > best_cos) {
+			best_cos = cs;
+			best = c;
+		}
+	}
+	return best;
+}
+
+/* CLUSTERED ARGMAX of (b, h): ids, buckets and cluster-pure query groups */
+static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
+{
+	struct fast_plan *fp = arg;
+	const struct asam_problem *p = fp->p;
+	const struct asam_pat *pat = &p->pat;
+	int C = pat->C, group = p->Hq / p->Hkv;
+	int64_t bh, t;
+
+	for (bh = b0; bh < e0; bh++) {
+		int b = bh / p->Hq, h = bh % p->Hq, c, ng = 0;
+		int32_t *cq = fp->cq + bh * p->Nq;
+		int32_t *ko = fp->korder + bh * p->Nk;
+		int32_t *ks = fp->kstart + bh * (C + 1);
+		int32_t *qo = fp->qorder + bh * p->Nq;
+		int32_t *kid = fp->kid + bh * p->Nk;
+		int32_t *gs = fp->gstart + bh * (DIV_ROUND_UP(p->Nq, FAST_TQ) +
+						  C + 1);
+		int32_t qs[257], fill[256], ck;
+		double mu[256 * 8], cn[256], xb[512];
+		struct cmu m = { mu, cn, xb };
+		double *big = NULL;
+
+		if ((size_t)C * p->d > sizeof(mu) / sizeof(mu[0])) {
+			big = malloc(sizeof(double) * C * p->d);
+			if (!big) {
+				fp->oom = true;
+				return;
+			}
+			m.mu = big;
+		}
+		cmu_load(&m, pat, h, p->d);
+		memset(ks, 0, sizeof(int32_t) * (C + 1));
+		memset(qs, 0, sizeof(qs));
+		/* keys: counting sort by cluster, token order kept */
+		for (t = 0; t < p->Nk; t++) {
+			ck = cmu_argmax(&m, pat, &p->k, b, h / group, t,
+					p->d);
+			kid[t] = ck;
+			ks[ck + 1]++;
+		}
+		for (c = 0; c < C; c++)
+			ks[c + 1] += ks[c];
+		memcpy(fill, ks, sizeof(int32_t) * C);
+		for (t = 0; t < p->Nk; t++)
+			ko[fill[kid[t]]++] = (int32_t)t;
+		for (t = 0; t < p->Nq; t++) {
+			cq[t] = cmu_argmax(&m, pat, &p->q, b, h, t, p->d);
+			qs[cq[t] + 1]++;
+		}
+		for (c = 0; c < C; c++)
+			qs[c + 1] += qs[c];
+		memcpy(fill, qs, sizeof(int32_t) * C);
+		for (t = 0; t < p->Nq; t++)
+			qo[fill[cq[t]]++] = (int32_t)t;
+		/* groups: at most FAST_TQ queries, never across clusters */
+		for (c = 0; c < C; c++)
+			for (t = qs[c]; t < qs[c + 1]; t += FAST_TQ)
+				gs[ng++] = (int32_t)t;
+		gs[ng] = p->Nq;
+		fp->ngroups[bh] = ng;
+		free(big);
+	}
+}
+
+int fast_plan_init(struct fast_plan *fp, const struct asam_problem *p,
+		   struct asam_pool *pool, struct fast_rows_cache *cache)
+{
+	const struct asam_pat *pat = &p->pat;
+	size_t bh = (size_t)p->B * p->Hq;
+	int ret = 0;
+
+	memset(fp, 0, sizeof(*fp));
+	fp->p = p;
+	fp->qoff = (int64_t)p->Nk - p->Nq;
+	fp->group_rows = FAST_TQ;
+	fp->maxgroups = DIV_ROUND_UP(p->Nq, FAST_TQ);
+	if (!problem_needs_sparse(p))
+		return 0;
+	switch (pat->kind) {
+	case ASAM_PATTERN_HIERARCHICAL:
+		ret = plan_hier(fp);
+		break;
+	case ASAM_PATTERN_RANDOM_ROWS:
+		/* rows share nothing: one query per group (SOFT walks the
+		 * dense range anyway and keeps full groups) */
+		if (p->gate_mode != ASAM_GATE_SOFT) {
+			fp->group_rows = 1;
+			fp->maxgroups = p->Nq;
+		}
+		ret = plan_rows(fp, pool, cache);
+		break;
+	case ASAM_PATTERN_CLUSTERED:
+		if (pat->cmode != ASAM_CLUSTER_ARGMAX) {
+			fp->per_row_plan = true;
+			if (p->gate_mode != ASAM_GATE_SOFT) {
+				fp->group_rows = 1;
+				fp->maxgroups = p->Nq;
+			}
+			break;
+		}
+		fp->sorted_groups = p->gate_mode != ASAM_GATE_SOFT;
+		if (fp->sorted_groups)
+			fp->maxgroups = DIV_ROUND_UP(p->Nq, FAST_TQ) + pat->C;
+		fp->cq = malloc(sizeof(int32_t) * bh * p->Nq);
+		fp->qorder = malloc(sizeof(int32_t) * bh * p->Nq);
+		fp->kid = malloc(sizeof(int32_t) * bh * p->Nk);
+		fp->korder = malloc(sizeof(int32_t) * bh * p->Nk);
+		fp->kstart = malloc(sizeof(int32_t) * bh * (pat->C + 1));
+		fp->gstart = malloc(sizeof(int32_t) * bh *
+				    (DIV_ROUND_UP(p->Nq, FAST_TQ) + pat->C + 1));
+		fp->ngroups = malloc(sizeof(int32_t) * bh);
+		if (!fp->cq || !fp->qorder || !fp->kid || !fp->korder || !fp->kstart ||
+		    !fp->gstart || !fp->ngroups) {
+			ret = -ENOMEM;
+			break;
+		}
+		asam_pool_for(pool, bh, 1, clusters_bh, fp);
+		if (fp->oom)
+			ret = -ENOMEM;
+		break;
+	default:
+		break;
+	}
+	if (ret) {
+		fast_plan_fini(fp);
+		return asam_err(ret, "cpu: cannot plan the pattern");
+	}
+	return 0;
+}
+
+void fast_plan_fini(struct fast_plan *fp)
+{
+	free(fp->hier_tab);
+	free(fp->hier_cols);
+	free(fp->hier_ncols);
+	if (!fp->rows_cached)
+		free(fp->rows);
+	free(fp->cq);
+	free(fp->qorder);
+	free(fp->kid);
+	free(fp->korder);
+	free(fp->kstart);
+	free(fp->gstart);
+	free(fp->ngroups);
+	memset(fp, 0, sizeof(*fp));
+}
+
+int fast_plan_group(const struct fast_plan *fp, int b, int h, int g,
+		    int32_t *rows)
+{
+	const struct asam_problem *p = fp->p;
+	int64_t bh = (int64_t)b * p->Hq + h;
+	int n, t;
+
+	if (fp->sorted_groups) {
+		const int32_t *gs = fp->gstart + bh * (fp->maxgroups + 1);
+		/* maxgroups == DIV_ROUND_UP(Nq, FAST_TQ) + C here */
+		const int32_t *qo = fp->qorder + bh * p->Nq;
+		const int32_t *cq = fp->cq + bh * p->Nq;
+		int32_t s;
+
+		if (g >= fp->ngroups[bh])
+			return 0;
+		s = gs[g];
+		n = gs[g + 1] - s;
+		/* the last group of a cluster stops at the cluster's end */
+		for (t = 0; t < n && t < FAST_TQ; t++) {
+			if (t && cq[qo[s + t]] != cq[qo[s]])
+				break;
+			rows[t] = qo[s + t];
+		}
+		return t;
+	}
+	if ((int64_t)g * fp->group_rows >= p->Nq)
+		return 0;
+	n = p->Nq - g * fp->group_rows;
+	if (n > fp->group_rows)
+		n = fp->group_rows;
+	for (t = 0; t < n; t++)
+		rows[t] = g * fp->group_rows + t;
+	return n;
+}
+
+bool fast_hier_near(const struct fast_plan *fp, int h, int64_t pos,
+		    int64_t j)
+{
+	const struct asam_pat *pat = &fp->p->pat;
+
+	return fp->hier_tab[((size_t)h << pat->nscales) +
+			    hier_bits(pat, pos > j ? pos - j : j - pos, j)];
+}
+
+static int64_t emit_range(int32_t *out, int64_t n, int64_t lo, int64_t hi)
+{
+	for (; lo < hi; lo++)
+		out[n++] = (int32_t)lo;
+	return n;
+}
+
+/* first index in sorted a[0..n) with a[t] >= x */
+static int64_t lower_bound(const int32_t *a, int64_t n, int64_t x)
+{
+	int64_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		int64_t mid = (lo + hi) / 2;
+
+		if (a[mid] < x)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+int64_t fast_plan_row(const struct fast_plan *fp, int b, int h, int64_t i,
+		      int64_t lim, int32_t *out, struct asam_pat_plan *tmp,
+		      uint8_t *bytes)
+{
+	const struct asam_problem *p = fp->p;
+	const struct asam_pat *pat = &p->pat;
+	int64_t pos = i + fp->qoff, n = 0, lo, hi, j, t;
+
+	if (lim <= 0)
+		return 0;
+	switch (pat->kind) {
+	case ASAM_PATTERN_DENSE:
+		return emit_range(out, 0, 0, lim);
+	case ASAM_PATTERN_LOCAL:
+	case ASAM_PATTERN_STRIDED:
+		lo = pos - pat->radius < 0 ? 0 : pos - pat->radius;
+		hi = pos + pat->radius + 1 < lim ? pos + pat->radius + 1 : lim;
+		if (pat->kind == ASAM_PATTERN_LOCAL)
+			return emit_range(out, 0, lo, hi);
+		for (j = 0; j < lo && j < lim; j += pat->stride)
+			out[n++] = (int32_t)j;
+		n = emit_range(out, n, lo, hi);
+		j = hi > lo ? hi : lo;
+		j = (j + pat->stride - 1) / pat->stride * pat->stride;
+		for (; j < lim; j += pat->stride)
+			out[n++] = (int32_t)j;
+		return n;
+	case ASAM_PATTERN_HIERARCHICAL: {
+		const uint8_t *tab = fp->hier_tab +
+				     ((size_t)h << pat->nscales);
+		const int32_t *cols = fp->hier_cols + (size_t)h * p->Nk;
+		int64_t nc = fp->hier_ncols[h];
+
+		lo = pos - fp->hier_band < 0 ? 0 : pos - fp->hier_band;
+		hi = pos + fp->hier_band + 1 < lim ? pos + fp->hier_band + 1
+						   : lim;
+		if (hi < lo)
+			hi = lo;
+		for (t = 0; t < nc && cols[t] < lo && cols[t] < lim; t++)
+			out[n++] = cols[t];
+		for (j = lo; j < hi; j++)
+			if (tab[hier_bits(pat, pos > j ? pos - j : j - pos, j)])
+				out[n++] = (int32_t)j;
+		for (t = lower_bound(cols, nc, hi); t < nc && cols[t] < lim;
+		     t++)
+			out[n++] = cols[t];
+		return n;
+	}
+	case ASAM_PATTERN_RANDOM: {
+		int rb = DIV_ROUND_UP(pat->r, ASAM_RANDOM_BLOCK), m, x, y;
+		int64_t blk[256];
+
+		m = asam_random_blocks(pat->seed, h, i / ASAM_RANDOM_BLOCK,
+				       rb > 256 ? 256 : rb,
+				       DIV_ROUND_UP(p->Nk, ASAM_RANDOM_BLOCK),
+				       blk);
+		for (x = 1; x < m; x++)		/* insertion sort, m small */
+			for (y = x; y > 0 && blk[y - 1] > blk[y]; y--) {
+				int64_t tt = blk[y];
+
+				blk[y] = blk[y - 1];
+				blk[y - 1] = tt;
+			}
+		for (x = 0; x < m; x++) {
+			lo = blk[x] * ASAM_RANDOM_BLOCK;
+			hi = lo + ASAM_RANDOM_BLOCK < lim ?
+			     lo + ASAM_RANDOM_BLOCK : lim;
+			n = emit_range(out, n, lo, hi);
+		}
+		return n;
+	}
+	case ASAM_PATTERN_RANDOM_ROWS: {
+		const int32_t *row = fp->rows +
+				     ((size_t)h * p->Nq + i) * fp->rr;
+
+		for (t = 0; t < fp->rr && row[t] < lim; t++)
+			out[n++] = row[t];
+		return n;
+	}
+	case ASAM_PATTERN_CLUSTERED:
+		if (fp->per_row_plan) {
+			asam_pat_row(tmp, i, bytes);
+			for (j = 0; j < lim; j++)
+				if (bytes[j])
+					out[n++] = (int32_t)j;
+			return n;
+		} else {
+			int64_t bh = (int64_t)b * p->Hq + h;
+			const int32_t *ko = fp->korder + bh * p->Nk;
+			const int32_t *ks = fp->kstart + bh * (pat->C + 1);
+			int c = fp->cq[bh * p->Nq + i];
+
+			for (t = ks[c]; t < ks[c + 1] && ko[t] < lim; t++)
+				out[n++] = ko[t];
+			return n;
+		}
+	default:
+		return 0;
+	}
+}

@@ -1,0 +1,528 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The fast CPU backend ("cpu"): SPEC 2 with tiled online softmax, fp32
+ * arithmetic over fp32/fp16/bf16 storage, and work proportional to the
+ * allowed pairs of the pattern.
+ *
+ * A work item is a group of up to FAST_TQ query rows of one (b, h) and the
+ * set of keys the group attends: the range [0, max limit) when the dense
+ * branch is computed (SOFT shares every score between the two branches,
+ * with a per-row bit mask for the sparse one), else the union of the rows'
+ * sparse key lists (fast-plan.c).  Keys are walked in blocks of 64:
+ * gather K and V (converting to fp32), scores Q.K^T, per-row masks, the
+ * online softmax update, P.V.  Memory is O((N + FAST_TQ * Nk) per worker).
+ *
+ * Forward items are (b, h, group) and run on the context's worker pool.
+ * Backward recomputes the probabilities from the saved log-sum-exps; its
+ * items are (b, kv head), each accumulating dK and dV privately over the
+ * query heads that share them, so no two workers write the same row and
+ * the result is deterministic.  Worker scratch is allocated and first
+ * written by the worker itself, on its own NUMA node.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <internal/backend.h>
+#include <internal/ctx.h>
+#include <internal/err.h>
+#include <internal/log.h>
+#include <internal/threadpool.h>
+
+#include "fast-job.h"
+
+static void *walloc(size_t bytes)
+{
+	void *x = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+
+	if (x)
+		memset(x, 0, bytes);	/* first touch by the worker */
+	return x;
+}
+
+static void ws_free(struct fast_ws *w)
+{
+	if (!w)
+		return;
+	free(w->q);
+	free(w->dO);
+	free(w->o);
+	free(w->accS);
+	free(w->accA);
+	free(w->dq);
+	free(w->kT);
+	free(w->vT);
+	free(w->kb);
+	free(w->vb);
+	free(w->tk);
+	free(w->tv);
+	free(w->S);
+	free(w->Ps);
+	free(w->Pd);
+	free(w->dP);
+	free(w->PT);
+	free(w->dST);
+	free(w->dK);
+	free(w->dV);
+	free(w->rk);
+	free(w->u);
+	free(w->srow);
+	free(w->posn);
+	free(w->flag);
+	free(w->bytes);
+	free(w->bits);
+	free(w->seg);
+	free(w->segn);
+	free(w->cm);
+	asam_pat_plan_destroy(w->plan);
+	free(w);
+}
+
+struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
+{
+	const struct asam_problem *p = job->p;
+	struct fast_ws *w = job->ws[worker];
+	size_t td = sizeof(float) * FAST_TQ * job->dp;
+	size_t kd = sizeof(float) * FAST_KB * job->dp;
+	size_t tk = sizeof(float) * FAST_TQ * FAST_KB;
+
+	if (w)
+		return w->failed ? NULL : w;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	job->ws[worker] = w;
+	w->plan_b = w->plan_h = -1;
+	w->q = walloc(td);
+	w->dO = walloc(td);
+	w->o = walloc(td);
+	w->accS = walloc(td);
+	w->accA = walloc(td);
+	w->dq = walloc(td);
+	w->kT = walloc(kd);
+	w->vT = walloc(kd);
+	w->kb = walloc(kd);
+	w->vb = walloc(kd);
+	w->tk = walloc(kd);
+	w->tv = walloc(kd);
+	w->S = walloc(tk);
+	w->Ps = walloc(tk);
+	w->Pd = walloc(tk);
+	w->dP = walloc(tk);
+	w->PT = walloc(tk);
+	w->dST = walloc(tk);
+	w->rk = walloc(sizeof(int32_t) * FAST_TQ * (size_t)p->Nk);
+	w->u = walloc(sizeof(int32_t) * (size_t)p->Nk);
+	w->srow = walloc(sizeof(float) * ((size_t)p->Nk + 16));
+	w->posn = walloc(sizeof(int32_t) * (size_t)p->Nk);
+	w->flag = walloc(p->Nk);
+	w->bits = walloc(sizeof(uint64_t) * FAST_TQ * job->nw * 2);
+	w->seg = walloc(sizeof(int32_t) * job->nw * 2);
+	w->segn = walloc(sizeof(int32_t) * job->nw * 2);
+	w->cm = walloc(sizeof(uint64_t) * job->nw * 2);
+	if (p->bwd) {
+		size_t rows = (size_t)job->nkb * FAST_KB;
+
+		w->dK = walloc(sizeof(float) * rows * job->dp);
+		w->dV = walloc(sizeof(float) * rows * job->dp);
+		if (!w->dK || !w->dV)
+			w->failed = true;
+	}
+	if (job->fp.per_row_plan) {
+		w->bytes = walloc(p->Nk);
+		w->plan = asam_pat_plan_create(p);
+		if (IS_ERR(w->plan)) {
+			w->plan = NULL;
+			w->failed = true;
+		}
+	}
+	if (!w->q || !w->dO || !w->o || !w->accS || !w->accA || !w->dq ||
+	    !w->kT || !w->vT || !w->kb || !w->vb || !w->tk || !w->tv ||
+	    !w->S || !w->Ps || !w->Pd || !w->dP || !w->PT || !w->dST ||
+	    !w->rk || !w->u || !w->srow || !w->posn || !w->flag || !w->bits ||
+	    !w->seg || !w->segn || !w->cm ||
+	    (job->fp.per_row_plan && !w->bytes))
+		w->failed = true;
+	return w->failed ? NULL : w;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Storage conversion                                                       */
+
+void fast_load_row(const struct asam_tv *t, int64_t off, int d, float *dst)
+{
+	int e;
+
+	switch (t->dt) {
+	case ASAM_DT_F32:
+		memcpy(dst, (const float *)t->data + off, sizeof(float) * d);
+		break;
+	case ASAM_DT_F16:
+		for (e = 0; e < d; e++)
+			dst[e] = asam_half_to_float(
+				((const uint16_t *)t->data)[off + e]);
+		break;
+	case ASAM_DT_BF16:
+		for (e = 0; e < d; e++)
+			dst[e] = asam_bf16_to_float(
+				((const uint16_t *)t->data)[off + e]);
+		break;
+	default:
+		for (e = 0; e < d; e++)
+			dst[e] = (float)tv_get(t, off + e);
+		break;
+	}
+}
+
+void fast_store_row(const struct asam_tv *t, int64_t off, int d,
+		      const float *src)
+{
+	int e;
+
+	switch (t->dt) {
+	case ASAM_DT_F32:
+		memcpy((float *)t->data + off, src, sizeof(float) * d);
+		break;
+	case ASAM_DT_F16:
+		for (e = 0; e < d; e++)
+			((uint16_t *)t->data)[off + e] =
+				asam_float_to_half(src[e]);
+		break;
+	case ASAM_DT_BF16:
+		for (e = 0; e < d; e++)
+			((uint16_t *)t->data)[off + e] =
+				asam_float_to_bf16(src[e]);
+		break;
+	default:
+		for (e = 0; e < d; e++)
+			tv_set(t, off + e, src[e]);
+		break;
+	}
+}
+
+/*
+ * K and V of every (b, kv head) converted once per call to fp32, rows and
+ * 64-key column blocks, zero padded: a range of keys then needs no copy.
+ * Workers convert the blocks they are given, so the pages are first
+ * touched on their nodes.
+ */
+/*
+ * fp32 K or V whose rows are dense at the padded width can be read in
+ * place (the kernels load unaligned): full blocks then need no row copy,
+ * only the transposes.
+ */
+static bool tv_direct(const struct asam_tv *t, int d, int dp)
+{
+	return t->dt == ASAM_DT_F32 && d == dp && t->stride[3] == 1 &&
+	       t->stride[2] == d;
+}
+
+/* Rows of block @blk of (b, hk) in @t: in place, or NULL to copy. */
+const float *fast_block_rows(const struct fast_job *job,
+			       const struct asam_tv *t, bool direct, int b,
+			       int hk, int64_t blk)
+{
+	if (!direct || (blk + 1) * FAST_KB > job->p->Nk)
+		return NULL;
+	return (const float *)t->data + tv_off(t, b, hk, blk * FAST_KB, 0);
+}
+
+static void convert_blocks(void *arg, int64_t begin, int64_t end, int worker)
+{
+	struct fast_job *job = arg;
+	const struct asam_problem *p = job->p;
+	int dp = job->dp, d = p->d, t, e;
+	int64_t it;
+
+	for (it = begin; it < end; it++) {
+		int64_t bhk = it / job->nkb, blk = it % job->nkb;
+		int b = bhk / p->Hkv, hk = bhk % p->Hkv;
+		const float *kr = fast_block_rows(job, &p->k, job->kdirect, b, hk,
+					     blk);
+		const float *vr = fast_block_rows(job, &p->v, job->vdirect, b, hk,
+					     blk);
+		float *kc = job->K32 + it * FAST_KB * dp;
+		float *vc = job->V32 + it * FAST_KB * dp;
+		float *kt = job->KT + it * FAST_KB * dp;
+		float *vt = job->VT ? job->VT + it * FAST_KB * dp : NULL;
+
+		if (!kr || !vr) {
+			for (t = 0; t < FAST_KB; t++) {
+				int64_t j = blk * FAST_KB + t;
+
+				if (j >= p->Nk) {
+					if (!kr)
+						memset(kc + t * dp, 0,
+						       sizeof(float) * dp);
+					if (!vr)
+						memset(vc + t * dp, 0,
+						       sizeof(float) * dp);
+					continue;
+				}
+				if (!kr) {
+					fast_load_row(&p->k, tv_off(&p->k, b, hk, j, 0),
+						 d, kc + t * dp);
+					memset(kc + t * dp + d, 0,
+					       sizeof(float) * (dp - d));
+				}
+				if (!vr) {
+					fast_load_row(&p->v, tv_off(&p->v, b, hk, j, 0),
+						 d, vc + t * dp);
+					memset(vc + t * dp + d, 0,
+					       sizeof(float) * (dp - d));
+				}
+			}
+		}
+		if (!kr)
+			kr = kc;
+		if (!vr)
+			vr = vc;
+		for (e = 0; e < dp; e++)
+			for (t = 0; t < FAST_KB; t++) {
+				kt[e * FAST_KB + t] = kr[t * dp + e];
+				if (vt)
+					vt[e * FAST_KB + t] = vr[t * dp + e];
+			}
+	}
+}
+
+/* Point the worker at segment @sg's K and V, gathering scattered keys. */
+void fast_gather(const struct fast_job *job, struct fast_ws *w,
+		   const struct keyset *ks, int b, int hk, int sg,
+		   bool want_vT)
+{
+	const struct asam_problem *p = job->p;
+	int dp = job->dp, nb = ks->segn[sg], t, e;
+	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB;
+	const int32_t *keys;
+
+	if (ks->seg[sg] >= 0) {
+		size_t off = (size_t)(base + (int64_t)ks->seg[sg] * FAST_KB) *
+			     dp;
+
+		const float *kr = fast_block_rows(job, &p->k, job->kdirect, b, hk,
+					     ks->seg[sg]);
+		const float *vr = fast_block_rows(job, &p->v, job->vdirect, b, hk,
+					     ks->seg[sg]);
+
+		w->pkT = job->KT + off;
+		w->pvb = vr ? vr : job->V32 + off;
+		w->pkb = kr ? kr : job->K32 + off;
+		w->pvT = job->VT ? job->VT + off : NULL;
+		return;
+	}
+	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
+	for (t = 0; t < nb; t++) {
+		size_t off = (size_t)(base + keys[t]) * dp;
+		const float *kr = job->K32 + off, *vr = job->V32 + off;
+
+		if (job->kdirect)
+			kr = (const float *)p->k.data +
+			     tv_off(&p->k, b, hk, keys[t], 0);
+		if (job->vdirect)
+			vr = (const float *)p->v.data +
+			     tv_off(&p->v, b, hk, keys[t], 0);
+		/* K straight into its transposed block; rows only for dQ */
+		for (e = 0; e < dp; e++)
+			w->kT[e * FAST_KB + t] = kr[e];
+		if (want_vT) {
+			memcpy(w->kb + t * dp, kr, sizeof(float) * dp);
+			for (e = 0; e < dp; e++)
+				w->vT[e * FAST_KB + t] = vr[e];
+		}
+		memcpy(w->vb + t * dp, vr, sizeof(float) * dp);
+	}
+	/* padding columns: finite zeros, whatever ran before */
+	for (e = 0; e < dp && nb < FAST_KB; e++) {
+		memset(w->kT + e * FAST_KB + nb, 0,
+		       sizeof(float) * (FAST_KB - nb));
+		if (want_vT)
+			memset(w->vT + e * FAST_KB + nb, 0,
+			       sizeof(float) * (FAST_KB - nb));
+	}
+	w->pkT = w->kT;
+	w->pvb = w->vb;
+	w->pkb = w->kb;
+	w->pvT = w->vT;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Backend ops                                                              */
+
+static void job_arena_put(struct fast_job *job)
+{
+	if (job->priv)
+		pthread_mutex_unlock(&job->priv->lock);
+	else
+		free(job->KT);
+	job->priv = NULL;
+	job->KT = NULL;
+}
+
+static int job_init(struct fast_job *job, struct asam_backend *be,
+		    const struct asam_problem *p, struct asam_pool **pool)
+{
+	int ret;
+
+	memset(job, 0, sizeof(*job));
+	*pool = asam_pool_get(be->ctx);
+	job->p = p;
+	job->isa = fast_isa_select();
+	job->dp = (p->d + 15) & ~15;
+	job->nw = DIV_ROUND_UP(p->Nk, 64) + 1;
+	job->group = p->Hq / p->Hkv;
+	job->scale = (float)p->scale;
+	job->nthreads = asam_pool_size(*pool);
+	job->ws = calloc(job->nthreads, sizeof(*job->ws));
+	if (!job->ws)
+		return asam_err(-ENOMEM, "cpu: out of memory");
+	job->nkb = DIV_ROUND_UP(p->Nk, FAST_KB);
+	job->kdirect = tv_direct(&p->k, p->d, job->dp);
+	job->vdirect = tv_direct(&p->v, p->d, job->dp);
+	{
+		struct cpu_priv *priv = be->priv;
+		size_t n = (size_t)p->B * p->Hkv * job->nkb * FAST_KB * job->dp;
+		size_t bytes = sizeof(float) * n * (p->bwd ? 4 : 3);
+		float *a = NULL;
+
+		if (priv && !pthread_mutex_trylock(&priv->lock)) {
+			job->priv = priv;
+			if (priv->arena_bytes < bytes) {
+				free(priv->arena);
+				priv->arena = aligned_alloc(64, bytes);
+				priv->arena_bytes = priv->arena ? bytes : 0;
+			}
+			a = priv->arena;
+		} else {
+			a = aligned_alloc(64, bytes);
+		}
+		if (!a) {
+			ret = asam_err(-ENOMEM, "cpu: out of memory");
+			goto err;
+		}
+		job->KT = a;
+		job->K32 = a + n;
+		job->V32 = a + 2 * n;
+		job->VT = p->bwd ? a + 3 * n : NULL;
+	}
+	ret = fast_plan_init(&job->fp, p, *pool,
+			     job->priv ? &job->priv->rows : NULL);
+	if (ret)
+		goto err;
+	asam_pool_for(*pool, (int64_t)p->B * p->Hkv * job->nkb, 4,
+		      convert_blocks, job);
+	return 0;
+err:
+	job_arena_put(job);
+	free(job->ws);
+	return ret;
+}
+
+static void job_fini(struct fast_job *job)
+{
+	int t;
+
+	for (t = 0; t < job->nthreads; t++)
+		ws_free(job->ws[t]);
+	free(job->ws);
+	fast_plan_fini(&job->fp);
+	job_arena_put(job);
+}
+
+static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
+{
+	struct asam_pool *pool;
+	struct fast_job job;
+	int ret = job_init(&job, be, p, &pool);
+
+	if (ret)
+		return ret;
+	asam_pool_for(pool, (int64_t)p->B * p->Hq * job.fp.maxgroups,
+		      job.fp.group_rows == 1 ? 16 : 1, fast_fwd_items, &job);
+	ret = atomic_load(&job.err);
+	job_fini(&job);
+	return ret ? asam_err(ret, "cpu: forward out of memory") : 0;
+}
+
+static int cpu_bwd(struct asam_backend *be, const struct asam_problem *p)
+{
+	struct asam_pool *pool;
+	struct fast_job job;
+	int ret = job_init(&job, be, p, &pool);
+
+	if (ret)
+		return ret;
+	fast_bwd_run(&job, pool);
+	ret = atomic_load(&job.err);
+	job_fini(&job);
+	return ret ? asam_err(ret, "cpu: backward out of memory") : 0;
+}
+
+static int cpu_supports(struct asam_backend *be, const struct asam_problem *p)
+{
+	if (p->flags & ASAM_F_REFERENCE)
+		return asam_err(-EOPNOTSUPP, "cpu: the reference was asked for");
+	if (p->d > FAST_MAXD)
+		return asam_err(-EOPNOTSUPP, "cpu: head dim %d exceeds %d",
+				p->d, FAST_MAXD);
+	if (p->dt != ASAM_DT_F32 && p->dt != ASAM_DT_F16 &&
+	    p->dt != ASAM_DT_BF16)
+		return asam_err(-EOPNOTSUPP, "cpu: dtype %s not served",
+				asam_dtype_name(p->dt));
+	switch (p->pat.kind) {
+	case ASAM_PATTERN_DENSE:
+	case ASAM_PATTERN_LOCAL:
+	case ASAM_PATTERN_STRIDED:
+	case ASAM_PATTERN_HIERARCHICAL:
+	case ASAM_PATTERN_RANDOM:
+	case ASAM_PATTERN_RANDOM_ROWS:
+	case ASAM_PATTERN_CLUSTERED:
+		break;
+	default:
+		/* a kind added later: the next backend serves it */
+		return asam_err(-EOPNOTSUPP, "cpu: pattern %s not planned",
+				asam_pattern_name(p->pat.kind));
+	}
+	if (p->pat.kind == ASAM_PATTERN_CLUSTERED && p->pat.C > 256)
+		return asam_err(-EOPNOTSUPP, "cpu: more than 256 clusters");
+	return 0;
+}
+
+static int cpu_probe(struct asam_backend *be)
+{
+	struct cpu_priv *priv = calloc(1, sizeof(*priv));
+
+	if (!priv)
+		return asam_err(-ENOMEM, "cpu: out of memory");
+	pthread_mutex_init(&priv->lock, NULL);
+	be->priv = priv;
+	pr_info("cpu: fast backend, %s kernels", fast_isa_select()->name);
+	return 0;
+}
+
+static void cpu_remove(struct asam_backend *be)
+{
+	struct cpu_priv *priv = be->priv;
+
+	asam_pool_put(be->ctx);
+	if (priv) {
+		pthread_mutex_destroy(&priv->lock);
+		free(priv->arena);
+		free(priv->rows.rows);
+		free(priv);
+	}
+	be->priv = NULL;
+}
+
+const struct asam_backend_ops asam_backend_cpu_ops = {
+	.name = "cpu",
+	.api_version = ASAM_BACKEND_API,
+	.dev_type = kDLCPU,
+	.probe = cpu_probe,
+	.remove = cpu_remove,
+	.supports = cpu_supports,
+	.fwd = cpu_fwd,
+	.bwd = cpu_bwd,
+};

@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The fast CPU backend ("cpu"): shared definitions.
+ *
+ * The hot loops live in per-ISA kernels (fast-generic.c, x86/fast-avx2.c,
+ * x86/fast-avx512.c), each the same source (fast-kern.h) compiled with its
+ * own flags.  Which one runs is chosen at run time by a score from CPUID,
+ * never by the build machine.  Everything else (planning the key sets,
+ * online softmax, threading) is ISA-independent and lives in fast.c and
+ * fast-plan.c.
+ */
+#ifndef ASAM_ARCH_CPU_FAST_H
+#define ASAM_ARCH_CPU_FAST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <internal/pattern.h>
+#include <internal/problem.h>
+
+#define FAST_TQ		16	/* query rows per group */
+#define FAST_KB		64	/* keys per block */
+#define FAST_MAXD	512
+
+/*
+ * One ISA's kernels.  Matrices are fp32, rows 64-byte aligned, dp (the
+ * head dim padded to 16) columns, zero padding.
+ *
+ * mm_nt: C[m][64] = A[m][dp] . BT[dp][64]
+ * mm_nn: C[m][dp] += P[m][k] . X[k][dp]   (P row stride ldp)
+ * exp:   x[t] = exp(x[t]) for t < n, n a multiple of 16; x >= -87 is
+ *	  accurate to a few ulp, smaller values flush towards 0
+ * row_step: one row's masked softmax step over a 64-key block
+ */
+struct fast_isa {
+	const char *name;
+	void (*mm_nt)(const float *a, int m, int dp, const float *bt,
+		      float *c);
+	void (*mm_nn)(const float *p, int ldp, int m, int k, const float *x,
+		      int dp, float *c);
+	void (*exp)(float *x, int n);
+	float (*row_step)(const float *s, uint64_t mask, float m,
+			  bool find_max, float *P, float *sum);
+	double (*peak)(long iters);	/* FMA throughput probe: flops */
+	/* one row against scattered rows: row t is base + keys[t] * stride */
+	void (*dots)(const float *q, int dp, const float *base,
+		     int64_t stride, const int32_t *keys, int n, float *s);
+	void (*axpys)(const float *P, const float *base, int64_t stride,
+		      const int32_t *keys, int n, int dp, float *acc);
+};
+
+/*
+ * For tools/asam-bench (linked statically): the chosen ISA's name, the
+ * FMA peak probe, and one product kernel over cache-resident operands
+ * (which: 0 = Q.K^T, 1 = P.V, FAST_TQ rows, 64 keys); both return flops.
+ */
+const char *asam_cpu_bench_isa(void);
+double asam_cpu_bench_peak(long iters);
+double asam_cpu_bench_kernel(int which, int dp, long iters);
+
+extern const struct fast_isa fast_isa_generic, fast_isa_avx2,
+	fast_isa_avx512;
+
+/* The best usable ISA; ASAM_CPU_ISA=generic|avx2|avx512 caps the choice. */
+const struct fast_isa *fast_isa_select(void);
+/* Force an ISA by name (tests); NULL restores the automatic choice. */
+int fast_isa_force(const char *name);
+
+/* ------------------------------------------------------------------------ */
+/* Planning: which keys each query row attends (fast-plan.c)               */
+
+/* RANDOM_ROWS lists kept between calls (they depend on no tensor) */
+struct fast_rows_cache {
+	uint64_t seed;
+	int Hq, Nq, Nk, rr;
+	int32_t *rows;
+};
+
+struct fast_plan {
+	const struct asam_problem *p;
+	int64_t qoff;			/* Nk - Nq */
+	/* HIERARCHICAL */
+	uint8_t *hier_tab;		/* [Hq][1 << nscales] */
+	int hier_band;			/* max_k s_k / 4 */
+	int32_t *hier_cols;		/* [Hq][Nk] global columns ... */
+	int32_t *hier_ncols;		/* [Hq] ... and their count */
+	/* RANDOM_ROWS */
+	int rr;
+	int32_t *rows;			/* [Hq][Nq][rr], each row sorted */
+	bool rows_cached;		/* owned by the cache, not freed */
+	/* CLUSTERED ARGMAX, per (b, h) */
+	int32_t *cq;			/* [B][Hq][Nq] query cluster */
+	int32_t *kid;			/* [B][Hq][Nk] key cluster */
+	int32_t *korder;		/* [B][Hq][Nk] keys sorted by cluster */
+	int32_t *kstart;		/* [B][Hq][C + 1] bucket starts */
+	int32_t *qorder;		/* [B][Hq][Nq] queries sorted by cluster */
+	int32_t *ngroups;		/* [B][Hq] */
+	int32_t *gstart;		/* [B][Hq][maxgroups + 1] into qorder */
+	int maxgroups;			/* groups per (b, h) at most */
+	int group_rows;			/* FAST_TQ, or 1 for per-row patterns */
+	bool per_row_plan;		/* CLUSTERED SOFT: asam_pat_row */
+	bool sorted_groups;
+	bool oom;			/* a planning worker ran out */		/* CLUSTERED ARGMAX: groups by cluster */
+};
+
+struct asam_pool;
+
+/* @cache: where RANDOM_ROWS lists persist (caller holds its lock), or NULL */
+int fast_plan_init(struct fast_plan *fp, const struct asam_problem *p,
+		   struct asam_pool *pool, struct fast_rows_cache *cache);
+void fast_plan_fini(struct fast_plan *fp);
+
+/* Rows of group g of (b, h): *rows[0..n) (query indices); 0 = no group. */
+int fast_plan_group(const struct fast_plan *fp, int b, int h, int g,
+		    int32_t *rows);
+
+/*
+ * Sorted allowed keys (< lim) of query row i for (b, h) in the sparse
+ * branch; @tmp is an asam_pat_plan prepared for (b, h) when
+ * per_row_plan is set, with @bytes an Nk scratch row.  Returns the count.
+ */
+/* HIERARCHICAL: is key j allowed for a query at position pos (any delta)? */
+bool fast_hier_near(const struct fast_plan *fp, int h, int64_t pos,
+		    int64_t j);
+
+int64_t fast_plan_row(const struct fast_plan *fp, int b, int h, int64_t i,
+		      int64_t lim, int32_t *out, struct asam_pat_plan *tmp,
+		      uint8_t *bytes);
+
+#endif

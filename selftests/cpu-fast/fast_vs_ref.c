@@ -1,0 +1,301 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The fast CPU backend against the fp64 reference over a grid: every
+ * pattern (both cluster modes) x gate mode x causal x GQA x lengths x
+ * storage dtype, forward (O and both log-sum-exps) and backward (dQ, dK,
+ * dV, dg), within the SPEC 4 tolerances.  Inputs are fresh random draws
+ * each run.  The backward of both backends starts from the reference's
+ * forward outputs, so each gradient is judged on its own.  Cases alternate
+ * between a 2- and a 16-worker context, which take different backward
+ * paths.  The best ISA
+ * runs the whole grid; every other usable ISA runs a slice of it.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/kselftest.h"
+#include "../lib/testutil.h"
+#include "../../arch/cpu/fast.h"
+
+struct shape {
+	int B, Hq, Nq, Nk, d;
+	bool lens;
+};
+
+static const struct shape shapes[] = {
+	{ 2, 4, 150, 150, 32, false },
+	{ 2, 4, 90, 200, 40, true },	/* d padded, Nq != Nk, lengths */
+	{ 1, 4, 100, 60, 64, false },	/* causal: the first rows are empty */
+};
+
+struct kind {
+	enum asam_pattern_kind k;
+	enum asam_cluster_mode cm;
+	const char *name;
+};
+
+static const struct kind kinds[] = {
+	{ ASAM_PATTERN_DENSE, 0, "dense" },
+	{ ASAM_PATTERN_LOCAL, 0, "local" },
+	{ ASAM_PATTERN_STRIDED, 0, "strided" },
+	{ ASAM_PATTERN_HIERARCHICAL, 0, "hier" },
+	{ ASAM_PATTERN_RANDOM, 0, "random" },
+	{ ASAM_PATTERN_RANDOM_ROWS, 0, "rrows" },
+	{ ASAM_PATTERN_CLUSTERED, ASAM_CLUSTER_ARGMAX, "clust" },
+	{ ASAM_PATTERN_CLUSTERED, ASAM_CLUSTER_SOFT, "clust-soft" },
+};
+
+static const char *gname[] = { "sparse", "dense", "soft", "hard" };
+
+static double tol_fwd(DLDataType dt)
+{
+	return dt.bits == 32 ? 1e-5 : dt.code == kDLBfloat ? 1e-2 : 2e-3;
+}
+
+static double tol_bwd(DLDataType dt)
+{
+	return dt.bits == 32 ? 1e-4 : dt.code == kDLBfloat ? 2e-2 : 2e-3;
+}
+
+/* lse: equal -inf where the reference has -inf, else relative closeness */
+static bool lse_ok(const struct tt *a, const struct tt *r)
+{
+	int64_t i, n = tt_numel(r);
+
+	for (i = 0; i < n; i++) {
+		double x = tt_get(a, i), y = tt_get(r, i);
+
+		if (isnan(y))	/* HARD: the branch the head did not take */
+			continue;
+		if (isnan(x))
+			return false;
+		if (isinf(y) || isinf(x)) {
+			if (x != y)
+				return false;
+			continue;
+		}
+		if (fabs(x - y) > 1e-4 * (1 + fabs(y)))
+			return false;
+	}
+	return true;
+}
+
+struct bufs {
+	struct tt *q, *k, *v, *o, *ls, *ld, *g, *lq, *lk, *mu;
+	struct tt *ro, *rls, *rld;
+	struct tt *dO, *dq, *dk, *dv, *dg, *rdq, *rdk, *rdv, *rdg;
+};
+
+static int failures;
+
+static void check(bool ok, const char *what, const char *tag, double err)
+{
+	ksft_test_result(ok, "%s %s err %.3g\n", tag, what, err);
+	if (!ok)
+		failures++;
+}
+
+static void run_case(struct asam_ctx *ctx, const struct kind *kd,
+		     enum asam_gate_mode gm, bool causal, bool gqa,
+		     DLDataType dt, const struct shape *sh, const char *isa)
+{
+	int Hkv = gqa ? sh->Hq / 2 : sh->Hq, H = sh->Hq, ret, i;
+	int64_t gs[2] = { sh->B, H }, ls1[1] = { sh->B };
+	int64_t ms[3] = { H, 4, sh->d };
+	struct asam_pattern pat;
+	struct asam_attn_params prm = { .sz = sizeof(prm) };
+	struct asam_fwd_args fa = { .sz = sizeof(fa) };
+	struct asam_bwd_args ba = { .sz = sizeof(ba) };
+	struct bufs x;
+	float wts[16];
+	char tag[160];
+	double e;
+
+	snprintf(tag, sizeof(tag), "%s %s %s%s%s %s N=%d/%d d=%d%s", isa,
+		 kd->name, gname[gm], causal ? " causal" : "",
+		 gqa ? " gqa" : "", dt.bits == 32 ? "f32" :
+		 dt.code == kDLBfloat ? "bf16" : "f16", sh->Nq, sh->Nk, sh->d,
+		 sh->lens ? " lens" : "");
+	asam_pattern_init(&pat, kd->k);
+	pat.window = 16;
+	pat.stride = 8;
+	pat.radius = 3;
+	pat.keys_per_row = kd->k == ASAM_PATTERN_RANDOM ? 64 : 24;
+	pat.seed = (uint64_t)tt_uniform() * 1000;
+	pat.num_clusters = 4;
+	pat.cluster_mode = kd->cm;
+	if (kd->k == ASAM_PATTERN_HIERARCHICAL && !gqa) {
+		/* random per-head weights (uniform ones in the GQA cases) */
+		for (i = 0; i < H * pat.num_scales; i++)
+			wts[i] = (float)tt_uniform();
+		for (i = 0; i < H; i++) {
+			float s = wts[3 * i] + wts[3 * i + 1] + wts[3 * i + 2];
+
+			wts[3 * i] /= s, wts[3 * i + 1] /= s,
+				wts[3 * i + 2] /= s;
+		}
+		pat.scale_weights = wts;
+	}
+	memset(&x, 0, sizeof(x));
+	x.q = tt_new4(dt, sh->B, H, sh->Nq, sh->d);
+	x.k = tt_new4(dt, sh->B, Hkv, sh->Nk, sh->d);
+	x.v = tt_new4(dt, sh->B, Hkv, sh->Nk, sh->d);
+	x.o = tt_new4(dt, sh->B, H, sh->Nq, sh->d);
+	x.ro = tt_new4(dt, sh->B, H, sh->Nq, sh->d);
+	x.ls = tt_new(TT_F32, 3, (int64_t[]){ sh->B, H, sh->Nq });
+	x.ld = tt_new(TT_F32, 3, (int64_t[]){ sh->B, H, sh->Nq });
+	x.rls = tt_new(TT_F32, 3, (int64_t[]){ sh->B, H, sh->Nq });
+	x.rld = tt_new(TT_F32, 3, (int64_t[]){ sh->B, H, sh->Nq });
+	x.g = tt_new(TT_F32, 2, gs);
+	x.mu = tt_new(TT_F32, 3, ms);
+	tt_fill_randn(x.q, 1.0);
+	tt_fill_randn(x.k, 1.0);
+	tt_fill_randn(x.v, 1.0);
+	tt_fill_randn(x.mu, 1.0);
+	tt_fill_uniform(x.g, 0.05, 0.95);
+	pat.centroids = &x.mu->dl;
+	if (sh->lens) {
+		x.lq = tt_new(TT_I32, 1, ls1);
+		x.lk = tt_new(TT_I32, 1, ls1);
+		tt_set(x.lq, 0, sh->Nq), tt_set(x.lk, 0, sh->Nk - 3);
+		tt_set(x.lq, 1, sh->Nq - 7), tt_set(x.lk, 1, 70);
+		fa.len_q = &x.lq->dl, fa.len_k = &x.lk->dl;
+	}
+	prm.pattern = &pat;
+	prm.gate_mode = gm;
+	prm.hard_threshold = 0.5f;
+	prm.causal = causal;
+	fa.q = &x.q->dl, fa.k = &x.k->dl, fa.v = &x.v->dl;
+	fa.gate = &x.g->dl;
+
+	/* reference */
+	prm.flags = ASAM_F_REFERENCE;
+	fa.o = &x.ro->dl, fa.lse_sparse = &x.rls->dl, fa.lse_dense = &x.rld->dl;
+	tt_fill(x.rls, -1), tt_fill(x.rld, -1);
+	ret = asam_attn_fwd(ctx, &prm, &fa);
+	if (ret) {
+		ksft_test_result_skip("%s: reference: %s\n", tag,
+				      asam_last_error());
+		goto out;
+	}
+	/* fast */
+	prm.flags = 0;
+	tt_poison(x.o);
+	tt_fill(x.ls, -1), tt_fill(x.ld, -1);
+	fa.o = &x.o->dl, fa.lse_sparse = &x.ls->dl, fa.lse_dense = &x.ld->dl;
+	ret = asam_attn_fwd(ctx, &prm, &fa);
+	if (ret) {
+		check(false, asam_last_error(), tag, 0);
+		goto out;
+	}
+	e = tt_rel_err(x.o, x.ro);
+	check(e <= tol_fwd(dt) && !tt_has_nan(x.o), "O", tag, e);
+	if (gm != ASAM_GATE_DENSE)
+		check(lse_ok(x.ls, x.rls), "lse_s", tag, 0);
+	if (gm != ASAM_GATE_SPARSE)
+		check(lse_ok(x.ld, x.rld), "lse_d", tag, 0);
+	if (gm == ASAM_GATE_HARD)
+		goto out;
+
+	x.dO = tt_new4(dt, sh->B, H, sh->Nq, sh->d);
+	tt_fill_randn(x.dO, 1.0);
+	x.dq = tt_new4(dt, sh->B, H, sh->Nq, sh->d);
+	x.dk = tt_new4(dt, sh->B, Hkv, sh->Nk, sh->d);
+	x.dv = tt_new4(dt, sh->B, Hkv, sh->Nk, sh->d);
+	x.rdq = tt_new4(dt, sh->B, H, sh->Nq, sh->d);
+	x.rdk = tt_new4(dt, sh->B, Hkv, sh->Nk, sh->d);
+	x.rdv = tt_new4(dt, sh->B, Hkv, sh->Nk, sh->d);
+	x.dg = tt_new(TT_F32, 2, gs);
+	x.rdg = tt_new(TT_F32, 2, gs);
+	ba.q = fa.q, ba.k = fa.k, ba.v = fa.v, ba.gate = fa.gate;
+	ba.len_q = fa.len_q, ba.len_k = fa.len_k;
+	ba.o = &x.ro->dl;
+	ba.lse_sparse = gm != ASAM_GATE_DENSE ? &x.rls->dl : NULL;
+	ba.lse_dense = gm != ASAM_GATE_SPARSE ? &x.rld->dl : NULL;
+	ba.d_o = &x.dO->dl;
+	prm.flags = ASAM_F_REFERENCE;
+	ba.dq = &x.rdq->dl, ba.dk = &x.rdk->dl, ba.dv = &x.rdv->dl;
+	ba.dgate = gm == ASAM_GATE_SOFT ? &x.rdg->dl : NULL;
+	ret = asam_attn_bwd(ctx, &prm, &ba);
+	if (ret) {
+		check(false, asam_last_error(), tag, 0);
+		goto out;
+	}
+	prm.flags = 0;
+	tt_poison(x.dq), tt_poison(x.dk), tt_poison(x.dv);
+	ba.dq = &x.dq->dl, ba.dk = &x.dk->dl, ba.dv = &x.dv->dl;
+	ba.dgate = gm == ASAM_GATE_SOFT ? &x.dg->dl : NULL;
+	ret = asam_attn_bwd(ctx, &prm, &ba);
+	if (ret) {
+		check(false, asam_last_error(), tag, 0);
+		goto out;
+	}
+	e = tt_rel_err(x.dq, x.rdq);
+	check(e <= tol_bwd(dt), "dQ", tag, e);
+	e = tt_rel_err(x.dk, x.rdk);
+	check(e <= tol_bwd(dt), "dK", tag, e);
+	e = tt_rel_err(x.dv, x.rdv);
+	check(e <= tol_bwd(dt), "dV", tag, e);
+	if (gm == ASAM_GATE_SOFT) {
+		e = tt_rel_err(x.dg, x.rdg);
+		check(e <= tol_bwd(dt), "dg", tag, e);
+	}
+out:
+	tt_free(x.q), tt_free(x.k), tt_free(x.v), tt_free(x.o);
+	tt_free(x.ro), tt_free(x.ls), tt_free(x.ld), tt_free(x.rls);
+	tt_free(x.rld), tt_free(x.g), tt_free(x.mu), tt_free(x.lq);
+	tt_free(x.lk), tt_free(x.dO), tt_free(x.dq), tt_free(x.dk);
+	tt_free(x.dv), tt_free(x.rdq), tt_free(x.rdk), tt_free(x.rdv);
+	tt_free(x.dg), tt_free(x.rdg);
+}
+
+int main(void)
+{
+	static const char *isas[] = { "avx512", "avx2", "generic" };
+	const DLDataType dts[3] = { TT_F32, TT_F16, TT_BF16 };
+	struct asam_ctx_opts o = { .sz = sizeof(o), .num_threads = 2 };
+	struct asam_ctx_opts o16 = { .sz = sizeof(o), .num_threads = 16 };
+	struct asam_ctx *ctx, *ctx16;
+	int nk = sizeof(kinds) / sizeof(kinds[0]), kk, gm, c, q, t, n = 0, s;
+	bool first = true;
+	char buf[256];
+
+	ksft_print_header();
+	/*
+	 * Two pools: with 2 workers the backward runs fused over (b, kv
+	 * head); with 16 it splits into a dQ pass and dK/dV key chunks.
+	 */
+	if (asam_ctx_create(&o, &ctx) || asam_ctx_create(&o16, &ctx16))
+		ksft_exit_skip("no context: %s\n", asam_last_error());
+	asam_ctx_backends(ctx, buf, sizeof(buf));
+	if (!strstr(buf, "cpu,") && strncmp(buf, "cpu", 3))
+		ksft_exit_skip("fast cpu backend not probed (%s)\n", buf);
+	for (s = 0; s < 3; s++) {
+		if (fast_isa_force(isas[s]))
+			continue;
+		for (kk = 0; kk < nk; kk++)
+			for (gm = 0; gm < 4; gm++)
+				for (c = 0; c < 2; c++)
+					for (q = 0; q < 2; q++)
+						for (t = 0; t < 3; t++) {
+							/* slower ISAs: f32, a slice */
+							if (!first && (t || (gm + c + q) % 3))
+								continue;
+							run_case(n % 2 ? ctx16 : ctx,
+								 &kinds[kk], gm, c, q,
+								 dts[t], &shapes[n % 3],
+								 isas[s]);
+							n++;
+						}
+		first = false;
+	}
+	fast_isa_force(NULL);
+	asam_ctx_destroy(ctx);
+	asam_ctx_destroy(ctx16);
+	if (failures)
+		ksft_print_msg("%d failures (seed %llu)\n", failures,
+			       (unsigned long long)tt_seed_used());
+	ksft_finished();
+}
