@@ -14,13 +14,32 @@
 
 #include "attn_params.cuh"
 
+/*
+ * The library's JIT preamble gives each constant as ASAM_NAME (a macro)
+ * and NAME (a constexpr); these kernels test them in #if, so take the
+ * macros.  The kdev tools pass plain -D / #define NAME instead.
+ */
+#ifdef ASAM_JIT
+#define HEAD_DIM ASAM_HEAD_DIM
+#define DTYPE ASAM_DTYPE
+#define CAUSAL ASAM_CAUSAL
+#define GATE_MODE ASAM_GATE_MODE
+#define PATTERN ASAM_PATTERN
+#define BLOCK_M ASAM_BLOCK_M
+#define BLOCK_N ASAM_BLOCK_N
+#define NUM_WARPS ASAM_NUM_WARPS
+#ifdef ASAM_BWD_PRE
+#define BWD_PRE ASAM_BWD_PRE
+#endif
+#endif
+
 typedef unsigned short u16;
 typedef unsigned int u32;
 typedef long long i64;
 
-/* DTYPE: 0 fp16, 1 bf16 (the host's enum asam_dtype is mapped to these) */
-#define ATTN_F16 0
-#define ATTN_BF16 1
+/* DTYPE: enum asam_dtype numbers (ASAM_DT_F16 1, ASAM_DT_BF16 2) */
+#define ATTN_F16 1
+#define ATTN_BF16 2
 
 /* Gate modes, in the order of enum asam_gate_mode */
 #define ATTN_G_SPARSE 0

@@ -19,7 +19,7 @@ gen() {
 	w=${7:-$(($6 / 16))}
 	f="$OUT/cubin/fwd_d$1_t$2_c$3_g$4_p$5_m$6_w$w.cubin"
 	[ -f "$f" ] && [ "$f" -nt jit/kernels/attn_fwd.cu ] && [ "$f" -nt jit/kernels/attn_common.cuh ] && return 0
-	"$OUT/nvrtc-cubin" "$f" jit/kernels/attn_fwd.cu 90 HEAD_DIM=$1 DTYPE=$2 \
+	"$OUT/nvrtc-cubin" "$f" jit/kernels/attn_fwd.cu 90 HEAD_DIM=$1 DTYPE=$(($2 + 1)) \
 		CAUSAL=$3 GATE_MODE=$4 PATTERN=$5 BLOCK_M=$6 BLOCK_N=64 \
 		NUM_WARPS=$w -- $K
 }
@@ -45,11 +45,11 @@ done
 genb() {
 	f="$OUT/cubin/bwd_d$1_t$2_c$3_g$4_p$5.cubin"
 	[ -f "$f" ] && [ "$f" -nt jit/kernels/attn_bwd.cu ] && [ "$f" -nt jit/kernels/attn_common.cuh ] || \
-	"$OUT/nvrtc-cubin" "$f" jit/kernels/attn_bwd.cu 90 HEAD_DIM=$1 DTYPE=$2 \
+	"$OUT/nvrtc-cubin" "$f" jit/kernels/attn_bwd.cu 90 HEAD_DIM=$1 DTYPE=$(($2 + 1)) \
 		CAUSAL=$3 GATE_MODE=$4 PATTERN=$5 BLOCK_M=64 BLOCK_N=64 NUM_WARPS=4 -- $K
 	f="$OUT/cubin/pre_d$1_t$2_c$3_g$4_p$5.cubin"
 	[ -f "$f" ] && [ "$f" -nt jit/kernels/attn_fwd.cu ] && [ "$f" -nt jit/kernels/attn_common.cuh ] || \
-	"$OUT/nvrtc-cubin" "$f" jit/kernels/attn_fwd.cu 90 HEAD_DIM=$1 DTYPE=$2 \
+	"$OUT/nvrtc-cubin" "$f" jit/kernels/attn_fwd.cu 90 HEAD_DIM=$1 DTYPE=$(($2 + 1)) \
 		CAUSAL=$3 GATE_MODE=$4 PATTERN=$5 BLOCK_M=64 BLOCK_N=64 NUM_WARPS=4 BWD_PRE=1 -- $K
 }
 for t in 0 1; do for d in 64 128; do for p in 0 1 4; do for g in 0 1 2; do
