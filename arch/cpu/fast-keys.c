@@ -24,28 +24,6 @@ void fast_plan_for(struct fast_job *job, struct fast_ws *w, int b, int h)
 }
 
 /*
- * Build the group's key set.  Dense branch: the blocks of [0, max limit),
- * the sparse rows (if any) as bits over them.  Sparse only: the union of
- * the rows' lists, found by flagging keys and scanning the flagged span
- * block by block; well-used blocks go direct, the rest is gathered.
- */
-/* first index in sorted a[0..n) with a[t] >= x */
-static int64_t lower_bound32(const int32_t *a, int64_t n, int64_t x)
-{
-	int64_t lo = 0, hi = n;
-
-	while (lo < hi) {
-		int64_t mid = (lo + hi) / 2;
-
-		if (a[mid] < x)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-/*
  * LOCAL and RANDOM need no key lists: a LOCAL row is one range, and the
  * rows of a group (16 queries inside one 64-query block) share their
  * RANDOM key blocks.  Their masks follow from arithmetic (row_mask()).
@@ -143,7 +121,7 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 			uint64_t m = 0;
 
 			if (hr) {
-				int64_t q = lower_bound32(cols, nc,
+				int64_t q = fast_lower_bound(cols, nc,
 							  blk * FAST_KB);
 
 				for (; q < nc && cols[q] < (blk + 1) * FAST_KB;
@@ -172,7 +150,7 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 							FAST_TQ + r] |=
 							1ull << (j & 63);
 			}
-			for (q = lower_bound32(cols, nc, gr->k0);
+			for (q = fast_lower_bound(cols, nc, gr->k0);
 			     q < nc && cols[q] < end; q++)
 				if (cols[q] < blo * FAST_KB ||
 				    cols[q] >= bhi * FAST_KB)
@@ -267,6 +245,12 @@ static int64_t clip_keys(int32_t *rk, int64_t n, int64_t k0, int64_t k1)
 	return b - a;
 }
 
+/*
+ * Build the group's key set.  Dense branch: the blocks of [0, max limit),
+ * the sparse rows (if any) as bits over them.  Sparse only: the union of
+ * the rows' lists, found by flagging keys and scanning the flagged span
+ * block by block; well-used blocks go direct, the rest is gathered.
+ */
 void fast_build_keys(struct fast_job *job, struct fast_ws *w,
 		       const struct group *gr, struct keyset *ks)
 {

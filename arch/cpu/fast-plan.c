@@ -425,8 +425,7 @@ static int64_t emit_range(int32_t *out, int64_t n, int64_t lo, int64_t hi)
 	return n;
 }
 
-/* first index in sorted a[0..n) with a[t] >= x */
-static int64_t lower_bound(const int32_t *a, int64_t n, int64_t x)
+int64_t fast_lower_bound(const int32_t *a, int64_t n, int64_t x)
 {
 	int64_t lo = 0, hi = n;
 
@@ -484,7 +483,7 @@ int64_t fast_plan_row(const struct fast_plan *fp, int b, int h, int64_t i,
 		for (j = lo; j < hi; j++)
 			if (tab[hier_bits(pat, pos > j ? pos - j : j - pos, j)])
 				out[n++] = (int32_t)j;
-		for (t = lower_bound(cols, nc, hi); t < nc && cols[t] < lim;
+		for (t = fast_lower_bound(cols, nc, hi); t < nc && cols[t] < lim;
 		     t++)
 			out[n++] = cols[t];
 		return n;

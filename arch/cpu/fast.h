@@ -123,6 +123,9 @@ int fast_plan_group(const struct fast_plan *fp, int b, int h, int g,
 bool fast_hier_near(const struct fast_plan *fp, int h, int64_t pos,
 		    int64_t j);
 
+/* first index in sorted a[0..n) with a[t] >= x (gathered column lists) */
+int64_t fast_lower_bound(const int32_t *a, int64_t n, int64_t x);
+
 int64_t fast_plan_row(const struct fast_plan *fp, int b, int h, int64_t i,
 		      int64_t lim, int32_t *out, struct asam_pat_plan *tmp,
 		      uint8_t *bytes);
