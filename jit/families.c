@@ -47,6 +47,49 @@ static int selftest_variants(const struct asam_jit_variant_ctx *vc, int arch,
 	return 0;
 }
 
+/*
+ * Attention: what arch/cuda/attn.c asks for.  Forward: 128-row tiles with
+ * 4 warps (SOFT: 64 rows); backward: 64 x 64 tiles and its preprocess
+ * (the forward with BWD_PRE).  Enumerated here (for asam-cache precompile
+ * and the compile-everything test): head dims 64 and 128, fp16/bf16 as
+ * configured, causal or not, the DENSE pattern with the DENSE gate.  The
+ * sparse patterns and the other gate modes (PATTERN 1, 4; GATE_MODE 0-3)
+ * are the same source with other constants and compile on first use; all
+ * 240 of them per arch would outgrow the test's time budget.
+ */
+static int attn_variants(const struct asam_jit_variant_ctx *vc, int arch,
+			 asam_jit_variant_cb cb, void *arg)
+{
+	static const int dims[] = { 64, 128 };
+	bool bwd = !strcmp(vc->family->name, "attn_bwd");
+	struct asam_jit_spec spec;
+	int dt[3], ndt, i, j, c, pre, err;
+
+	ndt = enabled_dtypes(dt);
+	for (i = 1; i < ndt; i++)		/* fp16, bf16 only */
+	for (j = 0; j < (int)ARRAY_SIZE(dims); j++)
+	for (c = 0; c < 2; c++)
+	for (pre = 0; pre < (bwd ? 1 : 2); pre++) {
+		int bm = bwd || pre ? 64 : 128;
+
+		err = asam_jit_spec_init(&spec, vc->family->name, arch);
+		err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", dims[j]);
+		err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[i]);
+		err = err ?: asam_jit_spec_set(&spec, "CAUSAL", c);
+		err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", 1);
+		err = err ?: asam_jit_spec_set(&spec, "PATTERN", 0);
+		err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", bm);
+		err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 64);
+		err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", 4);
+		if (pre)
+			err = err ?: asam_jit_spec_set(&spec, "BWD_PRE", 1);
+		err = err ?: cb(&spec, arg);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 const struct asam_jit_family asam_jit_families[] = {
 	{
 		.name = "selftest",
@@ -56,6 +99,22 @@ const struct asam_jit_family asam_jit_families[] = {
 		.variants = selftest_variants,
 	},
 	/* attention families are appended here */
+	{
+		.name = "attn_fwd",
+		.source = "attn_fwd.cu",
+		.entries = { "asam_attn_fwd_kernel" },
+		.hopper_only = false,
+		.variants = attn_variants,
+	},
+	{
+		.name = "attn_bwd",
+		.source = "attn_bwd.cu",
+		.entries = { "asam_attn_bwd_dq_kernel",
+			     "asam_attn_bwd_dkdv_kernel",
+			     "asam_attn_bwd_dg_kernel" },
+		.hopper_only = false,
+		.variants = attn_variants,
+	},
 };
 
 const int asam_jit_nfamilies = ARRAY_SIZE(asam_jit_families);

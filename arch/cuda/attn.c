@@ -1,31 +1,468 @@
 // SPDX-License-Identifier: MIT
 /*
- * Placeholder for the CUDA attention kernels, which the "kernels" work
- * replaces wholesale.  Until then the backend claims no problem, so the
- * core falls through to the next backend with this message.
+ * CUDA attention: the host side of jit/kernels/attn_{fwd,bwd}.cu.
+ *
+ * A call builds the JIT specialisation (head dim, dtype, causal, gate mode,
+ * pattern, tile), gets the image from the JIT (memory, disk, NVRTC), loads
+ * it once per device and keeps the function; the pattern's key-tile lists
+ * (arch/cuda/attn_plan.c) are built once per (device, pattern, N, tile)
+ * and kept on the device.  Launches go on the caller's stream and nothing
+ * synchronises, except a backward given no workspace, which borrows
+ * device memory for its row sums and waits for the stream before freeing
+ * it.
  */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <internal/backend.h>
 #include <internal/cuda.h>
 #include <internal/err.h>
+#include <internal/jit.h>
+#include <internal/kconfig.h>
+#include <internal/log.h>
+#include <internal/problem.h>
+
+#include "attn_plan.h"
+#include "../../jit/kernels/attn_params.cuh"
+
+#define FWD_BM		128	/* 32 rows a warp: the fastest measured */
+#define FWD_WARPS	4
+#define SOFT_BM		64	/* two softmax states: 16 rows a warp */
+#define BWD_T		64	/* backward tiles are 64 x 64, 4 warps */
+#define MAX_FUNCS	256
+#define MAX_PLANS	128
+
+struct fn_entry {
+	int ordinal;
+	struct asam_jit_spec spec;
+	const char *entry;
+	CUfunction fn;
+};
+
+struct plan_entry {
+	int ordinal, kind, radius, r, Hq, Nq, Nk, bm, transposed;
+	uint64_t seed;
+	CUdeviceptr mem;
+	int nh, nqt;
+};
+
+static pthread_mutex_t attn_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fn_entry fns[MAX_FUNCS];
+static int nfns;
+static struct plan_entry plans[MAX_PLANS];
+static int nplans;
+
+static int smem_bytes(int rows, int d)
+{
+	return rows * (d + 8) * 2;
+}
+
+static int arch_of(const struct asam_cuda_device *d)
+{
+	return d->cc_major * 10 + d->cc_minor;
+}
+
+/* Load (once per device) entry @entry of specialisation @spec. */
+static int get_fn(struct asam_cuda_device *d, const struct asam_jit_spec *spec,
+		  const char *entry, bool capturing, CUfunction *out)
+{
+	const struct asam_jit_image *img;
+	CUmodule mod;
+	CUfunction fn;
+	int i, ret;
+
+	if (!IS_ENABLED(CONFIG_JIT_NVRTC))
+		return asam_err(-EOPNOTSUPP,
+				"cuda attention: the JIT is not built; enable CONFIG_JIT_NVRTC");
+	pthread_mutex_lock(&attn_lock);
+	for (i = 0; i < nfns; i++)
+		if (fns[i].ordinal == d->ordinal && fns[i].entry == entry &&
+		    asam_jit_spec_equal(&fns[i].spec, spec)) {
+			*out = fns[i].fn;
+			pthread_mutex_unlock(&attn_lock);
+			return 0;
+		}
+	ret = capturing ? asam_jit_get_nocompile(spec, &img) :
+			  asam_jit_get(spec, &img);
+	if (!ret)
+		ret = asam_cuda_module_load(d, img->data, &mod);
+	if (!ret)
+		ret = asam_cuda_err(d->drv->cuModuleGetFunction(&fn, mod, entry),
+				    "cuModuleGetFunction");
+	if (!ret)
+		ret = asam_cuda_err(d->drv->cuFuncSetAttribute(fn,
+				CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+				d->smem_per_block_optin), "cuFuncSetAttribute");
+	if (!ret && nfns < MAX_FUNCS) {
+		fns[nfns].ordinal = d->ordinal;
+		fns[nfns].spec = *spec;
+		fns[nfns].entry = entry;
+		fns[nfns++].fn = fn;
+	}
+	pthread_mutex_unlock(&attn_lock);
+	if (!ret)
+		*out = fn;
+	return ret;
+}
+
+static int make_spec(struct asam_jit_spec *s, const char *family,
+		     const struct asam_cuda_device *d,
+		     const struct asam_problem *p, int gate, int bm, int nw,
+		     int pre)
+{
+	int ret = asam_jit_spec_init(s, family, arch_of(d));
+
+	ret = ret ?: asam_jit_spec_set(s, "HEAD_DIM", p->d);
+	ret = ret ?: asam_jit_spec_set(s, "DTYPE", p->dt);
+	ret = ret ?: asam_jit_spec_set(s, "CAUSAL", p->causal);
+	ret = ret ?: asam_jit_spec_set(s, "GATE_MODE", gate);
+	ret = ret ?: asam_jit_spec_set(s, "PATTERN", p->pat.kind);
+	ret = ret ?: asam_jit_spec_set(s, "BLOCK_M", bm);
+	ret = ret ?: asam_jit_spec_set(s, "BLOCK_N", 64);
+	ret = ret ?: asam_jit_spec_set(s, "NUM_WARPS", nw);
+	if (pre)
+		ret = ret ?: asam_jit_spec_set(s, "BWD_PRE", 1);
+	return ret;
+}
+
+/*
+ * The key-tile lists of @p's pattern for query tiles of @bm rows (by key
+ * tile when @transposed), built and uploaded once, then kept.
+ */
+static int get_plan(struct asam_cuda_device *d, const struct asam_problem *p,
+		    int bm, int transposed, const int **off, const int **list,
+		    int *per_head)
+{
+	const struct asam_pat *pat = &p->pat;
+	struct attn_plan pl, tp, *use;
+	struct plan_entry *e;
+	CUdeviceptr mem;
+	size_t n;
+	int i, ret, Hq = pat->kind == ASAM_PATTERN_RANDOM ? p->Hq : 1;
+
+	pthread_mutex_lock(&attn_lock);
+	for (i = 0; i < nplans; i++) {
+		e = &plans[i];
+		if (e->ordinal == d->ordinal && e->kind == (int)pat->kind &&
+		    e->radius == pat->radius && e->r == pat->r &&
+		    e->seed == pat->seed && e->Hq == Hq && e->Nq == p->Nq &&
+		    e->Nk == p->Nk && e->bm == bm &&
+		    e->transposed == transposed)
+			goto found;
+	}
+	if (nplans == MAX_PLANS) {
+		pthread_mutex_unlock(&attn_lock);
+		return asam_err(-ENOSPC, "cuda attention: more than %d tile-list shapes in one process",
+				MAX_PLANS);
+	}
+	ret = attn_plan_build(&pl, pat, Hq, p->Nq, p->Nk, bm, 64);
+	if (ret)
+		goto out;
+	use = &pl;
+	if (transposed) {
+		ret = attn_plan_transpose(&pl, (p->Nk + 63) / 64, &tp);
+		attn_plan_free(&pl);
+		if (ret)
+			goto out;
+		use = &tp;
+	}
+	n = (size_t)use->nh * use->nqt + 1;
+	ret = asam_cuda_malloc(d, attn_plan_bytes(use) + 4, &mem);
+	if (!ret)
+		ret = asam_cuda_memcpy_htod(d, mem, use->off, n * sizeof(int),
+					    NULL, false);
+	if (!ret)
+		ret = asam_cuda_memcpy_htod(d, mem + n * sizeof(int), use->list,
+					    use->off[n - 1] * sizeof(int) + 4,
+					    NULL, false);
+	if (ret) {
+		attn_plan_free(use);
+		goto out;
+	}
+	e = &plans[nplans++];
+	*e = (struct plan_entry){ .ordinal = d->ordinal, .kind = pat->kind,
+		.radius = pat->radius, .r = pat->r, .seed = pat->seed,
+		.Hq = Hq, .Nq = p->Nq, .Nk = p->Nk, .bm = bm,
+		.transposed = transposed, .mem = mem, .nh = use->nh,
+		.nqt = use->nqt };
+	attn_plan_free(use);
+found:
+	n = (size_t)e->nh * e->nqt + 1;
+	*off = (const int *)(uintptr_t)e->mem;
+	*list = (const int *)(uintptr_t)(e->mem + n * sizeof(int));
+	*per_head = e->nh > 1;
+	ret = 0;
+out:
+	pthread_mutex_unlock(&attn_lock);
+	return ret;
+}
+
+static long long st(const struct asam_tv *t, int i)
+{
+	return t->stride[i];
+}
 
 int asam_cuda_attn_supports(struct asam_backend *be,
 			    const struct asam_problem *p)
 {
-	return asam_err(-EOPNOTSUPP, "CUDA attention kernels are not built yet");
-}
+	struct asam_cuda_device *d = asam_cuda_device_of(be, p->dev.device_id);
+	const struct asam_tv *t[] = { &p->q, &p->k, &p->v, &p->o, &p->d_o,
+				      &p->dq, &p->dk, &p->dv };
+	int i;
 
-int asam_cuda_attn_fwd(struct asam_backend *be, const struct asam_problem *p)
-{
-	return asam_cuda_attn_supports(be, p);
-}
-
-int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
-{
-	return asam_cuda_attn_supports(be, p);
+	if (!d)
+		return asam_err(-ENODEV, "cuda:%d is not in this context",
+				p->dev.device_id);
+	if (!IS_ENABLED(CONFIG_JIT_NVRTC))
+		return asam_err(-EOPNOTSUPP,
+				"cuda attention needs the JIT; enable CONFIG_JIT_NVRTC");
+	if (d->cc_major < 8)
+		return asam_err(-EOPNOTSUPP, "cuda:%d: sm_%d%d lacks mma.sync bf16 (sm_80 or later)",
+				d->ordinal, d->cc_major, d->cc_minor);
+	if (p->dt != ASAM_DT_F16 && p->dt != ASAM_DT_BF16)
+		return asam_err(-EOPNOTSUPP, "q: cuda attention takes float16 or bfloat16");
+	if (p->d != 64 && p->d != 128)
+		return asam_err(-EOPNOTSUPP, "q: head dim %d; the cuda kernels take 64 and 128",
+				p->d);
+	if (p->pat.kind != ASAM_PATTERN_DENSE &&
+	    p->pat.kind != ASAM_PATTERN_LOCAL &&
+	    p->pat.kind != ASAM_PATTERN_RANDOM)
+		return asam_err(-EOPNOTSUPP, "pattern %s has no cuda kernel yet",
+				asam_pattern_name(p->pat.kind));
+	if (p->Nk >= (1 << 24) / 2 || p->Nq >= (1 << 24) / 2)
+		return asam_err(-EOPNOTSUPP, "sequence of %d tokens: too long for the tile lists",
+				p->Nq > p->Nk ? p->Nq : p->Nk);
+	/* cp.async moves 16 bytes: rows and bases 16-byte aligned */
+	for (i = 0; i < (int)(sizeof(t) / sizeof(t[0])); i++) {
+		if (!t[i]->data)
+			continue;
+		if (((uintptr_t)t[i]->data & 15) || (st(t[i], 0) & 7) ||
+		    (st(t[i], 1) & 7) || (st(t[i], 2) & 7))
+			return asam_err(-EOPNOTSUPP, "cuda attention needs 16-byte aligned rows (tensor %d)",
+					i);
+	}
+	if ((p->lse_s.data && p->lse_s.dt != ASAM_DT_F32) ||
+	    (p->lse_d.data && p->lse_d.dt != ASAM_DT_F32))
+		return asam_err(-EOPNOTSUPP, "lse: cuda attention writes float32");
+	if ((p->lse_s.data && p->lse_s.stride[2] != 1) ||
+	    (p->lse_d.data && p->lse_d.stride[2] != 1) ||
+	    (p->lse_s.data && p->lse_d.data &&
+	     (p->lse_s.stride[0] != p->lse_d.stride[0] ||
+	      p->lse_s.stride[1] != p->lse_d.stride[1])))
+		return asam_err(-EOPNOTSUPP, "lse: cuda attention needs equal, row-contiguous lse strides");
+	if (smem_bytes(FWD_BM + 4 * 64, p->d) > d->smem_per_block_optin)
+		return asam_err(-EOPNOTSUPP, "cuda:%d: %d bytes of shared memory a block is too little",
+				d->ordinal, d->smem_per_block_optin);
+	return 0;
 }
 
 int asam_cuda_attn_workspace_size(struct asam_backend *be,
 				  const struct asam_problem *p, size_t *bytes)
 {
+	int ret = asam_cuda_attn_supports(be, p);
+
 	*bytes = 0;
-	return asam_cuda_attn_supports(be, p);
+	if (ret)
+		return ret;
+	if (p->bwd)	/* the row sums <dO, S> and <dO, A> */
+		*bytes = 2 * sizeof(float) * (size_t)p->B * p->Hq * p->Nq;
+	return 0;
+}
+
+static int launch(struct asam_cuda_device *d, CUfunction f, unsigned gx,
+		  unsigned gy, unsigned gz, unsigned threads, unsigned smem,
+		  CUstream s, void *params)
+{
+	void *args[] = { params };
+
+	if (!gx || !gy || !gz)
+		return 0;
+	return asam_cuda_err(d->drv->cuLaunchKernel(f, gx, gy, gz, threads, 1,
+						    1, smem, s, args, NULL),
+			     "cuLaunchKernel");
+}
+
+static void fill_fwd(struct attn_fwd_params *a, const struct asam_problem *p)
+{
+	memset(a, 0, sizeof(*a));
+	a->q = p->q.data; a->k = p->k.data; a->v = p->v.data;
+	a->o = p->o.data;
+	a->gate = p->gate.data;
+	a->len_q = p->len_q.data;
+	a->len_k = p->len_k.data;
+	a->q_sb = st(&p->q, 0); a->q_sh = st(&p->q, 1); a->q_sn = st(&p->q, 2);
+	a->k_sb = st(&p->k, 0); a->k_sh = st(&p->k, 1); a->k_sn = st(&p->k, 2);
+	a->v_sb = st(&p->v, 0); a->v_sh = st(&p->v, 1); a->v_sn = st(&p->v, 2);
+	if (p->o.data) {
+		a->o_sb = st(&p->o, 0); a->o_sh = st(&p->o, 1);
+		a->o_sn = st(&p->o, 2);
+	}
+	if (p->lse_s.data) {
+		a->l_sb = st(&p->lse_s, 0); a->l_sh = st(&p->lse_s, 1);
+	} else if (p->lse_d.data) {
+		a->l_sb = st(&p->lse_d, 0); a->l_sh = st(&p->lse_d, 1);
+	}
+	if (p->gate.data) {
+		a->g_sb = st(&p->gate, 0); a->g_sh = st(&p->gate, 1);
+	}
+	a->lq_s = p->len_q.data ? st(&p->len_q, 0) : 0;
+	a->lk_s = p->len_k.data ? st(&p->len_k, 0) : 0;
+	a->B = p->B; a->Hq = p->Hq; a->Hkv = p->Hkv;
+	a->Nq = p->Nq; a->Nk = p->Nk;
+	a->radius = p->pat.radius;
+	a->scale_log2 = (float)(p->scale * 1.4426950408889634);
+	a->hard_tau = p->hard_tau;
+	a->reverse = p->causal;
+}
+
+static int capturing_of(struct asam_cuda_device *d, CUstream s, bool *cap)
+{
+	*cap = false;
+	return asam_cuda_stream_capturing(d, s, cap);
+}
+
+int asam_cuda_attn_fwd(struct asam_backend *be, const struct asam_problem *p)
+{
+	struct asam_cuda_device *d = asam_cuda_device_of(be, p->dev.device_id);
+	int soft = p->gate_mode == ASAM_GATE_SOFT;
+	int bm = soft ? SOFT_BM : FWD_BM, nw = FWD_WARPS, ret;
+	struct asam_jit_spec spec;
+	struct attn_fwd_params a;
+	CUstream s = p->stream;
+	CUfunction f;
+	bool cap;
+
+	ret = asam_cuda_attn_supports(be, p);
+	ret = ret ?: asam_cuda_device_enter(d);
+	ret = ret ?: capturing_of(d, s, &cap);
+	ret = ret ?: make_spec(&spec, "attn_fwd", d, p, p->gate_mode, bm, nw, 0);
+	ret = ret ?: get_fn(d, &spec, "asam_attn_fwd_kernel", cap, &f);
+	if (ret)
+		return ret;
+	fill_fwd(&a, p);
+	a.nqt = (p->Nq + bm - 1) / bm;
+	a.lse_s = p->lse_s.data;
+	a.lse_d = p->lse_d.data;
+	if (p->pat.kind != ASAM_PATTERN_DENSE &&
+	    p->gate_mode != ASAM_GATE_DENSE) {
+		ret = get_plan(d, p, bm, 0, &a.list_off, &a.list,
+			       &a.list_per_head);
+		if (ret)
+			return ret;
+	}
+	return launch(d, f, a.nqt, p->Hq, p->B, nw * 32,
+		      smem_bytes(bm + 4 * 64, p->d), s, &a);
+}
+
+int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
+{
+	struct asam_cuda_device *d = asam_cuda_device_of(be, p->dev.device_id);
+	size_t rows = (size_t)p->B * p->Hq * p->Nq, need;
+	struct asam_jit_spec sp, sb;
+	struct attn_fwd_params pre;
+	struct attn_bwd_params a;
+	CUfunction fpre, fdq, fkv, fdg = NULL;
+	CUdeviceptr ws = 0, own = 0;
+	CUstream s = p->stream;
+	int ret, use_list;
+	bool cap;
+
+	ret = asam_cuda_attn_supports(be, p);
+	ret = ret ?: asam_cuda_device_enter(d);
+	ret = ret ?: capturing_of(d, s, &cap);
+	ret = ret ?: make_spec(&sp, "attn_fwd", d, p, p->gate_mode, BWD_T, 4, 1);
+	ret = ret ?: make_spec(&sb, "attn_bwd", d, p, p->gate_mode, BWD_T, 4, 0);
+	ret = ret ?: get_fn(d, &sp, "asam_attn_fwd_kernel", cap, &fpre);
+	ret = ret ?: get_fn(d, &sb, "asam_attn_bwd_dq_kernel", cap, &fdq);
+	ret = ret ?: get_fn(d, &sb, "asam_attn_bwd_dkdv_kernel", cap, &fkv);
+	if (!ret && p->gate_mode == ASAM_GATE_SOFT)
+		ret = get_fn(d, &sb, "asam_attn_bwd_dg_kernel", cap, &fdg);
+	if (ret)
+		return ret;
+
+	fill_fwd(&pre, p);
+	memset(&a, 0, sizeof(a));
+	use_list = p->pat.kind != ASAM_PATTERN_DENSE &&
+		   p->gate_mode != ASAM_GATE_DENSE;
+	if (use_list) {
+		int ph;
+
+		ret = get_plan(d, p, BWD_T, 0, &a.list_off, &a.list,
+			       &a.list_per_head);
+		ret = ret ?: get_plan(d, p, BWD_T, 1, &a.tlist_off, &a.tlist,
+				      &ph);
+		if (ret)
+			return ret;
+		pre.list_off = a.list_off;
+		pre.list = a.list;
+		pre.list_per_head = a.list_per_head;
+	}
+
+	need = 2 * sizeof(float) * rows;
+	if (p->workspace && p->workspace_size >= need) {
+		ws = (CUdeviceptr)(uintptr_t)p->workspace;
+	} else {
+		ret = asam_cuda_malloc(d, need ? need : 16, &own);
+		if (ret)
+			return ret;
+		ws = own;
+	}
+
+	pre.o = NULL;
+	pre.nqt = (p->Nq + BWD_T - 1) / BWD_T;
+	pre.reverse = 0;
+	pre.d_o = p->d_o.data;
+	pre.do_sb = st(&p->d_o, 0); pre.do_sh = st(&p->d_o, 1);
+	pre.do_sn = st(&p->d_o, 2);
+	pre.dsum_s = p->gate_mode != ASAM_GATE_DENSE ?
+		     (float *)(uintptr_t)ws : NULL;
+	pre.dsum_d = p->gate_mode != ASAM_GATE_SPARSE ?
+		     (float *)(uintptr_t)(ws + sizeof(float) * rows) : NULL;
+
+	a.q = p->q.data; a.k = p->k.data; a.v = p->v.data;
+	a.d_o = p->d_o.data;
+	a.dq = p->dq.data; a.dk = p->dk.data; a.dv = p->dv.data;
+	a.lse_s = p->lse_s.data; a.lse_d = p->lse_d.data;
+	a.dsum_s = pre.dsum_s; a.dsum_d = pre.dsum_d;
+	a.gate = p->gate.data;
+	a.dgate = p->dgate.data;
+	a.len_q = p->len_q.data; a.len_k = p->len_k.data;
+	a.q_sb = pre.q_sb; a.q_sh = pre.q_sh; a.q_sn = pre.q_sn;
+	a.k_sb = pre.k_sb; a.k_sh = pre.k_sh; a.k_sn = pre.k_sn;
+	a.v_sb = pre.v_sb; a.v_sh = pre.v_sh; a.v_sn = pre.v_sn;
+	a.do_sb = pre.do_sb; a.do_sh = pre.do_sh; a.do_sn = pre.do_sn;
+	a.dq_sb = st(&p->dq, 0); a.dq_sh = st(&p->dq, 1); a.dq_sn = st(&p->dq, 2);
+	a.dk_sb = st(&p->dk, 0); a.dk_sh = st(&p->dk, 1); a.dk_sn = st(&p->dk, 2);
+	a.dv_sb = st(&p->dv, 0); a.dv_sh = st(&p->dv, 1); a.dv_sn = st(&p->dv, 2);
+	a.l_sb = pre.l_sb; a.l_sh = pre.l_sh;
+	a.g_sb = pre.g_sb; a.g_sh = pre.g_sh;
+	if (p->dgate.data) {
+		a.dg_sb = st(&p->dgate, 0); a.dg_sh = st(&p->dgate, 1);
+	}
+	a.lq_s = pre.lq_s; a.lk_s = pre.lk_s;
+	a.B = p->B; a.Hq = p->Hq; a.Hkv = p->Hkv; a.Nq = p->Nq; a.Nk = p->Nk;
+	a.nqt = pre.nqt;
+	a.nkt = (p->Nk + BWD_T - 1) / BWD_T;
+	a.radius = p->pat.radius;
+	a.scale_log2 = pre.scale_log2;
+	a.scale = (float)p->scale;
+
+	ret = launch(d, fpre, pre.nqt, p->Hq, p->B, 128,
+		     smem_bytes(BWD_T + 4 * 64, p->d), s, &pre);
+	ret = ret ?: launch(d, fdq, a.nqt, p->Hq, p->B, 128,
+			    smem_bytes(2 * BWD_T + 4 * 64, p->d), s, &a);
+	ret = ret ?: launch(d, fkv, a.nkt, p->Hkv, p->B, 128,
+			    smem_bytes(4 * BWD_T, p->d) + 1024, s, &a);
+	if (!ret && fdg)
+		ret = launch(d, fdg, p->Hq, p->B, 1, 32, 0, s, &a);
+	if (own) {
+		/* borrowed scratch: wait before giving it back */
+		int r2 = asam_cuda_stream_sync(d, s);
+
+		asam_cuda_free(d, own);
+		ret = ret ?: r2;
+	}
+	return ret;
 }

@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Shared pieces of the attention kernels: inline PTX for the tensor-core
+ * path of sm_80+ (mma.sync m16n8k16, ldmatrix, cp.async), fp16/bf16
+ * packing, and the argument block that the host fills.
+ *
+ * NVRTC compiles this with no toolkit or system header: every type is our
+ * own and half-precision values travel as 16-bit words.  The compile-time
+ * constants (HEAD_DIM, DTYPE, CAUSAL, GATE_MODE, PATTERN, BLOCK_M,
+ * BLOCK_N, NUM_WARPS) come from the preamble the JIT prepends.
+ */
+#ifndef ASAM_ATTN_COMMON_CUH
+#define ASAM_ATTN_COMMON_CUH
+
+#include "attn_params.cuh"
+
+/*
+ * The library's JIT preamble gives each constant as ASAM_NAME (a macro)
+ * and NAME (a constexpr); these kernels test them in #if, so take the
+ * macros.  The kdev tools pass plain -D / #define NAME instead.
+ */
+#ifdef ASAM_JIT
+#define HEAD_DIM ASAM_HEAD_DIM
+#define DTYPE ASAM_DTYPE
+#define CAUSAL ASAM_CAUSAL
+#define GATE_MODE ASAM_GATE_MODE
+#define PATTERN ASAM_PATTERN
+#define BLOCK_M ASAM_BLOCK_M
+#define BLOCK_N ASAM_BLOCK_N
+#define NUM_WARPS ASAM_NUM_WARPS
+#ifdef ASAM_BWD_PRE
+#define BWD_PRE ASAM_BWD_PRE
+#endif
+#endif
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef long long i64;
+
+/* DTYPE: enum asam_dtype numbers (ASAM_DT_F16 1, ASAM_DT_BF16 2) */
+#define ATTN_F16 1
+#define ATTN_BF16 2
+
+/* Gate modes, in the order of enum asam_gate_mode */
+#define ATTN_G_SPARSE 0
+#define ATTN_G_DENSE 1
+#define ATTN_G_SOFT 2
+#define ATTN_G_HARD 3
+
+/* Pattern kinds, in the order of enum asam_pattern_kind */
+#define ATTN_P_DENSE 0
+#define ATTN_P_LOCAL 1
+#define ATTN_P_RANDOM 4
+
+#define ATTN_LOG2E 1.4426950408889634f
+#define ATTN_LN2 0.6931471805599453f
+#define ATTN_NEG_INF (-__int_as_float(0x7f800000))
+
+static __device__ __forceinline__ float fast_exp2(float x)
+{
+	float y;
+
+	asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+	return y;
+}
+
+static __device__ __forceinline__ float fast_log2(float x)
+{
+	float y;
+
+	asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+	return y;
+}
+
+static __device__ __forceinline__ u32 smem_u32(const void *p)
+{
+	return (u32)__cvta_generic_to_shared(p);
+}
+
+/* 16 bytes global -> shared, zero-filled when !valid (rows past the end) */
+static __device__ __forceinline__ void cp_async16(void *dst, const void *src,
+						  bool valid)
+{
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+		     :: "r"(smem_u32(dst)), "l"(src), "r"(valid ? 16 : 0));
+}
+
+static __device__ __forceinline__ void cp_async_commit(void)
+{
+	asm volatile("cp.async.commit_group;\n" ::);
+}
+
+static __device__ __forceinline__ void cp_async_wait_all(void)
+{
+	asm volatile("cp.async.wait_group 0;\n" ::);
+}
+
+static __device__ __forceinline__ void ldsm_x4(u32 *r, const void *p)
+{
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 "
+		     "{%0, %1, %2, %3}, [%4];\n"
+		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+		     : "r"(smem_u32(p)));
+}
+
+static __device__ __forceinline__ void ldsm_x4_t(u32 *r, const void *p)
+{
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 "
+		     "{%0, %1, %2, %3}, [%4];\n"
+		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+		     : "r"(smem_u32(p)));
+}
+
+/* c += a * b, 16x8x16, fp32 accumulate; DTYPE picks the input format */
+static __device__ __forceinline__ void mma16816(float *c, const u32 *a,
+						const u32 *b)
+{
+#if DTYPE == ATTN_BF16
+	asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+#else
+	asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+#endif
+		     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+		     "{%0, %1, %2, %3};\n"
+		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]),
+		       "r"(b[0]), "r"(b[1]));
+}
+
+/* two floats -> packed pair, round to nearest even; lo in the low half */
+static __device__ __forceinline__ u32 pack2(float lo, float hi)
+{
+	u32 r;
+
+#if DTYPE == ATTN_BF16
+	asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+#else
+	asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+#endif
+	return r;
+}
+
+static __device__ __forceinline__ float unpack_lo(u32 x)
+{
+#if DTYPE == ATTN_BF16
+	return __uint_as_float(x << 16);
+#else
+	float f;
+	unsigned short h = (unsigned short)(x & 0xffff);
+
+	asm("cvt.f32.f16 %0, %1;\n" : "=f"(f) : "h"(h));
+	return f;
+#endif
+}
+
+static __device__ __forceinline__ float unpack_hi(u32 x)
+{
+#if DTYPE == ATTN_BF16
+	return __uint_as_float(x & 0xffff0000u);
+#else
+	float f;
+	unsigned short h = (unsigned short)(x >> 16);
+
+	asm("cvt.f32.f16 %0, %1;\n" : "=f"(f) : "h"(h));
+	return f;
+#endif
+}
+
+/* Row reductions over the four threads of a quad (one mma row) */
+static __device__ __forceinline__ float quad_max(float x)
+{
+	x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+	return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+
+static __device__ __forceinline__ float quad_sum(float x)
+{
+	x += __shfl_xor_sync(0xffffffffu, x, 1);
+	return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+/* Shared-memory rows are padded by 16 bytes: ldmatrix is conflict-free. */
+#define ATTN_LDS (HEAD_DIM + 8)
+
+/*
+ * Copy rows [row0, row0 + ROWS) of a [N, HEAD_DIM] slice (row stride
+ * @ld elements) into shared memory, zero-filling rows at or past @n.
+ */
+template <int ROWS, int THREADS>
+static __device__ __forceinline__ void load_tile(u16 *dst, const u16 *src,
+						 i64 ld, int row0, int n)
+{
+	const int CH = HEAD_DIM / 8;	/* 16-byte chunks per row */
+
+#pragma unroll
+	for (int c = threadIdx.x; c < ROWS * CH; c += THREADS) {
+		int r = c / CH, e = (c % CH) * 8;
+		bool ok = row0 + r < n;
+		const u16 *s = src + (ok ? (i64)(row0 + r) * ld + e : 0);
+
+		cp_async16(dst + r * ATTN_LDS + e, s, ok);
+	}
+}
+
+/* Key limit of query row i (SPEC 1): keys j < limit are allowed. */
+static __device__ __forceinline__ int row_limit(int i, int lq, int lk,
+						int Nq, int Nk)
+{
+	int lim = lk;
+
+	if (i >= lq)
+		return 0;
+#if CAUSAL
+	if (i + Nk - Nq + 1 < lim)
+		lim = i + Nk - Nq + 1;
+#endif
+	return lim < 0 ? 0 : lim;
+}
+
+#endif

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The argument blocks of the attention kernels, passed by value.  This
+ * header is read both by NVRTC (device side) and by the host C code in
+ * arch/cuda/, so it uses nothing but C's own scalar and pointer types:
+ * the two sides must agree on every offset.  Strides count elements.
+ */
+#ifndef ASAM_ATTN_PARAMS_CUH
+#define ASAM_ATTN_PARAMS_CUH
+
+/*
+ * A key-tile list entry: the tile index, and whether the pattern allows
+ * every (query, key) pair of the tile ("full": no predicate to evaluate).
+ * RANDOM keeps, per 64-query group of the tile, whether that group takes
+ * the key block; a full entry is taken by every group.
+ */
+#define ATTN_E_TILE(e)		((e) & 0xffffff)
+#define ATTN_E_FULL		(1 << 24)
+#define ATTN_E_GROUPS_SHIFT	25
+#define ATTN_E_GROUP(e, g)	(((e) >> (ATTN_E_GROUPS_SHIFT + (g))) & 1)
+
+struct attn_fwd_params {
+	const void *q, *k, *v;		/* [B, H, N, d] 16-bit elements */
+	void *o;
+	float *lse_s, *lse_d;		/* [B, Hq, Nq] or NULL */
+	const float *gate;		/* [B, Hq] or NULL */
+	const int *len_q, *len_k;	/* [B] or NULL */
+	const int *list_off;		/* [Hp * nqt + 1] offsets into list */
+	const int *list;		/* entries, sorted by key tile */
+
+	long long q_sb, q_sh, q_sn;
+	long long k_sb, k_sh, k_sn;
+	long long v_sb, v_sh, v_sn;
+	long long o_sb, o_sh, o_sn;
+	long long l_sb, l_sh;		/* both lse tensors; stride 1 on n */
+	long long g_sb, g_sh;
+	long long lq_s, lk_s;
+
+	int B, Hq, Hkv, Nq, Nk;
+	int nqt;			/* query tiles */
+	int list_per_head;		/* 1: lists differ per query head */
+	int radius;			/* LOCAL */
+	float scale_log2;		/* sigma * log2(e) */
+	float hard_tau;
+	int reverse;			/* longest tiles first (causal) */
+	int pad;
+
+	/* backward's preprocess (BWD_PRE): row dots instead of O */
+	const void *d_o;
+	long long do_sb, do_sh, do_sn;
+	float *dsum_s, *dsum_d;		/* [B, Hq, Nq] <dO_i, S_i>, <dO_i, A_i> */
+};
+
+/*
+ * Backward: dQ per (b, h, query tile) over the forward's lists, dK and dV
+ * per (b, kv head, key tile) over the transposed lists (entries hold a
+ * query tile), summing the query heads of a GQA group in registers: no
+ * atomics anywhere, so results are bit-identical run to run.
+ */
+struct attn_bwd_params {
+	const void *q, *k, *v, *d_o;
+	void *dq, *dk, *dv;
+	const float *lse_s, *lse_d;	/* [B, Hq, Nq], strides l_sb, l_sh */
+	const float *dsum_s, *dsum_d;	/* [B, Hq, Nq] contiguous */
+	const float *gate;
+	float *dgate;
+	const int *len_q, *len_k;
+	const int *list_off, *list;	/* per (hp, query tile) */
+	const int *tlist_off, *tlist;	/* per (hp, key tile) */
+
+	long long q_sb, q_sh, q_sn;
+	long long k_sb, k_sh, k_sn;
+	long long v_sb, v_sh, v_sn;
+	long long do_sb, do_sh, do_sn;
+	long long dq_sb, dq_sh, dq_sn;
+	long long dk_sb, dk_sh, dk_sn;
+	long long dv_sb, dv_sh, dv_sn;
+	long long l_sb, l_sh;
+	long long g_sb, g_sh;
+	long long dg_sb, dg_sh;
+	long long lq_s, lk_s;
+
+	int B, Hq, Hkv, Nq, Nk;
+	int nqt, nkt;			/* 64-row query tiles, 64-key tiles */
+	int list_per_head;
+	int radius;
+	float scale_log2;		/* sigma * log2(e) */
+	float scale;			/* sigma */
+};
+
+#endif
