@@ -16,6 +16,7 @@
 #include <internal/err.h>
 #include <internal/log.h>
 #include <internal/threadpool.h>
+#include <internal/topology.h>
 
 struct pool_worker {
 	struct asam_pool *pool;
@@ -219,15 +220,72 @@ void asam_pool_for(struct asam_pool *pool, int64_t n, int64_t chunk,
 	pthread_mutex_unlock(&pool->call_lock);
 }
 
+/*
+ * Placement from the topology: on a machine with several NUMA nodes each
+ * worker is pinned to one node's online CPUs, so that the buffers it
+ * first-touches live on the node that computes with them.  The entries
+ * take the nodes in turn, one online CPU of each per round, so that any
+ * prefix (a pool smaller than the machine) is spread evenly and the whole
+ * list is in proportion to the nodes' CPUs.  One node: no pinning.
+ * Returns the number of entries filled in @pc (0: leave unpinned).
+ */
+static unsigned int topo_placement(const struct asam_topo *t,
+				   cpu_set_t *sets, struct asam_pool_cpu *pc,
+				   unsigned int max)
+{
+	int left[ASAM_TOPO_MAX_NODES], nd, c, nn;
+	unsigned int n = 0;
+	bool more = true;
+
+	if (!t || t->nr_nodes < 2)
+		return 0;
+	nn = t->nr_nodes < ASAM_TOPO_MAX_NODES ? t->nr_nodes
+					       : ASAM_TOPO_MAX_NODES;
+	for (nd = 0; nd < nn; nd++) {
+		CPU_ZERO(&sets[nd]);
+		for (c = 0; c < t->nr_cpus && c < CPU_SETSIZE; c++)
+			if (cpuset_isset(&t->node[nd].cpus, c) &&
+			    cpuset_isset(&t->online, c))
+				CPU_SET(c, &sets[nd]);
+		left[nd] = CPU_COUNT(&sets[nd]);
+	}
+	while (more && n < max) {
+		more = false;
+		for (nd = 0; nd < nn && n < max; nd++) {
+			if (!left[nd])
+				continue;
+			left[nd]--;
+			more = true;
+			pc[n].cpus = &sets[nd];
+			pc[n++].node = t->node[nd].id;
+		}
+	}
+	return n;
+}
+
 struct asam_pool *asam_pool_get(struct asam_ctx *ctx)
 {
 	struct asam_pool *pool, *expect = NULL;
 	struct asam_pool_cfg cfg = { .nthreads = ctx->num_threads };
+	struct asam_pool_cpu *pc;
+	cpu_set_t *sets;
 
 	pool = atomic_load((_Atomic(struct asam_pool *) *)&ctx->pool);
 	if (pool)
 		return pool;
+	/* asam_pool_create() copies the sets; they need not outlive it */
+	pc = calloc(ASAM_TOPO_MAX_CPUS, sizeof(*pc));
+	sets = calloc(ASAM_TOPO_MAX_NODES, sizeof(*sets));
+	if (pc && sets) {
+		cfg.cpus = pc;
+		cfg.nr_cpus = topo_placement(ctx->topo, sets, pc,
+					     ASAM_TOPO_MAX_CPUS);
+		if (!cfg.nr_cpus)
+			cfg.cpus = NULL;
+	}
 	pool = asam_pool_create(&cfg);
+	free(pc);
+	free(sets);
 	if (IS_ERR(pool))
 		return NULL;
 	if (!atomic_compare_exchange_strong(

@@ -10,10 +10,13 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../lib/kselftest.h"
+#include <internal/ctx.h>
 #include <internal/err.h>
 #include <internal/threadpool.h>
+#include <internal/topology.h>
 
 struct cnt {
 	atomic_int *hits;
@@ -68,6 +71,66 @@ static int nr_threads(void)
 	if (f)
 		fclose(f);
 	return n;
+}
+
+struct pin_check {
+	struct asam_pool *pool;
+	atomic_int bad;
+};
+
+/* each worker but the caller (worker 0) is pinned to CPU == its node */
+static void on_node_cpu(void *arg, int64_t begin, int64_t end, int worker)
+{
+	struct pin_check *pc = arg;
+	struct asam_pool *pool = pc->pool;
+	atomic_int *bad = &pc->bad;
+	cpu_set_t set;
+
+	if (!worker)
+		return;
+	if (pthread_getaffinity_np(pthread_self(), sizeof(set), &set) ||
+	    CPU_COUNT(&set) != 1 ||
+	    !CPU_ISSET(asam_pool_node(pool, worker), &set))
+		atomic_fetch_add(bad, 1);
+}
+
+/*
+ * A context whose topology has two nodes (CPU 0 on node 0, CPU 1 on node
+ * 1): its pool takes the nodes in turn and pins each worker to its node.
+ */
+static void test_topology_placement(void)
+{
+	struct asam_topo *t = calloc(1, sizeof(*t));
+	struct asam_ctx ctx = { .num_threads = 4, .topo = t };
+	struct pin_check pc = { 0 };
+	struct asam_pool *pool;
+	int nd;
+
+	t->nr_cpus = 2;
+	t->nr_nodes = 2;
+	for (nd = 0; nd < 2; nd++) {
+		t->node[nd].id = nd;
+		cpuset_set(&t->node[nd].cpus, nd);
+		cpuset_set(&t->online, nd);
+	}
+	pool = asam_pool_get(&ctx);
+	ksft_test_result(pool && asam_pool_size(pool) == 4 &&
+			 asam_pool_node(pool, 0) == 0 &&
+			 asam_pool_node(pool, 1) == 1 &&
+			 asam_pool_node(pool, 2) == 0 &&
+			 asam_pool_node(pool, 3) == 1,
+			 "two NUMA nodes: workers take the nodes in turn\n");
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2) {
+		ksft_test_result_skip("one CPU: cannot pin to CPU 1\n");
+	} else {
+		pc.pool = pool;
+		asam_pool_for(pool, 400, 1, on_node_cpu, &pc);
+		ksft_test_result(!atomic_load(&pc.bad),
+				 "each worker runs on its node's CPUs only\n");
+	}
+	asam_pool_put(&ctx);
+	ksft_test_result(!ctx.pool, "put releases the context's pool\n");
+	free(t);
 }
 
 int main(void)
@@ -136,5 +199,6 @@ int main(void)
 	ksft_test_result(before > 0 && nr_threads() == before,
 			 "50 create/run/destroy cycles leave %d threads\n",
 			 before);
+	test_topology_placement();
 	ksft_finished();
 }
