@@ -16,38 +16,6 @@
 #include "../lib/kselftest.h"
 #include "../lib/testutil.h"
 
-static uint64_t mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	return z ^ (z >> 31);
-}
-
-static bool rnd_chosen(const struct asam_pat *pat, int h, int64_t I,
-		       int64_t J, int64_t nb)
-{
-	uint64_t x = pat->seed ^ (h * 0x9E3779B97F4A7C15ull) ^
-		     ((uint64_t)(I + 1) * 0xC2B2AE3D27D4EB4Full);
-	int64_t got[64], n = 0, want = (pat->r + 63) / 64, t;
-
-	if (want > nb)
-		want = nb;
-	while (n < want) {
-		int64_t c;
-
-		x += 0x9E3779B97F4A7C15ull;
-		c = mix64(x) % nb;
-		for (t = 0; t < n && got[t] != c; t++)
-			;
-		if (t == n)
-			got[n++] = c;
-	}
-	for (t = 0; t < n; t++)
-		if (got[t] == J)
-			return true;
-	return false;
-}
-
 static bool allowed(const struct asam_pat *pat, int h, int64_t i, int64_t j,
 		    int Nq, int Nk)
 {
@@ -55,7 +23,8 @@ static bool allowed(const struct asam_pat *pat, int h, int64_t i, int64_t j,
 
 	if (pat->kind == ASAM_PATTERN_LOCAL)
 		return dl <= pat->radius && -dl <= pat->radius;
-	return rnd_chosen(pat, h, i / 64, j / 64, (Nk + 63) / 64);
+	return tt_random_block_chosen(pat->seed, pat->r, h, i / 64, j / 64,
+				      (Nk + 63) / 64);
 }
 
 /* 0 when the plan matches brute force, else a description in @why */

@@ -262,3 +262,33 @@ bool tt_is_poisoned(const struct tt *t)
 			return false;
 	return true;
 }
+
+bool tt_random_block_chosen(uint64_t seed, int r, int h, int64_t I,
+			    int64_t J, int64_t nblocks)
+{
+	uint64_t x = seed ^ (h * 0x9E3779B97F4A7C15ull) ^
+		     ((uint64_t)(I + 1) * 0xC2B2AE3D27D4EB4Full);
+	int64_t got[256], n = 0, want = (r + 63) / 64, t;
+
+	if (want > nblocks)
+		want = nblocks;
+	if (want > 256)
+		want = 256;
+	while (n < want) {
+		uint64_t z;
+
+		x += 0x9E3779B97F4A7C15ull;
+		z = x;
+		z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+		z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+		z ^= z >> 31;
+		for (t = 0; t < n && got[t] != (int64_t)(z % nblocks); t++)
+			;
+		if (t == n)
+			got[n++] = z % nblocks;
+	}
+	for (t = 0; t < n; t++)
+		if (got[t] == J)
+			return true;
+	return false;
+}

@@ -49,6 +49,13 @@ double tt_rel_err(const struct tt *a, const struct tt *ref);
 double tt_max_abs(const struct tt *t);
 bool tt_has_nan(const struct tt *t);
 
+/*
+ * SPEC 3.1 RANDOM, written here independently of runtime/pattern.c: is key
+ * block @J among those SplitMix64 picks for head @h, query block @I?
+ */
+bool tt_random_block_chosen(uint64_t seed, int r, int h, int64_t I,
+			    int64_t J, int64_t nblocks);
+
 void tt_poison(struct tt *t);		/* fill raw bytes with 0xA5 */
 bool tt_is_poisoned(const struct tt *t);
 

@@ -31,38 +31,6 @@ struct setup {
 
 /* ---- independent predicates (SPEC 3, written without runtime/) ---- */
 
-static uint64_t mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	return z ^ (z >> 31);
-}
-
-static bool random_block_chosen(const struct asam_pattern *pat, int h,
-				int64_t I, int64_t J, int64_t nblocks)
-{
-	uint64_t x = pat->seed ^ (h * 0x9E3779B97F4A7C15ull) ^
-		     ((uint64_t)(I + 1) * 0xC2B2AE3D27D4EB4Full);
-	int64_t got[64], n = 0, want = (pat->keys_per_row + 63) / 64, t;
-
-	if (want > nblocks)
-		want = nblocks;
-	while (n < want) {
-		int64_t c;
-
-		x += 0x9E3779B97F4A7C15ull;
-		c = mix64(x) % nblocks;
-		for (t = 0; t < n && got[t] != c; t++)
-			;
-		if (t == n)
-			got[n++] = c;
-	}
-	for (t = 0; t < n; t++)
-		if (got[t] == J)
-			return true;
-	return false;
-}
-
 static double ncos(const struct tt *x, int64_t xoff, const struct tt *mu,
 		   int64_t moff, int d)
 {
@@ -132,8 +100,9 @@ static bool brute_allowed(const struct setup *s, int b, int h, int64_t i,
 				       1.0 / pat->num_scales;
 		return sum > 0.5;
 	case ASAM_PATTERN_RANDOM:
-		return random_block_chosen(pat, h, i / 64, j / 64,
-					   (Nk + 63) / 64);
+		return tt_random_block_chosen(pat->seed, pat->keys_per_row,
+					      h, i / 64, j / 64,
+					      (Nk + 63) / 64);
 	case ASAM_PATTERN_USER_INDEX: {
 		int64_t r = s->index->shape[3], t, base;
 
