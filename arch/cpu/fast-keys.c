@@ -24,6 +24,33 @@ void fast_plan_for(struct fast_job *job, struct fast_ws *w, int b, int h)
 }
 
 /*
+ * Each row's band [pos - rad, pos + rad] clipped to the chunk [k0, k1) and
+ * the row's limit, into w->slo/shi; *lo, *hi grow to cover the non-empty
+ * ones.
+ */
+static void band_rows(const struct fast_job *job, struct fast_ws *w,
+		      const struct group *gr, int64_t rad, int64_t *lo,
+		      int64_t *hi)
+{
+	int r;
+
+	for (r = 0; r < gr->R; r++) {
+		int64_t pos = gr->rows[r] + job->fp.qoff;
+		int64_t a = pos - rad, b = pos + rad + 1;
+
+		a = a < gr->k0 ? gr->k0 : a;
+		b = b > gr->lim[r] ? gr->lim[r] : b;
+		b = b > gr->k1 ? gr->k1 : b;
+		w->slo[r] = a;
+		w->shi[r] = b;
+		if (a < b) {
+			*lo = a < *lo ? a : *lo;
+			*hi = b > *hi ? b : *hi;
+		}
+	}
+}
+
+/*
  * LOCAL and RANDOM need no key lists: a LOCAL row is one range, and the
  * rows of a group (16 queries inside one 64-query block) share their
  * RANDOM key blocks.  Their masks follow from arithmetic (row_mask()).
@@ -38,20 +65,7 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 	int r, ns = 0, t;
 
 	if (pat->kind == ASAM_PATTERN_LOCAL) {
-		for (r = 0; r < gr->R; r++) {
-			int64_t pos = gr->rows[r] + job->fp.qoff;
-			int64_t a = pos - pat->radius, b = pos + pat->radius + 1;
-
-			a = a < gr->k0 ? gr->k0 : a;
-			b = b > gr->lim[r] ? gr->lim[r] : b;
-			b = b > gr->k1 ? gr->k1 : b;
-			w->slo[r] = a;
-			w->shi[r] = b;
-			if (a < b) {
-				lo = a < lo ? a : lo;
-				hi = b > hi ? b : hi;
-			}
-		}
+		band_rows(job, w, gr, pat->radius, &lo, &hi);
 		for (blk = lo / FAST_KB; lo < hi && blk * FAST_KB < hi; blk++) {
 			seg[ns] = (int32_t)blk;
 			segn[ns++] = FAST_KB;
@@ -101,20 +115,7 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 			cols = job->fp.hier_cols + (size_t)gr->h * p->Nk;
 			nc = job->fp.hier_ncols[gr->h];
 		}
-		for (r = 0; r < gr->R; r++) {
-			int64_t pos = gr->rows[r] + job->fp.qoff;
-			int64_t a = pos - rad, b = pos + rad + 1;
-
-			a = a < gr->k0 ? gr->k0 : a;
-			b = b > gr->lim[r] ? gr->lim[r] : b;
-			b = b > gr->k1 ? gr->k1 : b;
-			w->slo[r] = a;
-			w->shi[r] = b;
-			if (a < b) {
-				lo = a < lo ? a : lo;
-				hi = b > hi ? b : hi;
-			}
-		}
+		band_rows(job, w, gr, rad, &lo, &hi);
 		blo = lo < hi ? lo / FAST_KB : 0;
 		bhi = lo < hi ? (hi - 1) / FAST_KB + 1 : 0;	/* exclusive */
 		for (blk = blo; blk < bhi; blk++) {

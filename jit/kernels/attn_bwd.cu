@@ -34,28 +34,6 @@
 #error "HARD has no backward"
 #endif
 
-static __device__ __forceinline__ bool bpat_allows(int e, int i, int j,
-						   int q0, int off, int radius)
-{
-#if PATTERN == ATTN_P_LOCAL
-	int dl = i + off - j;
-
-	return dl <= radius && -dl <= radius;
-#elif PATTERN == ATTN_P_RANDOM
-	return ATTN_E_GROUP(e, (i - q0) >> 6);
-#else
-	return true;
-#endif
-}
-
-static __device__ __forceinline__ void frag_pack(u32 *a, float (*s)[4], int ks)
-{
-	a[0] = pack2(s[2 * ks][0], s[2 * ks][1]);
-	a[1] = pack2(s[2 * ks][2], s[2 * ks][3]);
-	a[2] = pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-	a[3] = pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
-}
-
 /*
  * acc[16 x 64] (+)= A[16 rows of sa, warp's rows] . B^T where B is 64 rows
  * of sb: both [row][d] in shared memory (S = Q K^T, dP = dO V^T and their
@@ -95,7 +73,7 @@ static __device__ __forceinline__ void gemm_ab(float (*acc)[4], float (*s)[4],
 	for (int ks = 0; ks < KS_N; ks++) {
 		u32 a[4];
 
-		frag_pack(a, s, ks);
+		p_frag(a, s, ks);
 #pragma unroll
 		for (int n2 = 0; n2 < NT_O / 2; n2++) {
 			u32 bv[4];
@@ -259,7 +237,7 @@ asam_attn_bwd_dq_kernel(const attn_bwd_params p)
 					ds += wd * p_of(s2, Ld[r]) *
 					      (dp[n][x] - Dd[r]);
 				if (in_s && ((e & ATTN_E_FULL) ||
-					     bpat_allows(e, i, j, q0, off,
+					     pat_allows(e, i, j, q0, off,
 							 p.radius)))
 					ds += ws * p_of(s2, Ls[r]) *
 					      (dp[n][x] - Ds[r]);
@@ -398,7 +376,7 @@ asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
 						      (dpt[n][x] - sL[192 + c]);
 					}
 					if (in_s && ((e & ATTN_E_FULL) ||
-						     bpat_allows(e, i, j, q0,
+						     pat_allows(e, i, j, q0,
 								 off,
 								 p.radius))) {
 						float ps = p_of(s2, sL[c]);

@@ -217,4 +217,28 @@ static __device__ __forceinline__ int row_limit(int i, int lq, int lk,
 	return lim < 0 ? 0 : lim;
 }
 
+/* Token predicate of the pattern inside a partial tile (SPEC 3). */
+static __device__ __forceinline__ bool pat_allows(int e, int i, int j,
+						  int q0, int off, int radius)
+{
+#if PATTERN == ATTN_P_LOCAL
+	int dl = i + off - j;
+
+	return dl <= radius && -dl <= radius;
+#elif PATTERN == ATTN_P_RANDOM
+	return ATTN_E_GROUP(e, (i - q0) >> 6);
+#else
+	return true;
+#endif
+}
+
+/* Scores (C fragment, fp32) packed as the A fragment of the next mma. */
+static __device__ __forceinline__ void p_frag(u32 *a, float (*s)[4], int ks)
+{
+	a[0] = pack2(s[2 * ks][0], s[2 * ks][1]);
+	a[1] = pack2(s[2 * ks][2], s[2 * ks][3]);
+	a[2] = pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+	a[3] = pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+}
+
 #endif

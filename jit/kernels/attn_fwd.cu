@@ -102,28 +102,6 @@ static __device__ __forceinline__ void state_softmax(sm_state &st,
 }
 
 /* P as A fragments for k16 step ks of the key tile */
-static __device__ __forceinline__ void p_frag(u32 *a, float (*s)[4], int ks)
-{
-	a[0] = pack2(s[2 * ks][0], s[2 * ks][1]);
-	a[1] = pack2(s[2 * ks][2], s[2 * ks][3]);
-	a[2] = pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-	a[3] = pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
-}
-
-static __device__ __forceinline__ bool pat_allows(int e, int i, int j,
-						  int q0, int off, int radius)
-{
-#if PATTERN == ATTN_P_LOCAL
-	int dl = i + off - j;
-
-	return dl <= radius && -dl <= radius;
-#elif PATTERN == ATTN_P_RANDOM
-	return ATTN_E_GROUP(e, (i - q0) >> 6);
-#else
-	return true;
-#endif
-}
-
 /*
  * One query tile against its key tiles.  MODE is SPARSE, DENSE or SOFT
  * (HARD resolves to one of the first two per (b, h) before calling).
