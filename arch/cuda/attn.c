@@ -24,6 +24,7 @@
 #include <internal/log.h>
 #include <internal/problem.h>
 
+#include "attn_int.h"
 #include "attn_plan.h"
 #include "../../jit/kernels/attn_params.cuh"
 
@@ -54,18 +55,18 @@ static int nfns;
 static struct plan_entry plans[MAX_PLANS];
 static int nplans;
 
-static int smem_bytes(int rows, int d)
+int attn_smem_bytes(int rows, int d)
 {
 	return rows * (d + 8) * 2;
 }
 
-static int arch_of(const struct asam_cuda_device *d)
+int attn_arch_of(const struct asam_cuda_device *d)
 {
 	return d->cc_major * 10 + d->cc_minor;
 }
 
 /* Load (once per device) entry @entry of specialisation @spec. */
-static int get_fn(struct asam_cuda_device *d, const struct asam_jit_spec *spec,
+int attn_get_fn(struct asam_cuda_device *d, const struct asam_jit_spec *spec,
 		  const char *entry, bool capturing, CUfunction *out)
 {
 	const struct asam_jit_image *img;
@@ -107,12 +108,12 @@ static int get_fn(struct asam_cuda_device *d, const struct asam_jit_spec *spec,
 	return ret;
 }
 
-static int make_spec(struct asam_jit_spec *s, const char *family,
+int attn_make_spec(struct asam_jit_spec *s, const char *family,
 		     const struct asam_cuda_device *d,
 		     const struct asam_problem *p, int gate, int bm, int nw,
 		     int pre)
 {
-	int ret = asam_jit_spec_init(s, family, arch_of(d));
+	int ret = asam_jit_spec_init(s, family, attn_arch_of(d));
 
 	ret = ret ?: asam_jit_spec_set(s, "HEAD_DIM", p->d);
 	ret = ret ?: asam_jit_spec_set(s, "DTYPE", p->dt);
@@ -199,10 +200,12 @@ out:
 	return ret;
 }
 
-static long long st(const struct asam_tv *t, int i)
+long long attn_st(const struct asam_tv *t, int i)
 {
 	return t->stride[i];
 }
+
+#define ST(t, i) attn_st(&p->t, (i))
 
 int asam_cuda_attn_supports(struct asam_backend *be,
 			    const struct asam_problem *p)
@@ -226,11 +229,15 @@ int asam_cuda_attn_supports(struct asam_backend *be,
 	if (p->d != 64 && p->d != 128)
 		return asam_err(-EOPNOTSUPP, "q: head dim %d; the cuda kernels take 64 and 128",
 				p->d);
-	if (p->pat.kind != ASAM_PATTERN_DENSE &&
-	    p->pat.kind != ASAM_PATTERN_LOCAL &&
-	    p->pat.kind != ASAM_PATTERN_RANDOM)
+	switch (p->pat.kind) {
+	case ASAM_PATTERN_DENSE:
+	case ASAM_PATTERN_LOCAL:
+	case ASAM_PATTERN_RANDOM:
+		break;
+	default:
 		return asam_err(-EOPNOTSUPP, "pattern %s has no cuda kernel yet",
 				asam_pattern_name(p->pat.kind));
+	}
 	if (p->Nk >= (1 << 24) / 2 || p->Nq >= (1 << 24) / 2)
 		return asam_err(-EOPNOTSUPP, "sequence of %d tokens: too long for the tile lists",
 				p->Nq > p->Nk ? p->Nq : p->Nk);
@@ -238,8 +245,8 @@ int asam_cuda_attn_supports(struct asam_backend *be,
 	for (i = 0; i < (int)(sizeof(t) / sizeof(t[0])); i++) {
 		if (!t[i]->data)
 			continue;
-		if (((uintptr_t)t[i]->data & 15) || (st(t[i], 0) & 7) ||
-		    (st(t[i], 1) & 7) || (st(t[i], 2) & 7))
+		if (((uintptr_t)t[i]->data & 15) || (attn_st(t[i], 0) & 7) ||
+		    (attn_st(t[i], 1) & 7) || (attn_st(t[i], 2) & 7))
 			return asam_err(-EOPNOTSUPP, "cuda attention needs 16-byte aligned rows (tensor %d)",
 					i);
 	}
@@ -252,7 +259,7 @@ int asam_cuda_attn_supports(struct asam_backend *be,
 	     (p->lse_s.stride[0] != p->lse_d.stride[0] ||
 	      p->lse_s.stride[1] != p->lse_d.stride[1])))
 		return asam_err(-EOPNOTSUPP, "lse: cuda attention needs equal, row-contiguous lse strides");
-	if (smem_bytes(FWD_BM + 4 * 64, p->d) > d->smem_per_block_optin)
+	if (attn_smem_bytes(FWD_BM + 4 * 64, p->d) > d->smem_per_block_optin)
 		return asam_err(-EOPNOTSUPP, "cuda:%d: %d bytes of shared memory a block is too little",
 				d->ordinal, d->smem_per_block_optin);
 	return 0;
@@ -271,7 +278,7 @@ int asam_cuda_attn_workspace_size(struct asam_backend *be,
 	return 0;
 }
 
-static int launch(struct asam_cuda_device *d, CUfunction f, unsigned gx,
+int attn_launch(struct asam_cuda_device *d, CUfunction f, unsigned gx,
 		  unsigned gy, unsigned gz, unsigned threads, unsigned smem,
 		  CUstream s, void *params)
 {
@@ -284,7 +291,7 @@ static int launch(struct asam_cuda_device *d, CUfunction f, unsigned gx,
 			     "cuLaunchKernel");
 }
 
-static void fill_fwd(struct attn_fwd_params *a, const struct asam_problem *p)
+void attn_fill_fwd(struct attn_fwd_params *a, const struct asam_problem *p)
 {
 	memset(a, 0, sizeof(*a));
 	a->q = p->q.data; a->k = p->k.data; a->v = p->v.data;
@@ -292,23 +299,22 @@ static void fill_fwd(struct attn_fwd_params *a, const struct asam_problem *p)
 	a->gate = p->gate.data;
 	a->len_q = p->len_q.data;
 	a->len_k = p->len_k.data;
-	a->q_sb = st(&p->q, 0); a->q_sh = st(&p->q, 1); a->q_sn = st(&p->q, 2);
-	a->k_sb = st(&p->k, 0); a->k_sh = st(&p->k, 1); a->k_sn = st(&p->k, 2);
-	a->v_sb = st(&p->v, 0); a->v_sh = st(&p->v, 1); a->v_sn = st(&p->v, 2);
+	a->q_sb = ST(q, 0); a->q_sh = ST(q, 1); a->q_sn = ST(q, 2);
+	a->k_sb = ST(k, 0); a->k_sh = ST(k, 1); a->k_sn = ST(k, 2);
+	a->v_sb = ST(v, 0); a->v_sh = ST(v, 1); a->v_sn = ST(v, 2);
 	if (p->o.data) {
-		a->o_sb = st(&p->o, 0); a->o_sh = st(&p->o, 1);
-		a->o_sn = st(&p->o, 2);
+		a->o_sb = ST(o, 0); a->o_sh = ST(o, 1); a->o_sn = ST(o, 2);
 	}
 	if (p->lse_s.data) {
-		a->l_sb = st(&p->lse_s, 0); a->l_sh = st(&p->lse_s, 1);
+		a->l_sb = ST(lse_s, 0); a->l_sh = ST(lse_s, 1);
 	} else if (p->lse_d.data) {
-		a->l_sb = st(&p->lse_d, 0); a->l_sh = st(&p->lse_d, 1);
+		a->l_sb = ST(lse_d, 0); a->l_sh = ST(lse_d, 1);
 	}
 	if (p->gate.data) {
-		a->g_sb = st(&p->gate, 0); a->g_sh = st(&p->gate, 1);
+		a->g_sb = ST(gate, 0); a->g_sh = ST(gate, 1);
 	}
-	a->lq_s = p->len_q.data ? st(&p->len_q, 0) : 0;
-	a->lk_s = p->len_k.data ? st(&p->len_k, 0) : 0;
+	a->lq_s = p->len_q.data ? attn_st(&p->len_q, 0) : 0;
+	a->lk_s = p->len_k.data ? attn_st(&p->len_k, 0) : 0;
 	a->B = p->B; a->Hq = p->Hq; a->Hkv = p->Hkv;
 	a->Nq = p->Nq; a->Nk = p->Nk;
 	a->radius = p->pat.radius;
@@ -317,7 +323,7 @@ static void fill_fwd(struct attn_fwd_params *a, const struct asam_problem *p)
 	a->reverse = p->causal;
 }
 
-static int capturing_of(struct asam_cuda_device *d, CUstream s, bool *cap)
+int attn_capturing_of(struct asam_cuda_device *d, CUstream s, bool *cap)
 {
 	*cap = false;
 	return asam_cuda_stream_capturing(d, s, cap);
@@ -336,12 +342,12 @@ int asam_cuda_attn_fwd(struct asam_backend *be, const struct asam_problem *p)
 
 	ret = asam_cuda_attn_supports(be, p);
 	ret = ret ?: asam_cuda_device_enter(d);
-	ret = ret ?: capturing_of(d, s, &cap);
-	ret = ret ?: make_spec(&spec, "attn_fwd", d, p, p->gate_mode, bm, nw, 0);
-	ret = ret ?: get_fn(d, &spec, "asam_attn_fwd_kernel", cap, &f);
+	ret = ret ?: attn_capturing_of(d, s, &cap);
+	ret = ret ?: attn_make_spec(&spec, "attn_fwd", d, p, p->gate_mode, bm, nw, 0);
+	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_fwd_kernel", cap, &f);
 	if (ret)
 		return ret;
-	fill_fwd(&a, p);
+	attn_fill_fwd(&a, p);
 	a.nqt = (p->Nq + bm - 1) / bm;
 	a.lse_s = p->lse_s.data;
 	a.lse_d = p->lse_d.data;
@@ -352,8 +358,8 @@ int asam_cuda_attn_fwd(struct asam_backend *be, const struct asam_problem *p)
 		if (ret)
 			return ret;
 	}
-	return launch(d, f, a.nqt, p->Hq, p->B, nw * 32,
-		      smem_bytes(bm + 4 * 64, p->d), s, &a);
+	return attn_launch(d, f, a.nqt, p->Hq, p->B, nw * 32,
+		      attn_smem_bytes(bm + 4 * 64, p->d), s, &a);
 }
 
 int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
@@ -371,18 +377,18 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 
 	ret = asam_cuda_attn_supports(be, p);
 	ret = ret ?: asam_cuda_device_enter(d);
-	ret = ret ?: capturing_of(d, s, &cap);
-	ret = ret ?: make_spec(&sp, "attn_fwd", d, p, p->gate_mode, BWD_T, 4, 1);
-	ret = ret ?: make_spec(&sb, "attn_bwd", d, p, p->gate_mode, BWD_T, 4, 0);
-	ret = ret ?: get_fn(d, &sp, "asam_attn_fwd_kernel", cap, &fpre);
-	ret = ret ?: get_fn(d, &sb, "asam_attn_bwd_dq_kernel", cap, &fdq);
-	ret = ret ?: get_fn(d, &sb, "asam_attn_bwd_dkdv_kernel", cap, &fkv);
+	ret = ret ?: attn_capturing_of(d, s, &cap);
+	ret = ret ?: attn_make_spec(&sp, "attn_fwd", d, p, p->gate_mode, BWD_T, 4, 1);
+	ret = ret ?: attn_make_spec(&sb, "attn_bwd", d, p, p->gate_mode, BWD_T, 4, 0);
+	ret = ret ?: attn_get_fn(d, &sp, "asam_attn_fwd_kernel", cap, &fpre);
+	ret = ret ?: attn_get_fn(d, &sb, "asam_attn_bwd_dq_kernel", cap, &fdq);
+	ret = ret ?: attn_get_fn(d, &sb, "asam_attn_bwd_dkdv_kernel", cap, &fkv);
 	if (!ret && p->gate_mode == ASAM_GATE_SOFT)
-		ret = get_fn(d, &sb, "asam_attn_bwd_dg_kernel", cap, &fdg);
+		ret = attn_get_fn(d, &sb, "asam_attn_bwd_dg_kernel", cap, &fdg);
 	if (ret)
 		return ret;
 
-	fill_fwd(&pre, p);
+	attn_fill_fwd(&pre, p);
 	memset(&a, 0, sizeof(a));
 	use_list = p->pat.kind != ASAM_PATTERN_DENSE &&
 		   p->gate_mode != ASAM_GATE_DENSE;
@@ -414,8 +420,8 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	pre.nqt = (p->Nq + BWD_T - 1) / BWD_T;
 	pre.reverse = 0;
 	pre.d_o = p->d_o.data;
-	pre.do_sb = st(&p->d_o, 0); pre.do_sh = st(&p->d_o, 1);
-	pre.do_sn = st(&p->d_o, 2);
+	pre.do_sb = attn_st(&p->d_o, 0); pre.do_sh = attn_st(&p->d_o, 1);
+	pre.do_sn = attn_st(&p->d_o, 2);
 	pre.dsum_s = p->gate_mode != ASAM_GATE_DENSE ?
 		     (float *)(uintptr_t)ws : NULL;
 	pre.dsum_d = p->gate_mode != ASAM_GATE_SPARSE ?
@@ -433,13 +439,13 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	a.k_sb = pre.k_sb; a.k_sh = pre.k_sh; a.k_sn = pre.k_sn;
 	a.v_sb = pre.v_sb; a.v_sh = pre.v_sh; a.v_sn = pre.v_sn;
 	a.do_sb = pre.do_sb; a.do_sh = pre.do_sh; a.do_sn = pre.do_sn;
-	a.dq_sb = st(&p->dq, 0); a.dq_sh = st(&p->dq, 1); a.dq_sn = st(&p->dq, 2);
-	a.dk_sb = st(&p->dk, 0); a.dk_sh = st(&p->dk, 1); a.dk_sn = st(&p->dk, 2);
-	a.dv_sb = st(&p->dv, 0); a.dv_sh = st(&p->dv, 1); a.dv_sn = st(&p->dv, 2);
+	a.dq_sb = ST(dq, 0); a.dq_sh = ST(dq, 1); a.dq_sn = ST(dq, 2);
+	a.dk_sb = ST(dk, 0); a.dk_sh = ST(dk, 1); a.dk_sn = ST(dk, 2);
+	a.dv_sb = ST(dv, 0); a.dv_sh = ST(dv, 1); a.dv_sn = ST(dv, 2);
 	a.l_sb = pre.l_sb; a.l_sh = pre.l_sh;
 	a.g_sb = pre.g_sb; a.g_sh = pre.g_sh;
 	if (p->dgate.data) {
-		a.dg_sb = st(&p->dgate, 0); a.dg_sh = st(&p->dgate, 1);
+		a.dg_sb = attn_st(&p->dgate, 0); a.dg_sh = attn_st(&p->dgate, 1);
 	}
 	a.lq_s = pre.lq_s; a.lk_s = pre.lk_s;
 	a.B = p->B; a.Hq = p->Hq; a.Hkv = p->Hkv; a.Nq = p->Nq; a.Nk = p->Nk;
@@ -449,14 +455,14 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	a.scale_log2 = pre.scale_log2;
 	a.scale = (float)p->scale;
 
-	ret = launch(d, fpre, pre.nqt, p->Hq, p->B, 128,
-		     smem_bytes(BWD_T + 4 * 64, p->d), s, &pre);
-	ret = ret ?: launch(d, fdq, a.nqt, p->Hq, p->B, 128,
-			    smem_bytes(2 * BWD_T + 4 * 64, p->d), s, &a);
-	ret = ret ?: launch(d, fkv, a.nkt, p->Hkv, p->B, 128,
-			    smem_bytes(4 * BWD_T, p->d) + 1024, s, &a);
+	ret = attn_launch(d, fpre, pre.nqt, p->Hq, p->B, 128,
+		     attn_smem_bytes(BWD_T + 4 * 64, p->d), s, &pre);
+	ret = ret ?: attn_launch(d, fdq, a.nqt, p->Hq, p->B, 128,
+			    attn_smem_bytes(2 * BWD_T + 4 * 64, p->d), s, &a);
+	ret = ret ?: attn_launch(d, fkv, a.nkt, p->Hkv, p->B, 128,
+			    attn_smem_bytes(4 * BWD_T, p->d) + 1024, s, &a);
 	if (!ret && fdg)
-		ret = launch(d, fdg, p->Hq, p->B, 1, 32, 0, s, &a);
+		ret = attn_launch(d, fdg, p->Hq, p->B, 1, 32, 0, s, &a);
 	if (own) {
 		/* borrowed scratch: wait before giving it back */
 		int r2 = asam_cuda_stream_sync(d, s);

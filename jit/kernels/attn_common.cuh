@@ -50,7 +50,12 @@ typedef long long i64;
 /* Pattern kinds, in the order of enum asam_pattern_kind */
 #define ATTN_P_DENSE 0
 #define ATTN_P_LOCAL 1
+#define ATTN_P_STRIDED 2
+#define ATTN_P_HIERARCHICAL 3
 #define ATTN_P_RANDOM 4
+#define ATTN_P_RANDOM_ROWS 5
+#define ATTN_P_CLUSTERED 6
+#define ATTN_P_USER_INDEX 7
 
 #define ATTN_LOG2E 1.4426950408889634f
 #define ATTN_LN2 0.6931471805599453f
@@ -199,6 +204,29 @@ static __device__ __forceinline__ void load_tile(u16 *dst, const u16 *src,
 		const u16 *s = src + (ok ? (i64)(row0 + r) * ld + e : 0);
 
 		cp_async16(dst + r * ATTN_LDS + e, s, ok);
+	}
+}
+
+/*
+ * Gather ROWS rows of a [N, HEAD_DIM] slice into shared memory: row r
+ * comes from row idx[r] of @src (row stride @ld elements); rows at or
+ * past @n, or whose index is negative, are zero-filled.  The gathered
+ * sets of the column and bucket patterns travel through this.
+ */
+template <int ROWS, int THREADS>
+static __device__ __forceinline__ void load_rows_idx(u16 *dst, const u16 *src,
+						     i64 ld, const int *idx,
+						     int n)
+{
+	const int CH = HEAD_DIM / 8;
+
+#pragma unroll
+	for (int c = threadIdx.x; c < ROWS * CH; c += THREADS) {
+		int r = c / CH, e = (c % CH) * 8;
+		int j = r < n ? __ldg(idx + r) : -1;
+		const u16 *s = src + (j >= 0 ? (i64)j * ld + e : 0);
+
+		cp_async16(dst + r * ATTN_LDS + e, s, j >= 0);
 	}
 }
 

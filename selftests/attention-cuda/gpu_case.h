@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One CUDA attention case against the fp64 reference (gpu_case.c), for
+ * the attention-cuda selftests.
+ */
+#ifndef ASAM_SELFTEST_GPU_CASE_H
+#define ASAM_SELFTEST_GPU_CASE_H
+
+#include <stdbool.h>
+
+#include <internal/ctx.h>
+#include <internal/cuda.h>
+#include <internal/err.h>
+
+#include "../lib/kselftest.h"
+#include "../lib/testutil.h"
+
+extern struct asam_cuda_device *gc_dev;
+extern struct asam_ctx *gc_ctx;
+
+/* a tensor with a host copy and a device copy */
+struct gt {
+	struct tt *h;		/* host copy */
+	DLTensor dl;		/* device view */
+	CUdeviceptr p;
+};
+
+void gt_up(struct gt *g, struct tt *h);		/* takes @h */
+void gt_down(struct gt *g);
+void gt_free(struct gt *g);
+
+struct gpu_case {
+	int kind;		/* pattern kind with defaults, when !pat */
+	const struct asam_pattern *pat;	/* for the GPU call, or NULL */
+	const struct asam_pattern *pat_ref; /* host twin for the reference
+					     * (device tensors inside pat) */
+	int dt16;		/* 1: bf16, 0: fp16 */
+	int d, gate, causal, B, Hq, Hkv, Nq, Nk;
+	bool lens;		/* random per-batch lengths */
+	bool fwd_only;
+	unsigned int flags;	/* ASAM_F_* */
+	bool nondet_ok;		/* without DETERMINISTIC, skip the bit check */
+};
+
+/* context and first CUDA device, or ksft_exit_skip() */
+void gpu_case_setup(void);
+void gpu_case_teardown(void);
+/* run @c, report one ksft result */
+void gpu_case_run(const struct gpu_case *c);
+
+#endif
