@@ -102,7 +102,8 @@ const struct asam_jit_family asam_jit_families[] = {
 	{
 		.name = "attn_fwd",
 		.source = "attn_fwd.cu",
-		.entries = { "asam_attn_fwd_kernel" },
+		.entries = { "asam_attn_fwd_kernel",
+			     "asam_attn_rowdot_kernel" },
 		.hopper_only = false,
 		.variants = attn_variants,
 	},

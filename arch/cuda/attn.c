@@ -30,7 +30,6 @@
 
 #define FWD_BM		128	/* 32 rows a warp: the fastest measured */
 #define FWD_WARPS	4
-#define SOFT_BM		64	/* two softmax states: 16 rows a warp */
 #define BWD_T		64	/* backward tiles are 64 x 64, 4 warps */
 #define MAX_FUNCS	256
 #define MAX_PLANS	128
@@ -329,37 +328,61 @@ int attn_capturing_of(struct asam_cuda_device *d, CUstream s, bool *cap)
 	return asam_cuda_stream_capturing(d, s, cap);
 }
 
-int asam_cuda_attn_fwd(struct asam_backend *be, const struct asam_problem *p)
+/* One forward launch of gate @gate over @p's tiles, mixing as @mix says. */
+static int fwd_launch(struct asam_cuda_device *d, const struct asam_problem *p,
+		      bool cap, int gate, int mix, float *lse_s, float *lse_d)
 {
-	struct asam_cuda_device *d = asam_cuda_device_of(be, p->dev.device_id);
-	int soft = p->gate_mode == ASAM_GATE_SOFT;
-	int bm = soft ? SOFT_BM : FWD_BM, nw = FWD_WARPS, ret;
+	int bm = FWD_BM, nw = FWD_WARPS;
 	struct asam_jit_spec spec;
 	struct attn_fwd_params a;
-	CUstream s = p->stream;
 	CUfunction f;
-	bool cap;
+	int ret;
 
-	ret = asam_cuda_attn_supports(be, p);
-	ret = ret ?: asam_cuda_device_enter(d);
-	ret = ret ?: attn_capturing_of(d, s, &cap);
-	ret = ret ?: attn_make_spec(&spec, "attn_fwd", d, p, p->gate_mode, bm, nw, 0);
+	ret = attn_make_spec(&spec, "attn_fwd", d, p, gate, bm, nw, 0);
 	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_fwd_kernel", cap, &f);
 	if (ret)
 		return ret;
 	attn_fill_fwd(&a, p);
 	a.nqt = (p->Nq + bm - 1) / bm;
-	a.lse_s = p->lse_s.data;
-	a.lse_d = p->lse_d.data;
-	if (p->pat.kind != ASAM_PATTERN_DENSE &&
-	    p->gate_mode != ASAM_GATE_DENSE) {
+	a.lse_s = lse_s;
+	a.lse_d = lse_d;
+	a.mix = mix;
+	if (p->pat.kind != ASAM_PATTERN_DENSE && gate != ASAM_GATE_DENSE) {
 		ret = get_plan(d, p, bm, 0, &a.list_off, &a.list,
 			       &a.list_per_head);
 		if (ret)
 			return ret;
 	}
 	return attn_launch(d, f, a.nqt, p->Hq, p->B, nw * 32,
-		      attn_smem_bytes(bm + 4 * 64, p->d), s, &a);
+			   attn_smem_bytes(bm + 4 * 64, p->d), p->stream, &a);
+}
+
+int asam_cuda_attn_fwd(struct asam_backend *be, const struct asam_problem *p)
+{
+	struct asam_cuda_device *d = asam_cuda_device_of(be, p->dev.device_id);
+	float *ls = p->lse_s.data, *ld = p->lse_d.data;
+	bool cap;
+	int ret;
+
+	ret = asam_cuda_attn_supports(be, p);
+	ret = ret ?: asam_cuda_device_enter(d);
+	ret = ret ?: attn_capturing_of(d, p->stream, &cap);
+	if (ret)
+		return ret;
+	if (p->gate_mode != ASAM_GATE_SOFT)
+		return fwd_launch(d, p, cap, p->gate_mode, ATTN_MIX_NONE, ls,
+				  ld);
+	/*
+	 * SOFT: one launch with two softmax states only fits 16 rows a
+	 * warp, and 32 are a third faster; two one-state launches at the
+	 * fast shape cost the dense pass plus the (sparse) pattern's pass.
+	 */
+	if (p->pat.kind == ASAM_PATTERN_DENSE)
+		return fwd_launch(d, p, cap, ASAM_GATE_DENSE, ATTN_MIX_SAME,
+				  ls, ld);
+	ret = fwd_launch(d, p, cap, ASAM_GATE_DENSE, ATTN_MIX_DENSE, NULL, ld);
+	return ret ?: fwd_launch(d, p, cap, ASAM_GATE_SPARSE, ATTN_MIX_SPARSE,
+				 ls, NULL);
 }
 
 int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
@@ -380,7 +403,10 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	ret = ret ?: attn_capturing_of(d, s, &cap);
 	ret = ret ?: attn_make_spec(&sp, "attn_fwd", d, p, p->gate_mode, BWD_T, 4, 1);
 	ret = ret ?: attn_make_spec(&sb, "attn_bwd", d, p, p->gate_mode, BWD_T, 4, 0);
-	ret = ret ?: attn_get_fn(d, &sp, "asam_attn_fwd_kernel", cap, &fpre);
+	/* one branch: D_i = <dO_i, O_i> straight from O (see attn_fwd.cu) */
+	ret = ret ?: attn_get_fn(d, &sp, p->gate_mode == ASAM_GATE_SOFT ?
+				 "asam_attn_fwd_kernel" :
+				 "asam_attn_rowdot_kernel", cap, &fpre);
 	ret = ret ?: attn_get_fn(d, &sb, "asam_attn_bwd_dq_kernel", cap, &fdq);
 	ret = ret ?: attn_get_fn(d, &sb, "asam_attn_bwd_dkdv_kernel", cap, &fkv);
 	if (!ret && p->gate_mode == ASAM_GATE_SOFT)
@@ -455,8 +481,15 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	a.scale_log2 = pre.scale_log2;
 	a.scale = (float)p->scale;
 
-	ret = attn_launch(d, fpre, pre.nqt, p->Hq, p->B, 128,
-		     attn_smem_bytes(BWD_T + 4 * 64, p->d), s, &pre);
+	if (p->gate_mode == ASAM_GATE_SOFT) {
+		ret = attn_launch(d, fpre, pre.nqt, p->Hq, p->B, 128,
+				  attn_smem_bytes(BWD_T + 4 * 64, p->d), s,
+				  &pre);
+	} else {
+		pre.o = p->o.data;
+		ret = attn_launch(d, fpre, (p->Nq + 3) / 4, p->Hq, p->B, 128,
+				  0, s, &pre);
+	}
 	ret = ret ?: attn_launch(d, fdq, a.nqt, p->Hq, p->B, 128,
 			    attn_smem_bytes(2 * BWD_T + 4 * 64, p->d), s, &a);
 	ret = ret ?: attn_launch(d, fkv, a.nkt, p->Hkv, p->B, 128,

@@ -372,6 +372,9 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 
 	/* epilogue: normalise, mix, store; padding rows get 0 and -inf */
 	float ws = MODE == ATTN_G_SPARSE ? 1.f : MODE == ATTN_G_DENSE ? 0.f : g;
+
+	if (p.mix == ATTN_MIX_DENSE || p.mix == ATTN_MIX_SPARSE)
+		ws = g;
 	u16 *og = (u16 *)p.o + b * p.o_sb + h * p.o_sh;
 
 	(void)og;	/* unused by the preprocess */
@@ -442,8 +445,16 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 				o0 += D_.acc[n][2 * r] * id;
 				o1 += D_.acc[n][2 * r + 1] * id;
 			}
-			*(u32 *)(og + (i64)i * p.o_sn + n * 8 + 2 * tg) =
-				pack2(o0, o1);
+			u32 *at = (u32 *)(og + (i64)i * p.o_sn + n * 8 + 2 * tg);
+
+			if (MODE == ATTN_G_SPARSE && p.mix == ATTN_MIX_SPARSE) {
+				/* the dense launch left (1 - g) A here */
+				u32 w = *at;
+
+				o0 += unpack_lo(w);
+				o1 += unpack_hi(w);
+			}
+			*at = pack2(o0, o1);
 		}
 		if (tg == 0) {
 			i64 lo = b * p.l_sb + h * p.l_sh + i;
@@ -456,6 +467,8 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 				   (D_.m[r] + fast_log2(ld)) * ATTN_LN2 :
 				   ATTN_NEG_INF;
 
+			if (MODE == ATTN_G_DENSE && p.mix == ATTN_MIX_SAME)
+				vs = vd;
 			if (!live) {
 				vs = vd = ATTN_NEG_INF;
 			} else if (GATE_MODE == ATTN_G_HARD) {
@@ -483,7 +496,8 @@ asam_attn_fwd_kernel(const attn_fwd_params p)
 	const int qt = p.reverse ? p.nqt - 1 - blockIdx.x : blockIdx.x;
 	float g = 0.f;
 
-	if (GATE_MODE == ATTN_G_SOFT || GATE_MODE == ATTN_G_HARD)
+	if (GATE_MODE == ATTN_G_SOFT || GATE_MODE == ATTN_G_HARD ||
+	    p.mix == ATTN_MIX_DENSE || p.mix == ATTN_MIX_SPARSE)
 		g = p.gate[b * p.g_sb + h * p.g_sh];
 #if GATE_MODE == ATTN_G_HARD
 	if (g >= p.hard_tau)
@@ -493,4 +507,41 @@ asam_attn_fwd_kernel(const attn_fwd_params p)
 #else
 	fwd_tile<GATE_MODE>(p, b, h, qt, attn_smem, g);
 #endif
+}
+
+/*
+ * Backward's row sums when one branch is all there is (SPARSE or DENSE):
+ * D_i = <dO_i, O_i> from the forward's output, one warp a row, instead of
+ * recomputing the forward.  SOFT needs <dO, S> and <dO, A> apart, which O
+ * (their mix) cannot give: it keeps the recomputing preprocess above.
+ */
+extern "C" __global__ void __launch_bounds__(128)
+asam_attn_rowdot_kernel(const attn_fwd_params p)
+{
+	const int b = blockIdx.z, h = blockIdx.y, lane = threadIdx.x & 31;
+	const int i = blockIdx.x * 4 + (threadIdx.x >> 5);
+	const u16 *o = (const u16 *)p.o + b * p.o_sb + h * p.o_sh +
+		       (i64)i * p.o_sn;
+	const u16 *g = (const u16 *)p.d_o + b * p.do_sb + h * p.do_sh +
+		       (i64)i * p.do_sn;
+	float sum = 0.f;
+
+	if (i >= p.Nq)
+		return;
+	for (int c = lane; c < HEAD_DIM / 2; c += 32) {
+		u32 x = *(const u32 *)(o + 2 * c), y = *(const u32 *)(g + 2 * c);
+
+		sum += unpack_lo(x) * unpack_lo(y) + unpack_hi(x) * unpack_hi(y);
+	}
+#pragma unroll
+	for (int m = 16; m > 0; m >>= 1)
+		sum += __shfl_xor_sync(0xffffffffu, sum, m);
+	if (lane == 0) {
+		i64 at = ((i64)b * p.Hq + h) * p.Nq + i;
+
+		if (p.dsum_s)
+			p.dsum_s[at] = sum;
+		if (p.dsum_d)
+			p.dsum_d[at] = sum;
+	}
 }

@@ -19,6 +19,18 @@
 #define ATTN_E_GROUPS_SHIFT	25
 #define ATTN_E_GROUP(e, g)	(((e) >> (ATTN_E_GROUPS_SHIFT + (g))) & 1)
 
+/*
+ * SOFT forward in two launches of the one-state kernels, so that each
+ * keeps the register budget of the fast tile shape: a DENSE launch writes
+ * O = (1 - g) A and lse_d, then a SPARSE launch over the pattern's tiles
+ * adds g S and writes lse_s.  With the DENSE pattern S = A: one DENSE
+ * launch writes O = A and both log-sum-exps.
+ */
+#define ATTN_MIX_NONE		0
+#define ATTN_MIX_DENSE		1
+#define ATTN_MIX_SPARSE		2
+#define ATTN_MIX_SAME		3
+
 struct attn_fwd_params {
 	const void *q, *k, *v;		/* [B, H, N, d] 16-bit elements */
 	void *o;
@@ -43,7 +55,7 @@ struct attn_fwd_params {
 	float scale_log2;		/* sigma * log2(e) */
 	float hard_tau;
 	int reverse;			/* longest tiles first (causal) */
-	int pad;
+	int mix;			/* ATTN_MIX_*: SOFT as two passes */
 
 	/* backward's preprocess (BWD_PRE): row dots instead of O */
 	const void *d_o;

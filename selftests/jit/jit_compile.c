@@ -56,6 +56,7 @@ static int worker(const struct collect *c, int w, int nw)
 		}
 		free((void *)img.data);
 	}
+	fflush(stdout);		/* the caller leaves by _exit() */
 	return bad ? 1 : 0;
 }
 
