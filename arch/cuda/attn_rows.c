@@ -455,7 +455,8 @@ static int index_transpose(struct asam_cuda_device *d,
 			(CUdeviceptr)(uintptr_t)a->tcur, 0, n, s),
 			"cuMemsetD32Async");
 	ret = ret ?: attn_launch(d, fc, eb, units, 1, 256, 0, s, a);
-	ret = ret ?: attn_launch(d, fs, units, 1, 1, 1024, 0, s, a);
+	ret = ret ?: attn_launch(d, fs, units, 1, 1, 1024, 1024 * sizeof(int),
+				 s, a);
 	ret = ret ?: attn_launch(d, ff, eb, units, 1, 256, 0, s, a);
 	ret = ret ?: attn_launch(d, ft, (p->Nk + 255) / 256, units, 1, 256, 0,
 				 s, a);

@@ -655,11 +655,16 @@ asam_rows_tcount_kernel(const attn_rows_params p)
 		atomicAdd(p.toff + (i64)u * (p.Nk + 1) + j, 1);
 }
 
-/* block per unit: counts -> offsets (exclusive, from u * Nq * r) */
+/*
+ * Block per unit: counts -> offsets (exclusive, from u * Nq * r).  The
+ * 4 KB of totals are dynamic shared memory: the loader opts every
+ * function into the device's whole dynamic size, which static shared
+ * memory would push past the limit.
+ */
 extern "C" __global__ void __launch_bounds__(1024)
 asam_rows_tscan_kernel(const attn_rows_params p)
 {
-	__shared__ int tot[1024];
+	extern __shared__ int tot[];
 	const int u = blockIdx.x, tid = threadIdx.x, n = p.Nk + 1;
 	const int per = (n + 1023) / 1024, a = tid * per;
 	int *c = p.toff + (i64)u * n, sum = 0, x;

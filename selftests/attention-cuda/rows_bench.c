@@ -97,8 +97,8 @@ int main(int argc, char **argv)
 		free(perm);
 	}
 	gt_up(&ix, ih);
-	asam_cuda_event_create(gc_dev, &e0, 0);
-	asam_cuda_event_create(gc_dev, &e1, 0);
+	asam_cuda_event_create(gc_dev, &e0, true);
+	asam_cuda_event_create(gc_dev, &e1, true);
 
 	for (k = 0; k < 3; k++)
 	for (bwd = 0; bwd < 2; bwd++) {
@@ -157,8 +157,8 @@ int main(int argc, char **argv)
 				ret = ret ?: asam_attn_bwd(gc_ctx, &ap, &ba);
 		}
 		asam_cuda_event_record(gc_dev, e1, NULL);
-		asam_cuda_event_sync(gc_dev, e1);
-		asam_cuda_event_elapsed(gc_dev, e0, e1, &ms);
+		ret = ret ?: asam_cuda_event_sync(gc_dev, e1);
+		ret = ret ?: asam_cuda_event_elapsed(gc_dev, e0, e1, &ms);
 		if (ret)
 			printf("BENCH %s %s: error %d %s\n", bwd ? "fwdbwd" : "fwd",
 			       names[k], ret, asam_last_error());
