@@ -32,7 +32,7 @@
 #include "../../jit/kernels/attn_rows.cuh"
 
 #define ROWS_WARPS	4	/* one query row (or key) a warp */
-#define TILE_BM		128	/* the tile forward's, as arch/cuda/attn.c */
+#define TILE_BM		128	/* the tile forward's (arch/cuda/attn.c) */
 #define TILE_BWD	64
 #define MAX_LISTS	32
 #define MAX_DEVS	64
@@ -89,8 +89,8 @@ static int get_rows(struct asam_cuda_device *d, const struct asam_problem *p,
 	ret = attn_rows_gen(p, rr, buf);
 	ret = ret ?: asam_cuda_malloc(d, sizeof(int32_t) * ints, mem);
 	if (!ret) {
-		ret = asam_cuda_memcpy_htod(d, *mem, buf, sizeof(int32_t) * ints,
-					    NULL, false);
+		ret = asam_cuda_memcpy_htod(d, *mem, buf,
+					    sizeof(int32_t) * ints, NULL, false);
 		if (ret)
 			asam_cuda_free(d, *mem);
 	}
@@ -109,7 +109,8 @@ static int get_zeros(struct asam_cuda_device *d, CUdeviceptr *z)
 	int ret = 0;
 
 	if (d->ordinal < 0 || d->ordinal >= MAX_DEVS)
-		return asam_err(-ENODEV, "cuda:%d: too many devices", d->ordinal);
+		return asam_err(-ENODEV, "cuda:%d: too many devices",
+				d->ordinal);
 	pthread_mutex_lock(&rows_lock);
 	if (!zeros[d->ordinal]) {
 		ret = asam_cuda_malloc(d, sizeof(int) * ZERO_INTS,
@@ -262,7 +263,8 @@ int asam_cuda_rows_fwd(struct asam_backend *be, const struct asam_problem *p)
 	bool cap;
 	int ret;
 
-	if (p->gate_mode == ASAM_GATE_DENSE) {	/* the pattern plays no part */
+	/* DENSE: the pattern plays no part */
+	if (p->gate_mode == ASAM_GATE_DENSE) {
 		q = as_dense(p);
 		return asam_cuda_attn_fwd(be, &q);
 	}

@@ -107,9 +107,9 @@ static void *gen_thread(void *arg)
 int attn_rows_gen(const struct asam_problem *p, int rr, int32_t *buf)
 {
 	size_t nr = (size_t)p->Hq * p->Nq * rr;
+	size_t ntoff = (size_t)p->Hq * (p->Nk + 1);
 	struct gen_job job = { .p = p, .rr = rr, .rows = buf,
-			       .toff = buf + nr,
-			       .tlist = buf + nr + (size_t)p->Hq * (p->Nk + 1) };
+			       .toff = buf + nr, .tlist = buf + nr + ntoff };
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	int nt = cpus < 1 ? 1 : cpus > 32 ? 32 : (int)cpus, i, started = 0;
 	pthread_t th[32];
@@ -124,5 +124,7 @@ int attn_rows_gen(const struct asam_problem *p, int rr, int32_t *buf)
 	gen_thread(&job);
 	for (i = 1; i <= started; i++)
 		pthread_join(th[i], NULL);
-	return job.err ? asam_err(job.err, "pattern: no memory for the random rows") : 0;
+	if (job.err)
+		return asam_err(job.err, "pattern: no memory for the random rows");
+	return 0;
 }

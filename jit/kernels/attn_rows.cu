@@ -210,7 +210,8 @@ asam_rows_fwd_kernel(const attn_rows_params p)
 
 		act[g] = g < G;
 		if (GATE_MODE == ATTN_G_SOFT || GATE_MODE == ATTN_G_HARD)
-			gv = g < G ? p.gate[b * p.g_sb + (h0 + g) * p.g_sh] : 0.f;
+			gv = g < G ? p.gate[b * p.g_sb + (h0 + g) * p.g_sh] :
+				     0.f;
 		if (GATE_MODE == ATTN_G_HARD)
 			act[g] = act[g] && gv >= p.hard_tau;
 		wg[g] = GATE_MODE == ATTN_G_SOFT ? gv : 1.f;

@@ -20,8 +20,8 @@
 struct attn_rows_params {
 	const void *q, *k, *v, *d_o;
 	void *o, *dq, *dk, *dv;
-	float *lse_s, *lse_d;		/* [B, Hq, Nq], strides l_sb, l_sh */
-	float *dsum;			/* [B, Hq, Nq] contiguous: <dO_i, S_i> */
+	float *lse_s, *lse_d;		/* [B, Hq, Nq]; strides l_sb, l_sh */
+	float *dsum;			/* [B, Hq, Nq]: <dO_i, S_i> */
 	const float *gate;
 	float *dgate;
 	const int *len_q, *len_k;
@@ -44,7 +44,7 @@ struct attn_rows_params {
 
 	int B, Hq, Hkv, Nq, Nk;
 	int r;				/* entries per row */
-	int mix;			/* SOFT: add to what the dense pass wrote */
+	int mix;			/* SOFT: add to the dense pass's */
 	float scale_log2;		/* sigma * log2(e) */
 	float scale;			/* sigma */
 	float hard_tau;

@@ -76,7 +76,7 @@ int main(int argc, char **argv)
 	lsed = lse->dl;
 	lsed.data = (void *)(uintptr_t)lsep;
 	lsed.device = (DLDevice){ kDLCUDA, gc_dev->ordinal };
-	/* USER_INDEX: r distinct random keys a row (the first r of a shuffle) */
+	/* USER_INDEX: r distinct random keys a row (a shuffle's first r) */
 	sh[0] = B; sh[1] = H; sh[2] = N; sh[3] = r;
 	ih = tt_new(TT_I32, 4, sh);
 	{
@@ -87,7 +87,8 @@ int main(int argc, char **argv)
 			perm[t] = (int32_t)t;
 		for (row = 0; row < (int64_t)B * H * N; row++)
 			for (t = 0; t < r; t++) {
-				int64_t z = t + (int64_t)(tt_uniform() * (N - t));
+				int64_t z = t + (int64_t)(tt_uniform() *
+							  (N - t));
 				int32_t tmp = perm[t];
 
 				perm[t] = perm[z];

@@ -24,7 +24,8 @@ static int check(int Hq, int Nq, int Nk, int r, uint64_t seed, char *why,
 				  .Nk = Nk, .d = 64 };
 	int rr = r < Nk ? r : Nk, h, ret = 0;
 	size_t nr = (size_t)Hq * Nq * rr;
-	int32_t *buf = malloc(sizeof(int32_t) * (2 * nr + (size_t)Hq * (Nk + 1)));
+	size_t nt = (size_t)Hq * (Nk + 1);
+	int32_t *buf = malloc(sizeof(int32_t) * (2 * nr + nt));
 	int32_t *toff = buf + nr, *tl = toff + (size_t)Hq * (Nk + 1);
 	uint8_t *row = malloc(Nk);
 	struct asam_pat_plan *pl;
@@ -66,8 +67,10 @@ static int check(int Hq, int Nq, int Nk, int r, uint64_t seed, char *why,
 				ret = -1;
 			}
 		}
-		if (to[0] != (int64_t)h * Nq * rr || to[Nk] != (int64_t)(h + 1) * Nq * rr) {
-			snprintf(why, len, "h %d: offsets %d..%d", h, to[0], to[Nk]);
+		if (to[0] != (int64_t)h * Nq * rr ||
+		    to[Nk] != (int64_t)(h + 1) * Nq * rr) {
+			snprintf(why, len, "h %d: offsets %d..%d", h, to[0],
+				 to[Nk]);
 			ret = -1;
 		}
 		for (j = 0; j < Nk && !ret; j++)
