@@ -19,6 +19,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,6 +150,23 @@ static int rows_group(const struct asam_problem *p)
 	return G % 4 == 0 ? 4 : G % 2 == 0 ? 2 : 1;
 }
 
+/*
+ * The lists' offsets are int32: every entry of the lists of one call
+ * (RANDOM_ROWS: Hq Nq r; USER_INDEX's transpose: B Hkv Nq r) must be
+ * countable in one.
+ */
+static int rows_fit(const struct asam_problem *p)
+{
+	int64_t n = (int64_t)p->Nq * rows_rr(p);
+
+	n *= p->pat.kind == ASAM_PATTERN_USER_INDEX ?
+	     (int64_t)p->B * p->Hkv : p->Hq;
+	if (n >= INT32_MAX)
+		return asam_err(-EOPNOTSUPP, "pattern: %lld row-list entries in one call; the cuda kernels take fewer than 2^31",
+				(long long)n);
+	return 0;
+}
+
 static int rows_fn(struct asam_cuda_device *d, const struct asam_problem *p,
 		   bool cap, const char *entry, CUfunction *f)
 {
@@ -269,6 +287,7 @@ int asam_cuda_rows_fwd(struct asam_backend *be, const struct asam_problem *p)
 		return asam_cuda_attn_fwd(be, &q);
 	}
 	ret = asam_cuda_attn_supports(be, p);
+	ret = ret ?: rows_fit(p);
 	ret = ret ?: asam_cuda_device_enter(d);
 	ret = ret ?: attn_capturing_of(d, p->stream, &cap);
 	ret = ret ?: rows_fn(d, p, cap, "asam_rows_fwd_kernel", &f);
@@ -336,6 +355,7 @@ int asam_cuda_rows_workspace_size(struct asam_backend *be,
 	}
 	*bytes = 0;
 	ret = asam_cuda_attn_supports(be, p);
+	ret = ret ?: rows_fit(p);
 	if (ret || !p->bwd)
 		return ret;
 	ws_layout(p, &w);
@@ -484,6 +504,7 @@ int asam_cuda_rows_bwd(struct asam_backend *be, const struct asam_problem *p)
 	if (p->gate_mode == ASAM_GATE_HARD)
 		return asam_err(-EOPNOTSUPP, "gate_mode: HARD has no backward");
 	ret = asam_cuda_attn_supports(be, p);
+	ret = ret ?: rows_fit(p);
 	ret = ret ?: asam_cuda_device_enter(d);
 	ret = ret ?: attn_capturing_of(d, s, &cap);
 	ret = ret ?: rows_fn(d, p, cap, "asam_rows_dq_kernel", &fdq);
