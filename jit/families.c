@@ -90,6 +90,40 @@ static int attn_variants(const struct asam_jit_variant_ctx *vc, int arch,
 	return 0;
 }
 
+/*
+ * Row lists (arch/cuda/attn_rows.c): RANDOM_ROWS one head a warp, and
+ * USER_INDEX two heads of a GQA group a warp, d 64 and 128, fp16/bf16,
+ * the SPARSE gate, not causal; the other gates, causal and group sizes
+ * (1, 2, 4) are the same source and compile on first use.
+ */
+static int rows_variants(const struct asam_jit_variant_ctx *vc, int arch,
+			 asam_jit_variant_cb cb, void *arg)
+{
+	static const int dims[] = { 64, 128 };
+	struct asam_jit_spec spec;
+	int dt[3], ndt, i, j, k, err;
+
+	ndt = enabled_dtypes(dt);
+	for (i = 1; i < ndt; i++)
+	for (j = 0; j < (int)ARRAY_SIZE(dims); j++)
+	for (k = 0; k < 2; k++) {
+		err = asam_jit_spec_init(&spec, vc->family->name, arch);
+		err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", dims[j]);
+		err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[i]);
+		err = err ?: asam_jit_spec_set(&spec, "CAUSAL", 0);
+		err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", 0);
+		err = err ?: asam_jit_spec_set(&spec, "PATTERN", k ? 7 : 5);
+		err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", 4);
+		err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 64);
+		err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", 4);
+		err = err ?: asam_jit_spec_set(&spec, "GROUP", k ? 2 : 1);
+		err = err ?: cb(&spec, arg);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 const struct asam_jit_family asam_jit_families[] = {
 	{
 		.name = "selftest",
@@ -115,6 +149,18 @@ const struct asam_jit_family asam_jit_families[] = {
 			     "asam_attn_bwd_dg_kernel" },
 		.hopper_only = false,
 		.variants = attn_variants,
+	},
+	{
+		.name = "attn_rows",
+		.source = "attn_rows.cu",
+		.entries = { "asam_rows_fwd_kernel", "asam_rows_dq_kernel",
+			     "asam_rows_dkdv_kernel", "asam_rows_dg_kernel",
+			     "asam_rows_tcount_kernel",
+			     "asam_rows_tscan_kernel",
+			     "asam_rows_tfill_kernel",
+			     "asam_rows_tsort_kernel" },
+		.hopper_only = false,
+		.variants = rows_variants,
 	},
 };
 

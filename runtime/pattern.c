@@ -72,6 +72,22 @@ uint32_t asam_mt_next(struct asam_mt19937 *m)
 	return y;
 }
 
+/* The state after @k more draws, without tempering the words skipped. */
+void asam_mt_skip(struct asam_mt19937 *m, uint64_t k)
+{
+	while (k) {
+		uint64_t step;
+
+		if (m->idx >= 624)
+			mt_twist(m);
+		step = 624 - (uint64_t)m->idx;
+		if (step > k)
+			step = k;
+		m->idx += (int)step;
+		k -= step;
+	}
+}
+
 /* ------------------------------------------------------------------------ */
 /* RANDOM: SplitMix64 block choice                                          */
 

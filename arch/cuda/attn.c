@@ -26,6 +26,7 @@
 
 #include "attn_int.h"
 #include "attn_plan.h"
+#include "attn_rows.h"
 #include "../../jit/kernels/attn_params.cuh"
 
 #define FWD_BM		128	/* 32 rows a warp: the fastest measured */
@@ -232,6 +233,8 @@ int asam_cuda_attn_supports(struct asam_backend *be,
 	case ASAM_PATTERN_DENSE:
 	case ASAM_PATTERN_LOCAL:
 	case ASAM_PATTERN_RANDOM:
+	case ASAM_PATTERN_RANDOM_ROWS:	/* arch/cuda/attn_rows.c */
+	case ASAM_PATTERN_USER_INDEX:
 		break;
 	default:
 		return asam_err(-EOPNOTSUPP, "pattern %s has no cuda kernel yet",
@@ -267,8 +270,11 @@ int asam_cuda_attn_supports(struct asam_backend *be,
 int asam_cuda_attn_workspace_size(struct asam_backend *be,
 				  const struct asam_problem *p, size_t *bytes)
 {
-	int ret = asam_cuda_attn_supports(be, p);
+	int ret;
 
+	if (attn_rows_kind(p))
+		return asam_cuda_rows_workspace_size(be, p, bytes);
+	ret = asam_cuda_attn_supports(be, p);
 	*bytes = 0;
 	if (ret)
 		return ret;
@@ -364,6 +370,8 @@ int asam_cuda_attn_fwd(struct asam_backend *be, const struct asam_problem *p)
 	bool cap;
 	int ret;
 
+	if (attn_rows_kind(p))
+		return asam_cuda_rows_fwd(be, p);
 	ret = asam_cuda_attn_supports(be, p);
 	ret = ret ?: asam_cuda_device_enter(d);
 	ret = ret ?: attn_capturing_of(d, p->stream, &cap);
@@ -398,6 +406,8 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	int ret, use_list;
 	bool cap;
 
+	if (attn_rows_kind(p))
+		return asam_cuda_rows_bwd(be, p);
 	ret = asam_cuda_attn_supports(be, p);
 	ret = ret ?: asam_cuda_device_enter(d);
 	ret = ret ?: attn_capturing_of(d, s, &cap);

@@ -42,6 +42,7 @@ struct asam_mt19937 {
 };
 void asam_mt_seed(struct asam_mt19937 *m, uint32_t seed);
 uint32_t asam_mt_next(struct asam_mt19937 *m);
+void asam_mt_skip(struct asam_mt19937 *m, uint64_t k);
 
 /* n^(x) = x / max(|x|, 1e-12) dotted with n^(mu_c); argmax, ties lowest c */
 int asam_cluster_argmax(const struct asam_pat *pat, int h,
