@@ -534,8 +534,9 @@ int bench_gpu_main(int argc, char **argv)
 		return 1;
 	}
 	fprintf(o.json ? stderr : stdout,
-		"asam-bench --gpu: %s, driver %d, %s, %d warm-up + median of %d\n",
-		g.name, g.drv->version, o.fp16 ? "fp16" : "bf16", o.warmup,
+		"asam-bench --gpu: %s, CUDA driver API %d.%d, %s, %d warm-up + median of %d\n",
+		g.name, g.drv->version / 1000, g.drv->version % 1000 / 10,
+		o.fp16 ? "fp16" : "bf16", o.warmup,
 		o.reps);
 	for (i = 0; i < ncase; i++) {
 		const struct bench_case *c = &cases[i];

@@ -28,6 +28,7 @@
 # shape our dense time at the same B, H, N, d is measured too: it is the
 # base of the "within 2x of dense x density" ratio.
 set -o pipefail
+ARGS="$*"
 BENCH=tools/asam-bench
 PEERS=
 REPS=5
@@ -80,7 +81,7 @@ done
 
 echo "card: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "command: $0 $* (reps $REPS, warm-up $WARM)"
+echo "command: $0 $ARGS"
 
 if [ $CHECK = 1 ]; then
 	t=selftests/attention-cuda/bin/attn_gpu_test
