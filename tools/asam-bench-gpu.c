@@ -534,7 +534,8 @@ int bench_gpu_main(int argc, char **argv)
 		return 1;
 	}
 	fprintf(o.json ? stderr : stdout,
-		"asam-bench --gpu: %s, CUDA driver API %d.%d, %s, %d warm-up + median of %d\n",
+		"asam-bench --gpu: %s, CUDA driver API %d.%d, %s, "
+		"%d warm-up + median of %d\n",
 		g.name, g.drv->version / 1000, g.drv->version % 1000 / 10,
 		o.fp16 ? "fp16" : "bf16", o.warmup,
 		o.reps);

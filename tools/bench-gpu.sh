@@ -233,6 +233,9 @@ for p in dict.fromkeys(s[0] for s in shapes):
     sp, dn = ours.get((p, "sparse") + key), ours.get(("dense", "sparse") + key)
     if not (so or hd):
         continue
+    if not ms(so, "fwd_ms") and not ms(hd, "fwd_ms"):
+        print("%-13s %s" % (p, (so or hd)["status"]))
+        continue
     a, b, c, e = ms(so, "fwd_ms"), ms(dn, "fwd_ms"), ms(hd, "fwd_ms"), ms(sp, "fwd_ms")
     print("%-13s %s %s %s %s %s %s" % (p, f(a, 9), f(b, 9), ratio(a, b, 12),
           f(c, 9), f(e, 9), ratio(c, e, 12)))
