@@ -15,6 +15,9 @@
  *
  * The kernel set is chosen from CPUID; ASAM_CPU_ISA=avx2|generic caps it
  * and ASAM_LOG_LEVEL=2 prints which one ran.
+ *
+ *   asam-bench --gpu [--help]   times the CUDA backend instead, without
+ *              Google Benchmark (CUDA events, medians): asam-bench-gpu.c
  */
 #include <benchmark/benchmark.h>
 
@@ -30,6 +33,8 @@
 #include <vector>
 
 #include <asam/asam.h>
+
+#include "asam-bench-gpu.h"
 
 #include <thread>
 
@@ -310,6 +315,9 @@ int main(int argc, char **argv)
 	asam_ctx_opts o{};
 	int ret;
 
+	for (int i = 1; i < argc; i++)
+		if (!std::strcmp(argv[i], "--gpu"))
+			return bench_gpu_main(argc, argv);
 	parse(&argc, argv);
 	o.sz = sizeof(o);
 	o.log_level = -1;
