@@ -26,6 +26,7 @@
 
 #include "attn_int.h"
 #include "attn_plan.h"
+#include "attn_sm90.h"
 #include "../../jit/kernels/attn_params.cuh"
 
 #define FWD_BM		128	/* 32 rows a warp: the fastest measured */
@@ -343,6 +344,8 @@ int asam_cuda_attn_fwd(struct asam_backend *be, const struct asam_problem *p)
 	ret = asam_cuda_attn_supports(be, p);
 	ret = ret ?: asam_cuda_device_enter(d);
 	ret = ret ?: attn_capturing_of(d, s, &cap);
+	if (!ret && attn_sm90_serves(d, p))	/* Hopper: wgmma forward */
+		return attn_sm90_fwd(d, p, cap);
 	ret = ret ?: attn_make_spec(&spec, "attn_fwd", d, p, p->gate_mode, bm, nw, 0);
 	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_fwd_kernel", cap, &f);
 	if (ret)
