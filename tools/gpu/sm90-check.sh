@@ -16,13 +16,13 @@ export ASAM_CACHE_DIR=${ASAM_CACHE_DIR:-/tmp/asam-cache}
 
 echo "card: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-timeout 150 $T/attn_sm90_gpu_test > "$LOG/sm90-test.log" 2>&1
+timeout 110 $T/attn_sm90_gpu_test > "$LOG/sm90-test.log" 2>&1
 echo "sm90 test: $(grep -c '^ok' "$LOG/sm90-test.log") ok, $(grep -c '^not ok' "$LOG/sm90-test.log") not ok"
 grep -v "^ok" "$LOG/sm90-test.log" | head -20
-timeout 90 $T/attn_sm90_gpu_test bench > "$LOG/sm90-bench.log" 2>&1 ||
+timeout 40 $T/attn_sm90_gpu_test bench > "$LOG/sm90-bench.log" 2>&1 ||
 	echo "bench failed: $(tail -3 "$LOG/sm90-bench.log")"
 
-PYTHONUNBUFFERED=1 timeout 120 python3 - "$PEERS" "$LOG/sm90-bench.log" <<'PY'
+PYTHONUNBUFFERED=1 timeout 70 python3 - "$PEERS" "$LOG/sm90-bench.log" <<'PY'
 import importlib.util, re, sys
 spec = importlib.util.spec_from_file_location("peers", sys.argv[1])
 peers = importlib.util.module_from_spec(spec); spec.loader.exec_module(peers)
