@@ -92,21 +92,22 @@ static int attn_variants(const struct asam_jit_variant_ctx *vc, int arch,
 
 /*
  * The Hopper forward (arch/cuda/attn_sm90.c): DENSE pattern, SPARSE or
- * DENSE gate, head dims 64 and 128, fp16/bf16, causal or not; tiles of
- * 128 queries (two warpgroups) by 128 keys.
+ * DENSE gate, head dims 64 and 128, fp16/bf16, causal or not, the two
+ * warpgroups in step or staggered; tiles of 128 queries by 128 keys.
  */
 static int attn_sm90_variants(const struct asam_jit_variant_ctx *vc,
 			      int arch, asam_jit_variant_cb cb, void *arg)
 {
 	static const int dims[] = { 64, 128 };
 	struct asam_jit_spec spec;
-	int dt[3], ndt, i, j, c, g, err;
+	int dt[3], ndt, i, j, c, g, st, err;
 
 	ndt = enabled_dtypes(dt);
 	for (i = 1; i < ndt; i++)		/* fp16, bf16 only */
 	for (j = 0; j < (int)ARRAY_SIZE(dims); j++)
 	for (c = 0; c < 2; c++)
-	for (g = 0; g < 2; g++) {
+	for (g = 0; g < 2; g++)
+	for (st = 0; st < 2; st++) {
 		err = asam_jit_spec_init(&spec, vc->family->name, arch);
 		err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", dims[j]);
 		err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[i]);
@@ -116,6 +117,7 @@ static int attn_sm90_variants(const struct asam_jit_variant_ctx *vc,
 		err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", 128);
 		err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 128);
 		err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", 8);
+		err = err ?: asam_jit_spec_set(&spec, "STAGGER", st);
 		err = err ?: cb(&spec, arg);
 		if (err)
 			return err;

@@ -6,8 +6,9 @@
  * one the backward of arch/cuda/attn.c reads.
  *
  * ASAM_CUDA_SM90=0 in the environment sends every call to the mma.sync
- * path, =1 to this one where it serves (read per call, so one process can
- * time both); without it, SM90_DEFAULT decides.
+ * path, =1 to this one where it serves, =2 to its staggered variant (read
+ * per call, so one process can time all three); without it, SM90_DEFAULT
+ * decides.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -27,10 +28,21 @@
 
 unsigned long attn_sm90_launches;
 
-/* Q, two stages of K and V, swizzled; 1024 for aligning the window */
-static int sm90_smem_bytes(int d)
+/*
+ * Q, two stages of K, two of V (three when staggered), swizzled; 1024
+ * for aligning the window
+ */
+static int sm90_smem_bytes(int d, int stagger)
 {
-	return (SM90_BM + 4 * SM90_BN) * d * 2 + 1024;
+	return (SM90_BM + (4 + stagger) * SM90_BN) * d * 2 + 1024;
+}
+
+/* ASAM_CUDA_SM90=2: the staggered warpgroups (see the kernel) */
+static int sm90_stagger(void)
+{
+	const char *env = getenv("ASAM_CUDA_SM90");
+
+	return env && !strcmp(env, "2");
 }
 
 bool attn_sm90_serves(const struct asam_cuda_device *d,
@@ -51,7 +63,7 @@ bool attn_sm90_serves(const struct asam_cuda_device *d,
 		return false;
 	if (p->dt != ASAM_DT_F16 && p->dt != ASAM_DT_BF16)
 		return false;
-	return sm90_smem_bytes(p->d) <= d->smem_per_block_optin;
+	return sm90_smem_bytes(p->d, 1) <= d->smem_per_block_optin;
 }
 
 int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
@@ -60,7 +72,7 @@ int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
 	struct asam_jit_spec spec;
 	struct attn_fwd_params a;
 	CUfunction f;
-	int ret;
+	int ret, stagger = sm90_stagger();
 
 	ret = asam_jit_spec_init(&spec, "attn_fwd_sm90", attn_arch_of(d));
 	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);
@@ -71,6 +83,7 @@ int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
 	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_M", SM90_BM);
 	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_N", SM90_BN);
 	ret = ret ?: asam_jit_spec_set(&spec, "NUM_WARPS", SM90_WARPS);
+	ret = ret ?: asam_jit_spec_set(&spec, "STAGGER", stagger);
 	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_fwd_sm90_kernel",
 				 capturing, &f);
 	if (ret)
@@ -81,5 +94,5 @@ int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
 	a.lse_d = p->lse_d.data;
 	__atomic_add_fetch(&attn_sm90_launches, 1, __ATOMIC_RELAXED);
 	return attn_launch(d, f, a.nqt, p->Hq, p->B, SM90_WARPS * 32,
-			   sm90_smem_bytes(p->d), p->stream, &a);
+			   sm90_smem_bytes(p->d, stagger), p->stream, &a);
 }

@@ -11,7 +11,11 @@
  *
  *	attn_sm90_gpu_test		the checks
  *	attn_sm90_gpu_test bench	forward timings, CUDA events, bf16:
- *					the wgmma kernel and the mma.sync one
+ *					the wgmma kernel, staggered or not,
+ *					and the mma.sync one
+ *
+ * The checks take the kernel ASAM_CUDA_SM90 names (1: in step, 2:
+ * staggered), 1 when unset.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,7 +103,7 @@ static int bench(void)
 	printf("card: %s\n", gc_dev->name);
 	for (s = 0; s < 3; s++)
 	for (c = 0; c < 2; c++)
-	for (path = 0; path < 2; path++) {
+	for (path = 0; path < 3; path++) {
 		int B = shapes[s][0], H = shapes[s][1], N = shapes[s][2];
 		int d = shapes[s][3];
 		int64_t sh[5][4], st[5][4];
@@ -112,7 +116,8 @@ static int bench(void)
 		double fl;
 		int i, j;
 
-		setenv("ASAM_CUDA_SM90", path ? "0" : "1", 1);
+		setenv("ASAM_CUDA_SM90", path == 2 ? "0" : path ? "2" : "1",
+		       1);
 		dl4(&tq, q, sh[0], st[0], B, H, N, d, TT_BF16);
 		dl4(&tk, k, sh[1], st[1], B, H, N, d, TT_BF16);
 		dl4(&tv, v, sh[2], st[2], B, H, N, d, TT_BF16);
@@ -145,9 +150,10 @@ static int bench(void)
 		t = (ms[9] + ms[10]) / 2;
 		fl = 4.0 * B * H * (double)N * N * d / (c ? 2 : 1);
 		printf("BENCH fwd bf16 d%d B%d H%d N%d c%d %s: %.3f ms %.1f TFLOP/s%s\n",
-		       d, B, H, N, c, path ? "mma" : "sm90", t,
+		       d, B, H, N, c,
+		       path == 2 ? "mma" : path ? "sm90s" : "sm90", t,
 		       fl / (t * 1e-3) / 1e12,
-		       !path && attn_sm90_launches == before ?
+		       path < 2 && attn_sm90_launches == before ?
 		       " (NOT the sm90 kernel)" : "");
 	}
 	unsetenv("ASAM_CUDA_SM90");
@@ -174,7 +180,7 @@ int main(int argc, char **argv)
 		gpu_case_teardown();
 		return x ? 1 : 0;
 	}
-	setenv("ASAM_CUDA_SM90", "1", 1);
+	setenv("ASAM_CUDA_SM90", "1", 0);
 	before = attn_sm90_launches;
 	ksft_set_plan(16 + 8 + 1);
 	for (dt = 0; dt < 2; dt++)
