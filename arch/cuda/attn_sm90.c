@@ -7,11 +7,10 @@
  *
  * ASAM_CUDA_SM90=0 in the environment sends every call to the mma.sync
  * path, =1 to this one where it serves, =2 to its staggered variant (read
- * per call, so one process can time all three); without it, SM90_DEFAULT
- * decides.
+ * per call, so one process can time all three); unset (or any other
+ * value), SM90_DEFAULT decides.
  */
 #include <stdlib.h>
-#include <string.h>
 
 #include <internal/cuda.h>
 #include <internal/jit.h>
@@ -23,7 +22,11 @@
 #define SM90_BM		128	/* two warpgroups of 64 rows */
 #define SM90_BN		128
 #define SM90_WARPS	8
-/* taken without ASAM_CUDA_SM90 in the environment */
+/*
+ * The mode without ASAM_CUDA_SM90 in the environment: 0 off (mma.sync),
+ * 1 the warpgroups in step, 2 staggered.  Off until a GPU run of
+ * selftests/attention-cuda/attn_sm90_gpu_test passes.
+ */
 #define SM90_DEFAULT	0
 
 unsigned long attn_sm90_launches;
@@ -37,20 +40,20 @@ static int sm90_smem_bytes(int d, int stagger)
 	return (SM90_BM + (4 + stagger) * SM90_BN) * d * 2 + 1024;
 }
 
-/* ASAM_CUDA_SM90=2: the staggered warpgroups (see the kernel) */
-static int sm90_stagger(void)
+/* ASAM_CUDA_SM90 "0", "1" or "2", else SM90_DEFAULT */
+static int sm90_mode(void)
 {
 	const char *env = getenv("ASAM_CUDA_SM90");
 
-	return env && !strcmp(env, "2");
+	if (env && env[0] >= '0' && env[0] <= '2' && !env[1])
+		return env[0] - '0';
+	return SM90_DEFAULT;
 }
 
 bool attn_sm90_serves(const struct asam_cuda_device *d,
 		      const struct asam_problem *p)
 {
-	const char *env = getenv("ASAM_CUDA_SM90");
-
-	if (env ? !strcmp(env, "0") : !SM90_DEFAULT)
+	if (!sm90_mode())
 		return false;
 	if (d->cc_major != 9 || d->cc_minor != 0)
 		return false;
@@ -72,7 +75,7 @@ int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
 	struct asam_jit_spec spec;
 	struct attn_fwd_params a;
 	CUfunction f;
-	int ret, stagger = sm90_stagger();
+	int ret, stagger = sm90_mode() == 2;
 
 	ret = asam_jit_spec_init(&spec, "attn_fwd_sm90", attn_arch_of(d));
 	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);
