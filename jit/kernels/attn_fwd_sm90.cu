@@ -10,7 +10,7 @@
  * their B operand (and the first its A) straight from shared memory by
  * descriptor:
  *
- *	S = Q K^T	wgmma m64n{BLOCK_N}k16, A = Q (K-major), B = K (K-major)
+ *	S = Q K^T	wgmma m64n{BLOCK_N}k16, A = Q, B = K (both K-major)
  *	O += P V	wgmma m64n{HEAD_DIM}k16, A = P in registers, B = V
  *			(MN-major: the transpose is the descriptor's)
  *
@@ -145,7 +145,8 @@ static __device__ __forceinline__ void softmax(wg_state &st, float (*s)[4],
 			s[n][2 * r + 1] = fast_exp2(s[n][2 * r + 1] - bs);
 			sum += s[n][2 * r] + s[n][2 * r + 1];
 		}
-		st.l[r] = st.l[r] * alpha[r] + sum;	/* quad-reduced later */
+		/* quad-reduced in the epilogue */
+		st.l[r] = st.l[r] * alpha[r] + sum;
 	}
 #pragma unroll
 	for (int n = 0; n < NT_O; n++) {
@@ -186,7 +187,8 @@ asam_attn_fwd_sm90_kernel(const attn_fwd_params p)
 	const int lq = p.len_q ? p.len_q[b * p.lq_s] : p.Nq;
 	const int lk = p.len_k ? p.len_k[b * p.lk_s] : p.Nk;
 	const int q0 = qt * BLOCK_M;
-	const int w0 = q0 + wg * 64 + wq * 16;	/* this warp's first row */
+	/* this warp's first row */
+	const int w0 = q0 + wg * 64 + wq * 16;
 	const int lim_min = q0 < lq ? row_limit(q0, lq, lk, p.Nq, p.Nk) : 0;
 	const int qlast = (q0 + BLOCK_M < lq ? q0 + BLOCK_M : lq) - 1;
 	const int lim_max = q0 < lq ? row_limit(qlast, lq, lk, p.Nq, p.Nk) : 0;
