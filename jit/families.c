@@ -124,6 +124,41 @@ static int rows_variants(const struct asam_jit_variant_ctx *vc, int arch,
 	return 0;
 }
 
+/*
+ * The Hopper forward (arch/cuda/attn_sm90.c): DENSE pattern, SPARSE or
+ * DENSE gate, head dims 64 and 128, fp16/bf16, causal or not, the two
+ * warpgroups in step or staggered; tiles of 128 queries by 128 keys.
+ */
+static int attn_sm90_variants(const struct asam_jit_variant_ctx *vc,
+			      int arch, asam_jit_variant_cb cb, void *arg)
+{
+	static const int dims[] = { 64, 128 };
+	struct asam_jit_spec spec;
+	int dt[3], ndt, i, j, c, g, st, err;
+
+	ndt = enabled_dtypes(dt);
+	for (i = 1; i < ndt; i++)		/* fp16, bf16 only */
+	for (j = 0; j < (int)ARRAY_SIZE(dims); j++)
+	for (c = 0; c < 2; c++)
+	for (g = 0; g < 2; g++)
+	for (st = 0; st < 2; st++) {
+		err = asam_jit_spec_init(&spec, vc->family->name, arch);
+		err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", dims[j]);
+		err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[i]);
+		err = err ?: asam_jit_spec_set(&spec, "CAUSAL", c);
+		err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", g);
+		err = err ?: asam_jit_spec_set(&spec, "PATTERN", 0);
+		err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", 128);
+		err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 128);
+		err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", 8);
+		err = err ?: asam_jit_spec_set(&spec, "STAGGER", st);
+		err = err ?: cb(&spec, arg);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 const struct asam_jit_family asam_jit_families[] = {
 	{
 		.name = "selftest",
@@ -161,6 +196,13 @@ const struct asam_jit_family asam_jit_families[] = {
 			     "asam_rows_tsort_kernel" },
 		.hopper_only = false,
 		.variants = rows_variants,
+	},
+	{
+		.name = "attn_fwd_sm90",
+		.source = "attn_fwd_sm90.cu",
+		.entries = { "asam_attn_fwd_sm90_kernel" },
+		.hopper_only = true,
+		.variants = attn_sm90_variants,
 	},
 };
 

@@ -27,6 +27,7 @@
 #include "attn_int.h"
 #include "attn_plan.h"
 #include "attn_rows.h"
+#include "attn_sm90.h"
 #include "../../jit/kernels/attn_params.cuh"
 
 #define FWD_BM		128	/* 32 rows a warp: the fastest measured */
@@ -377,6 +378,8 @@ int asam_cuda_attn_fwd(struct asam_backend *be, const struct asam_problem *p)
 	ret = ret ?: attn_capturing_of(d, p->stream, &cap);
 	if (ret)
 		return ret;
+	if (attn_sm90_serves(d, p))	/* Hopper: wgmma forward */
+		return attn_sm90_fwd(d, p, cap);
 	if (p->gate_mode != ASAM_GATE_SOFT)
 		return fwd_launch(d, p, cap, p->gate_mode, ATTN_MIX_NONE, ls,
 				  ld);

@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: MIT
+/*
+ * CUDA attention on Hopper: the host side of jit/kernels/attn_fwd_sm90.cu,
+ * the warpgroup-MMA forward (sm_90a).  It fills the same argument block
+ * as the mma.sync forward (attn_fill_fwd), so the lse it writes is the
+ * one the backward of arch/cuda/attn.c reads.
+ *
+ * ASAM_CUDA_SM90=0 in the environment sends every call to the mma.sync
+ * path, =1 to this one where it serves, =2 to its staggered variant (read
+ * per call, so one process can time all three); unset (or any other
+ * value), SM90_DEFAULT decides.
+ */
+#include <stdlib.h>
+
+#include <internal/cuda.h>
+#include <internal/jit.h>
+#include <internal/problem.h>
+
+#include "attn_int.h"
+#include "attn_sm90.h"
+
+#define SM90_BM		128	/* two warpgroups of 64 rows */
+#define SM90_BN		128
+#define SM90_WARPS	8
+/*
+ * The mode without ASAM_CUDA_SM90 in the environment: 0 off (mma.sync),
+ * 1 the warpgroups in step, 2 staggered.  Off until a GPU run of
+ * selftests/attention-cuda/attn_sm90_gpu_test passes.
+ */
+#define SM90_DEFAULT	0
+
+unsigned long attn_sm90_launches;
+
+/*
+ * Q, two stages of K, two of V (three when staggered), swizzled; 1024
+ * for aligning the window
+ */
+static int sm90_smem_bytes(int d, int stagger)
+{
+	return (SM90_BM + (4 + stagger) * SM90_BN) * d * 2 + 1024;
+}
+
+/* ASAM_CUDA_SM90 "0", "1" or "2", else SM90_DEFAULT */
+static int sm90_mode(void)
+{
+	const char *env = getenv("ASAM_CUDA_SM90");
+
+	if (env && env[0] >= '0' && env[0] <= '2' && !env[1])
+		return env[0] - '0';
+	return SM90_DEFAULT;
+}
+
+bool attn_sm90_serves(const struct asam_cuda_device *d,
+		      const struct asam_problem *p)
+{
+	if (!sm90_mode())
+		return false;
+	if (d->cc_major != 9 || d->cc_minor != 0)
+		return false;
+	if (p->pat.kind != ASAM_PATTERN_DENSE)
+		return false;
+	if (p->gate_mode != ASAM_GATE_SPARSE &&
+	    p->gate_mode != ASAM_GATE_DENSE)
+		return false;
+	if (p->d != 64 && p->d != 128)
+		return false;
+	if (p->dt != ASAM_DT_F16 && p->dt != ASAM_DT_BF16)
+		return false;
+	return sm90_smem_bytes(p->d, 1) <= d->smem_per_block_optin;
+}
+
+int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
+		  bool capturing)
+{
+	struct asam_jit_spec spec;
+	struct attn_fwd_params a;
+	CUfunction f;
+	int ret, stagger = sm90_mode() == 2;
+
+	ret = asam_jit_spec_init(&spec, "attn_fwd_sm90", attn_arch_of(d));
+	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);
+	ret = ret ?: asam_jit_spec_set(&spec, "DTYPE", p->dt);
+	ret = ret ?: asam_jit_spec_set(&spec, "CAUSAL", p->causal);
+	ret = ret ?: asam_jit_spec_set(&spec, "GATE_MODE", p->gate_mode);
+	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN", p->pat.kind);
+	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_M", SM90_BM);
+	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_N", SM90_BN);
+	ret = ret ?: asam_jit_spec_set(&spec, "NUM_WARPS", SM90_WARPS);
+	ret = ret ?: asam_jit_spec_set(&spec, "STAGGER", stagger);
+	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_fwd_sm90_kernel",
+				 capturing, &f);
+	if (ret)
+		return ret;
+	attn_fill_fwd(&a, p);
+	a.nqt = (p->Nq + SM90_BM - 1) / SM90_BM;
+	a.lse_s = p->lse_s.data;
+	a.lse_d = p->lse_d.data;
+	__atomic_add_fetch(&attn_sm90_launches, 1, __ATOMIC_RELAXED);
+	return attn_launch(d, f, a.nqt, p->Hq, p->B, SM90_WARPS * 32,
+			   sm90_smem_bytes(p->d, stagger), p->stream, &a);
+}

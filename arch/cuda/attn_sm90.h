@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The Hopper forward (jit/kernels/attn_fwd_sm90.cu): which calls it
+ * serves and its launch.  arch/cuda/attn.c asks before its own path.
+ */
+#ifndef ASAM_CUDA_ATTN_SM90_H
+#define ASAM_CUDA_ATTN_SM90_H
+
+#include <stdbool.h>
+
+#include <internal/cuda.h>
+#include <internal/problem.h>
+
+/*
+ * Whether the wgmma forward takes @p on @d: an sm_90 device, the DENSE
+ * pattern with the SPARSE or DENSE gate, and ASAM_CUDA_SM90 not "0".
+ */
+bool attn_sm90_serves(const struct asam_cuda_device *d,
+		      const struct asam_problem *p);
+/* the forward of @p on @d (attn_sm90_serves() said yes) */
+int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
+		  bool capturing);
+/* launches so far, for the selftests to see which path ran */
+extern unsigned long attn_sm90_launches;
+
+#endif

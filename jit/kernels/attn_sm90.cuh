@@ -1,0 +1,223 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Hopper (sm_90a) pieces of the attention kernels: warpgroup MMA
+ * (wgmma.mma_async) with its shared-memory matrix descriptors, and tile
+ * loads into the 128-byte swizzled layout those descriptors describe.
+ *
+ * Layout of a staged tile of R rows by HEAD_DIM 16-bit columns: the head
+ * dim is cut into 64-column panels (128 bytes a row); panel p holds its R
+ * rows back to back, 128 bytes each, and inside every 1024-byte group of
+ * eight rows the 16-byte chunk c of row r sits at chunk c ^ (r & 7) (the
+ * hardware's 128B swizzle, which is why every tile starts on a 1024-byte
+ * boundary).  Read as a K-major operand (Q, K: rows = M or N, the head dim
+ * = K) the stride between 8-row groups is 1024 bytes; read as an MN-major
+ * operand (V: rows = keys = K, the head dim = N) the 8-key groups are
+ * 1024 bytes apart and the 64-column panels R * 128 bytes apart.
+ *
+ * Only the fp32-accumulating m64nNk16 shapes the forward needs are here,
+ * written out long-hand (64 or 32 accumulator registers a thread).
+ */
+#ifndef ASAM_ATTN_SM90_CUH
+#define ASAM_ATTN_SM90_CUH
+
+#include "attn_common.cuh"
+
+typedef unsigned long long u64;
+
+#if DTYPE == ATTN_BF16
+#define WG_T "bf16"
+#else
+#define WG_T "f16"
+#endif
+
+/* 128B-swizzled operand at shared address @addr */
+static __device__ __forceinline__ u64 wg_desc(u32 addr, u32 lbo, u32 sbo)
+{
+	return (u64)((addr & 0x3ffff) >> 4) |
+	       ((u64)((lbo & 0x3ffff) >> 4) << 16) |
+	       ((u64)((sbo & 0x3ffff) >> 4) << 32) | (1ull << 62);
+}
+
+static __device__ __forceinline__ void wg_fence(void)
+{
+	asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+
+static __device__ __forceinline__ void wg_commit(void)
+{
+	asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+
+template <int N>
+static __device__ __forceinline__ void wg_wait(void)
+{
+	asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N)
+		     : "memory");
+}
+
+/*
+ * Pin the accumulators in place around the asynchronous MMAs: without it
+ * the compiler may read or move them between issue and wait.
+ */
+template <int NT>
+static __device__ __forceinline__ void wg_pin(float (*d)[4])
+{
+#pragma unroll
+	for (int n = 0; n < NT; n++)
+#pragma unroll
+		for (int x = 0; x < 4; x++)
+			asm volatile("" : "+f"(d[n][x]) :: "memory");
+}
+
+/* generic-proxy shared-memory writes (cp.async) made visible to wgmma */
+static __device__ __forceinline__ void fence_proxy_async(void)
+{
+	asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+static __device__ __forceinline__ void cp_async16_s(u32 dst, const void *src,
+						    bool valid)
+{
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+		     :: "r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+
+/*
+ * Rows [row0, row0 + ROWS) of a [N, HEAD_DIM] slice (row stride @ld
+ * elements) into the swizzled tile at shared address @dst; rows at or
+ * past @n are zero-filled.  Consecutive threads take consecutive 16-byte
+ * chunks of a row: the global reads coalesce.
+ */
+template <int ROWS, int THREADS>
+static __device__ __forceinline__ void load_sw(u32 dst, const u16 *src,
+					       i64 ld, int row0, int n)
+{
+	const int CH = HEAD_DIM / 8;
+
+#pragma unroll
+	for (int c = threadIdx.x; c < ROWS * CH; c += THREADS) {
+		int r = c / CH, ch = c % CH;
+		bool ok = row0 + r < n;
+		const u16 *s = src + (ok ? (i64)(row0 + r) * ld + ch * 8 : 0);
+		u32 at = (ch >> 3) * ROWS * 128 + r * 128 +
+			 (((ch & 7) ^ (r & 7)) << 4);
+
+		cp_async16_s(dst + at, s, ok);
+	}
+}
+
+static __device__ __forceinline__ void wgmma_ss_n128(float (*d)[4], u64 da,
+						   u64 db, int acc)
+{
+	asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+		     "wgmma.mma_async.sync.aligned.m64n128k16.f32." WG_T "." WG_T " "
+		     "{"
+		     "%0, %1, %2, %3, %4, %5, %6, %7, "
+		     "%8, %9, %10, %11, %12, %13, %14, %15, "
+		     "%16, %17, %18, %19, %20, %21, %22, %23, "
+		     "%24, %25, %26, %27, %28, %29, %30, %31, "
+		     "%32, %33, %34, %35, %36, %37, %38, %39, "
+		     "%40, %41, %42, %43, %44, %45, %46, %47, "
+		     "%48, %49, %50, %51, %52, %53, %54, %55, "
+		     "%56, %57, %58, %59, %60, %61, %62, %63"
+		     "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+		     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+		       "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+		       "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+		       "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+		       "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+		       "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+		       "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+		       "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
+		       "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+		       "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
+		       "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
+		       "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
+		       "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
+		       "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
+		       "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
+		       "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+		     : "l"(da), "l"(db), "r"(acc));
+}
+
+static __device__ __forceinline__ void wgmma_ss_n64(float (*d)[4], u64 da,
+						   u64 db, int acc)
+{
+	asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+		     "wgmma.mma_async.sync.aligned.m64n64k16.f32." WG_T "." WG_T " "
+		     "{"
+		     "%0, %1, %2, %3, %4, %5, %6, %7, "
+		     "%8, %9, %10, %11, %12, %13, %14, %15, "
+		     "%16, %17, %18, %19, %20, %21, %22, %23, "
+		     "%24, %25, %26, %27, %28, %29, %30, %31"
+		     "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+		     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+		       "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+		       "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+		       "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+		       "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+		       "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+		       "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+		       "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+		     : "l"(da), "l"(db), "r"(acc));
+}
+
+static __device__ __forceinline__ void wgmma_rs_n128(float (*d)[4],
+						   const u32 *a, u64 db)
+{
+	asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+		     "wgmma.mma_async.sync.aligned.m64n128k16.f32." WG_T "." WG_T " "
+		     "{"
+		     "%0, %1, %2, %3, %4, %5, %6, %7, "
+		     "%8, %9, %10, %11, %12, %13, %14, %15, "
+		     "%16, %17, %18, %19, %20, %21, %22, %23, "
+		     "%24, %25, %26, %27, %28, %29, %30, %31, "
+		     "%32, %33, %34, %35, %36, %37, %38, %39, "
+		     "%40, %41, %42, %43, %44, %45, %46, %47, "
+		     "%48, %49, %50, %51, %52, %53, %54, %55, "
+		     "%56, %57, %58, %59, %60, %61, %62, %63"
+		     "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+		     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+		       "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+		       "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+		       "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+		       "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+		       "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+		       "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+		       "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
+		       "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+		       "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
+		       "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
+		       "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
+		       "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
+		       "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
+		       "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
+		       "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db),
+		       "r"(1));
+}
+
+static __device__ __forceinline__ void wgmma_rs_n64(float (*d)[4],
+						   const u32 *a, u64 db)
+{
+	asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+		     "wgmma.mma_async.sync.aligned.m64n64k16.f32." WG_T "." WG_T " "
+		     "{"
+		     "%0, %1, %2, %3, %4, %5, %6, %7, "
+		     "%8, %9, %10, %11, %12, %13, %14, %15, "
+		     "%16, %17, %18, %19, %20, %21, %22, %23, "
+		     "%24, %25, %26, %27, %28, %29, %30, %31"
+		     "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+		     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+		       "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+		       "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+		       "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+		       "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+		       "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+		       "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+		       "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db),
+		       "r"(1));
+}
+
+#endif
