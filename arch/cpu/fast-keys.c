@@ -232,18 +232,15 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 	return false;
 }
 
-/* keep the keys of sorted rk[0..n) in [k0, k1), moved to the front */
+/* keep the keys of rk[0..n) in [k0, k1), in order, moved to the front */
 static int64_t clip_keys(int32_t *rk, int64_t n, int64_t k0, int64_t k1)
 {
-	int64_t a = 0, b = n;
+	int64_t a, m = 0;
 
-	while (a < n && rk[a] < k0)
-		a++;
-	while (b > a && rk[b - 1] >= k1)
-		b--;
-	if (a)
-		memmove(rk, rk + a, sizeof(int32_t) * (b - a));
-	return b - a;
+	for (a = 0; a < n; a++)
+		if (rk[a] >= k0 && rk[a] < k1)
+			rk[m++] = rk[a];
+	return m;
 }
 
 /*
@@ -289,14 +286,16 @@ void fast_build_keys(struct fast_job *job, struct fast_ws *w,
 					 gr->lim[r], rk, w->plan, w->bytes);
 		if (gr->k0 > 0 || gr->k1 < job->p->Nk)
 			w->rn[r] = clip_keys(rk, w->rn[r], gr->k0, gr->k1);
-		if (w->rn[r]) {
-			lo = rk[0] < lo ? rk[0] : lo;
-			hi = rk[w->rn[r] - 1] > hi ? rk[w->rn[r] - 1] : hi;
+		/* USER_INDEX lists come in the caller's order */
+		for (t = 0; t < w->rn[r]; t++) {
+			lo = rk[t] < lo ? rk[t] : lo;
+			hi = rk[t] > hi ? rk[t] : hi;
 		}
 	}
 	ks->sbits = true;
 	if (!gr->want_d && nr == 1) {
-		/* one row: its list is the union, already sorted */
+		/* one row: its list is the union (sorted but for USER_INDEX,
+		 * whose unsorted keys only miss direct blocks) */
 		const int32_t *rk = w->rk;
 
 		for (t = 0; t < w->rn[0];) {

@@ -317,6 +317,13 @@ int fast_plan_init(struct fast_plan *fp, const struct asam_problem *p,
 		}
 		ret = plan_rows(fp, pool, cache);
 		break;
+	case ASAM_PATTERN_USER_INDEX:
+		/* per-row lists, like RANDOM_ROWS: one query per group */
+		if (p->gate_mode != ASAM_GATE_SOFT) {
+			fp->group_rows = 1;
+			fp->maxgroups = p->Nq;
+		}
+		break;
 	case ASAM_PATTERN_CLUSTERED:
 		if (pat->cmode != ASAM_CLUSTER_ARGMAX) {
 			fp->per_row_plan = true;
@@ -517,6 +524,31 @@ int64_t fast_plan_row(const struct fast_plan *fp, int b, int h, int64_t i,
 
 		for (t = 0; t < fp->rr && row[t] < lim; t++)
 			out[n++] = row[t];
+		return n;
+	}
+	case ASAM_PATTERN_USER_INDEX: {
+		/*
+		 * The caller's list of the KV head: -1 and keys at or past
+		 * the limit dropped, repeats kept once (@bytes: Nk zeros,
+		 * left zero).  The order is the caller's: nothing downstream
+		 * needs ascending keys, and sorting would cost more than the
+		 * row's attention.
+		 */
+		const struct asam_tv *ix = &pat->index;
+		const int32_t *lst = (const int32_t *)ix->data +
+				     tv_off(ix, b, h / (p->Hq / p->Hkv), i, 0);
+		int64_t st = ix->stride[3];
+
+		for (t = 0; t < pat->r; t++) {
+			int32_t jj = lst[t * st];
+
+			if (jj < 0 || jj >= lim || bytes[jj])
+				continue;
+			bytes[jj] = 1;
+			out[n++] = jj;
+		}
+		for (t = 0; t < n; t++)
+			bytes[out[t]] = 0;
 		return n;
 	}
 	case ASAM_PATTERN_CLUSTERED:

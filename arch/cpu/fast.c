@@ -130,8 +130,9 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		if (!w->dK || !w->dV)
 			w->failed = true;
 	}
+	if (job->fp.per_row_plan || p->pat.kind == ASAM_PATTERN_USER_INDEX)
+		w->bytes = walloc(p->Nk);	/* row flags, kept zero */
 	if (job->fp.per_row_plan) {
-		w->bytes = walloc(p->Nk);
 		w->plan = asam_pat_plan_create(p);
 		if (IS_ERR(w->plan)) {
 			w->plan = NULL;
@@ -143,7 +144,8 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	    !w->S || !w->Ps || !w->Pd || !w->dP || !w->PT || !w->dST ||
 	    !w->rk || !w->u || !w->srow || !w->posn || !w->flag || !w->bits ||
 	    !w->seg || !w->segn || !w->cm ||
-	    (job->fp.per_row_plan && !w->bytes))
+	    ((job->fp.per_row_plan ||
+	      p->pat.kind == ASAM_PATTERN_USER_INDEX) && !w->bytes))
 		w->failed = true;
 	return w->failed ? NULL : w;
 }
@@ -479,6 +481,7 @@ static int cpu_supports(struct asam_backend *be, const struct asam_problem *p)
 	case ASAM_PATTERN_RANDOM:
 	case ASAM_PATTERN_RANDOM_ROWS:
 	case ASAM_PATTERN_CLUSTERED:
+	case ASAM_PATTERN_USER_INDEX:
 		break;
 	default:
 		/* a kind added later: the next backend serves it */
