@@ -74,7 +74,7 @@ static void fwd_row(struct fast_job *job, struct fast_ws *w,
 	const struct asam_problem *p = job->p;
 	const struct fast_isa *isa = job->isa;
 	int dp = job->dp, d = p->d, e;
-	int64_t n, t, i = gr->rows[0], ks, vs;
+	int64_t n, i = gr->rows[0], ks, vs;
 	const float *kb = rows_of(job, false, gr->b, gr->hk, &ks);
 	const float *vb = rows_of(job, true, gr->b, gr->hk, &vs);
 	float m = -INFINITY, l = 0, *s = w->srow;
@@ -88,15 +88,7 @@ static void fwd_row(struct fast_job *job, struct fast_ws *w,
 	memset(w->accS, 0, sizeof(float) * dp);
 	if (n) {
 		isa->dots(w->q, dp, kb, ks, w->rk, (int)n, s);
-		for (t = 0; t < n; t++)
-			m = s[t] > m ? s[t] : m;
-		for (t = 0; t < n; t++)
-			s[t] -= m;
-		for (t = n; t % 16; t++)
-			s[t] = 0;
-		isa->exp(s, (int)t);
-		for (t = 0; t < n; t++)
-			l += s[t];
+		m = isa->row_exp(s, (int)n, &l);
 		isa->axpys(s, vb, vs, w->rk, (int)n, dp, w->accS);
 	}
 	for (e = 0; e < d; e++)

@@ -45,6 +45,8 @@ struct fast_isa {
 	/* one row against scattered rows: row t is base + keys[t] * stride */
 	void (*dots)(const float *q, int dp, const float *base,
 		     int64_t stride, const int32_t *keys, int n, float *s);
+	/* s[0..n) = exp(s - max), zeros to the vector's end; the max */
+	float (*row_exp)(float *s, int n, float *sum);
 	void (*axpys)(const float *P, const float *base, int64_t stride,
 		      const int32_t *keys, int n, int dp, float *acc);
 };
