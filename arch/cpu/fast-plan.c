@@ -22,7 +22,7 @@
 #include <internal/err.h>
 #include <internal/threadpool.h>
 
-#include "fast.h"
+#include "fast-job.h"
 
 static int cmp_i32(const void *a, const void *b)
 {
@@ -225,6 +225,89 @@ static int cmu_argmax(const struct cmu *m, const struct asam_pat *pat,
 	return best;
 }
 
+/*
+ * The same argmax screened in fp32 with the ISA's Q.K^T kernel: 16
+ * tokens against 64 centroids at a time.  Where the best cosine leads the
+ * runner-up by more than CMU_MARGIN, far above the fp32 error of a
+ * normalised dot product, the double argmax must agree; closer calls
+ * (ties included) are decided by cmu_argmax() itself.
+ */
+#define CMU_MARGIN 1e-3f
+
+struct cmu32 {
+	const struct fast_isa *isa;
+	int dp, nch;
+	float *bt;		/* [nch][dp][64] centroids, zero padded */
+	float *cn;		/* [nch * 64] norms */
+	float *a, *c;		/* [16][dp], [16][64] */
+};
+
+static int cmu32_init(struct cmu32 *f, const struct cmu *m,
+		      const struct asam_pat *pat, int d)
+{
+	int C = pat->C, ch, e, t;
+
+	f->isa = fast_isa_select();
+	f->dp = (d + 15) & ~15;
+	f->nch = DIV_ROUND_UP(C, FAST_KB);
+	f->bt = calloc((size_t)f->nch * f->dp * FAST_KB + (size_t)f->nch *
+		       FAST_KB + (size_t)FAST_TQ * (f->dp + FAST_KB), 4);
+	if (!f->bt)
+		return -ENOMEM;
+	f->cn = f->bt + (size_t)f->nch * f->dp * FAST_KB;
+	f->a = f->cn + (size_t)f->nch * FAST_KB;
+	f->c = f->a + (size_t)FAST_TQ * f->dp;
+	for (ch = 0; ch < f->nch; ch++)
+		for (e = 0; e < d; e++)
+			for (t = 0; t < FAST_KB && ch * FAST_KB + t < C; t++)
+				f->bt[((size_t)ch * f->dp + e) * FAST_KB + t] =
+					(float)m->mu[e * C + ch * FAST_KB + t];
+	for (t = 0; t < C; t++)
+		f->cn[t] = (float)m->cn[t];
+	return 0;
+}
+
+/* ids[t0..t0+n) of tokens (b, hx, .) of @x, n <= FAST_TQ */
+static void cmu32_batch(const struct cmu32 *f, const struct cmu *m,
+			const struct asam_pat *pat, const struct asam_tv *x,
+			int b, int hx, int64_t t0, int n, int d, int32_t *ids)
+{
+	float xn[FAST_TQ], best[FAST_TQ], second[FAST_TQ];
+	int arg[FAST_TQ], r, ch, t, e, C = pat->C;
+
+	for (r = 0; r < n; r++) {
+		float *a = f->a + (size_t)r * f->dp, s2 = 0;
+
+		fast_load_row(x, tv_off(x, b, hx, t0 + r, 0), d, a);
+		for (e = 0; e < d; e++)
+			s2 += a[e] * a[e];
+		xn[r] = sqrtf(s2);
+		best[r] = second[r] = -INFINITY;
+		arg[r] = 0;
+	}
+	for (ch = 0; ch < f->nch; ch++) {
+		f->isa->mm_nt(f->a, n, f->dp, f->bt + (size_t)ch * f->dp *
+			      FAST_KB, f->c);
+		for (r = 0; r < n; r++)
+			for (t = 0; t < FAST_KB && ch * FAST_KB + t < C; t++) {
+				int c = ch * FAST_KB + t;
+				float cs = f->c[r * FAST_KB + t] /
+					   (xn[r] * f->cn[c]);
+
+				if (cs > best[r]) {
+					second[r] = best[r];
+					best[r] = cs;
+					arg[r] = c;
+				} else if (cs > second[r]) {
+					second[r] = cs;
+				}
+			}
+	}
+	for (r = 0; r < n; r++)
+		ids[r] = xn[r] > 1e-6f && best[r] - second[r] > CMU_MARGIN ?
+			 arg[r] : cmu_argmax(m, pat, x, b, hx, t0 + r, d);
+}
+
 /* CLUSTERED ARGMAX of (b, h): ids, buckets and cluster-pure query groups */
 static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 {
@@ -243,9 +326,10 @@ static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 		int32_t *kid = fp->kid + bh * p->Nk;
 		int32_t *gs = fp->gstart + bh * (DIV_ROUND_UP(p->Nq, FAST_TQ) +
 						  C + 1);
-		int32_t qs[257], fill[256], ck;
+		int32_t qs[257], fill[256];
 		double mu[256 * 8], cn[256], xb[512];
 		struct cmu m = { mu, cn, xb };
+		struct cmu32 f;
 		double *big = NULL;
 
 		if ((size_t)C * p->d > sizeof(mu) / sizeof(mu[0])) {
@@ -257,24 +341,31 @@ static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 			m.mu = big;
 		}
 		cmu_load(&m, pat, h, p->d);
+		if (cmu32_init(&f, &m, pat, p->d)) {
+			free(big);
+			fp->oom = true;
+			return;
+		}
 		memset(ks, 0, sizeof(int32_t) * (C + 1));
 		memset(qs, 0, sizeof(qs));
 		/* keys: counting sort by cluster, token order kept */
-		for (t = 0; t < p->Nk; t++) {
-			ck = cmu_argmax(&m, pat, &p->k, b, h / group, t,
-					p->d);
-			kid[t] = ck;
-			ks[ck + 1]++;
-		}
+		for (t = 0; t < p->Nk; t += FAST_TQ)
+			cmu32_batch(&f, &m, pat, &p->k, b, h / group, t,
+				    p->Nk - t < FAST_TQ ? p->Nk - t : FAST_TQ,
+				    p->d, kid + t);
+		for (t = 0; t < p->Nk; t++)
+			ks[kid[t] + 1]++;
 		for (c = 0; c < C; c++)
 			ks[c + 1] += ks[c];
 		memcpy(fill, ks, sizeof(int32_t) * C);
 		for (t = 0; t < p->Nk; t++)
 			ko[fill[kid[t]]++] = (int32_t)t;
-		for (t = 0; t < p->Nq; t++) {
-			cq[t] = cmu_argmax(&m, pat, &p->q, b, h, t, p->d);
+		for (t = 0; t < p->Nq; t += FAST_TQ)
+			cmu32_batch(&f, &m, pat, &p->q, b, h, t,
+				    p->Nq - t < FAST_TQ ? p->Nq - t : FAST_TQ,
+				    p->d, cq + t);
+		for (t = 0; t < p->Nq; t++)
 			qs[cq[t] + 1]++;
-		}
 		for (c = 0; c < C; c++)
 			qs[c + 1] += qs[c];
 		memcpy(fill, qs, sizeof(int32_t) * C);
@@ -286,6 +377,7 @@ static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 				gs[ng++] = (int32_t)t;
 		gs[ng] = p->Nq;
 		fp->ngroups[bh] = ng;
+		free(f.bt);
 		free(big);
 	}
 }
