@@ -238,7 +238,7 @@ struct cmu32 {
 	const struct fast_isa *isa;
 	int dp, nch;
 	float *bt;		/* [nch][dp][64] centroids, zero padded */
-	float *cn;		/* [nch * 64] norms */
+	float *cn;		/* [nch * 64] 1 / norms */
 	float *a, *c;		/* [16][dp], [16][64] */
 };
 
@@ -263,7 +263,7 @@ static int cmu32_init(struct cmu32 *f, const struct cmu *m,
 				f->bt[((size_t)ch * f->dp + e) * FAST_KB + t] =
 					(float)m->mu[e * C + ch * FAST_KB + t];
 	for (t = 0; t < C; t++)
-		f->cn[t] = (float)m->cn[t];
+		f->cn[t] = (float)(1 / m->cn[t]);	/* reciprocals */
 	return 0;
 }
 
@@ -272,7 +272,7 @@ static void cmu32_batch(const struct cmu32 *f, const struct cmu *m,
 			const struct asam_pat *pat, const struct asam_tv *x,
 			int b, int hx, int64_t t0, int n, int d, int32_t *ids)
 {
-	float xn[FAST_TQ], best[FAST_TQ], second[FAST_TQ];
+	float xn[FAST_TQ], rx[FAST_TQ], best[FAST_TQ], second[FAST_TQ];
 	int arg[FAST_TQ], r, ch, t, e, C = pat->C;
 
 	for (r = 0; r < n; r++) {
@@ -282,6 +282,7 @@ static void cmu32_batch(const struct cmu32 *f, const struct cmu *m,
 		for (e = 0; e < d; e++)
 			s2 += a[e] * a[e];
 		xn[r] = sqrtf(s2);
+		rx[r] = xn[r] > 0 ? 1 / xn[r] : 0;
 		best[r] = second[r] = -INFINITY;
 		arg[r] = 0;
 	}
@@ -291,8 +292,8 @@ static void cmu32_batch(const struct cmu32 *f, const struct cmu *m,
 		for (r = 0; r < n; r++)
 			for (t = 0; t < FAST_KB && ch * FAST_KB + t < C; t++) {
 				int c = ch * FAST_KB + t;
-				float cs = f->c[r * FAST_KB + t] /
-					   (xn[r] * f->cn[c]);
+				float cs = f->c[r * FAST_KB + t] * rx[r] *
+					   f->cn[c];
 
 				if (cs > best[r]) {
 					second[r] = best[r];
