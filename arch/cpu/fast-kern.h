@@ -247,25 +247,49 @@ static inline __attribute__((always_inline)) vf F(hpair)(vf a, vf b,
 static void F(dots)(const float *q, int dp, const float *base,
 		    int64_t stride, const int32_t *keys, int n, float *s)
 {
-	int t, e, c, P;
+	int t, e, c;
 
 	for (t = 0; t < n; t += VW) {
 		vf acc[VW];
 		int nk = n - t < VW ? n - t : VW;
 
-		/* key by key: one row pointer live, not VW of them */
-		for (c = 0; c < VW; c++) {
-			const float *k = base + (int64_t)keys[t + (c < nk ? c :
-						0)] * stride;
-			vf a = (vf){ 0 };
+		/* four keys at a time: four row pointers live, not VW */
+		for (c = 0; c < VW; c += 4) {
+			const float *k0, *k1, *k2, *k3;
+			vf a0 = (vf){ 0 }, a1 = a0, a2 = a0, a3 = a0;
 
-			for (e = 0; e < dp; e += VW)
-				a += F(ld)(q + e) * F(ld)(k + e);
-			acc[c] = a;
+#define KROW(x) (base + (int64_t)keys[t + (c + (x) < nk ? c + (x) : 0)] * \
+		 stride)
+			k0 = KROW(0);
+			k1 = KROW(1);
+			k2 = KROW(2);
+			k3 = KROW(3);
+#undef KROW
+			for (e = 0; e < dp; e += VW) {
+				vf x = F(ld)(q + e);
+
+				a0 += x * F(ld)(k0 + e);
+				a1 += x * F(ld)(k1 + e);
+				a2 += x * F(ld)(k2 + e);
+				a3 += x * F(ld)(k3 + e);
+			}
+			acc[c] = a0;
+			acc[c + 1] = a1;
+			acc[c + 2] = a2;
+			acc[c + 3] = a3;
 		}
-		for (P = VW; P > 1; P /= 2)
-			for (c = 0; c < P / 2; c++)	/* P vectors in */
-				acc[c] = F(hpair)(acc[2 * c], acc[2 * c + 1], P);
+		/* P vectors in, P / 2 out; P constant so the masks fold */
+#define HLEVEL(P)							\
+		_Pragma("GCC unroll 16")				\
+		for (c = 0; c < (P) / 2; c++)				\
+			acc[c] = F(hpair)(acc[2 * c], acc[2 * c + 1], (P))
+		if (VW >= 16)
+			HLEVEL(16);
+		if (VW >= 8)
+			HLEVEL(8);
+		HLEVEL(4);
+		HLEVEL(2);
+#undef HLEVEL
 		if (nk == VW) {
 			F(st)(s + t, acc[0]);
 		} else {
