@@ -37,6 +37,15 @@ struct fast_ws {
 	uint64_t *bits;				/* [nseg][TQ] row masks */
 	int32_t *seg, *segn;			/* [maxseg] */
 	uint64_t *cm;				/* [maxseg] STRIDED columns */
+	/*
+	 * CLUSTERED forward: the bucket last gathered (K transposed, V
+	 * rows, segment by segment), reused while the next groups of the
+	 * same cluster come to this worker.
+	 */
+	float *bkT, *bvb;			/* [nkb + 1][dp][KB], rows */
+	const int32_t *bu;
+	int64_t bn;
+	int bvalid, bb, bhk;
 	struct asam_pat_plan *plan;
 	int plan_b, plan_h;
 	bool failed;
@@ -90,6 +99,8 @@ struct keyset {
 	bool ranges;		/* sparse mask from ws->slo/shi (LOCAL) */
 	bool strided;		/* band | columns in blocks, prefixes beyond */
 	bool hier;		/* ... with the band as bits (HIERARCHICAL) */
+	int64_t nu;		/* gathered keys in u (bucket reuse) */
+	bool bucket;		/* u is a shared cluster bucket: reusable */
 };
 
 #define DIRECT_MIN 24		/* keys of a block that make it direct */

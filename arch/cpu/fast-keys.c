@@ -206,6 +206,8 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 				 ko[z - 1] >= gr->maxlim))
 			z--;
 		ks->u = ko + a;
+		ks->nu = z - a;
+		ks->bucket = true;
 		for (r = 0; r < gr->R; r++) {
 			int64_t lo2 = 0, hi2 = z - a;
 
@@ -260,6 +262,8 @@ void fast_build_keys(struct fast_job *job, struct fast_ws *w,
 	ks->segn = segn;
 	ks->u = w->u;
 	ks->sbits = false;
+	ks->bucket = false;
+	ks->nu = 0;
 	ks->ranges = false;
 	ks->strided = false;
 	ks->hier = false;

@@ -76,6 +76,8 @@ static void ws_free(struct fast_ws *w)
 	free(w->seg);
 	free(w->segn);
 	free(w->cm);
+	free(w->bkT);
+	free(w->bvb);
 	asam_pat_plan_destroy(w->plan);
 	free(w);
 }
@@ -128,6 +130,14 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		w->dK = walloc(sizeof(float) * rows * job->dp);
 		w->dV = walloc(sizeof(float) * rows * job->dp);
 		if (!w->dK || !w->dV)
+			w->failed = true;
+	}
+	if (job->fp.sorted_groups && !p->bwd) {
+		size_t rows = (size_t)(job->nkb + 1) * FAST_KB;
+
+		w->bkT = walloc(sizeof(float) * rows * job->dp);
+		w->bvb = walloc(sizeof(float) * rows * job->dp);
+		if (!w->bkT || !w->bvb)
 			w->failed = true;
 	}
 	if (job->fp.per_row_plan || p->pat.kind == ASAM_PATTERN_USER_INDEX)
@@ -290,6 +300,32 @@ static void convert_blocks(void *arg, int64_t begin, int64_t end, int worker)
 	}
 }
 
+/* Gather @n keys of (b, hk): K into its transposed block, V rows. */
+static void gather_rows(const struct fast_job *job, int b, int hk,
+			const int32_t *keys, int n, float *kT, float *vb)
+{
+	const struct asam_problem *p = job->p;
+	int dp = job->dp, t, e;
+	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB;
+
+	for (t = 0; t < n; t++) {
+		size_t off = (size_t)(base + keys[t]) * dp;
+		const float *kr = job->K32 + off, *vr = job->V32 + off;
+
+		if (job->kdirect)
+			kr = (const float *)p->k.data +
+			     tv_off(&p->k, b, hk, keys[t], 0);
+		if (job->vdirect)
+			vr = (const float *)p->v.data +
+			     tv_off(&p->v, b, hk, keys[t], 0);
+		for (e = 0; e < dp; e++)
+			kT[e * FAST_KB + t] = kr[e];
+		memcpy(vb + t * dp, vr, sizeof(float) * dp);
+	}
+	for (e = 0; e < dp && n < FAST_KB; e++)
+		memset(kT + e * FAST_KB + n, 0, sizeof(float) * (FAST_KB - n));
+}
+
 /* Point the worker at segment @sg's K and V, gathering scattered keys. */
 void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		   const struct keyset *ks, int b, int hk, int sg,
@@ -316,6 +352,32 @@ void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		return;
 	}
 	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
+	if (ks->bucket && !want_vT && w->bkT) {
+		/*
+		 * A cluster bucket: the groups of one cluster share it, so
+		 * keep each gathered segment and gather only the new ones.
+		 */
+		size_t so = (size_t)(-ks->seg[sg] - 1) * FAST_KB * dp;
+
+		if (w->bu != ks->u || w->bn != ks->nu || w->bb != b ||
+		    w->bhk != hk) {
+			w->bu = ks->u;
+			w->bn = ks->nu;
+			w->bb = b;
+			w->bhk = hk;
+			w->bvalid = 0;
+		}
+		w->pkT = w->bkT + so;
+		w->pvb = w->bvb + so;
+		w->pkb = NULL;
+		w->pvT = NULL;
+		if (-ks->seg[sg] - 1 < w->bvalid)
+			return;
+		gather_rows(job, b, hk, keys, nb, w->bkT + so, w->bvb + so);
+		if (-ks->seg[sg] - 1 == w->bvalid)
+			w->bvalid++;
+		return;
+	}
 	for (t = 0; t < nb; t++) {
 		size_t off = (size_t)(base + keys[t]) * dp;
 		const float *kr = job->K32 + off, *vr = job->V32 + off;
@@ -442,7 +504,8 @@ static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
 	if (ret)
 		return ret;
 	asam_pool_for(pool, (int64_t)p->B * p->Hq * job.fp.maxgroups,
-		      job.fp.group_rows == 1 ? 16 : 1, fast_fwd_items, &job);
+		      job.fp.group_rows == 1 ? 16 :
+		      job.fp.sorted_groups ? 4 : 1, fast_fwd_items, &job);
 	ret = atomic_load(&job.err);
 	job_fini(&job);
 	return ret ? asam_err(ret, "cpu: forward out of memory") : 0;
