@@ -189,6 +189,31 @@ static float F(row_step)(const float *s, uint64_t mask, float m, bool find_max,
 	float tot = 0;
 	int c, l;
 
+	if (mask == ~0ull) {
+		/* a full block (dense, band interiors): no lane selects */
+		if (find_max) {
+			vf mx = F(ld)(s);
+
+			for (c = 1; c < NC; c++) {
+				vf x = F(ld)(s + c * VW);
+				vi gt = x > mx;
+
+				mx = (vf)(((vi)x & gt) | ((vi)mx & ~gt));
+			}
+			for (l = 0; l < VW; l++)
+				m = mx[l] > m ? mx[l] : m;
+		}
+		for (c = 0; c < NC; c++) {
+			vf x = F(vexp)(F(ld)(s + c * VW) - m);
+
+			acc += x;
+			F(st)(P + c * VW, x);
+		}
+		for (l = 0; l < VW; l++)
+			tot += acc[l];
+		*sum = tot;
+		return m;
+	}
 	if (find_max) {
 		vf mx = ninf;
 
