@@ -495,6 +495,25 @@ static void job_fini(struct fast_job *job)
 	job_arena_put(job);
 }
 
+/*
+ * Forward items per pool grab: about eight grabs per worker, so that the
+ * dynamic hand-out still evens out uneven items (causal rows, cluster
+ * sizes), while a worker walks neighbouring groups of one head and finds
+ * their K and V blocks (band neighbours, a cluster's bucket, a head's
+ * scattered rows) still in its own cache.  At most one head's groups.
+ */
+static int64_t fwd_chunk(const struct fast_job *job)
+{
+	const struct asam_problem *p = job->p;
+	int64_t per = job->fp.maxgroups;
+	int64_t c = (int64_t)p->B * p->Hq * per / ((int64_t)job->nthreads * 8);
+	int64_t lo = job->fp.group_rows == 1 ? 16 : 1;
+
+	if (c > per)
+		c = per;
+	return c < lo ? lo : c;
+}
+
 static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
 {
 	struct asam_pool *pool;
@@ -504,8 +523,7 @@ static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
 	if (ret)
 		return ret;
 	asam_pool_for(pool, (int64_t)p->B * p->Hq * job.fp.maxgroups,
-		      job.fp.group_rows == 1 ? 16 :
-		      job.fp.sorted_groups ? 4 : 1, fast_fwd_items, &job);
+		      fwd_chunk(&job), fast_fwd_items, &job);
 	ret = atomic_load(&job.err);
 	job_fini(&job);
 	return ret ? asam_err(ret, "cpu: forward out of memory") : 0;
