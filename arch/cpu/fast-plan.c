@@ -398,6 +398,19 @@ int fast_plan_init(struct fast_plan *fp, const struct asam_problem *p,
 	if (!problem_needs_sparse(p))
 		return 0;
 	switch (pat->kind) {
+	case ASAM_PATTERN_STRIDED: {
+		int64_t j;
+
+		fp->str_cols = malloc(sizeof(int32_t) *
+				      (p->Nk / pat->stride + 1));
+		if (!fp->str_cols) {
+			ret = -ENOMEM;
+			break;
+		}
+		for (j = 0; j < p->Nk; j += pat->stride)
+			fp->str_cols[fp->str_ncols++] = (int32_t)j;
+		break;
+	}
 	case ASAM_PATTERN_HIERARCHICAL:
 		ret = plan_hier(fp);
 		break;
@@ -461,6 +474,7 @@ void fast_plan_fini(struct fast_plan *fp)
 	free(fp->hier_tab);
 	free(fp->hier_cols);
 	free(fp->hier_ncols);
+	free(fp->str_cols);
 	if (!fp->rows_cached)
 		free(fp->rows);
 	free(fp->cq);

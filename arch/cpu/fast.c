@@ -75,7 +75,6 @@ static void ws_free(struct fast_ws *w)
 	free(w->bits);
 	free(w->seg);
 	free(w->segn);
-	free(w->cm);
 	free(w->bkT);
 	free(w->bvb);
 	asam_pat_plan_destroy(w->plan);
@@ -123,7 +122,6 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	w->bits = walloc(sizeof(uint64_t) * FAST_TQ * job->nw * 2);
 	w->seg = walloc(sizeof(int32_t) * job->nw * 2);
 	w->segn = walloc(sizeof(int32_t) * job->nw * 2);
-	w->cm = walloc(sizeof(uint64_t) * job->nw * 2);
 	if (p->bwd) {
 		size_t rows = (size_t)job->nkb * FAST_KB;
 
@@ -132,7 +130,8 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		if (!w->dK || !w->dV)
 			w->failed = true;
 	}
-	if (job->fp.sorted_groups && !p->bwd) {
+	if ((job->fp.sorted_groups || job->fp.str_cols || job->fp.hier_cols) &&
+	    !p->bwd) {
 		size_t rows = (size_t)(job->nkb + 1) * FAST_KB;
 
 		w->bkT = walloc(sizeof(float) * rows * job->dp);
@@ -153,7 +152,7 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	    !w->kT || !w->vT || !w->kb || !w->vb || !w->tk || !w->tv ||
 	    !w->S || !w->Ps || !w->Pd || !w->dP || !w->PT || !w->dST ||
 	    !w->rk || !w->u || !w->srow || !w->posn || !w->flag || !w->bits ||
-	    !w->seg || !w->segn || !w->cm ||
+	    !w->seg || !w->segn ||
 	    ((job->fp.per_row_plan ||
 	      p->pat.kind == ASAM_PATTERN_USER_INDEX) && !w->bytes))
 		w->failed = true;

@@ -86,6 +86,9 @@ struct fast_plan {
 	int hier_band;			/* max_k s_k / 4 */
 	int32_t *hier_cols;		/* [Hq][Nk] global columns ... */
 	int32_t *hier_ncols;		/* [Hq] ... and their count */
+	/* STRIDED: the columns j % s == 0, shared by every head */
+	int32_t *str_cols;
+	int64_t str_ncols;
 	/* RANDOM_ROWS */
 	int rr;
 	int32_t *rows;			/* [Hq][Nq][rr], each row sorted */
