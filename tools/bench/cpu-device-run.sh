@@ -19,13 +19,9 @@ timeout 45 python3 "$here/sdpa_cpu.py" --threads "$T" --heads 16 | tee "$out/sdp
 ASAM_LOG_LEVEL=2 timeout 60 $b --benchmark_filter='fwd/dense/N:(1024|4096|8192)/d:(64|128)/' \
 	--benchmark_format=json --benchmark_out="$out/dense.json" --benchmark_out_format=json
 timeout 25 $b --benchmark_filter='peak|kernel' --benchmark_out="$out/peak.json" --benchmark_out_format=json
-timeout 60 $b --benchmark_filter='fwd/(local|strided|hierarchical|random|random_rows|clustered)/N:4096/d:64/' \
+timeout 60 $b --benchmark_filter='fwd/(local|strided|hierarchical|random|random_rows|clustered|user_index)/N:4096/d:64/' \
 	--benchmark_out="$out/sparse.json" --benchmark_out_format=json
 timeout 40 $b --benchmark_filter='bwd/(dense|local|strided)/N:4096/d:64/' \
 	--benchmark_out="$out/bwd.json" --benchmark_out_format=json
 ASAM_CPU_ISA=avx2 timeout 15 $b --benchmark_filter='fwd/dense/N:4096/d:64/'
-# USER_INDEX (not in asam-bench): one timed call each, 64 keys a row,
-# through asam-run, which then checks O against the reference
-timeout 20 "$here/asam-run" --N 4096 --d 64 --B 1 --H 16 --pattern user_index
-timeout 20 "$here/asam-run" --N 4096 --d 64 --B 1 --H 16 --pattern random
 date -u
