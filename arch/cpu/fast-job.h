@@ -97,7 +97,7 @@ struct keyset {
 	const int32_t *seg, *segn, *u;
 	bool sbits;		/* sparse mask in ws->bits, else the dense one */
 	bool ranges;		/* sparse mask from ws->slo/shi (LOCAL) */
-	bool strided;		/* bands direct, the column list gathered */
+	bool strided;		/* bands direct, column list gathered */
 	bool hier;		/* ... with the band as bits (HIERARCHICAL) */
 	int64_t nu;		/* gathered keys in u (bucket reuse) */
 	bool bucket;		/* u is a shared cluster bucket: reusable */

@@ -5,13 +5,15 @@
  * allowed keys, so that the kernels do work proportional to allowed pairs:
  *
  *   LOCAL         the band [pos - W/2, pos + W/2]
- *   STRIDED       the band, plus the columns j % s == 0 outside it
+ *   STRIDED       the band, plus the columns j % s == 0 (one list)
  *   HIERARCHICAL  the near band (checked key by key against a per-head
  *                 truth table), plus the per-head global columns: outside
  *                 the band every delta test is false, so whether j is
  *                 allowed depends on j alone and is precomputed once
  *   RANDOM        the chosen 64-key blocks of the query's block
  *   RANDOM_ROWS   the row's own index list (generated once per head)
+ *   USER_INDEX    the caller's list of the row's KV head, -1 and repeats
+ *                 dropped
  *   CLUSTERED     the key bucket of the query's cluster; queries are
  *                 grouped by cluster so that a group shares its bucket
  */

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
  * The fast CPU backend against the fp64 reference over a grid: every
- * pattern (both cluster modes, USER_INDEX) x gate mode x causal x GQA x lengths x
- * storage dtype, forward (O and both log-sum-exps) and backward (dQ, dK,
- * dV, dg), within the SPEC 4 tolerances.  Inputs are fresh random draws
- * each run.  The backward of both backends starts from the reference's
- * forward outputs, so each gradient is judged on its own.  Cases alternate
- * between a 2- and a 16-worker context, which take different backward
- * paths.  The best ISA
- * runs the whole grid; every other usable ISA runs a slice of it.
+ * pattern (both cluster modes, USER_INDEX) x gate mode x causal x GQA x
+ * lengths x storage dtype, forward (O and both log-sum-exps) and
+ * backward (dQ, dK, dV, dg), within the SPEC 4 tolerances.  Inputs are
+ * fresh random draws each run.  The backward of both backends starts from
+ * the reference's forward outputs, so each gradient is judged on its own.
+ * Cases alternate between a 2- and a 16-worker context, which take
+ * different backward paths.  The best ISA runs the whole grid; every
+ * other usable ISA runs a slice of it.
  */
 #include <math.h>
 #include <stdio.h>
