@@ -114,6 +114,7 @@ struct Problem {
 	asam_fwd_args fa{};
 	asam_bwd_args ba{};
 	std::unique_ptr<Tensor> q, k, v, o, ls, ld, g, mu, dO, dq, dk, dv, dg;
+	std::unique_ptr<Tensor> ix;	/* USER_INDEX: 128 random keys a row */
 	double allowed = 0, density = 0;
 
 	Problem(asam_pattern_kind kind, int N, int d)
@@ -139,6 +140,15 @@ struct Problem {
 		q->randn(rng), k->randn(rng), v->randn(rng), dO->randn(rng);
 		mu->randn(rng);
 		pat.centroids = &mu->dl;
+		if (kind == ASAM_PATTERN_USER_INDEX) {
+			ix.reset(new Tensor({ kDLInt, 32, 1 }, { 1, H, N, 128 }));
+			for (size_t t = 0; t < ix->buf.size() / 4; t++) {
+				int32_t j = (int32_t)(rng() % (unsigned)N);
+
+				std::memcpy(&ix->buf[t * 4], &j, 4);
+			}
+			pat.index = &ix->dl;
+		}
 		prm.sz = sizeof(prm);
 		prm.pattern = &pat;
 		prm.gate_mode = ASAM_GATE_SPARSE;
@@ -266,6 +276,7 @@ void register_all()
 		ASAM_PATTERN_DENSE, ASAM_PATTERN_LOCAL, ASAM_PATTERN_STRIDED,
 		ASAM_PATTERN_HIERARCHICAL, ASAM_PATTERN_RANDOM,
 		ASAM_PATTERN_RANDOM_ROWS, ASAM_PATTERN_CLUSTERED,
+		ASAM_PATTERN_USER_INDEX,
 	};
 
 	for (int bwd = 0; bwd < 2; bwd++)

@@ -74,30 +74,32 @@ static void fwd_row(struct fast_job *job, struct fast_ws *w,
 	const struct asam_problem *p = job->p;
 	const struct fast_isa *isa = job->isa;
 	int dp = job->dp, d = p->d, e;
-	int64_t n, t, i = gr->rows[0], ks, vs;
+	int64_t n, i = gr->rows[0], ks, vs;
 	const float *kb = rows_of(job, false, gr->b, gr->hk, &ks);
 	const float *vb = rows_of(job, true, gr->b, gr->hk, &vs);
 	float m = -INFINITY, l = 0, *s = w->srow;
+	const int32_t *keys = w->rk;
 
 	fast_plan_for(job, w, gr->b, gr->h);
-	n = fast_plan_row(&job->fp, gr->b, gr->h, i, gr->lim[0], w->rk,
-			  w->plan, w->bytes);
+	if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS) {
+		/* the cached sorted list itself, cut at the limit: no copy */
+		const int32_t *row = job->fp.rows +
+				     ((size_t)gr->h * p->Nq + i) * job->fp.rr;
+
+		n = fast_lower_bound(row, job->fp.rr, gr->lim[0]);
+		keys = row;
+	} else {
+		n = fast_plan_row(&job->fp, gr->b, gr->h, i, gr->lim[0], w->rk,
+				  w->plan, w->bytes);
+	}
 	fast_load_row(&p->q, tv_off(&p->q, gr->b, gr->h, i, 0), d, w->q);
 	for (e = 0; e < d; e++)
 		w->q[e] *= job->scale;
 	memset(w->accS, 0, sizeof(float) * dp);
 	if (n) {
-		isa->dots(w->q, dp, kb, ks, w->rk, (int)n, s);
-		for (t = 0; t < n; t++)
-			m = s[t] > m ? s[t] : m;
-		for (t = 0; t < n; t++)
-			s[t] -= m;
-		for (t = n; t % 16; t++)
-			s[t] = 0;
-		isa->exp(s, (int)t);
-		for (t = 0; t < n; t++)
-			l += s[t];
-		isa->axpys(s, vb, vs, w->rk, (int)n, dp, w->accS);
+		isa->dots(w->q, dp, kb, ks, keys, (int)n, s);
+		m = isa->row_exp(s, (int)n, &l);
+		isa->axpys(s, vb, vs, keys, (int)n, dp, w->accS);
 	}
 	for (e = 0; e < d; e++)
 		w->o[e] = l > 0 ? gr->g * w->accS[e] / l : 0;

@@ -31,12 +31,21 @@ struct fast_ws {
 	int32_t *rk;				/* [TQ][Nk] row key lists */
 	int64_t rn[FAST_TQ];
 	int64_t slo[FAST_TQ], shi[FAST_TQ];	/* LOCAL: row ranges */
+	int64_t xlo[FAST_TQ], xhi[FAST_TQ];	/* band columns left out */
 	int32_t *u, *posn;			/* [Nk] */
 	float *srow;				/* [Nk + 16] one row's scores */
 	uint8_t *flag, *bytes;			/* [Nk] */
 	uint64_t *bits;				/* [nseg][TQ] row masks */
 	int32_t *seg, *segn;			/* [maxseg] */
-	uint64_t *cm;				/* [maxseg] STRIDED columns */
+	/*
+	 * CLUSTERED forward: the bucket last gathered (K transposed, V
+	 * rows, segment by segment), reused while the next groups of the
+	 * same cluster come to this worker.
+	 */
+	float *bkT, *bvb;			/* [nkb + 1][dp][KB], rows */
+	const int32_t *bu;
+	int64_t bn;
+	int bvalid, bb, bhk;
 	struct asam_pat_plan *plan;
 	int plan_b, plan_h;
 	bool failed;
@@ -88,8 +97,10 @@ struct keyset {
 	const int32_t *seg, *segn, *u;
 	bool sbits;		/* sparse mask in ws->bits, else the dense one */
 	bool ranges;		/* sparse mask from ws->slo/shi (LOCAL) */
-	bool strided;		/* band | columns in blocks, prefixes beyond */
+	bool strided;		/* bands direct, column list gathered */
 	bool hier;		/* ... with the band as bits (HIERARCHICAL) */
+	int64_t nu;		/* gathered keys in u (bucket reuse) */
+	bool bucket;		/* u is a shared cluster bucket: reusable */
 };
 
 #define DIRECT_MIN 24		/* keys of a block that make it direct */
@@ -119,14 +130,20 @@ static inline uint64_t row_mask(const struct fast_ws *w,
 				bool sparse)
 {
 	if (sparse && ks->strided) {
-		if (ks->seg[sg] < 0)
-			return prefix_mask(w->rn[r] - (int64_t)(-ks->seg[sg] - 1) *
-					   FAST_KB);
-		return ((ks->hier ? w->bits[(size_t)sg * FAST_TQ + r] :
-			 prefix_mask(w->shi[r] - (int64_t)ks->seg[sg] * FAST_KB) &
-			 ~prefix_mask(w->slo[r] - (int64_t)ks->seg[sg] * FAST_KB)) |
-			w->cm[sg]) &
-		       prefix_mask(gr->lim[r] - (int64_t)ks->seg[sg] * FAST_KB);
+		int64_t base;
+
+		if (ks->seg[sg] < 0) {
+			/* the column list: below the limit, not in the band */
+			base = (int64_t)(-ks->seg[sg] - 1) * FAST_KB;
+			return prefix_mask(w->rn[r] - base) &
+			       ~(prefix_mask(w->xhi[r] - base) &
+				 ~prefix_mask(w->xlo[r] - base));
+		}
+		base = (int64_t)ks->seg[sg] * FAST_KB;
+		return (ks->hier ? w->bits[(size_t)sg * FAST_TQ + r] :
+			prefix_mask(w->shi[r] - base) &
+			~prefix_mask(w->slo[r] - base)) &
+		       prefix_mask(gr->lim[r] - base);
 	}
 	if (sparse && ks->ranges) {
 		/* positions: keys of a block, or indices into a gathered list */

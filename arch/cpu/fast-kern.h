@@ -189,6 +189,31 @@ static float F(row_step)(const float *s, uint64_t mask, float m, bool find_max,
 	float tot = 0;
 	int c, l;
 
+	if (mask == ~0ull) {
+		/* a full block (dense, band interiors): no lane selects */
+		if (find_max) {
+			vf mx = F(ld)(s);
+
+			for (c = 1; c < NC; c++) {
+				vf x = F(ld)(s + c * VW);
+				vi gt = x > mx;
+
+				mx = (vf)(((vi)x & gt) | ((vi)mx & ~gt));
+			}
+			for (l = 0; l < VW; l++)
+				m = mx[l] > m ? mx[l] : m;
+		}
+		for (c = 0; c < NC; c++) {
+			vf x = F(vexp)(F(ld)(s + c * VW) - m);
+
+			acc += x;
+			F(st)(P + c * VW, x);
+		}
+		for (l = 0; l < VW; l++)
+			tot += acc[l];
+		*sum = tot;
+		return m;
+	}
 	if (find_max) {
 		vf mx = ninf;
 
@@ -218,38 +243,92 @@ static float F(row_step)(const float *s, uint64_t mask, float m, bool find_max,
 }
 
 /*
+ * One level of a transposing reduction: @a and @b each hold VW / P keys
+ * with P partial sums apiece (contiguous lanes); the result holds the
+ * keys of @a then of @b, with P / 2 partial sums apiece.  The masks are
+ * constants once inlined and unrolled.
+ */
+static inline __attribute__((always_inline)) vf F(hpair)(vf a, vf b,
+							 const int P)
+{
+	vi m1, m2;
+	int l;
+
+	for (l = 0; l < VW; l++) {
+		int half = l / (VW / 2), o = l % (VW / 2);
+		int src = o / (P / 2) * P + o % (P / 2) + half * VW;
+
+		m1[l] = src;
+		m2[l] = src + P / 2;
+	}
+	return __builtin_shuffle(a, b, m1) + __builtin_shuffle(a, b, m2);
+}
+
+/*
  * One query row against scattered key rows (row t at base + keys[t] *
- * stride): s[t] = <q, k_t>, four keys at a time for independent chains.
+ * stride): s[t] = <q, k_t>, VW keys at a time, each key's lanes summed
+ * by a butterfly of shuffles instead of VW dependent scalar adds.
  */
 static void F(dots)(const float *q, int dp, const float *base,
 		    int64_t stride, const int32_t *keys, int n, float *s)
 {
-	int t = 0, e, l;
+	int t, e, c;
 
-	for (; t < n; t += 4) {
-		const float *k[4];
-		vf acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
-		int c, nk = n - t < 4 ? n - t : 4;
+	for (t = 0; t < n; t += VW) {
+		vf acc[VW];
+		int nk = n - t < VW ? n - t : VW;
 
-		for (c = 0; c < 4; c++)
-			k[c] = base + (int64_t)keys[t + (c < nk ? c : 0)] * stride;
-		for (e = 0; e < dp; e += VW) {
-			vf x = F(ld)(q + e);
+		/* four keys at a time: four row pointers live, not VW */
+		for (c = 0; c < VW; c += 4) {
+			const float *k0, *k1, *k2, *k3;
+			vf a0 = (vf){ 0 }, a1 = a0, a2 = a0, a3 = a0;
 
-			for (c = 0; c < 4; c++)
-				acc[c] += x * F(ld)(k[c] + e);
+#define KROW(x) (base + (int64_t)keys[t + (c + (x) < nk ? c + (x) : 0)] * \
+		 stride)
+			k0 = KROW(0);
+			k1 = KROW(1);
+			k2 = KROW(2);
+			k3 = KROW(3);
+#undef KROW
+			for (e = 0; e < dp; e += VW) {
+				vf x = F(ld)(q + e);
+
+				a0 += x * F(ld)(k0 + e);
+				a1 += x * F(ld)(k1 + e);
+				a2 += x * F(ld)(k2 + e);
+				a3 += x * F(ld)(k3 + e);
+			}
+			acc[c] = a0;
+			acc[c + 1] = a1;
+			acc[c + 2] = a2;
+			acc[c + 3] = a3;
 		}
-		for (c = 0; c < nk; c++) {
-			float sum = 0;
-
-			for (l = 0; l < VW; l++)
-				sum += acc[c][l];
-			s[t + c] = sum;
+		/* P vectors in, P / 2 out; P constant so the masks fold */
+#define HLEVEL(P)							\
+		_Pragma("GCC unroll 16")				\
+		for (c = 0; c < (P) / 2; c++)				\
+			acc[c] = F(hpair)(acc[2 * c], acc[2 * c + 1], (P))
+		if (VW >= 16)
+			HLEVEL(16);
+		if (VW >= 8)
+			HLEVEL(8);
+		HLEVEL(4);
+		HLEVEL(2);
+#undef HLEVEL
+		if (nk == VW) {
+			F(st)(s + t, acc[0]);
+		} else {
+			for (c = 0; c < nk; c++)
+				s[t + c] = acc[0][c];
 		}
 	}
 }
 
-/* acc[0..dp) += sum_t P[t] v_t over scattered value rows */
+/*
+ * acc[0..dp) += sum_t P[t] v_t over scattered value rows; two keys at a
+ * time into two accumulator sets, so that the FMA chains are not bound
+ * by their latency.
+ */
 static void F(axpys)(const float *P, const float *base, int64_t stride,
 		     const int32_t *keys, int n, int dp, float *acc)
 {
@@ -257,20 +336,71 @@ static void F(axpys)(const float *P, const float *base, int64_t stride,
 
 	for (e = 0; e < dp; e += 4 * VW) {
 		int w = dp - e < 4 * VW ? (dp - e) / VW : 4, c;
-		vf a[4];
+		vf a[4], b[4];
 
-		for (c = 0; c < w; c++)
+		for (c = 0; c < w; c++) {
 			a[c] = F(ld)(acc + e + c * VW);
-		for (t = 0; t < n; t++) {
-			const float *v = base + (int64_t)keys[t] * stride + e;
-			vf pt = (vf){ 0 } + P[t];
+			b[c] = (vf){ 0 };
+		}
+		for (t = 0; t + 1 < n; t += 2) {
+			const float *v0 = base + (int64_t)keys[t] * stride + e;
+			const float *v1 = base + (int64_t)keys[t + 1] * stride +
+					  e;
+			vf p0 = (vf){ 0 } + P[t], p1 = (vf){ 0 } + P[t + 1];
+
+			for (c = 0; c < w; c++) {
+				a[c] += p0 * F(ld)(v0 + c * VW);
+				b[c] += p1 * F(ld)(v1 + c * VW);
+			}
+		}
+		if (t < n) {
+			const float *v0 = base + (int64_t)keys[t] * stride + e;
+			vf p0 = (vf){ 0 } + P[t];
 
 			for (c = 0; c < w; c++)
-				a[c] += pt * F(ld)(v + c * VW);
+				a[c] += p0 * F(ld)(v0 + c * VW);
 		}
 		for (c = 0; c < w; c++)
-			F(st)(acc + e + c * VW, a[c]);
+			F(st)(acc + e + c * VW, a[c] + b[c]);
 	}
+}
+
+/*
+ * A whole row's softmax numerators: s[0..n) becomes exp(s - max), lanes
+ * past n of the last vector become 0; returns the max and *sum the sum,
+ * both reduced in vectors (the scalar loops serialise on their adds).
+ */
+static float F(row_exp)(float *s, int n, float *sum)
+{
+	const vf ninf = (vf){ 0 } - __builtin_inff();
+	vf mx = ninf, acc = (vf){ 0 };
+	vi lane, lim;
+	float m = -__builtin_inff(), tot = 0;
+	int t, l;
+
+	for (l = 0; l < VW; l++)
+		lane[l] = l;
+	for (t = 0; t < n; t += VW) {
+		vf x = F(ld)(s + t);
+		vi in = lane < (vi){ 0 } + (n - t);
+
+		x = (vf)(((vi)x & in) | ((vi)ninf & ~in));
+		mx = (vf)(((vi)x & (x > mx)) | ((vi)mx & ~(x > mx)));
+	}
+	for (l = 0; l < VW; l++)
+		m = mx[l] > m ? mx[l] : m;
+	for (t = 0; t < n; t += VW) {
+		vf x = F(vexp)(F(ld)(s + t) - m);
+
+		lim = lane < (vi){ 0 } + (n - t);
+		x = (vf)((vi)x & lim);
+		acc += x;
+		F(st)(s + t, x);
+	}
+	for (l = 0; l < VW; l++)
+		tot += acc[l];
+	*sum = tot;
+	return m;
 }
 
 /* FMA throughput probe: 12 independent chains; returns the flops done */
@@ -302,4 +432,5 @@ const struct fast_isa CAT(fast_isa_, KERN) = {
 	.mm_nn = F(mm_nn),
 	.exp = F(exp),
 	.row_step = F(row_step),
+	.row_exp = F(row_exp),
 };

@@ -98,48 +98,37 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 	if (pat->kind == ASAM_PATTERN_STRIDED ||
 	    pat->kind == ASAM_PATTERN_HIERARCHICAL) {
 		/*
-		 * The rows' bands go direct, with the columns that fall in
-		 * those blocks as a per-block mask; the other columns are
-		 * shared by every row and gathered once, each row taking the
-		 * prefix below its limit.
+		 * The rows' bands go direct.  The global columns are one
+		 * sorted list per head (STRIDED: every head's), and the
+		 * group gathers the whole of it below its end: the same
+		 * keys for every group of the head, so a worker gathers
+		 * them once (fast_gather's bucket reuse).  A row takes the
+		 * prefix below its limit, less the columns inside its own
+		 * band, which the band's mask already counts.
 		 */
 		int64_t blo, bhi, j, end = gr->maxlim < gr->k1 ? gr->maxlim
 							       : gr->k1;
 		bool hr = pat->kind == ASAM_PATTERN_HIERARCHICAL;
-		int64_t ng = 0, st = pat->stride, rad = pat->radius, nc = 0;
-		const int32_t *cols = NULL;
+		int64_t ng, rad = pat->radius, nc, q0;
+		const int32_t *cols;
 
 		if (hr) {
 			/* near field: delta <= max s_k / 4; beyond, columns */
 			rad = job->fp.hier_band;
 			cols = job->fp.hier_cols + (size_t)gr->h * p->Nk;
 			nc = job->fp.hier_ncols[gr->h];
+		} else {
+			cols = job->fp.str_cols;
+			nc = job->fp.str_ncols;
 		}
 		band_rows(job, w, gr, rad, &lo, &hi);
 		blo = lo < hi ? lo / FAST_KB : 0;
 		bhi = lo < hi ? (hi - 1) / FAST_KB + 1 : 0;	/* exclusive */
 		for (blk = blo; blk < bhi; blk++) {
-			uint64_t m = 0;
-
-			if (hr) {
-				int64_t q = fast_lower_bound(cols, nc,
-							  blk * FAST_KB);
-
-				for (; q < nc && cols[q] < (blk + 1) * FAST_KB;
-				     q++)
-					m |= 1ull << (cols[q] - blk * FAST_KB);
-			} else {
-				for (j = (blk * FAST_KB + st - 1) / st * st;
-				     j < (blk + 1) * FAST_KB; j += st)
-					m |= 1ull << (j - blk * FAST_KB);
-			}
-			w->cm[ns] = m;
 			seg[ns] = (int32_t)blk;
 			segn[ns++] = FAST_KB;
 		}
 		if (hr) {
-			int64_t q;
-
 			memset(w->bits, 0, sizeof(uint64_t) * FAST_TQ * ns);
 			for (r = 0; r < gr->R; r++) {
 				int64_t pos = gr->rows[r] + job->fp.qoff;
@@ -151,37 +140,28 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 							FAST_TQ + r] |=
 							1ull << (j & 63);
 			}
-			for (q = fast_lower_bound(cols, nc, gr->k0);
-			     q < nc && cols[q] < end; q++)
-				if (cols[q] < blo * FAST_KB ||
-				    cols[q] >= bhi * FAST_KB)
-					w->u[ng++] = cols[q];
-		} else {
-			for (j = (gr->k0 + st - 1) / st * st; j < end; j += st) {
-				if (j >= blo * FAST_KB && j < bhi * FAST_KB)
-					continue;
-				w->u[ng++] = (int32_t)j;
-			}
 		}
+		q0 = fast_lower_bound(cols, nc, gr->k0);
+		ks->u = cols + q0;
+		ng = fast_lower_bound(ks->u, nc - q0, end);
 		for (r = 0; r < gr->R; r++) {
-			int64_t a2 = 0, z2 = ng;
-
-			while (a2 < z2) {
-				int64_t mid = (a2 + z2) / 2;
-
-				if (w->u[mid] < gr->lim[r])
-					a2 = mid + 1;
-				else
-					z2 = mid;
+			w->rn[r] = fast_lower_bound(ks->u, ng, gr->lim[r]);
+			if (w->slo[r] < w->shi[r]) {
+				w->xlo[r] = fast_lower_bound(ks->u, ng,
+							     w->slo[r]);
+				w->xhi[r] = fast_lower_bound(ks->u, ng,
+							     w->shi[r]);
+			} else {
+				w->xlo[r] = w->xhi[r] = 0;
 			}
-			w->rn[r] = a2;
 		}
 		for (t = 0; (int64_t)t * FAST_KB < ng; t++) {
 			seg[ns] = -(t + 1);
 			segn[ns++] = ng - (int64_t)t * FAST_KB < FAST_KB ?
 				     ng - (int64_t)t * FAST_KB : FAST_KB;
 		}
-		ks->u = w->u;
+		ks->nu = ng;
+		ks->bucket = true;
 		ks->nseg = ns;
 		ks->strided = true;
 		ks->hier = hr;
@@ -206,6 +186,8 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 				 ko[z - 1] >= gr->maxlim))
 			z--;
 		ks->u = ko + a;
+		ks->nu = z - a;
+		ks->bucket = true;
 		for (r = 0; r < gr->R; r++) {
 			int64_t lo2 = 0, hi2 = z - a;
 
@@ -232,18 +214,15 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 	return false;
 }
 
-/* keep the keys of sorted rk[0..n) in [k0, k1), moved to the front */
+/* keep the keys of rk[0..n) in [k0, k1), in order, moved to the front */
 static int64_t clip_keys(int32_t *rk, int64_t n, int64_t k0, int64_t k1)
 {
-	int64_t a = 0, b = n;
+	int64_t a, m = 0;
 
-	while (a < n && rk[a] < k0)
-		a++;
-	while (b > a && rk[b - 1] >= k1)
-		b--;
-	if (a)
-		memmove(rk, rk + a, sizeof(int32_t) * (b - a));
-	return b - a;
+	for (a = 0; a < n; a++)
+		if (rk[a] >= k0 && rk[a] < k1)
+			rk[m++] = rk[a];
+	return m;
 }
 
 /*
@@ -263,6 +242,8 @@ void fast_build_keys(struct fast_job *job, struct fast_ws *w,
 	ks->segn = segn;
 	ks->u = w->u;
 	ks->sbits = false;
+	ks->bucket = false;
+	ks->nu = 0;
 	ks->ranges = false;
 	ks->strided = false;
 	ks->hier = false;
@@ -289,14 +270,16 @@ void fast_build_keys(struct fast_job *job, struct fast_ws *w,
 					 gr->lim[r], rk, w->plan, w->bytes);
 		if (gr->k0 > 0 || gr->k1 < job->p->Nk)
 			w->rn[r] = clip_keys(rk, w->rn[r], gr->k0, gr->k1);
-		if (w->rn[r]) {
-			lo = rk[0] < lo ? rk[0] : lo;
-			hi = rk[w->rn[r] - 1] > hi ? rk[w->rn[r] - 1] : hi;
+		/* USER_INDEX lists come in the caller's order */
+		for (t = 0; t < w->rn[r]; t++) {
+			lo = rk[t] < lo ? rk[t] : lo;
+			hi = rk[t] > hi ? rk[t] : hi;
 		}
 	}
 	ks->sbits = true;
 	if (!gr->want_d && nr == 1) {
-		/* one row: its list is the union, already sorted */
+		/* one row: its list is the union (sorted but for USER_INDEX,
+		 * whose unsorted keys only miss direct blocks) */
 		const int32_t *rk = w->rk;
 
 		for (t = 0; t < w->rn[0];) {

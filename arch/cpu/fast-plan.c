@@ -5,13 +5,15 @@
  * allowed keys, so that the kernels do work proportional to allowed pairs:
  *
  *   LOCAL         the band [pos - W/2, pos + W/2]
- *   STRIDED       the band, plus the columns j % s == 0 outside it
+ *   STRIDED       the band, plus the columns j % s == 0 (one list)
  *   HIERARCHICAL  the near band (checked key by key against a per-head
  *                 truth table), plus the per-head global columns: outside
  *                 the band every delta test is false, so whether j is
  *                 allowed depends on j alone and is precomputed once
  *   RANDOM        the chosen 64-key blocks of the query's block
  *   RANDOM_ROWS   the row's own index list (generated once per head)
+ *   USER_INDEX    the caller's list of the row's KV head, -1 and repeats
+ *                 dropped
  *   CLUSTERED     the key bucket of the query's cluster; queries are
  *                 grouped by cluster so that a group shares its bucket
  */
@@ -22,7 +24,7 @@
 #include <internal/err.h>
 #include <internal/threadpool.h>
 
-#include "fast.h"
+#include "fast-job.h"
 
 static int cmp_i32(const void *a, const void *b)
 {
@@ -225,6 +227,90 @@ static int cmu_argmax(const struct cmu *m, const struct asam_pat *pat,
 	return best;
 }
 
+/*
+ * The same argmax screened in fp32 with the ISA's Q.K^T kernel: 16
+ * tokens against 64 centroids at a time.  Where the best cosine leads the
+ * runner-up by more than CMU_MARGIN, far above the fp32 error of a
+ * normalised dot product, the double argmax must agree; closer calls
+ * (ties included) are decided by cmu_argmax() itself.
+ */
+#define CMU_MARGIN 1e-3f
+
+struct cmu32 {
+	const struct fast_isa *isa;
+	int dp, nch;
+	float *bt;		/* [nch][dp][64] centroids, zero padded */
+	float *cn;		/* [nch * 64] 1 / norms */
+	float *a, *c;		/* [16][dp], [16][64] */
+};
+
+static int cmu32_init(struct cmu32 *f, const struct cmu *m,
+		      const struct asam_pat *pat, int d)
+{
+	int C = pat->C, ch, e, t;
+
+	f->isa = fast_isa_select();
+	f->dp = (d + 15) & ~15;
+	f->nch = DIV_ROUND_UP(C, FAST_KB);
+	f->bt = calloc((size_t)f->nch * f->dp * FAST_KB + (size_t)f->nch *
+		       FAST_KB + (size_t)FAST_TQ * (f->dp + FAST_KB), 4);
+	if (!f->bt)
+		return -ENOMEM;
+	f->cn = f->bt + (size_t)f->nch * f->dp * FAST_KB;
+	f->a = f->cn + (size_t)f->nch * FAST_KB;
+	f->c = f->a + (size_t)FAST_TQ * f->dp;
+	for (ch = 0; ch < f->nch; ch++)
+		for (e = 0; e < d; e++)
+			for (t = 0; t < FAST_KB && ch * FAST_KB + t < C; t++)
+				f->bt[((size_t)ch * f->dp + e) * FAST_KB + t] =
+					(float)m->mu[e * C + ch * FAST_KB + t];
+	for (t = 0; t < C; t++)
+		f->cn[t] = (float)(1 / m->cn[t]);	/* reciprocals */
+	return 0;
+}
+
+/* ids[t0..t0+n) of tokens (b, hx, .) of @x, n <= FAST_TQ */
+static void cmu32_batch(const struct cmu32 *f, const struct cmu *m,
+			const struct asam_pat *pat, const struct asam_tv *x,
+			int b, int hx, int64_t t0, int n, int d, int32_t *ids)
+{
+	float xn[FAST_TQ], rx[FAST_TQ], best[FAST_TQ], second[FAST_TQ];
+	int arg[FAST_TQ], r, ch, t, e, C = pat->C;
+
+	for (r = 0; r < n; r++) {
+		float *a = f->a + (size_t)r * f->dp, s2 = 0;
+
+		fast_load_row(x, tv_off(x, b, hx, t0 + r, 0), d, a);
+		for (e = 0; e < d; e++)
+			s2 += a[e] * a[e];
+		xn[r] = sqrtf(s2);
+		rx[r] = xn[r] > 0 ? 1 / xn[r] : 0;
+		best[r] = second[r] = -INFINITY;
+		arg[r] = 0;
+	}
+	for (ch = 0; ch < f->nch; ch++) {
+		f->isa->mm_nt(f->a, n, f->dp, f->bt + (size_t)ch * f->dp *
+			      FAST_KB, f->c);
+		for (r = 0; r < n; r++)
+			for (t = 0; t < FAST_KB && ch * FAST_KB + t < C; t++) {
+				int c = ch * FAST_KB + t;
+				float cs = f->c[r * FAST_KB + t] * rx[r] *
+					   f->cn[c];
+
+				if (cs > best[r]) {
+					second[r] = best[r];
+					best[r] = cs;
+					arg[r] = c;
+				} else if (cs > second[r]) {
+					second[r] = cs;
+				}
+			}
+	}
+	for (r = 0; r < n; r++)
+		ids[r] = xn[r] > 1e-6f && best[r] - second[r] > CMU_MARGIN ?
+			 arg[r] : cmu_argmax(m, pat, x, b, hx, t0 + r, d);
+}
+
 /* CLUSTERED ARGMAX of (b, h): ids, buckets and cluster-pure query groups */
 static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 {
@@ -243,9 +329,10 @@ static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 		int32_t *kid = fp->kid + bh * p->Nk;
 		int32_t *gs = fp->gstart + bh * (DIV_ROUND_UP(p->Nq, FAST_TQ) +
 						  C + 1);
-		int32_t qs[257], fill[256], ck;
+		int32_t qs[257], fill[256];
 		double mu[256 * 8], cn[256], xb[512];
 		struct cmu m = { mu, cn, xb };
+		struct cmu32 f;
 		double *big = NULL;
 
 		if ((size_t)C * p->d > sizeof(mu) / sizeof(mu[0])) {
@@ -257,24 +344,31 @@ static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 			m.mu = big;
 		}
 		cmu_load(&m, pat, h, p->d);
+		if (cmu32_init(&f, &m, pat, p->d)) {
+			free(big);
+			fp->oom = true;
+			return;
+		}
 		memset(ks, 0, sizeof(int32_t) * (C + 1));
 		memset(qs, 0, sizeof(qs));
 		/* keys: counting sort by cluster, token order kept */
-		for (t = 0; t < p->Nk; t++) {
-			ck = cmu_argmax(&m, pat, &p->k, b, h / group, t,
-					p->d);
-			kid[t] = ck;
-			ks[ck + 1]++;
-		}
+		for (t = 0; t < p->Nk; t += FAST_TQ)
+			cmu32_batch(&f, &m, pat, &p->k, b, h / group, t,
+				    p->Nk - t < FAST_TQ ? p->Nk - t : FAST_TQ,
+				    p->d, kid + t);
+		for (t = 0; t < p->Nk; t++)
+			ks[kid[t] + 1]++;
 		for (c = 0; c < C; c++)
 			ks[c + 1] += ks[c];
 		memcpy(fill, ks, sizeof(int32_t) * C);
 		for (t = 0; t < p->Nk; t++)
 			ko[fill[kid[t]]++] = (int32_t)t;
-		for (t = 0; t < p->Nq; t++) {
-			cq[t] = cmu_argmax(&m, pat, &p->q, b, h, t, p->d);
+		for (t = 0; t < p->Nq; t += FAST_TQ)
+			cmu32_batch(&f, &m, pat, &p->q, b, h, t,
+				    p->Nq - t < FAST_TQ ? p->Nq - t : FAST_TQ,
+				    p->d, cq + t);
+		for (t = 0; t < p->Nq; t++)
 			qs[cq[t] + 1]++;
-		}
 		for (c = 0; c < C; c++)
 			qs[c + 1] += qs[c];
 		memcpy(fill, qs, sizeof(int32_t) * C);
@@ -286,6 +380,7 @@ static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 				gs[ng++] = (int32_t)t;
 		gs[ng] = p->Nq;
 		fp->ngroups[bh] = ng;
+		free(f.bt);
 		free(big);
 	}
 }
@@ -305,6 +400,19 @@ int fast_plan_init(struct fast_plan *fp, const struct asam_problem *p,
 	if (!problem_needs_sparse(p))
 		return 0;
 	switch (pat->kind) {
+	case ASAM_PATTERN_STRIDED: {
+		int64_t j;
+
+		fp->str_cols = malloc(sizeof(int32_t) *
+				      (p->Nk / pat->stride + 1));
+		if (!fp->str_cols) {
+			ret = -ENOMEM;
+			break;
+		}
+		for (j = 0; j < p->Nk; j += pat->stride)
+			fp->str_cols[fp->str_ncols++] = (int32_t)j;
+		break;
+	}
 	case ASAM_PATTERN_HIERARCHICAL:
 		ret = plan_hier(fp);
 		break;
@@ -316,6 +424,13 @@ int fast_plan_init(struct fast_plan *fp, const struct asam_problem *p,
 			fp->maxgroups = p->Nq;
 		}
 		ret = plan_rows(fp, pool, cache);
+		break;
+	case ASAM_PATTERN_USER_INDEX:
+		/* per-row lists, like RANDOM_ROWS: one query per group */
+		if (p->gate_mode != ASAM_GATE_SOFT) {
+			fp->group_rows = 1;
+			fp->maxgroups = p->Nq;
+		}
 		break;
 	case ASAM_PATTERN_CLUSTERED:
 		if (pat->cmode != ASAM_CLUSTER_ARGMAX) {
@@ -361,6 +476,7 @@ void fast_plan_fini(struct fast_plan *fp)
 	free(fp->hier_tab);
 	free(fp->hier_cols);
 	free(fp->hier_ncols);
+	free(fp->str_cols);
 	if (!fp->rows_cached)
 		free(fp->rows);
 	free(fp->cq);
@@ -517,6 +633,31 @@ int64_t fast_plan_row(const struct fast_plan *fp, int b, int h, int64_t i,
 
 		for (t = 0; t < fp->rr && row[t] < lim; t++)
 			out[n++] = row[t];
+		return n;
+	}
+	case ASAM_PATTERN_USER_INDEX: {
+		/*
+		 * The caller's list of the KV head: -1 and keys at or past
+		 * the limit dropped, repeats kept once (@bytes: Nk zeros,
+		 * left zero).  The order is the caller's: nothing downstream
+		 * needs ascending keys, and sorting would cost more than the
+		 * row's attention.
+		 */
+		const struct asam_tv *ix = &pat->index;
+		const int32_t *lst = (const int32_t *)ix->data +
+				     tv_off(ix, b, h / (p->Hq / p->Hkv), i, 0);
+		int64_t st = ix->stride[3];
+
+		for (t = 0; t < pat->r; t++) {
+			int32_t jj = lst[t * st];
+
+			if (jj < 0 || jj >= lim || bytes[jj])
+				continue;
+			bytes[jj] = 1;
+			out[n++] = jj;
+		}
+		for (t = 0; t < n; t++)
+			bytes[out[t]] = 0;
 		return n;
 	}
 	case ASAM_PATTERN_CLUSTERED:

@@ -75,7 +75,8 @@ static void ws_free(struct fast_ws *w)
 	free(w->bits);
 	free(w->seg);
 	free(w->segn);
-	free(w->cm);
+	free(w->bkT);
+	free(w->bvb);
 	asam_pat_plan_destroy(w->plan);
 	free(w);
 }
@@ -121,7 +122,6 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	w->bits = walloc(sizeof(uint64_t) * FAST_TQ * job->nw * 2);
 	w->seg = walloc(sizeof(int32_t) * job->nw * 2);
 	w->segn = walloc(sizeof(int32_t) * job->nw * 2);
-	w->cm = walloc(sizeof(uint64_t) * job->nw * 2);
 	if (p->bwd) {
 		size_t rows = (size_t)job->nkb * FAST_KB;
 
@@ -130,8 +130,18 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		if (!w->dK || !w->dV)
 			w->failed = true;
 	}
+	if ((job->fp.sorted_groups || job->fp.str_cols || job->fp.hier_cols) &&
+	    !p->bwd) {
+		size_t rows = (size_t)(job->nkb + 1) * FAST_KB;
+
+		w->bkT = walloc(sizeof(float) * rows * job->dp);
+		w->bvb = walloc(sizeof(float) * rows * job->dp);
+		if (!w->bkT || !w->bvb)
+			w->failed = true;
+	}
+	if (job->fp.per_row_plan || p->pat.kind == ASAM_PATTERN_USER_INDEX)
+		w->bytes = walloc(p->Nk);	/* row flags, kept zero */
 	if (job->fp.per_row_plan) {
-		w->bytes = walloc(p->Nk);
 		w->plan = asam_pat_plan_create(p);
 		if (IS_ERR(w->plan)) {
 			w->plan = NULL;
@@ -142,8 +152,9 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	    !w->kT || !w->vT || !w->kb || !w->vb || !w->tk || !w->tv ||
 	    !w->S || !w->Ps || !w->Pd || !w->dP || !w->PT || !w->dST ||
 	    !w->rk || !w->u || !w->srow || !w->posn || !w->flag || !w->bits ||
-	    !w->seg || !w->segn || !w->cm ||
-	    (job->fp.per_row_plan && !w->bytes))
+	    !w->seg || !w->segn ||
+	    ((job->fp.per_row_plan ||
+	      p->pat.kind == ASAM_PATTERN_USER_INDEX) && !w->bytes))
 		w->failed = true;
 	return w->failed ? NULL : w;
 }
@@ -288,6 +299,32 @@ static void convert_blocks(void *arg, int64_t begin, int64_t end, int worker)
 	}
 }
 
+/* Gather @n keys of (b, hk): K into its transposed block, V rows. */
+static void gather_rows(const struct fast_job *job, int b, int hk,
+			const int32_t *keys, int n, float *kT, float *vb)
+{
+	const struct asam_problem *p = job->p;
+	int dp = job->dp, t, e;
+	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB;
+
+	for (t = 0; t < n; t++) {
+		size_t off = (size_t)(base + keys[t]) * dp;
+		const float *kr = job->K32 + off, *vr = job->V32 + off;
+
+		if (job->kdirect)
+			kr = (const float *)p->k.data +
+			     tv_off(&p->k, b, hk, keys[t], 0);
+		if (job->vdirect)
+			vr = (const float *)p->v.data +
+			     tv_off(&p->v, b, hk, keys[t], 0);
+		for (e = 0; e < dp; e++)
+			kT[e * FAST_KB + t] = kr[e];
+		memcpy(vb + t * dp, vr, sizeof(float) * dp);
+	}
+	for (e = 0; e < dp && n < FAST_KB; e++)
+		memset(kT + e * FAST_KB + n, 0, sizeof(float) * (FAST_KB - n));
+}
+
 /* Point the worker at segment @sg's K and V, gathering scattered keys. */
 void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		   const struct keyset *ks, int b, int hk, int sg,
@@ -314,6 +351,32 @@ void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		return;
 	}
 	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
+	if (ks->bucket && !want_vT && w->bkT) {
+		/*
+		 * A cluster bucket: the groups of one cluster share it, so
+		 * keep each gathered segment and gather only the new ones.
+		 */
+		size_t so = (size_t)(-ks->seg[sg] - 1) * FAST_KB * dp;
+
+		if (w->bu != ks->u || w->bn != ks->nu || w->bb != b ||
+		    w->bhk != hk) {
+			w->bu = ks->u;
+			w->bn = ks->nu;
+			w->bb = b;
+			w->bhk = hk;
+			w->bvalid = 0;
+		}
+		w->pkT = w->bkT + so;
+		w->pvb = w->bvb + so;
+		w->pkb = NULL;
+		w->pvT = NULL;
+		if (-ks->seg[sg] - 1 < w->bvalid)
+			return;
+		gather_rows(job, b, hk, keys, nb, w->bkT + so, w->bvb + so);
+		if (-ks->seg[sg] - 1 == w->bvalid)
+			w->bvalid++;
+		return;
+	}
 	for (t = 0; t < nb; t++) {
 		size_t off = (size_t)(base + keys[t]) * dp;
 		const float *kr = job->K32 + off, *vr = job->V32 + off;
@@ -431,6 +494,25 @@ static void job_fini(struct fast_job *job)
 	job_arena_put(job);
 }
 
+/*
+ * Forward items per pool grab: about eight grabs per worker, so that the
+ * dynamic hand-out still evens out uneven items (causal rows, cluster
+ * sizes), while a worker walks neighbouring groups of one head and finds
+ * their K and V blocks (band neighbours, a cluster's bucket, a head's
+ * scattered rows) still in its own cache.  At most one head's groups.
+ */
+static int64_t fwd_chunk(const struct fast_job *job)
+{
+	const struct asam_problem *p = job->p;
+	int64_t per = job->fp.maxgroups;
+	int64_t c = (int64_t)p->B * p->Hq * per / ((int64_t)job->nthreads * 8);
+	int64_t lo = job->fp.group_rows == 1 ? 16 : 1;
+
+	if (c > per)
+		c = per;
+	return c < lo ? lo : c;
+}
+
 static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
 {
 	struct asam_pool *pool;
@@ -440,7 +522,7 @@ static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
 	if (ret)
 		return ret;
 	asam_pool_for(pool, (int64_t)p->B * p->Hq * job.fp.maxgroups,
-		      job.fp.group_rows == 1 ? 16 : 1, fast_fwd_items, &job);
+		      fwd_chunk(&job), fast_fwd_items, &job);
 	ret = atomic_load(&job.err);
 	job_fini(&job);
 	return ret ? asam_err(ret, "cpu: forward out of memory") : 0;
@@ -479,6 +561,7 @@ static int cpu_supports(struct asam_backend *be, const struct asam_problem *p)
 	case ASAM_PATTERN_RANDOM:
 	case ASAM_PATTERN_RANDOM_ROWS:
 	case ASAM_PATTERN_CLUSTERED:
+	case ASAM_PATTERN_USER_INDEX:
 		break;
 	default:
 		/* a kind added later: the next backend serves it */

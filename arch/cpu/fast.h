@@ -45,6 +45,8 @@ struct fast_isa {
 	/* one row against scattered rows: row t is base + keys[t] * stride */
 	void (*dots)(const float *q, int dp, const float *base,
 		     int64_t stride, const int32_t *keys, int n, float *s);
+	/* s[0..n) = exp(s - max), zeros to the vector's end; the max */
+	float (*row_exp)(float *s, int n, float *sum);
 	void (*axpys)(const float *P, const float *base, int64_t stride,
 		      const int32_t *keys, int n, int dp, float *acc);
 };
@@ -84,6 +86,9 @@ struct fast_plan {
 	int hier_band;			/* max_k s_k / 4 */
 	int32_t *hier_cols;		/* [Hq][Nk] global columns ... */
 	int32_t *hier_ncols;		/* [Hq] ... and their count */
+	/* STRIDED: the columns j % s == 0, shared by every head */
+	int32_t *str_cols;
+	int64_t str_ncols;
 	/* RANDOM_ROWS */
 	int rr;
 	int32_t *rows;			/* [Hq][Nq][rr], each row sorted */

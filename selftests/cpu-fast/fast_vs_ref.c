@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
  * The fast CPU backend against the fp64 reference over a grid: every
- * pattern (both cluster modes) x gate mode x causal x GQA x lengths x
- * storage dtype, forward (O and both log-sum-exps) and backward (dQ, dK,
- * dV, dg), within the SPEC 4 tolerances.  Inputs are fresh random draws
- * each run.  The backward of both backends starts from the reference's
- * forward outputs, so each gradient is judged on its own.  Cases alternate
- * between a 2- and a 16-worker context, which take different backward
- * paths.  The best ISA
- * runs the whole grid; every other usable ISA runs a slice of it.
+ * pattern (both cluster modes, USER_INDEX) x gate mode x causal x GQA x
+ * lengths x storage dtype, forward (O and both log-sum-exps) and
+ * backward (dQ, dK, dV, dg), within the SPEC 4 tolerances.  Inputs are
+ * fresh random draws each run.  The backward of both backends starts from
+ * the reference's forward outputs, so each gradient is judged on its own.
+ * Cases alternate between a 2- and a 16-worker context, which take
+ * different backward paths.  The best ISA runs the whole grid; every
+ * other usable ISA runs a slice of it.
  */
 #include <math.h>
 #include <stdio.h>
@@ -45,6 +45,7 @@ static const struct kind kinds[] = {
 	{ ASAM_PATTERN_RANDOM_ROWS, 0, "rrows" },
 	{ ASAM_PATTERN_CLUSTERED, ASAM_CLUSTER_ARGMAX, "clust" },
 	{ ASAM_PATTERN_CLUSTERED, ASAM_CLUSTER_SOFT, "clust-soft" },
+	{ ASAM_PATTERN_USER_INDEX, 0, "uindex" },
 };
 
 static const char *gname[] = { "sparse", "dense", "soft", "hard" };
@@ -83,7 +84,7 @@ static bool lse_ok(const struct tt *a, const struct tt *r)
 }
 
 struct bufs {
-	struct tt *q, *k, *v, *o, *ls, *ld, *g, *lq, *lk, *mu;
+	struct tt *q, *k, *v, *o, *ls, *ld, *g, *lq, *lk, *mu, *ix;
 	struct tt *ro, *rls, *rld;
 	struct tt *dO, *dq, *dk, *dv, *dg, *rdq, *rdk, *rdv, *rdg;
 };
@@ -156,6 +157,28 @@ static void run_case(struct asam_ctx *ctx, const struct kind *kd,
 	tt_fill_randn(x.mu, 1.0);
 	tt_fill_uniform(x.g, 0.05, 0.95);
 	pat.centroids = &x.mu->dl;
+	if (kd->k == ASAM_PATTERN_USER_INDEX) {
+		/*
+		 * 20 entries a row in no order: -1s, repeats, keys past the
+		 * causal or length limit, and whole rows of -1 (no key).
+		 */
+		int64_t is[4] = { sh->B, Hkv, sh->Nq, 20 }, n, t;
+
+		x.ix = tt_new(TT_I32, 4, is);
+		n = tt_numel(x.ix);
+		for (t = 0; t < n; t++) {
+			double u = tt_uniform();
+
+			if (u < 0.1 || (t / 20) % 17 == 5)
+				tt_set(x.ix, t, -1);
+			else if (u < 0.2 && t % 20)
+				tt_set(x.ix, t, tt_get(x.ix, t - 1));
+			else
+				tt_set(x.ix, t,
+				       (int64_t)(tt_uniform() * sh->Nk));
+		}
+		pat.index = &x.ix->dl;
+	}
 	if (sh->lens) {
 		x.lq = tt_new(TT_I32, 1, ls1);
 		x.lk = tt_new(TT_I32, 1, ls1);
@@ -246,6 +269,7 @@ out:
 	tt_free(x.q), tt_free(x.k), tt_free(x.v), tt_free(x.o);
 	tt_free(x.ro), tt_free(x.ls), tt_free(x.ld), tt_free(x.rls);
 	tt_free(x.rld), tt_free(x.g), tt_free(x.mu), tt_free(x.lq);
+	tt_free(x.ix);
 	tt_free(x.lk), tt_free(x.dO), tt_free(x.dq), tt_free(x.dk);
 	tt_free(x.dv), tt_free(x.rdq), tt_free(x.rdk), tt_free(x.rdv);
 	tt_free(x.dg), tt_free(x.rdg);
