@@ -103,6 +103,7 @@ static __device__ __forceinline__ void state_softmax(sm_state &st,
 
 #include "attn_cols_fwd.cuh"
 
+/* P as A fragments for k16 step ks of the key tile */
 /*
  * One query tile against its key tiles.  MODE is SPARSE, DENSE or SOFT
  * (HARD resolves to one of the first two per (b, h) before calling).
