@@ -54,9 +54,10 @@ int main(void)
 			one(&st2, !c, 64, g, c, 2, 2, 2, 301, 450, true);
 		}
 	one(&hw, 1, 64, ASAM_GATE_HARD, 1, 2, 4, 4, 500, 500, true);
-	one(&st, 1, 128, ASAM_GATE_SPARSE, 1, 1, 2, 1, 4096, 4096, false);
-	one(&hi, 0, 128, ASAM_GATE_SOFT, 0, 1, 2, 2, 4096, 4096, false);
-	one(&hw, 1, 64, ASAM_GATE_SPARSE, 0, 1, 4, 1, 2000, 4100, false);
+	/* long rows: many column tiles (the reference is single-threaded) */
+	one(&st, 1, 128, ASAM_GATE_SPARSE, 1, 1, 1, 1, 4096, 4096, false);
+	one(&hi, 0, 128, ASAM_GATE_SOFT, 1, 1, 1, 1, 4096, 4096, false);
+	one(&hw, 1, 64, ASAM_GATE_SPARSE, 0, 1, 2, 1, 1500, 4100, false);
 	one(&st, 0, 64, ASAM_GATE_SOFT, 1, 1, 4, 1, 1, 1, true);
 	one(&hi, 1, 128, ASAM_GATE_SPARSE, 1, 1, 2, 2, 1030, 1030, true);
 	gpu_case_teardown();
