@@ -24,6 +24,12 @@
 #define ATTN_HAS_COLS 0
 #endif
 
+/* j mod s == 0 for j >= 0; the usual power-of-two periods skip the divide */
+static __device__ __forceinline__ bool cols_on(int j, int s)
+{
+	return (s & (s - 1)) ? j % s == 0 : (j & (s - 1)) == 0;
+}
+
 /* the full pattern predicate of head h for a pair at distance delta */
 template <class P>
 static __device__ __forceinline__ bool cols_allows(const P &p, int h,
@@ -35,7 +41,7 @@ static __device__ __forceinline__ bool cols_allows(const P &p, int h,
 	for (int k = 0; k < 8; k++) {
 		if (k >= p.col_ns)
 			break;
-		if (delta <= p.col_r[k] || j % p.col_s[k] == 0)
+		if (delta <= p.col_r[k] || cols_on(j, p.col_s[k]))
 			m |= 1 << k;
 	}
 	return (__ldg(p.col_tbl + h * 8 + (m >> 5)) >> (m & 31)) & 1;
