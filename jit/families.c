@@ -159,6 +159,45 @@ static int attn_sm90_variants(const struct asam_jit_variant_ctx *vc,
 	return 0;
 }
 
+/*
+ * STRIDED and HIERARCHICAL (PATTERN 2, 3: the band plus gathered columns)
+ * add code of their own to both families.  HIERARCHICAL runs all of it
+ * (STRIDED is the same source without the per-pair vote), so enumerate
+ * HIERARCHICAL once per family: the forward with the SPARSE gate (the
+ * column walk, 32 rows a warp) and the backward with the SOFT gate (the
+ * column dQ walk, the column dK/dV kernel, dg); bf16, d 128, causal.
+ * The compile-everything test runs on small CI machines: each variant
+ * costs seconds there.
+ */
+static int attn_cols_variants(const struct asam_jit_variant_ctx *vc,
+			      int arch, asam_jit_variant_cb cb, void *arg)
+{
+	bool bwd = !strcmp(vc->family->name, "attn_bwd");
+	struct asam_jit_spec spec;
+	int dt[3], ndt, err;
+
+	ndt = enabled_dtypes(dt);
+	if (ndt < 2)
+		return 0;
+	err = asam_jit_spec_init(&spec, vc->family->name, arch);
+	err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", 128);
+	err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[ndt - 1]);
+	err = err ?: asam_jit_spec_set(&spec, "CAUSAL", 1);
+	err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", bwd ? 2 : 0);
+	err = err ?: asam_jit_spec_set(&spec, "PATTERN", 3);
+	err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", bwd ? 64 : 128);
+	err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 64);
+	err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", 4);
+	return err ?: cb(&spec, arg);
+}
+
+static int attn_all_variants(const struct asam_jit_variant_ctx *vc, int arch,
+			     asam_jit_variant_cb cb, void *arg)
+{
+	return attn_variants(vc, arch, cb, arg) ?:
+	       attn_cols_variants(vc, arch, cb, arg);
+}
+
 const struct asam_jit_family asam_jit_families[] = {
 	{
 		.name = "selftest",
@@ -174,16 +213,17 @@ const struct asam_jit_family asam_jit_families[] = {
 		.entries = { "asam_attn_fwd_kernel",
 			     "asam_attn_rowdot_kernel" },
 		.hopper_only = false,
-		.variants = attn_variants,
+		.variants = attn_all_variants,
 	},
 	{
 		.name = "attn_bwd",
 		.source = "attn_bwd.cu",
 		.entries = { "asam_attn_bwd_dq_kernel",
 			     "asam_attn_bwd_dkdv_kernel",
-			     "asam_attn_bwd_dg_kernel" },
+			     "asam_attn_bwd_dg_kernel",
+			     "asam_attn_bwd_cols_kernel" },
 		.hopper_only = false,
-		.variants = attn_variants,
+		.variants = attn_all_variants,
 	},
 	{
 		.name = "attn_rows",

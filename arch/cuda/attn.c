@@ -28,6 +28,7 @@
 #include "attn_plan.h"
 #include "attn_rows.h"
 #include "attn_sm90.h"
+#include "attn_cols.h"
 #include "../../jit/kernels/attn_params.cuh"
 
 #define FWD_BM		128	/* 32 rows a warp: the fastest measured */
@@ -236,6 +237,8 @@ int asam_cuda_attn_supports(struct asam_backend *be,
 	case ASAM_PATTERN_RANDOM:
 	case ASAM_PATTERN_RANDOM_ROWS:	/* arch/cuda/attn_rows.c */
 	case ASAM_PATTERN_USER_INDEX:
+	case ASAM_PATTERN_STRIDED:	/* band + columns, attn_cols.c */
+	case ASAM_PATTERN_HIERARCHICAL:
 		break;
 	default:
 		return asam_err(-EOPNOTSUPP, "pattern %s has no cuda kernel yet",
@@ -354,7 +357,15 @@ static int fwd_launch(struct asam_cuda_device *d, const struct asam_problem *p,
 	a.lse_s = lse_s;
 	a.lse_d = lse_d;
 	a.mix = mix;
-	if (p->pat.kind != ASAM_PATTERN_DENSE && gate != ASAM_GATE_DENSE) {
+	if (attn_cols_kind(p->pat.kind) && gate != ASAM_GATE_DENSE) {
+		struct attn_cols_dev c;
+
+		ret = attn_cols_get(d, p, bm, 0, &c);
+		if (ret)
+			return ret;
+		attn_cols_fill_fwd(&a, &c);
+	} else if (p->pat.kind != ASAM_PATTERN_DENSE &&
+		   gate != ASAM_GATE_DENSE) {
 		ret = get_plan(d, p, bm, 0, &a.list_off, &a.list,
 			       &a.list_per_head);
 		if (ret)
@@ -403,7 +414,8 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	struct asam_jit_spec sp, sb;
 	struct attn_fwd_params pre;
 	struct attn_bwd_params a;
-	CUfunction fpre, fdq, fkv, fdg = NULL;
+	CUfunction fpre, fdq, fkv, fdg = NULL, fcols = NULL;
+	struct attn_cols_dev cl = { 0 }, ct;
 	CUdeviceptr ws = 0, own = 0;
 	CUstream s = p->stream;
 	int ret, use_list;
@@ -424,6 +436,10 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	ret = ret ?: attn_get_fn(d, &sb, "asam_attn_bwd_dkdv_kernel", cap, &fkv);
 	if (!ret && p->gate_mode == ASAM_GATE_SOFT)
 		ret = attn_get_fn(d, &sb, "asam_attn_bwd_dg_kernel", cap, &fdg);
+	if (!ret && attn_cols_kind(p->pat.kind) &&
+	    p->gate_mode != ASAM_GATE_DENSE)
+		ret = attn_get_fn(d, &sb, "asam_attn_bwd_cols_kernel", cap,
+				  &fcols);
 	if (ret)
 		return ret;
 
@@ -431,7 +447,16 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	memset(&a, 0, sizeof(a));
 	use_list = p->pat.kind != ASAM_PATTERN_DENSE &&
 		   p->gate_mode != ASAM_GATE_DENSE;
-	if (use_list) {
+	if (use_list && fcols) {
+		ret = attn_cols_get(d, p, BWD_T, 0, &cl);
+		ret = ret ?: attn_cols_get(d, p, BWD_T, 1, &ct);
+		if (ret)
+			return ret;
+		attn_cols_fill_fwd(&pre, &cl);
+		attn_cols_fill_bwd(&a, &cl);
+		a.tlist_off = ct.off;
+		a.tlist = ct.list;
+	} else if (use_list) {
 		int ph;
 
 		ret = get_plan(d, p, BWD_T, 0, &a.list_off, &a.list,
@@ -490,7 +515,7 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	a.B = p->B; a.Hq = p->Hq; a.Hkv = p->Hkv; a.Nq = p->Nq; a.Nk = p->Nk;
 	a.nqt = pre.nqt;
 	a.nkt = (p->Nk + BWD_T - 1) / BWD_T;
-	a.radius = p->pat.radius;
+	a.radius = fcols ? cl.R : p->pat.radius;
 	a.scale_log2 = pre.scale_log2;
 	a.scale = (float)p->scale;
 
@@ -507,6 +532,12 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 			    attn_smem_bytes(2 * BWD_T + 4 * 64, p->d), s, &a);
 	ret = ret ?: attn_launch(d, fkv, a.nkt, p->Hkv, p->B, 128,
 			    attn_smem_bytes(4 * BWD_T, p->d) + 1024, s, &a);
+	/* after the band's dK, dV: the columns add to their rows */
+	if (!ret && fcols)
+		ret = attn_launch(d, fcols, (cl.ncol + BWD_T - 1) / BWD_T,
+				  p->Hkv, p->B, 128,
+				  attn_smem_bytes(4 * BWD_T, p->d) + 1280, s,
+				  &a);
 	if (!ret && fdg)
 		ret = attn_launch(d, fdg, p->Hq, p->B, 1, 32, 0, s, &a);
 	if (own) {

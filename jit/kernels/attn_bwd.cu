@@ -114,6 +114,8 @@ static __device__ __forceinline__ void store_rows(u16 *g, i64 ld, int row0,
 	}
 }
 
+#include "attn_cols_bwd.cuh"
+
 /* ------------------------------------------------------------------------ */
 /* dQ                                                                       */
 
@@ -237,8 +239,9 @@ asam_attn_bwd_dq_kernel(const attn_bwd_params p)
 					ds += wd * p_of(s2, Ld[r]) *
 					      (dp[n][x] - Dd[r]);
 				if (in_s && ((e & ATTN_E_FULL) ||
-					     pat_allows(e, i, j, q0, off,
-							 p.radius)))
+					     (pat_allows(e, i, j, q0, off,
+							 p.radius) &&
+					      cols_band(p, h, i, j, off))))
 					ds += ws * p_of(s2, Ls[r]) *
 					      (dp[n][x] - Ds[r]);
 				s[n][x] = ds;
@@ -247,6 +250,9 @@ asam_attn_bwd_dq_kernel(const attn_bwd_params p)
 		gemm_ab(acc, s, ck, lane);
 	}
 	cp_async_wait_all();
+	/* STRIDED, HIERARCHICAL: the column keys beyond the band */
+	dq_cols(p, h, off, q0, lim_max, lim, Ls, Ds, ws, sq, sdo, sk, sv, kg,
+		vg, acc);
 	store_rows((u16 *)p.dq + b * p.dq_sb + h * p.dq_sh, p.dq_sn,
 		   q0 + warp * 16, p.Nq, acc, p.scale, lane, lq);
 }
@@ -376,9 +382,11 @@ asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
 						      (dpt[n][x] - sL[192 + c]);
 					}
 					if (in_s && ((e & ATTN_E_FULL) ||
-						     pat_allows(e, i, j, q0,
+						     (pat_allows(e, i, j, q0,
 								 off,
-								 p.radius))) {
+								 p.radius) &&
+						      cols_band(p, h, i, j,
+								off)))) {
 						float ps = p_of(s2, sL[c]);
 
 						pc += ws * ps;

@@ -245,11 +245,17 @@ static __device__ __forceinline__ int row_limit(int i, int lq, int lk,
 	return lim < 0 ? 0 : lim;
 }
 
-/* Token predicate of the pattern inside a partial tile (SPEC 3). */
+#include "attn_cols.cuh"
+
+/*
+ * Token predicate of the pattern inside a partial tile (SPEC 3).  The band
+ * of STRIDED and HIERARCHICAL is LOCAL's (radius R); cols_band() adds
+ * their vote.
+ */
 static __device__ __forceinline__ bool pat_allows(int e, int i, int j,
 						  int q0, int off, int radius)
 {
-#if PATTERN == ATTN_P_LOCAL
+#if PATTERN == ATTN_P_LOCAL || ATTN_HAS_COLS
 	int dl = i + off - j;
 
 	return dl <= radius && -dl <= radius;

@@ -101,6 +101,8 @@ static __device__ __forceinline__ void state_softmax(sm_state &st,
 	}
 }
 
+#include "attn_cols_fwd.cuh"
+
 /* P as A fragments for k16 step ks of the key tile */
 /*
  * One query tile against its key tiles.  MODE is SPARSE, DENSE or SOFT
@@ -311,7 +313,8 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 							(x >> 1) * 8;
 
 						if (pat_allows(e, i, j, q0, off,
-							       p.radius))
+							       p.radius) &&
+						    cols_band(p, h, i, j, off))
 							continue;
 						if (MODE == ATTN_G_SOFT)
 							ps[mt][n][x] =
@@ -369,6 +372,8 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 		}
 	}
 	cp_async_wait_all();
+	/* STRIDED, HIERARCHICAL: the column keys beyond the band */
+	fwd_cols<MODE>(p, h, off, w0, lim_max, lim, sq, sk, sv, kg, vg, ss);
 
 	/* epilogue: normalise, mix, store; padding rows get 0 and -inf */
 	float ws = MODE == ATTN_G_SPARSE ? 1.f : MODE == ATTN_G_DENSE ? 0.f : g;

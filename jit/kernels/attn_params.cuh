@@ -61,6 +61,21 @@ struct attn_fwd_params {
 	const void *d_o;
 	long long do_sb, do_sh, do_sn;
 	float *dsum_s, *dsum_d;		/* [B, Hq, Nq] <dO_i, S_i>, <dO_i, A_i> */
+
+	/*
+	 * STRIDED, HIERARCHICAL (arch/cuda/attn_cols.c): the band's tiles
+	 * come from the lists (radius holds the band radius R), the keys
+	 * the pattern allows beyond R are the sorted column set, attended
+	 * as gathered 64-key tiles.  The per-head vote is a truth table
+	 * over which scale terms hold (STRIDED: one term, delta <= L or
+	 * j mod s == 0).
+	 */
+	const int *col;			/* [ncol] column keys, sorted */
+	const unsigned int *col_tbl;	/* [Hq][8] 256-bit vote tables */
+	int ncol;
+	int col_vote;			/* 1: a head may drop a column */
+	int col_ns;			/* scale terms */
+	int col_s[8], col_r[8];		/* period and radius of each term */
 };
 
 /*
@@ -98,6 +113,21 @@ struct attn_bwd_params {
 	int radius;
 	float scale_log2;		/* sigma * log2(e) */
 	float scale;			/* sigma */
+
+	/*
+	 * STRIDED, HIERARCHICAL (arch/cuda/attn_cols.c): the band's tiles
+	 * come from the lists (radius holds the band radius R), the keys
+	 * the pattern allows beyond R are the sorted column set, attended
+	 * as gathered 64-key tiles.  The per-head vote is a truth table
+	 * over which scale terms hold (STRIDED: one term, delta <= L or
+	 * j mod s == 0).
+	 */
+	const int *col;			/* [ncol] column keys, sorted */
+	const unsigned int *col_tbl;	/* [Hq][8] 256-bit vote tables */
+	int ncol;
+	int col_vote;			/* 1: a head may drop a column */
+	int col_ns;			/* scale terms */
+	int col_s[8], col_r[8];		/* period and radius of each term */
 };
 
 #endif

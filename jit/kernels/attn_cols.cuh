@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * STRIDED and HIERARCHICAL: the predicates of the "virtual key axis".
+ *
+ * Both patterns allow a band (delta <= R: STRIDED's L, HIERARCHICAL's
+ * largest floor(s_k / 4)) and, beyond it, key columns that do not depend
+ * on the query: every key j with j mod s == 0 (STRIDED), or whose vote
+ * sum_k alpha_hk [j mod s_k == 0] passes 0.5 (HIERARCHICAL).  The band is
+ * walked as LOCAL's tile list with radius R; the columns beyond R are a
+ * sorted key set gathered 64 keys at a time (attn_cols_fwd.cuh,
+ * attn_cols_bwd.cuh).  A pair is counted by exactly one of the two:
+ * the band takes delta <= R, the column tiles delta > R.
+ *
+ * The vote runs on a truth table the host fills with the reference's own
+ * sum (asam_pat_hier_allowed): bit m of head h's 256 bits says whether
+ * the terms in mask m together pass, so GPU and reference agree on ties.
+ */
+#ifndef ASAM_ATTN_COLS_CUH
+#define ASAM_ATTN_COLS_CUH
+
+#if PATTERN == ATTN_P_STRIDED || PATTERN == ATTN_P_HIERARCHICAL
+#define ATTN_HAS_COLS 1
+#else
+#define ATTN_HAS_COLS 0
+#endif
+
+/* j mod s == 0 for j >= 0; the usual power-of-two periods skip the divide */
+static __device__ __forceinline__ bool cols_on(int j, int s)
+{
+	return (s & (s - 1)) ? j % s == 0 : (j & (s - 1)) == 0;
+}
+
+/* the full pattern predicate of head h for a pair at distance delta */
+template <class P>
+static __device__ __forceinline__ bool cols_allows(const P &p, int h,
+						   int delta, int j)
+{
+	int m = 0;
+
+#pragma unroll
+	for (int k = 0; k < 8; k++) {
+		if (k >= p.col_ns)
+			break;
+		if (delta <= p.col_r[k] || cols_on(j, p.col_s[k]))
+			m |= 1 << k;
+	}
+	return (__ldg(p.col_tbl + h * 8 + (m >> 5)) >> (m & 31)) & 1;
+}
+
+/*
+ * Inside a band tile, on top of the radius test of pat_allows(): STRIDED
+ * allows the whole band; HIERARCHICAL votes per pair.
+ */
+template <class P>
+static __device__ __forceinline__ bool cols_band(const P &p, int h, int i,
+						 int j, int off)
+{
+#if PATTERN == ATTN_P_HIERARCHICAL
+	int dl = i + off - j;
+
+	return cols_allows(p, h, dl < 0 ? -dl : dl, j);
+#else
+	return true;
+#endif
+}
+
+/* how many columns lie below key @lim (the set is sorted) */
+static __device__ __forceinline__ int cols_below(const int *col, int n,
+						 int lim)
+{
+	int lo = 0, hi = n;
+
+	while (lo < hi) {
+		int m = (lo + hi) >> 1;
+
+		if (__ldg(col + m) < lim)
+			lo = m + 1;
+		else
+			hi = m;
+	}
+	return lo;
+}
+
+/*
+ * Whether row i (key limit lim) takes column key j in a column tile:
+ * beyond the band, under the mask, and (heads that differ) by its vote.
+ */
+template <class P>
+static __device__ __forceinline__ bool cols_take(const P &p, int h, int i,
+						 int j, int lim, int off)
+{
+	int dl = i + off - j;
+
+	if (j < 0 || j >= lim)
+		return false;
+	dl = dl < 0 ? -dl : dl;
+	if (dl <= p.radius)
+		return false;
+	return !p.col_vote || cols_allows(p, h, dl, j);
+}
+
+#endif

@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * STRIDED and HIERARCHICAL backward (see attn_cols.cuh).  The band runs
+ * through the dQ and dK/dV kernels as LOCAL does; the column keys beyond
+ * the band add:
+ *
+ *  - to dQ: dq_cols(), the forward's column walk of a query tile, called
+ *    by the dQ kernel after its band;
+ *  - to dK, dV: asam_attn_bwd_cols_kernel, one block per (b, kv head, 64
+ *    columns) over every query tile that can see them, launched after the
+ *    band's dK/dV kernel: it owns its 64 key rows outright, so it reads
+ *    the band's dK, dV rows, adds its sums and writes them back.  No row is
+ *    touched by two blocks and nothing is atomic: bit-identical.
+ *
+ * Included by attn_bwd.cu after its GEMM helpers.
+ */
+#ifndef ASAM_ATTN_COLS_BWD_CUH
+#define ASAM_ATTN_COLS_BWD_CUH
+
+static __device__ __forceinline__ void dq_cols(const attn_bwd_params &p,
+					       int h, int off, int q0,
+					       int lim_max, const int *lim,
+					       const float *Ls, const float *Ds,
+					       float ws, const u16 *sq,
+					       const u16 *sdo, u16 *sk, u16 *sv,
+					       const u16 *kg, const u16 *vg,
+					       float (*acc)[4])
+{
+#if ATTN_HAS_COLS
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int gr = lane >> 2, tg = lane & 3;
+	const int nc = cols_below(p.col, p.ncol, lim_max);
+	const int cnt = (nc + BLOCK_N - 1) / BLOCK_N;
+
+	if (GATE_MODE == ATTN_G_DENSE || cnt == 0)
+		return;
+	cp_async_wait_all();
+	__syncthreads();
+	load_rows_idx<BLOCK_N, ATTN_THREADS>(sk, kg, p.k_sn, p.col, nc);
+	load_rows_idx<BLOCK_N, ATTN_THREADS>(sv, vg, p.v_sn, p.col, nc);
+	cp_async_commit();
+	for (int it = 0; it < cnt; it++) {
+		const int buf = it & 1, c0 = it * BLOCK_N;
+		int jj[NT_S][2];
+
+		cp_async_wait_all();
+		__syncthreads();
+		if (it + 1 < cnt) {
+			load_rows_idx<BLOCK_N, ATTN_THREADS>(
+				sk + (buf ^ 1) * BLOCK_N * ATTN_LDS, kg,
+				p.k_sn, p.col + c0 + BLOCK_N,
+				nc - c0 - BLOCK_N);
+			load_rows_idx<BLOCK_N, ATTN_THREADS>(
+				sv + (buf ^ 1) * BLOCK_N * ATTN_LDS, vg,
+				p.v_sn, p.col + c0 + BLOCK_N,
+				nc - c0 - BLOCK_N);
+		}
+		cp_async_commit();
+#pragma unroll
+		for (int n = 0; n < NT_S; n++)
+#pragma unroll
+			for (int x = 0; x < 2; x++) {
+				int c = c0 + n * 8 + 2 * tg + x;
+
+				jj[n][x] = c < nc ? __ldg(p.col + c) : -1;
+			}
+
+		const u16 *ck = sk + buf * BLOCK_N * ATTN_LDS;
+		const u16 *cv = sv + buf * BLOCK_N * ATTN_LDS;
+		float s[NT_S][4], dp[NT_S][4];
+
+		gemm_abt(s, sq, ck, warp * 16, lane);
+		gemm_abt(dp, sdo, cv, warp * 16, lane);
+#pragma unroll
+		for (int n = 0; n < NT_S; n++)
+#pragma unroll
+			for (int x = 0; x < 4; x++) {
+				int r = x >> 1;
+				int i = q0 + warp * 16 + gr + r * 8;
+				float s2 = cols_take(p, h, i, jj[n][x & 1],
+						     lim[r], off) ?
+					   s[n][x] * p.scale_log2 :
+					   ATTN_NEG_INF;
+
+				s[n][x] = ws * p_of(s2, Ls[r]) *
+					  (dp[n][x] - Ds[r]);
+			}
+		gemm_ab(acc, s, ck, lane);
+	}
+	cp_async_wait_all();
+#endif
+}
+
+/* dst row (16-bit) += acc * mul, for the rows this warp owns */
+static __device__ __forceinline__ void cols_add_rows(u16 *g, i64 ld,
+						     const int *rows,
+						     float (*acc)[4],
+						     float mul, int lane)
+{
+	const int gr = lane >> 2, tg = lane & 3;
+
+#pragma unroll
+	for (int r = 0; r < 2; r++) {
+		int j = rows[gr + r * 8];
+
+		if (j < 0)
+			continue;
+#pragma unroll
+		for (int c = 0; c < NT_O; c++) {
+			u32 *at = (u32 *)(g + (i64)j * ld + c * 8 + 2 * tg);
+			u32 w = *at;
+
+			*at = pack2(unpack_lo(w) + acc[c][2 * r] * mul,
+				    unpack_hi(w) + acc[c][2 * r + 1] * mul);
+		}
+	}
+}
+
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+asam_attn_bwd_cols_kernel(const attn_bwd_params p)
+{
+#if ATTN_HAS_COLS && GATE_MODE != ATTN_G_DENSE
+	extern __shared__ __align__(16) u16 attn_smem[];
+	const int b = blockIdx.z, hk = blockIdx.y, c0 = blockIdx.x * BLOCK_N;
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int gr = lane >> 2, tg = lane & 3;
+	const int G = p.Hq / p.Hkv;
+	const int lq = p.len_q ? p.len_q[b * p.lq_s] : p.Nq;
+	const int lk = p.len_k ? p.len_k[b * p.lk_s] : p.Nk;
+	const int off = p.Nk - p.Nq, nc = p.ncol - c0;
+	u16 *sk = attn_smem, *sv = sk + BLOCK_N * ATTN_LDS;
+	u16 *sq = sv + BLOCK_N * ATTN_LDS, *sdo = sq + BLOCK_M * ATTN_LDS;
+	float *sL = (float *)(sdo + BLOCK_M * ATTN_LDS);	/* [4][64] */
+	int *sj = (int *)(sL + 4 * 64);				/* [64] */
+	const int jmin = __ldg(p.col + c0);
+	float dk[NT_O][4], dv[NT_O][4];
+	int qt_lo = 0, qt_hi = (lq + BLOCK_M - 1) / BLOCK_M;
+	int jw[2];
+
+#if CAUSAL
+	qt_lo = jmin - off > 0 ? (jmin - off) / BLOCK_M : 0;
+#endif
+	if (jmin >= lk)
+		return;		/* every column here is past len_k: adds 0 */
+	for (int t = threadIdx.x; t < BLOCK_N; t += ATTN_THREADS)
+		sj[t] = t < nc ? __ldg(p.col + c0 + t) : -1;
+#pragma unroll
+	for (int n = 0; n < NT_O; n++) {
+		dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.f;
+		dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
+	}
+	load_rows_idx<BLOCK_N, ATTN_THREADS>(sk, (const u16 *)p.k +
+		b * p.k_sb + hk * p.k_sh, p.k_sn, p.col + c0, nc);
+	load_rows_idx<BLOCK_N, ATTN_THREADS>(sv, (const u16 *)p.v +
+		b * p.v_sb + hk * p.v_sh, p.v_sn, p.col + c0, nc);
+	cp_async_commit();
+	__syncthreads();
+	jw[0] = sj[warp * 16 + gr];
+	jw[1] = sj[warp * 16 + gr + 8];
+
+	for (int h = hk * G; h < hk * G + G; h++) {
+		const float g = GATE_MODE == ATTN_G_SOFT ?
+				p.gate[b * p.g_sb + h * p.g_sh] : 0.f;
+		const float ws = GATE_MODE == ATTN_G_SPARSE ? 1.f : g;
+
+		for (int qt = qt_lo; qt < qt_hi; qt++) {
+			const int q0 = qt * BLOCK_M;
+
+			__syncthreads();	/* the last chunk is consumed */
+			load_tile<BLOCK_M, ATTN_THREADS>(sq, (const u16 *)p.q +
+				b * p.q_sb + h * p.q_sh, p.q_sn, q0, p.Nq);
+			load_tile<BLOCK_M, ATTN_THREADS>(sdo,
+				(const u16 *)p.d_o + b * p.do_sb + h * p.do_sh,
+				p.do_sn, q0, p.Nq);
+			cp_async_commit();
+			for (int t = threadIdx.x; t < BLOCK_M; t += ATTN_THREADS) {
+				int i = q0 + t;
+				i64 lo = b * p.l_sb + h * p.l_sh + i;
+				i64 at = ((i64)b * p.Hq + h) * p.Nq + i;
+				bool ok = i < p.Nq;
+
+				sL[t] = ok && p.lse_s ?
+					p.lse_s[lo] * ATTN_LOG2E : ATTN_NEG_INF;
+				sL[64 + t] = ok ? (float)row_limit(i, lq, lk,
+								   p.Nq, p.Nk) :
+					     0.f;
+				sL[128 + t] = ok && p.dsum_s ? p.dsum_s[at] : 0.f;
+			}
+			cp_async_wait_all();
+			__syncthreads();
+
+			float st[NT_S][4], dpt[NT_S][4];
+
+			/* transposed: rows are this warp's keys, columns queries */
+			gemm_abt(st, sk, sq, warp * 16, lane);
+			gemm_abt(dpt, sv, sdo, warp * 16, lane);
+#pragma unroll
+			for (int n = 0; n < NT_S; n++) {
+#pragma unroll
+				for (int x = 0; x < 4; x++) {
+					int c = n * 8 + 2 * tg + (x & 1);
+					int i = q0 + c;
+					int j = jw[x >> 1];
+					bool ok = cols_take(p, h, i, j,
+							    (int)sL[64 + c],
+							    off);
+					float ps = p_of(ok ? st[n][x] *
+							p.scale_log2 :
+							ATTN_NEG_INF, sL[c]);
+
+					st[n][x] = ws * ps;
+					dpt[n][x] = ws * ps *
+						    (dpt[n][x] - sL[128 + c]);
+				}
+			}
+			gemm_ab(dv, st, sdo, lane);
+			gemm_ab(dk, dpt, sq, lane);
+		}
+	}
+	cp_async_wait_all();
+	cols_add_rows((u16 *)p.dk + b * p.dk_sb + hk * p.dk_sh, p.dk_sn,
+		      sj + warp * 16, dk, p.scale, lane);
+	cols_add_rows((u16 *)p.dv + b * p.dv_sb + hk * p.dv_sh, p.dv_sn,
+		      sj + warp * 16, dv, 1.f, lane);
+#endif
+}
+
+#endif
