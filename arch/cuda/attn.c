@@ -24,6 +24,7 @@
 #include <internal/log.h>
 #include <internal/problem.h>
 
+#include "attn_clus.h"
 #include "attn_int.h"
 #include "attn_plan.h"
 #include "../../jit/kernels/attn_params.cuh"
@@ -234,6 +235,11 @@ int asam_cuda_attn_supports(struct asam_backend *be,
 	case ASAM_PATTERN_LOCAL:
 	case ASAM_PATTERN_RANDOM:
 		break;
+	case ASAM_PATTERN_CLUSTERED:
+		i = asam_cuda_clus_supports(p);
+		if (i)
+			return i;
+		break;
 	default:
 		return asam_err(-EOPNOTSUPP, "pattern %s has no cuda kernel yet",
 				asam_pattern_name(p->pat.kind));
@@ -273,6 +279,10 @@ int asam_cuda_attn_workspace_size(struct asam_backend *be,
 	*bytes = 0;
 	if (ret)
 		return ret;
+	if (p->pat.kind == ASAM_PATTERN_CLUSTERED) {
+		*bytes = asam_cuda_clus_workspace(p);
+		return 0;
+	}
 	if (p->bwd)	/* the row sums <dO, S> and <dO, A> */
 		*bytes = 2 * sizeof(float) * (size_t)p->B * p->Hq * p->Nq;
 	return 0;
@@ -340,6 +350,8 @@ int asam_cuda_attn_fwd(struct asam_backend *be, const struct asam_problem *p)
 	CUfunction f;
 	bool cap;
 
+	if (p->pat.kind == ASAM_PATTERN_CLUSTERED)
+		return asam_cuda_clus_fwd(be, p);
 	ret = asam_cuda_attn_supports(be, p);
 	ret = ret ?: asam_cuda_device_enter(d);
 	ret = ret ?: attn_capturing_of(d, s, &cap);
@@ -375,6 +387,8 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	int ret, use_list;
 	bool cap;
 
+	if (p->pat.kind == ASAM_PATTERN_CLUSTERED)
+		return asam_cuda_clus_bwd(be, p);
 	ret = asam_cuda_attn_supports(be, p);
 	ret = ret ?: asam_cuda_device_enter(d);
 	ret = ret ?: attn_capturing_of(d, s, &cap);
