@@ -451,3 +451,33 @@ int asam_cuda_cluster_update(struct asam_backend *be,
 	}
 	return clus_release(d, s, own, ret);
 }
+
+/*
+ * For the selftests: the cluster of every query and key as the GPU
+ * assigns it ([B, Hq, Nq] and [B, Hq, Nk], int32, host memory).
+ */
+int asam_cuda_clus_assign_to_host(struct asam_cuda_device *d,
+				  const struct asam_problem *p, int32_t *cq,
+				  int32_t *ck)
+{
+	struct attn_clus_params c;
+	struct clus_layout L;
+	CUdeviceptr own;
+	size_t bh = (size_t)p->B * p->Hq;
+	int ret = clus_assign_supports(p);
+
+	ret = ret ?: asam_cuda_device_enter(d);
+	if (ret)
+		return ret;
+	clus_layout(p, 0, 0, false, false, &L);
+	ret = asam_cuda_malloc(d, L.bytes, &own);
+	if (ret)
+		return ret;
+	ret = clus_prepare(d, p, false, &L, own, NULL, &c);
+	ret = ret ?: asam_cuda_memcpy_dtoh(d, cq, own + L.cl[0],
+					   4 * bh * p->Nq, NULL, false);
+	ret = ret ?: asam_cuda_memcpy_dtoh(d, ck, own + L.cl[1],
+					   4 * bh * p->Nk, NULL, false);
+	asam_cuda_free(d, own);
+	return ret;
+}

@@ -7,6 +7,9 @@
 #define ASAM_CUDA_ATTN_CLUS_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include <internal/cuda.h>
 
 #include <internal/backend.h>
 #include <internal/problem.h>
@@ -20,5 +23,9 @@ int asam_cuda_clus_bwd(struct asam_backend *be, const struct asam_problem *p);
 /* asam_cluster_update() on the GPU: the reference's result, in fp64 */
 int asam_cuda_cluster_update(struct asam_backend *be,
 			     const struct asam_problem *p, float decay);
+/* for the selftests: the GPU's assignment, [B, Hq, N] int32 on the host */
+int asam_cuda_clus_assign_to_host(struct asam_cuda_device *d,
+				  const struct asam_problem *p, int32_t *cq,
+				  int32_t *ck);
 
 #endif
