@@ -138,10 +138,12 @@ const struct asam_jit_family asam_jit_families[] = {
 		.source = "attn_bwd.cu",
 		.entries = { "asam_attn_bwd_dq_kernel",
 			     "asam_attn_bwd_dkdv_kernel",
-			     "asam_attn_bwd_dg_kernel",
-			     /* PATTERN == CLUSTERED only */
-			     "asam_attn_bwd_clus_dq_kernel",
-			     "asam_attn_bwd_clus_dkdv_kernel" },
+			     "asam_attn_bwd_dg_kernel" },
+		/*
+		 * PATTERN == CLUSTERED builds add asam_attn_bwd_clus_dq_kernel
+		 * and asam_attn_bwd_clus_dkdv_kernel (attn_bucket_bwd.cuh);
+		 * the other builds lack them, so they are not listed here.
+		 */
 		.hopper_only = false,
 		.variants = attn_variants,
 	},

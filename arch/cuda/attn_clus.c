@@ -190,8 +190,6 @@ static int clus_scratch(struct asam_cuda_device *d,
 		*base = (CUdeviceptr)(uintptr_t)p->workspace;
 		return 0;
 	}
-	if (!IS_ENABLED(CONFIG_JIT_NVRTC))
-		return 0;
 	if (asam_cuda_malloc(d, need ? need : 16, own))
 		return -ENOMEM;
 	*base = *own;
