@@ -268,19 +268,20 @@ static __device__ __forceinline__ void bucket_fwd_tile(const attn_fwd_params &p,
 		float is = ls > 0.f && live ? ws / ls : 0.f;
 		float id = ld > 0.f && live ? (1.f - ws) / ld : 0.f;
 
-		if (i < 0)
-			continue;
 #if BWD_PRE
+		/* every lane reaches the quad sums; only live rows store */
 		{
 			const u16 *dg = (const u16 *)p.d_o + b * p.do_sb +
-					h * p.do_sh + (i64)i * p.do_sn;
+					h * p.do_sh +
+					(i64)(i < 0 ? 0 : i) * p.do_sn;
 			float ds = 0.f, dd = 0.f;
 
 			is = ls > 0.f && live ? 1.f / ls : 0.f;
 			id = ld > 0.f && live ? 1.f / ld : 0.f;
 #pragma unroll
 			for (int n = 0; n < NT_O; n++) {
-				u32 w = *(const u32 *)(dg + n * 8 + 2 * tg);
+				u32 w = i < 0 ? 0 :
+					*(const u32 *)(dg + n * 8 + 2 * tg);
 				float a = unpack_lo(w), cc = unpack_hi(w);
 
 				ds += (S_.acc[n][2 * r] * a +
@@ -291,7 +292,7 @@ static __device__ __forceinline__ void bucket_fwd_tile(const attn_fwd_params &p,
 			}
 			ds = quad_sum(ds);
 			dd = quad_sum(dd);
-			if (tg == 0) {
+			if (tg == 0 && i >= 0) {
 				i64 at = bh * p.Nq + i;
 
 				if (p.dsum_s)
@@ -301,6 +302,8 @@ static __device__ __forceinline__ void bucket_fwd_tile(const attn_fwd_params &p,
 			}
 		}
 #else
+		if (i < 0)
+			continue;
 #pragma unroll
 		for (int n = 0; n < NT_O; n++) {
 			float o0 = S_.acc[n][2 * r] * is;
