@@ -39,14 +39,7 @@
 
 static __device__ __forceinline__ float x16(u16 v)
 {
-#if DTYPE == ATTN_BF16
-	return __uint_as_float((u32)v << 16);
-#else
-	float f;
-
-	asm("cvt.f32.f16 %0, %1;\n" : "=f"(f) : "h"(v));
-	return f;
-#endif
+	return unpack_lo(v);
 }
 
 static __device__ __forceinline__ double mu_get(const attn_clus_params &p,
