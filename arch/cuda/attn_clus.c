@@ -32,7 +32,8 @@
 struct clus_layout {
 	size_t cl[2], perm[2], off[2], tiles[2], ntile[2], nrm[2];
 	size_t dsum, part_k, part_v;
-	int ntiles[2], tile[2];
+	size_t soft[2], mask;		/* SOFT cluster mode */
+	int ntiles[2], tile[2], mw;
 	size_t bytes;
 };
 
@@ -44,13 +45,19 @@ static size_t take(size_t *at, size_t bytes)
 	return o;
 }
 
+/* whether @p's pairs come from the SOFT cluster rule (a mask) */
+static bool clus_soft(const struct asam_problem *p)
+{
+	return p->pat.cmode == ASAM_CLUSTER_SOFT;
+}
+
 /*
  * Scratch of a call with query tiles of @tq slots and key tiles of @tk
  * (0: no table); @bwd adds the row sums and GQA partials, @nrm the norms
- * of the k-means update.
+ * of the k-means update, @soft the SOFT rule's assignments and mask.
  */
 static void clus_layout(const struct asam_problem *p, int tq, int tk,
-			bool bwd, bool nrm, struct clus_layout *L)
+			bool bwd, bool nrm, bool soft, struct clus_layout *L)
 {
 	size_t bh = (size_t)p->B * p->Hq, at = 0;
 	int N[2] = { p->Nq, p->Nk }, T[2] = { tq, tk }, s;
@@ -66,6 +73,12 @@ static void clus_layout(const struct asam_problem *p, int tq, int tk,
 		L->ntile[s] = take(&at, 4 * bh);
 		if (nrm)
 			L->nrm[s] = take(&at, 8 * bh * N[s]);
+		if (soft)
+			L->soft[s] = take(&at, 8 * bh * N[s] * p->pat.C);
+	}
+	if (soft) {
+		L->mw = (p->Nk + 31) / 32;
+		L->mask = take(&at, 4 * bh * p->Nq * L->mw);
 	}
 	if (bwd) {
 		L->dsum = take(&at, 2 * sizeof(float) * bh * p->Nq);
@@ -93,9 +106,6 @@ int asam_cuda_clus_supports(const struct asam_problem *p)
 {
 	if (p->gate_mode == ASAM_GATE_DENSE)
 		return 0;	/* dense attention: the pattern plays no part */
-	if (p->pat.cmode != ASAM_CLUSTER_ARGMAX)
-		return asam_err(-EOPNOTSUPP,
-				"pattern: CLUSTERED cluster_mode SOFT has no cuda kernel yet");
 	return clus_assign_supports(p);
 }
 
@@ -107,10 +117,10 @@ size_t asam_cuda_clus_workspace(const struct asam_problem *p)
 		return p->bwd ? 2 * sizeof(float) * (size_t)p->B * p->Hq * p->Nq :
 			0;
 	if (p->bwd)
-		clus_layout(p, CL_T, CL_T, true, false, &L);
+		clus_layout(p, CL_T, CL_T, true, false, clus_soft(p), &L);
 	else
 		clus_layout(p, p->gate_mode == ASAM_GATE_SOFT ? CL_SOFT_BM :
-			    CL_FWD_BM, 0, false, false, &L);
+			    CL_FWD_BM, 0, false, false, clus_soft(p), &L);
 	return L.bytes;
 }
 
@@ -130,7 +140,12 @@ static void *dp(CUdeviceptr base, size_t off)
 	return (void *)(uintptr_t)(base + off);
 }
 
-/* The assignment and sortings of both sides into scratch @base. */
+/*
+ * The assignment and sortings of both sides into scratch @base.  The
+ * SOFT rule (L->mask) puts every token in cluster 0, so the sortings are
+ * the identity and one bucket holds everything; its pairs come from the
+ * mask instead.
+ */
 static int clus_prepare(struct asam_cuda_device *d,
 			const struct asam_problem *p, bool cap,
 			const struct clus_layout *L, CUdeviceptr base,
@@ -138,12 +153,19 @@ static int clus_prepare(struct asam_cuda_device *d,
 {
 	const struct asam_tv *mu = &p->pat.centroids;
 	struct asam_jit_spec spec;
-	CUfunction fa, fs;
+	CUfunction fa, fs, fsoft = NULL, fmask = NULL;
 	int C = p->pat.C, CP = (C + 31) / 32 * 32, side, ret;
+	size_t bh = (size_t)p->B * p->Hq;
 
 	ret = clus_spec(&spec, d, p);
 	ret = ret ?: attn_get_fn(d, &spec, "asam_clus_assign_kernel", cap, &fa);
 	ret = ret ?: attn_get_fn(d, &spec, "asam_clus_sort_kernel", cap, &fs);
+	if (!ret && L->mask) {
+		ret = attn_get_fn(d, &spec, "asam_clus_soft_kernel", cap,
+				  &fsoft);
+		ret = ret ?: attn_get_fn(d, &spec, "asam_clus_mask_kernel",
+					 cap, &fmask);
+	}
 	if (ret)
 		return ret;
 	memset(c, 0, sizeof(*c));
@@ -169,12 +191,29 @@ static int clus_prepare(struct asam_cuda_device *d,
 		c->nrm[side] = L->nrm[side] ? dp(base, L->nrm[side]) : NULL;
 		c->tile[side] = L->tile[side];
 		c->ntiles[side] = L->ntiles[side];
+		c->soft[side] = L->mask ? dp(base, L->soft[side]) : NULL;
 	}
+	c->mask = L->mask ? dp(base, L->mask) : NULL;
+	c->mw = L->mw;
+	c->temp = p->pat.temp;
+	c->thresh = p->pat.thresh;
 	for (side = 0; side < 2 && !ret; side++) {
 		c->side = side;
-		ret = attn_launch(d, fa, (c->N[side] + 127) / 128, p->Hq, p->B,
-				  128, CP * p->d * 4 + C * 8, s, c);
+		if (!L->mask) {
+			ret = attn_launch(d, fa, (c->N[side] + 127) / 128,
+					  p->Hq, p->B, 128,
+					  CP * p->d * 4 + C * 8, s, c);
+			continue;
+		}
+		ret = asam_cuda_memset8(d, base + L->cl[side], 0,
+					4 * bh * c->N[side], s);
+		ret = ret ?: attn_launch(d, fsoft, (c->N[side] + 127) / 128,
+					 p->Hq, p->B, 128, C * 8, s, c);
 	}
+	if (!ret && L->mask)
+		ret = attn_launch(d, fmask,
+				  (unsigned)(((size_t)p->Nq * L->mw + 127) / 128),
+				  p->Hq, p->B, 128, 0, s, c);
 	ret = ret ?: attn_launch(d, fs, p->Hq, p->B, 2, CL_SORT_WARPS * 32,
 				 (CL_SORT_WARPS * C + C + 1) * 4, s, c);
 	return ret;
@@ -232,6 +271,8 @@ static void fill_cl_fwd(struct attn_fwd_params *a, const struct attn_clus_params
 	a->cl_nqtiles = c->ntile[0];
 	a->cl_C = C;
 	a->cl_ntq = c->ntiles[0];
+	a->cl_mask = c->mask;
+	a->cl_mw = c->mw;
 }
 
 int asam_cuda_clus_fwd(struct asam_backend *be, const struct asam_problem *p)
@@ -257,7 +298,7 @@ int asam_cuda_clus_fwd(struct asam_backend *be, const struct asam_problem *p)
 	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_fwd_kernel", cap, &f);
 	if (ret)
 		return ret;
-	clus_layout(p, bm, 0, false, false, &L);
+	clus_layout(p, bm, 0, false, false, clus_soft(p), &L);
 	ret = clus_scratch(d, p, L.bytes, &base, &own);
 	if (ret)
 		return asam_err(ret, "cuda clustered: no device scratch of %zu bytes",
@@ -314,7 +355,7 @@ int asam_cuda_clus_bwd(struct asam_backend *be, const struct asam_problem *p)
 	}
 	if (ret)
 		return ret;
-	clus_layout(p, CL_T, CL_T, true, false, &L);
+	clus_layout(p, CL_T, CL_T, true, false, clus_soft(p), &L);
 	ret = clus_scratch(d, p, L.bytes, &base, &own);
 	if (ret)
 		return asam_err(ret, "cuda clustered: no device scratch of %zu bytes",
@@ -373,6 +414,8 @@ int asam_cuda_clus_bwd(struct asam_backend *be, const struct asam_problem *p)
 	a.cl_nqtiles = c.ntile[0]; a.cl_nktiles = c.ntile[1];
 	a.cl_C = p->pat.C;
 	a.cl_ntq = c.ntiles[0]; a.cl_ntk = c.ntiles[1];
+	a.cl_mask = c.mask;
+	a.cl_mw = c.mw;
 	if (G > 1) {
 		a.cl_part_k = dp(base, L.part_k);
 		a.cl_part_v = dp(base, L.part_v);
@@ -436,7 +479,7 @@ int asam_cuda_cluster_update(struct asam_backend *be,
 				 &fu);
 	if (ret)
 		return ret;
-	clus_layout(p, 0, 0, false, true, &L);
+	clus_layout(p, 0, 0, false, true, false, &L);
 	/* no workspace here: always borrowed, and the call waits */
 	ret = asam_cuda_malloc(d, L.bytes, &own);
 	if (ret)
@@ -467,7 +510,7 @@ int asam_cuda_clus_assign_to_host(struct asam_cuda_device *d,
 	ret = ret ?: asam_cuda_device_enter(d);
 	if (ret)
 		return ret;
-	clus_layout(p, 0, 0, false, false, &L);
+	clus_layout(p, 0, 0, false, false, false, &L);
 	ret = asam_cuda_malloc(d, L.bytes, &own);
 	if (ret)
 		return ret;

@@ -18,6 +18,8 @@
 #ifndef ASAM_ATTN_BUCKET_BWD_CUH
 #define ASAM_ATTN_BUCKET_BWD_CUH
 
+#include "attn_bucket.cuh"
+
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
 asam_attn_bwd_clus_dq_kernel(const attn_bwd_params p)
 {
@@ -130,14 +132,18 @@ asam_attn_bwd_clus_dq_kernel(const attn_bwd_params p)
 				int r = x >> 1, col = n * 8 + 2 * tg + (x & 1);
 				int kv = cx[col];
 				bool ok = soft ? k0 + col < lim[r] : kv < lim[r];
-				float s2 = ok ? s[n][x] * p.scale_log2 :
-					   ATTN_NEG_INF;
-				float ds = 0.f;
+				float s2, ds = 0.f;
 
+				if (!soft && ok)
+					ok = bucket_bit(p.cl_mask, p.cl_mw, bh,
+							p.Nq, row[r], kv);
+				s2 = ok ? s[n][x] * p.scale_log2 : ATTN_NEG_INF;
 				if (soft) {
 					ds += wd * p_of(s2, Ld[r]) *
 					      (dp[n][x] - Dd[r]);
-					if (kv == c)
+					if (ok && kv == c &&
+					    bucket_bit(p.cl_mask, p.cl_mw, bh,
+						       p.Nq, row[r], k0 + col))
 						ds += ws * p_of(s2, Ls[r]) *
 						      (dp[n][x] - Ds[r]);
 				} else {
@@ -288,6 +294,9 @@ asam_attn_bwd_clus_dkdv_kernel(const attn_bwd_params p)
 #if CAUSAL
 				ok = ok && j <= i + off;
 #endif
+				if (!soft && ok)
+					ok = bucket_bit(p.cl_mask, p.cl_mw, bh,
+							p.Nq, i, j);
 				s2 = ok ? st[n][x] * p.scale_log2 : ATTN_NEG_INF;
 				if (soft) {
 					float pd = p_of(s2, sL[64 + col]);
@@ -295,7 +304,9 @@ asam_attn_bwd_clus_dkdv_kernel(const attn_bwd_params p)
 					pc += wd * pd;
 					ds += wd * pd * (dpt[n][x] - sL[192 + col]);
 				}
-				if (!soft || qv == c) {
+				if (!soft || (ok && qv == c &&
+					      bucket_bit(p.cl_mask, p.cl_mw,
+							 bh, p.Nq, i, j))) {
 					float ps = p_of(s2, sL[col]);
 
 					pc += ws * ps;

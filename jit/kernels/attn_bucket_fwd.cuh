@@ -22,6 +22,8 @@
 #ifndef ASAM_ATTN_BUCKET_FWD_CUH
 #define ASAM_ATTN_BUCKET_FWD_CUH
 
+#include "attn_bucket.cuh"
+
 template <int MODE>
 static __device__ __forceinline__ void bucket_fwd_tile(const attn_fwd_params &p,
 						       int b, int h, int t,
@@ -190,16 +192,25 @@ static __device__ __forceinline__ void bucket_fwd_tile(const attn_fwd_params &p,
 					int lm = lim[mt][x >> 1];
 					float v = s[mt][n][x] * p.scale_log2;
 
+					int i = row[mt][x >> 1];
+
 					if (MODE == ATTN_G_SPARSE) {
-						s[mt][n][x] = kv < lm ? v :
-							      ATTN_NEG_INF;
+						s[mt][n][x] = kv < lm &&
+							bucket_bit(p.cl_mask,
+								p.cl_mw, bh,
+								p.Nq, i, kv) ?
+							v : ATTN_NEG_INF;
 					} else {
 						bool ok = k0 + col < lm;
 
 						s[mt][n][x] = ok ? v :
 							      ATTN_NEG_INF;
-						ps[mt][n][x] = ok && kv == c ?
-							       v : ATTN_NEG_INF;
+						ps[mt][n][x] = ok && kv == c &&
+							bucket_bit(p.cl_mask,
+								p.cl_mw, bh,
+								p.Nq, i,
+								k0 + col) ?
+							v : ATTN_NEG_INF;
 					}
 				}
 			if (MODE == ATTN_G_SOFT) {

@@ -211,6 +211,95 @@ asam_clus_assign_kernel(const attn_clus_params p)
 }
 
 /*
+ * SOFT cluster mode: a_t = softmax_c(<n^(x_t), n^(mu_hc)> / |tau|), in
+ * fp64 with the reference's order of operations (cluster_soft() in
+ * runtime/pattern.c).  Grid (token blocks, Hq, B); shared: the centroid
+ * norms.
+ */
+extern "C" __global__ void __launch_bounds__(CL_THREADS)
+asam_clus_soft_kernel(const attn_clus_params p)
+{
+	extern __shared__ __align__(16) float cl_smem[];
+	const int side = p.side, h = blockIdx.y, b = blockIdx.z;
+	const int N = p.N[side], C = p.C;
+	const int hx = side ? h / (p.Hq / p.Hx[1]) : h;
+	const int t = blockIdx.x * CL_THREADS + threadIdx.x;
+	double *scn = (double *)cl_smem;
+	const i64 bh = (i64)b * p.Hq + h;
+
+	for (int c = threadIdx.x; c < C; c += CL_THREADS) {
+		double n = 0;
+
+		for (int e = 0; e < HEAD_DIM; e++) {
+			double m = mu_get(p, h * p.mu_sh + c * p.mu_sc +
+					     e * p.mu_se);
+
+			n = __dadd_rn(n, __dmul_rn(m, m));
+		}
+		scn[c] = fmax(__dsqrt_rn(n), 1e-12);
+	}
+	__syncthreads();
+	if (t >= N)
+		return;
+
+	const u16 *x = (const u16 *)p.x[side] + b * p.x_sb[side] +
+		       hx * p.x_sh[side] + (i64)t * p.x_sn[side];
+	double *a = p.soft[side] + (bh * N + t) * C;
+	double xn = exact_norm(x), tau = fabs((double)p.temp);
+	double mx = (double)ATTN_NEG_INF, sum = 0;
+
+	for (int c = 0; c < C; c++) {
+		double dot = 0;
+
+		for (int e = 0; e < HEAD_DIM; e++)
+			dot = __dadd_rn(dot, __dmul_rn((double)x16(x[e]),
+				mu_get(p, h * p.mu_sh + c * p.mu_sc +
+					  e * p.mu_se)));
+		a[c] = __ddiv_rn(dot, __dmul_rn(xn, scn[c]));
+		mx = fmax(mx, __ddiv_rn(a[c], tau));
+	}
+	for (int c = 0; c < C; c++) {
+		a[c] = exp(__dsub_rn(__ddiv_rn(a[c], tau), mx));
+		sum = __dadd_rn(sum, a[c]);
+	}
+	for (int c = 0; c < C; c++)
+		a[c] = __ddiv_rn(a[c], sum);
+}
+
+/*
+ * SOFT cluster mode: the pair mask <a_i, b_j> > theta, a 32-key word a
+ * thread, sums in fp64 in the reference's order.  Grid (word blocks, Hq,
+ * B).
+ */
+extern "C" __global__ void __launch_bounds__(CL_THREADS)
+asam_clus_mask_kernel(const attn_clus_params p)
+{
+	const int h = blockIdx.y, b = blockIdx.z, C = p.C;
+	const i64 idx = (i64)blockIdx.x * CL_THREADS + threadIdx.x;
+	const int Nq = p.N[0], Nk = p.N[1];
+	const i64 bh = (i64)b * p.Hq + h;
+	const int i = (int)(idx / p.mw), w = (int)(idx % p.mw);
+	const double th = p.thresh;
+	unsigned bits = 0;
+
+	if (i >= Nq)
+		return;
+
+	const double *a = p.soft[0] + (bh * Nq + i) * C;
+
+	for (int k = 0; k < 32 && w * 32 + k < Nk; k++) {
+		const double *bj = p.soft[1] + (bh * Nk + w * 32 + k) * C;
+		double dot = 0;
+
+		for (int c = 0; c < C; c++)
+			dot = __dadd_rn(dot, __dmul_rn(a[c], bj[c]));
+		if (dot > th)
+			bits |= 1u << k;
+	}
+	p.mask[(bh * Nq + i) * p.mw + w] = bits;
+}
+
+/*
  * Grid (Hq, B, 2 sides), CL_SORT_WARPS warps.  Shared: the per-warp
  * counts [CL_SORT_WARPS][C], then the cluster offsets [C + 1].
  */

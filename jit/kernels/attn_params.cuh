@@ -57,6 +57,8 @@ struct attn_fwd_params {
 	const int *cl_qtiles;		/* [B, Hq, cl_ntq][2] (slot, cluster) */
 	const int *cl_nqtiles;		/* [B, Hq] tiles in use */
 	int cl_C, cl_ntq;
+	const unsigned *cl_mask;	/* SOFT cluster mode: [B, Hq, Nq, mw] */
+	int cl_mw, cl_pad;
 };
 
 /*
@@ -103,6 +105,8 @@ struct attn_bwd_params {
 	const int *cl_nqtiles, *cl_nktiles;
 	float *cl_part_k, *cl_part_v;	/* GQA: [B, Hq, Nk, d] fp32 or NULL */
 	int cl_C, cl_ntq, cl_ntk, cl_pad;
+	const unsigned *cl_mask;	/* as in attn_fwd_params */
+	int cl_mw, cl_pad2;
 };
 
 /*
@@ -131,6 +135,12 @@ struct attn_clus_params {
 	void *dst;
 	long long d_sb, d_sh, d_sn;
 	int Hkv, Nk;
+
+	/* SOFT cluster mode: a, b = softmax_c(cos / |tau|), the pair mask */
+	double *soft[2];		/* [B, Hq, N, C] */
+	unsigned *mask;			/* [B, Hq, Nq, mw] bit j % 32 of j / 32 */
+	int mw;
+	float temp, thresh;
 };
 
 #endif

@@ -4,7 +4,8 @@
  * reference: every gate mode x causal x GQA x lengths x fp16/bf16 x d 64
  * and 128, C in {1, 4, 32}, N from 1 to 2048, Nq != Nk, centroids that
  * leave clusters empty (exact duplicates: ties go to the lowest index)
- * and very unbalanced (near-duplicates around one direction).  Then the
+ * and very unbalanced (near-duplicates around one direction), and the
+ * SOFT cluster rule (<a_i, b_j> > theta) in every gate mode.  Then the
  * GPU's assignment against asam_cluster_argmax() token by token, and
  * asam_cluster_update() on the GPU against the CPU's.  SKIP without a GPU.
  *
@@ -24,6 +25,9 @@
 #include "gpu_case.h"
 
 enum { CT_RANDOM, CT_SKEWED };
+
+/* the cluster rule of one(): ARGMAX, or SOFT with a sharp temperature */
+static enum asam_cluster_mode g_cmode = ASAM_CLUSTER_ARGMAX;
 
 /* [Hq, C, d] fp32 centroids on the host */
 static struct tt *centroids(int Hq, int C, int d, int kind)
@@ -61,11 +65,15 @@ static void one(int dt16, int d, int gate, int causal, int B, int Hq,
 	asam_pattern_init(&pt, ASAM_PATTERN_CLUSTERED);
 	pt.num_clusters = C;
 	pt.centroids = &mu.dl;
+	pt.cluster_mode = g_cmode;
+	/* tau 0.02 spreads <a_i, b_j> around theta = 0.1 */
+	pt.cluster_temp = 0.02f;
 	pr = pt;
 	pr.centroids = &mu.h->dl;
 	c.pat = &pt;
 	c.pat_ref = &pr;
-	ksft_print_msg("C %d%s\n", C, kind == CT_SKEWED ? " skewed" : "");
+	ksft_print_msg("C %d%s%s\n", C, kind == CT_SKEWED ? " skewed" : "",
+		       g_cmode == ASAM_CLUSTER_SOFT ? " cluster_mode SOFT" : "");
 	gpu_case_run(&c);
 	gt_free(&mu);
 }
@@ -276,7 +284,7 @@ int main(int argc, char **argv)
 	gpu_case_setup();
 	if (argc > 1 && !strcmp(argv[1], "--bench"))
 		return bench() ? 1 : 0;
-	ksft_set_plan(4 * 2 * 3 + 6 + 4 + 3);
+	ksft_set_plan(4 * 2 * 3 + 6 + 4 + 4 + 3);
 	/* gate x causal x (C, GQA, lengths, dtype, d) */
 	for (g = 0; g < 4; g++)
 		for (c = 0; c < 2; c++) {
@@ -298,6 +306,14 @@ int main(int argc, char **argv)
 	one(1, 128, ASAM_GATE_SPARSE, 0, 1, 2, 2, 1, 1, false, 4, CT_RANDOM);
 	one(0, 128, ASAM_GATE_SOFT, 1, 1, 2, 2, 1, 5, true, 4, CT_RANDOM);
 	one(1, 64, ASAM_GATE_HARD, 1, 2, 4, 4, 700, 900, true, 32, CT_SKEWED);
+
+	/* the SOFT cluster rule, through the pair mask */
+	g_cmode = ASAM_CLUSTER_SOFT;
+	for (g = 0; g < 4; g++)
+		one(g & 1, g & 2 ? 64 : 128, g, g & 1, 2, 4, 2, 200 + 31 * g,
+		    260 - 17 * g, g == 2, g & 1 ? 32 : 4,
+		    g & 2 ? CT_SKEWED : CT_RANDOM);
+	g_cmode = ASAM_CLUSTER_ARGMAX;
 
 	assign_case(1, 128, 2, 4, 2, 3000, 32, CT_RANDOM);
 	assign_case(0, 64, 1, 2, 2, 2000, 32, CT_SKEWED);
