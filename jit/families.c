@@ -198,6 +198,33 @@ static int attn_all_variants(const struct asam_jit_variant_ctx *vc, int arch,
 	       attn_cols_variants(vc, arch, cb, arg);
 }
 
+/*
+ * CLUSTERED's assignment, sort, k-means and GQA sum: head dims 64 and 128,
+ * fp16/bf16 tokens, centroids in fp32 or the tokens' dtype (CDT: enum
+ * asam_dtype; fp64 centroids compile on first use).
+ */
+static int clus_variants(const struct asam_jit_variant_ctx *vc, int arch,
+			 asam_jit_variant_cb cb, void *arg)
+{
+	static const int dims[] = { 64, 128 };
+	struct asam_jit_spec spec;
+	int dt[3], ndt, i, j, c, err;
+
+	ndt = enabled_dtypes(dt);
+	for (i = 1; i < ndt; i++)
+	for (j = 0; j < (int)ARRAY_SIZE(dims); j++)
+	for (c = 0; c < 2; c++) {
+		err = asam_jit_spec_init(&spec, vc->family->name, arch);
+		err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", dims[j]);
+		err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[i]);
+		err = err ?: asam_jit_spec_set(&spec, "CDT", c ? dt[i] : 3);
+		err = err ?: cb(&spec, arg);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 const struct asam_jit_family asam_jit_families[] = {
 	{
 		.name = "selftest",
@@ -222,6 +249,11 @@ const struct asam_jit_family asam_jit_families[] = {
 			     "asam_attn_bwd_dkdv_kernel",
 			     "asam_attn_bwd_dg_kernel",
 			     "asam_attn_bwd_cols_kernel" },
+		/*
+		 * PATTERN == CLUSTERED builds add asam_attn_bwd_clus_dq_kernel
+		 * and asam_attn_bwd_clus_dkdv_kernel (attn_bucket_bwd.cuh);
+		 * the other builds lack them, so they are not listed here.
+		 */
 		.hopper_only = false,
 		.variants = attn_all_variants,
 	},
@@ -243,6 +275,18 @@ const struct asam_jit_family asam_jit_families[] = {
 		.entries = { "asam_attn_fwd_sm90_kernel" },
 		.hopper_only = true,
 		.variants = attn_sm90_variants,
+	},
+	{
+		.name = "attn_clus",
+		.source = "attn_clus.cu",
+		.entries = { "asam_clus_assign_kernel",
+			     "asam_clus_sort_kernel",
+			     "asam_clus_update_kernel",
+			     "asam_clus_gqa_sum_kernel",
+			     "asam_clus_soft_kernel",
+			     "asam_clus_mask_kernel" },
+		.hopper_only = false,
+		.variants = clus_variants,
 	},
 };
 

@@ -24,6 +24,7 @@
 #include <internal/log.h>
 #include <internal/problem.h>
 
+#include "attn_clus.h"
 #include "attn_int.h"
 #include "attn_plan.h"
 #include "attn_rows.h"
@@ -240,6 +241,11 @@ int asam_cuda_attn_supports(struct asam_backend *be,
 	case ASAM_PATTERN_STRIDED:	/* band + columns, attn_cols.c */
 	case ASAM_PATTERN_HIERARCHICAL:
 		break;
+	case ASAM_PATTERN_CLUSTERED:
+		i = asam_cuda_clus_supports(p);
+		if (i)
+			return i;
+		break;
 	default:
 		return asam_err(-EOPNOTSUPP, "pattern %s has no cuda kernel yet",
 				asam_pattern_name(p->pat.kind));
@@ -282,6 +288,10 @@ int asam_cuda_attn_workspace_size(struct asam_backend *be,
 	*bytes = 0;
 	if (ret)
 		return ret;
+	if (p->pat.kind == ASAM_PATTERN_CLUSTERED) {
+		*bytes = asam_cuda_clus_workspace(p);
+		return 0;
+	}
 	if (p->bwd)	/* the row sums <dO, S> and <dO, A> */
 		*bytes = 2 * sizeof(float) * (size_t)p->B * p->Hq * p->Nq;
 	return 0;
@@ -384,6 +394,8 @@ int asam_cuda_attn_fwd(struct asam_backend *be, const struct asam_problem *p)
 
 	if (attn_rows_kind(p))
 		return asam_cuda_rows_fwd(be, p);
+	if (p->pat.kind == ASAM_PATTERN_CLUSTERED)
+		return asam_cuda_clus_fwd(be, p);
 	ret = asam_cuda_attn_supports(be, p);
 	ret = ret ?: asam_cuda_device_enter(d);
 	ret = ret ?: attn_capturing_of(d, p->stream, &cap);
@@ -423,6 +435,8 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 
 	if (attn_rows_kind(p))
 		return asam_cuda_rows_bwd(be, p);
+	if (p->pat.kind == ASAM_PATTERN_CLUSTERED)
+		return asam_cuda_clus_bwd(be, p);
 	ret = asam_cuda_attn_supports(be, p);
 	ret = ret ?: asam_cuda_device_enter(d);
 	ret = ret ?: attn_capturing_of(d, s, &cap);

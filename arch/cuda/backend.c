@@ -13,6 +13,8 @@
 #include <internal/err.h>
 #include <internal/log.h>
 
+#include "attn_clus.h"
+
 struct asam_cuda_device *asam_cuda_device_of(struct asam_backend *be,
 					     int ordinal)
 {
@@ -120,4 +122,5 @@ const struct asam_backend_ops asam_backend_cuda_ops = {
 	.fwd = asam_cuda_attn_fwd,
 	.bwd = asam_cuda_attn_bwd,
 	.workspace_size = asam_cuda_attn_workspace_size,
+	.cluster_update = asam_cuda_cluster_update,
 };

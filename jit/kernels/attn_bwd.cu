@@ -428,3 +428,7 @@ asam_attn_bwd_dg_kernel(const attn_bwd_params p)
 	if (lane == 0)
 		p.dgate[b * p.dg_sb + h * p.dg_sh] = sum;
 }
+
+#if PATTERN == ATTN_P_CLUSTERED
+#include "attn_bucket_bwd.cuh"
+#endif

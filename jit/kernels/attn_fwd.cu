@@ -493,10 +493,18 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	}
 }
 
+#if PATTERN == ATTN_P_CLUSTERED
+#include "attn_bucket_fwd.cuh"
+#endif
+
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
 asam_attn_fwd_kernel(const attn_fwd_params p)
 {
 	extern __shared__ __align__(16) u16 attn_smem[];
+#if PATTERN == ATTN_P_CLUSTERED && GATE_MODE != ATTN_G_DENSE
+	bucket_fwd(p, attn_smem);	/* sorted by cluster, own grid */
+	return;
+#endif
 	const int b = blockIdx.z, h = blockIdx.y;
 	const int qt = p.reverse ? p.nqt - 1 - blockIdx.x : blockIdx.x;
 	float g = 0.f;

@@ -76,6 +76,16 @@ struct attn_fwd_params {
 	int col_vote;			/* 1: a head may drop a column */
 	int col_ns;			/* scale terms */
 	int col_s[8], col_r[8];		/* period and radius of each term */
+
+	/* CLUSTERED (attn_bucket_fwd.cuh): per (b, h) sortings by cluster */
+	const int *cl_kcl;		/* [B, Hq, Nk] cluster of each key */
+	const int *cl_qperm, *cl_kperm;	/* [B, Hq, N] sorted slot -> token */
+	const int *cl_qoff, *cl_koff;	/* [B, Hq, C + 1] slot offsets */
+	const int *cl_qtiles;		/* [B, Hq, cl_ntq][2] (slot, cluster) */
+	const int *cl_nqtiles;		/* [B, Hq] tiles in use */
+	int cl_C, cl_ntq;
+	const unsigned *cl_mask;	/* SOFT cluster mode: [B, Hq, Nq, mw] */
+	int cl_mw, cl_pad;
 };
 
 /*
@@ -128,6 +138,51 @@ struct attn_bwd_params {
 	int col_vote;			/* 1: a head may drop a column */
 	int col_ns;			/* scale terms */
 	int col_s[8], col_r[8];		/* period and radius of each term */
+
+	/* CLUSTERED (attn_bucket_bwd.cuh): as in attn_fwd_params */
+	const int *cl_qcl, *cl_kcl;	/* [B, Hq, N] cluster of each token */
+	const int *cl_qperm, *cl_kperm;
+	const int *cl_qoff, *cl_koff;
+	const int *cl_qtiles, *cl_ktiles;	/* 64-slot tiles */
+	const int *cl_nqtiles, *cl_nktiles;
+	float *cl_part_k, *cl_part_v;	/* GQA: [B, Hq, Nk, d] fp32 or NULL */
+	int cl_C, cl_ntq, cl_ntk, cl_pad;
+	const unsigned *cl_mask;	/* as in attn_fwd_params */
+	int cl_mw, cl_pad2;
+};
+
+/*
+ * The cluster family (attn_clus.cu): assignment, counting sort, online
+ * k-means, the GQA sum of per-query-head key gradients.  Index 0 is the
+ * query side, 1 the key side.
+ */
+struct attn_clus_params {
+	const void *x[2];		/* q, k [B, H, N, d] (DTYPE) */
+	long long x_sb[2], x_sh[2], x_sn[2];
+	void *mu;			/* [Hq, C, d] centroids (CDT) */
+	long long mu_sh, mu_sc, mu_se;
+	int *cl[2];			/* [B, Hq, N] */
+	int *perm[2];			/* [B, Hq, N] */
+	int *off[2];			/* [B, Hq, C + 1] */
+	int *tiles[2];			/* [B, Hq, ntiles][2] */
+	int *ntile[2];			/* [B, Hq] */
+	double *nrm[2];			/* [B, Hq, N] |x| (update) or NULL */
+	int N[2], Hx[2], tile[2], ntiles[2];
+	int B, Hq, C, side;
+	float decay;
+	int pad;
+
+	/* GQA reduction: dst[b, hk, j] = sum over the group of part */
+	const float *part;		/* [B, Hq, Nk, d] */
+	void *dst;
+	long long d_sb, d_sh, d_sn;
+	int Hkv, Nk;
+
+	/* SOFT cluster mode: a, b = softmax_c(cos / |tau|), the pair mask */
+	double *soft[2];		/* [B, Hq, N, C] */
+	unsigned *mask;			/* [B, Hq, Nq, mw] bit j % 32 of j / 32 */
+	int mw;
+	float temp, thresh;
 };
 
 #endif

@@ -1,0 +1,448 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * CLUSTERED (SPEC 3.2) on the GPU, everything but the attention itself:
+ *
+ * - assignment: c(x) = argmax_c <n^(x), n^(mu_hc)>, lowest c on ties, per
+ *   query head h (keys of a GQA group are assigned once per query head).
+ *   The decision must be the one runtime/pattern.c takes in fp64.  A
+ *   thread scores its token against the unit centroids in fp32; when the
+ *   best and the runner-up lie closer than a bound far above fp32's error
+ *   (1e-4 |x|), it redoes the token in fp64 in the reference's exact order
+ *   of operations (no fused multiply-add), so every decision is the
+ *   reference's, tie for tie, at fp32 cost.
+ * - counting sort of each (b, h) side by cluster, stable (ascending token
+ *   within a cluster), one block per (b, h, side), no atomics: each warp
+ *   counts a contiguous segment, so ranks follow token order.  It also
+ *   writes the tile table: (first slot, cluster) of every tile of at most
+ *   p.tile[side] slots that stays inside one cluster.
+ * - online k-means (asam_cluster_update): per (h, c), one thread per
+ *   element sums n^(x) over the assigned tokens in the reference's order
+ *   (b, queries then keys, token order) in fp64: the CPU's result.
+ * - the GQA sum of per-query-head fp32 key gradients in head order.
+ *
+ * Preamble: HEAD_DIM, DTYPE (q and k), CDT (centroids: enum asam_dtype).
+ */
+#include "attn_common.cuh"
+
+#ifdef ASAM_JIT
+#define CDT ASAM_CDT
+#endif
+
+#define CL_CDT_F16 1
+#define CL_CDT_BF16 2
+#define CL_CDT_F32 3
+#define CL_CDT_F64 4
+
+#define CL_THREADS 128
+#define CL_CB 32		/* clusters scored per pass over a token */
+#define CL_SORT_WARPS 16
+
+static __device__ __forceinline__ float x16(u16 v)
+{
+	return unpack_lo(v);
+}
+
+static __device__ __forceinline__ double mu_get(const attn_clus_params &p,
+						i64 off)
+{
+#if CDT == CL_CDT_F16
+	float f;
+
+	asm("{ .reg .f16 t; mov.b16 t, %1; cvt.f32.f16 %0, t; }"
+	    : "=f"(f) : "h"(((const u16 *)p.mu)[off]));
+	return f;
+#elif CDT == CL_CDT_BF16
+	return __uint_as_float((u32)((const u16 *)p.mu)[off] << 16);
+#elif CDT == CL_CDT_F32
+	return ((const float *)p.mu)[off];
+#else
+	return ((const double *)p.mu)[off];
+#endif
+}
+
+static __device__ __forceinline__ void mu_set(const attn_clus_params &p,
+					      i64 off, double v)
+{
+	float f = __double2float_rn(v);
+
+#if CDT == CL_CDT_F16
+	u16 h;
+
+	asm("{ .reg .f16 t; cvt.rn.f16.f32 t, %1; mov.b16 %0, t; }"
+	    : "=h"(h) : "f"(f));
+	((u16 *)p.mu)[off] = h;
+#elif CDT == CL_CDT_BF16
+	u16 h;
+
+	asm("cvt.rn.bf16.f32 %0, %1;\n" : "=h"(h) : "f"(f));
+	((u16 *)p.mu)[off] = h;
+#elif CDT == CL_CDT_F32
+	((float *)p.mu)[off] = f;
+#else
+	((double *)p.mu)[off] = v;
+#endif
+}
+
+/* |x|, max'd with 1e-12, summed in order without fma: the reference's */
+static __device__ double exact_norm(const u16 *x)
+{
+	double n = 0;
+
+	for (int e = 0; e < HEAD_DIM; e++) {
+		double v = x16(x[e]);
+
+		n = __dadd_rn(n, __dmul_rn(v, v));
+	}
+	return fmax(__dsqrt_rn(n), 1e-12);
+}
+
+/*
+ * Grid (token blocks, Hq, B), CL_THREADS threads, a token each.  Dynamic
+ * shared memory: the unit centroids of head h in fp32, padded to a
+ * multiple of CL_CB clusters with zeros, then their fp64 norms.
+ */
+extern "C" __global__ void __launch_bounds__(CL_THREADS)
+asam_clus_assign_kernel(const attn_clus_params p)
+{
+	extern __shared__ __align__(16) float cl_smem[];
+	const int side = p.side, h = blockIdx.y, b = blockIdx.z;
+	const int N = p.N[side], C = p.C, CP = (C + CL_CB - 1) / CL_CB * CL_CB;
+	const int hx = side ? h / (p.Hq / p.Hx[1]) : h;
+	const int t = blockIdx.x * CL_THREADS + threadIdx.x;
+	float *smu = cl_smem;				/* [CP][HEAD_DIM] */
+	double *scn = (double *)(smu + CP * HEAD_DIM);	/* [C] */
+	const i64 bh = (i64)b * p.Hq + h;
+
+	/* fp64 norms in the reference's order; fp32 unit rows */
+	for (int c = threadIdx.x; c < CP; c += CL_THREADS) {
+		double n = 0;
+
+		if (c < C) {
+			for (int e = 0; e < HEAD_DIM; e++) {
+				double m = mu_get(p, h * p.mu_sh + c * p.mu_sc +
+						     e * p.mu_se);
+
+				n = __dadd_rn(n, __dmul_rn(m, m));
+			}
+			n = fmax(__dsqrt_rn(n), 1e-12);
+			scn[c] = n;
+		}
+		for (int e = 0; e < HEAD_DIM; e++)
+			smu[c * HEAD_DIM + e] = c < C ?
+				(float)(mu_get(p, h * p.mu_sh + c * p.mu_sc +
+					       e * p.mu_se) / n) : 0.f;
+	}
+	__syncthreads();
+	if (t >= N)
+		return;
+
+	const u16 *x = (const u16 *)p.x[side] + b * p.x_sb[side] +
+		       hx * p.x_sh[side] + (i64)t * p.x_sn[side];
+	float best = ATTN_NEG_INF, second = ATTN_NEG_INF, xn2 = 0.f;
+	int bc = 0;
+
+	for (int cb = 0; cb < CP; cb += CL_CB) {
+		float acc[CL_CB];
+
+#pragma unroll
+		for (int c = 0; c < CL_CB; c++)
+			acc[c] = 0.f;
+		for (int e0 = 0; e0 < HEAD_DIM; e0 += 8) {
+			uint4 w = *(const uint4 *)(x + e0);
+			float xv[8];
+
+			xv[0] = unpack_lo(w.x); xv[1] = unpack_hi(w.x);
+			xv[2] = unpack_lo(w.y); xv[3] = unpack_hi(w.y);
+			xv[4] = unpack_lo(w.z); xv[5] = unpack_hi(w.z);
+			xv[6] = unpack_lo(w.w); xv[7] = unpack_hi(w.w);
+			if (cb == 0) {
+#pragma unroll
+				for (int k = 0; k < 8; k++)
+					xn2 += xv[k] * xv[k];
+			}
+#pragma unroll
+			for (int c = 0; c < CL_CB; c++) {
+				const float4 *m = (const float4 *)
+					(smu + (cb + c) * HEAD_DIM + e0);
+				float4 m0 = m[0], m1 = m[1];
+
+				acc[c] += xv[0] * m0.x + xv[1] * m0.y +
+					  xv[2] * m0.z + xv[3] * m0.w +
+					  xv[4] * m1.x + xv[5] * m1.y +
+					  xv[6] * m1.z + xv[7] * m1.w;
+			}
+		}
+#pragma unroll
+		for (int c = 0; c < CL_CB; c++) {
+			if (cb + c >= C)
+				break;
+			if (acc[c] > best) {
+				second = best;
+				best = acc[c];
+				bc = cb + c;
+			} else if (acc[c] > second) {
+				second = acc[c];
+			}
+		}
+	}
+
+	/* too close to call in fp32 (or x = 0): the reference's arithmetic */
+	if (!(best - second > 1e-4f * sqrtf(xn2))) {
+		double xn = exact_norm(x), bv = 0;
+
+		bc = 0;
+		for (int c = 0; c < C; c++) {
+			double dot = 0, cs;
+
+			for (int e = 0; e < HEAD_DIM; e++)
+				dot = __dadd_rn(dot, __dmul_rn((double)x16(x[e]),
+					mu_get(p, h * p.mu_sh + c * p.mu_sc +
+						  e * p.mu_se)));
+			cs = __ddiv_rn(dot, __dmul_rn(xn, scn[c]));
+			if (c == 0 || cs > bv) {
+				bv = cs;
+				bc = c;
+			}
+		}
+	}
+	p.cl[side][bh * N + t] = bc;
+	if (p.nrm[side])
+		p.nrm[side][bh * N + t] = exact_norm(x);
+}
+
+/*
+ * SOFT cluster mode: a_t = softmax_c(<n^(x_t), n^(mu_hc)> / |tau|), in
+ * fp64 with the reference's order of operations (cluster_soft() in
+ * runtime/pattern.c).  Grid (token blocks, Hq, B); shared: the centroid
+ * norms.
+ */
+extern "C" __global__ void __launch_bounds__(CL_THREADS)
+asam_clus_soft_kernel(const attn_clus_params p)
+{
+	extern __shared__ __align__(16) float cl_smem[];
+	const int side = p.side, h = blockIdx.y, b = blockIdx.z;
+	const int N = p.N[side], C = p.C;
+	const int hx = side ? h / (p.Hq / p.Hx[1]) : h;
+	const int t = blockIdx.x * CL_THREADS + threadIdx.x;
+	double *scn = (double *)cl_smem;
+	const i64 bh = (i64)b * p.Hq + h;
+
+	for (int c = threadIdx.x; c < C; c += CL_THREADS) {
+		double n = 0;
+
+		for (int e = 0; e < HEAD_DIM; e++) {
+			double m = mu_get(p, h * p.mu_sh + c * p.mu_sc +
+					     e * p.mu_se);
+
+			n = __dadd_rn(n, __dmul_rn(m, m));
+		}
+		scn[c] = fmax(__dsqrt_rn(n), 1e-12);
+	}
+	__syncthreads();
+	if (t >= N)
+		return;
+
+	const u16 *x = (const u16 *)p.x[side] + b * p.x_sb[side] +
+		       hx * p.x_sh[side] + (i64)t * p.x_sn[side];
+	double *a = p.soft[side] + (bh * N + t) * C;
+	double xn = exact_norm(x), tau = fabs((double)p.temp);
+	double mx = (double)ATTN_NEG_INF, sum = 0;
+
+	for (int c = 0; c < C; c++) {
+		double dot = 0;
+
+		for (int e = 0; e < HEAD_DIM; e++)
+			dot = __dadd_rn(dot, __dmul_rn((double)x16(x[e]),
+				mu_get(p, h * p.mu_sh + c * p.mu_sc +
+					  e * p.mu_se)));
+		a[c] = __ddiv_rn(dot, __dmul_rn(xn, scn[c]));
+		mx = fmax(mx, __ddiv_rn(a[c], tau));
+	}
+	for (int c = 0; c < C; c++) {
+		a[c] = exp(__dsub_rn(__ddiv_rn(a[c], tau), mx));
+		sum = __dadd_rn(sum, a[c]);
+	}
+	for (int c = 0; c < C; c++)
+		a[c] = __ddiv_rn(a[c], sum);
+}
+
+/*
+ * SOFT cluster mode: the pair mask <a_i, b_j> > theta, a 32-key word a
+ * thread, sums in fp64 in the reference's order.  Grid (word blocks, Hq,
+ * B).
+ */
+extern "C" __global__ void __launch_bounds__(CL_THREADS)
+asam_clus_mask_kernel(const attn_clus_params p)
+{
+	const int h = blockIdx.y, b = blockIdx.z, C = p.C;
+	const i64 idx = (i64)blockIdx.x * CL_THREADS + threadIdx.x;
+	const int Nq = p.N[0], Nk = p.N[1];
+	const i64 bh = (i64)b * p.Hq + h;
+	const int i = (int)(idx / p.mw), w = (int)(idx % p.mw);
+	const double th = p.thresh;
+	unsigned bits = 0;
+
+	if (i >= Nq)
+		return;
+
+	const double *a = p.soft[0] + (bh * Nq + i) * C;
+
+	for (int k = 0; k < 32 && w * 32 + k < Nk; k++) {
+		const double *bj = p.soft[1] + (bh * Nk + w * 32 + k) * C;
+		double dot = 0;
+
+		for (int c = 0; c < C; c++)
+			dot = __dadd_rn(dot, __dmul_rn(a[c], bj[c]));
+		if (dot > th)
+			bits |= 1u << k;
+	}
+	p.mask[(bh * Nq + i) * p.mw + w] = bits;
+}
+
+/*
+ * Grid (Hq, B, 2 sides), CL_SORT_WARPS warps.  Shared: the per-warp
+ * counts [CL_SORT_WARPS][C], then the cluster offsets [C + 1].
+ */
+extern "C" __global__ void __launch_bounds__(CL_SORT_WARPS * 32)
+asam_clus_sort_kernel(const attn_clus_params p)
+{
+	extern __shared__ __align__(16) int cs_smem[];
+	const int side = blockIdx.z, h = blockIdx.x, b = blockIdx.y;
+	const int N = p.N[side], C = p.C;
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const i64 bh = (i64)b * p.Hq + h;
+	const int *cl = p.cl[side] + bh * N;
+	int *perm = p.perm[side] + bh * N;
+	int *cnt = cs_smem, *soff = cs_smem + CL_SORT_WARPS * C;
+	/* contiguous segments of whole warps' worth: ranks keep token order */
+	const int seg = ((N + CL_SORT_WARPS - 1) / CL_SORT_WARPS + 31) & ~31;
+	const int lo = warp * seg, hi = min(N, lo + seg);
+	const unsigned lt = (1u << lane) - 1;
+
+	for (int i = threadIdx.x; i < CL_SORT_WARPS * C; i += blockDim.x)
+		cnt[i] = 0;
+	__syncthreads();
+	for (int t0 = lo; t0 < hi; t0 += 32) {
+		int t = t0 + lane, c = t < hi ? cl[t] : -1;
+		unsigned m = __match_any_sync(0xffffffffu, c);
+
+		if (c >= 0 && !(m & lt))
+			cnt[warp * C + c] += __popc(m);
+		__syncwarp();
+	}
+	__syncthreads();
+	/* per cluster: warp bases, then the cluster totals in soff */
+	for (int c = threadIdx.x; c < C; c += blockDim.x) {
+		int s = 0;
+
+		for (int w = 0; w < CL_SORT_WARPS; w++) {
+			int v = cnt[w * C + c];
+
+			cnt[w * C + c] = s;
+			s += v;
+		}
+		soff[c + 1] = s;
+	}
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		int *off = p.off[side] + bh * (C + 1);
+		int *tl = p.tiles[side], nt = 0;
+
+		soff[0] = 0;
+		for (int c = 0; c < C; c++)
+			soff[c + 1] += soff[c];
+		for (int c = 0; c <= C; c++)
+			off[c] = soff[c];
+		if (tl) {
+			tl += 2 * bh * p.ntiles[side];
+			for (int c = 0; c < C; c++)
+				for (int s = soff[c]; s < soff[c + 1];
+				     s += p.tile[side]) {
+					tl[2 * nt] = s;
+					tl[2 * nt + 1] = c;
+					nt++;
+				}
+			p.ntile[side][bh] = nt;
+		}
+	}
+	__syncthreads();
+	for (int i = threadIdx.x; i < CL_SORT_WARPS * C; i += blockDim.x)
+		cnt[i] += soff[i % C];
+	__syncthreads();
+	for (int t0 = lo; t0 < hi; t0 += 32) {
+		int t = t0 + lane, c = t < hi ? cl[t] : -1;
+		unsigned m = __match_any_sync(0xffffffffu, c);
+
+		if (c >= 0)
+			perm[cnt[warp * C + c] + __popc(m & lt)] = t;
+		__syncwarp();
+		if (c >= 0 && !(m & lt))
+			cnt[warp * C + c] += __popc(m);
+		__syncwarp();
+	}
+}
+
+/*
+ * Online k-means: grid (C, Hq), HEAD_DIM threads; thread e sums element e
+ * of n^(x) over the tokens assigned to (h, c) in the reference's order.
+ */
+extern "C" __global__ void __launch_bounds__(HEAD_DIM)
+asam_clus_update_kernel(const attn_clus_params p)
+{
+	const int c = blockIdx.x, h = blockIdx.y, e = threadIdx.x, C = p.C;
+	double sum = 0;
+	long long n = 0;
+
+	for (int b = 0; b < p.B; b++)
+		for (int side = 0; side < 2; side++) {
+			const i64 bh = (i64)b * p.Hq + h;
+			const int N = p.N[side];
+			const int hx = side ? h / (p.Hq / p.Hx[1]) : h;
+			const int *off = p.off[side] + bh * (C + 1);
+			const int *perm = p.perm[side] + bh * N;
+			const double *nrm = p.nrm[side] + bh * N;
+			const u16 *x = (const u16 *)p.x[side] +
+				       b * p.x_sb[side] + hx * p.x_sh[side];
+
+			for (int s = off[c]; s < off[c + 1]; s++) {
+				int t = perm[s];
+
+				sum = __dadd_rn(sum, __ddiv_rn(
+					(double)x16(x[(i64)t * p.x_sn[side] + e]),
+					nrm[t]));
+				n++;
+			}
+		}
+	if (!n)
+		return;
+
+	i64 at = h * p.mu_sh + c * p.mu_sc + e * p.mu_se;
+	double dec = p.decay;
+	double mean = __ddiv_rn(sum, (double)n);
+
+	mu_set(p, at, __dadd_rn(__dmul_rn(dec, mu_get(p, at)),
+				__dmul_rn(__dsub_rn(1.0, dec), mean)));
+}
+
+/*
+ * GQA: dst[b, hk, j, :] = sum over the group's query heads, in head order,
+ * of part[b, h, j, :] (fp32), rounded once.  Grid (Nk, Hkv, B), HEAD_DIM / 2
+ * threads.
+ */
+extern "C" __global__ void __launch_bounds__(HEAD_DIM / 2)
+asam_clus_gqa_sum_kernel(const attn_clus_params p)
+{
+	const int j = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+	const int G = p.Hq / p.Hkv, e = 2 * threadIdx.x;
+	float s0 = 0.f, s1 = 0.f;
+
+	for (int g = 0; g < G; g++) {
+		const float *r = p.part + (((i64)b * p.Hq + hk * G + g) * p.Nk +
+					   j) * HEAD_DIM + e;
+
+		s0 += r[0];
+		s1 += r[1];
+	}
+	*(u32 *)((u16 *)p.dst + b * p.d_sb + hk * p.d_sh + (i64)j * p.d_sn +
+		 e) = pack2(s0, s1);
+}

@@ -1,0 +1,23 @@
+# SPDX-License-Identifier: MIT
+# kdev emu: copy jit/kernels to DST for g++: dynamic shared memory becomes
+# the fake driver's buffer, the inline-PTX helpers of attn_common.cuh go
+# (emu_rt.h has C++ versions), and every kernel registers itself by name.
+#	patch.py SRC DST
+import os, re, sys
+src, dst = sys.argv[1], sys.argv[2]
+os.makedirs(dst, exist_ok=True)
+drop = ['fast_exp2','fast_log2','smem_u32','cp_async16','cp_async_commit','cp_async_wait_all','ldsm_x4','ldsm_x4_t','mma16816','pack2','unpack_lo','unpack_hi']
+for f in os.listdir(src):
+    if not (f.endswith('.cu') or f.endswith('.cuh')): continue
+    s = open(os.path.join(src, f)).read()
+    s = re.sub(r'extern __shared__ __align__\(16\) (\w+) (\w+)\[\];', r'\1 *\2 = (\1 *)emu_smem();', s)
+    s = re.sub(r'extern "C" __global__ void __launch_bounds__\(([^)]*)\)\s*\n(\w+)\(const (\w+) p\)',
+               lambda m: 'extern "C" void %s(const %s p);\nstatic emu_reg emu_reg_%s("%s", [](void *a) { %s(*(%s *)a); });\n%s' % (
+                   m.group(2), m.group(3), m.group(2), m.group(2), m.group(2), m.group(3), m.group(0)), s)
+    if f == 'attn_common.cuh':
+        for name in drop:
+            m = re.search(r'static __device__ __forceinline__ [\w ]+?\b' + name + r'\(', s)
+            assert m, name
+            end = s.index('\n}\n', m.start()) + 3
+            s = s[:m.start()] + s[end:]
+    open(os.path.join(dst, f), 'w').write(s)
