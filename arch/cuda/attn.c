@@ -411,10 +411,19 @@ int asam_cuda_attn_fwd(struct asam_backend *be, const struct asam_problem *p)
 	 * warp, and 32 are a third faster; two one-state launches at the
 	 * fast shape cost the dense pass plus the (sparse) pattern's pass.
 	 */
-	if (p->pat.kind == ASAM_PATTERN_DENSE)
+	if (attn_sm90_serves_dense(d, p)) {	/* Hopper: wgmma */
+		if (p->pat.kind == ASAM_PATTERN_DENSE)
+			return attn_sm90_fwd_mix(d, p, cap, ASAM_GATE_DENSE,
+						 ATTN_MIX_SAME, ls, ld);
+		ret = attn_sm90_fwd_mix(d, p, cap, ASAM_GATE_DENSE,
+					ATTN_MIX_DENSE, NULL, ld);
+	} else if (p->pat.kind == ASAM_PATTERN_DENSE) {
 		return fwd_launch(d, p, cap, ASAM_GATE_DENSE, ATTN_MIX_SAME,
 				  ls, ld);
-	ret = fwd_launch(d, p, cap, ASAM_GATE_DENSE, ATTN_MIX_DENSE, NULL, ld);
+	} else {
+		ret = fwd_launch(d, p, cap, ASAM_GATE_DENSE, ATTN_MIX_DENSE,
+				 NULL, ld);
+	}
 	return ret ?: fwd_launch(d, p, cap, ASAM_GATE_SPARSE, ATTN_MIX_SPARSE,
 				 ls, NULL);
 }

@@ -24,10 +24,11 @@
 #define SM90_WARPS	8
 /*
  * The mode without ASAM_CUDA_SM90 in the environment: 0 off (mma.sync),
- * 1 the warpgroups in step, 2 staggered.  Off until a GPU run of
- * selftests/attention-cuda/attn_sm90_gpu_test passes.
+ * 1 the warpgroups in step, 2 staggered.  Staggered: both passed
+ * selftests/attention-cuda/attn_sm90_gpu_test (25 of 25) on an H200, and
+ * staggered was the faster (benchmarks.rst, 2026-11-26 23:56 UTC).
  */
-#define SM90_DEFAULT	0
+#define SM90_DEFAULT	2
 
 unsigned long attn_sm90_launches;
 
@@ -50,17 +51,13 @@ static int sm90_mode(void)
 	return SM90_DEFAULT;
 }
 
-bool attn_sm90_serves(const struct asam_cuda_device *d,
-		      const struct asam_problem *p)
+/* whether the wgmma kernel can run @p's dense attention on @d at all */
+bool attn_sm90_serves_dense(const struct asam_cuda_device *d,
+			    const struct asam_problem *p)
 {
 	if (!sm90_mode())
 		return false;
 	if (d->cc_major != 9 || d->cc_minor != 0)
-		return false;
-	if (p->pat.kind != ASAM_PATTERN_DENSE)
-		return false;
-	if (p->gate_mode != ASAM_GATE_SPARSE &&
-	    p->gate_mode != ASAM_GATE_DENSE)
 		return false;
 	if (p->d != 64 && p->d != 128)
 		return false;
@@ -69,8 +66,20 @@ bool attn_sm90_serves(const struct asam_cuda_device *d,
 	return sm90_smem_bytes(p->d, 1) <= d->smem_per_block_optin;
 }
 
-int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
-		  bool capturing)
+bool attn_sm90_serves(const struct asam_cuda_device *d,
+		      const struct asam_problem *p)
+{
+	if (p->pat.kind != ASAM_PATTERN_DENSE)
+		return false;
+	if (p->gate_mode != ASAM_GATE_SPARSE &&
+	    p->gate_mode != ASAM_GATE_DENSE)
+		return false;
+	return attn_sm90_serves_dense(d, p);
+}
+
+int attn_sm90_fwd_mix(struct asam_cuda_device *d,
+		      const struct asam_problem *p, bool capturing, int gate,
+		      int mix, float *lse_s, float *lse_d)
 {
 	struct asam_jit_spec spec;
 	struct attn_fwd_params a;
@@ -81,8 +90,8 @@ int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
 	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);
 	ret = ret ?: asam_jit_spec_set(&spec, "DTYPE", p->dt);
 	ret = ret ?: asam_jit_spec_set(&spec, "CAUSAL", p->causal);
-	ret = ret ?: asam_jit_spec_set(&spec, "GATE_MODE", p->gate_mode);
-	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN", p->pat.kind);
+	ret = ret ?: asam_jit_spec_set(&spec, "GATE_MODE", gate);
+	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN", ASAM_PATTERN_DENSE);
 	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_M", SM90_BM);
 	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_N", SM90_BN);
 	ret = ret ?: asam_jit_spec_set(&spec, "NUM_WARPS", SM90_WARPS);
@@ -93,9 +102,17 @@ int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
 		return ret;
 	attn_fill_fwd(&a, p);
 	a.nqt = (p->Nq + SM90_BM - 1) / SM90_BM;
-	a.lse_s = p->lse_s.data;
-	a.lse_d = p->lse_d.data;
+	a.lse_s = lse_s;
+	a.lse_d = lse_d;
+	a.mix = mix;
 	__atomic_add_fetch(&attn_sm90_launches, 1, __ATOMIC_RELAXED);
 	return attn_launch(d, f, a.nqt, p->Hq, p->B, SM90_WARPS * 32,
 			   sm90_smem_bytes(p->d, stagger), p->stream, &a);
+}
+
+int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
+		  bool capturing)
+{
+	return attn_sm90_fwd_mix(d, p, capturing, p->gate_mode, ATTN_MIX_NONE,
+				 p->lse_s.data, p->lse_d.data);
 }

@@ -20,6 +20,13 @@ bool attn_sm90_serves(const struct asam_cuda_device *d,
 /* the forward of @p on @d (attn_sm90_serves() said yes) */
 int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
 		  bool capturing);
+/* dense attention of @p whatever its pattern (SOFT's dense launch) */
+bool attn_sm90_serves_dense(const struct asam_cuda_device *d,
+			    const struct asam_problem *p);
+/* one launch of gate @gate (SPARSE or DENSE) mixing as @mix (ATTN_MIX_*) */
+int attn_sm90_fwd_mix(struct asam_cuda_device *d,
+		      const struct asam_problem *p, bool capturing, int gate,
+		      int mix, float *lse_s, float *lse_d);
 /* launches so far, for the selftests to see which path ran */
 extern unsigned long attn_sm90_launches;
 

@@ -397,8 +397,10 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 		float id = ld > 0.f ? (1.f - ws) / ld : 0.f;
 		bool live = i < lq;
 
+#if !BWD_PRE
 		if (i >= p.Nq)
 			continue;
+#endif
 		if (!live)
 			is = id = 0.f;
 #if BWD_PRE
@@ -408,15 +410,21 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 		 * holds only their mix).
 		 */
 		{
+			/*
+			 * rows past Nq read nothing and store nothing, but
+			 * stay for the quad's full-mask shuffles
+			 */
+			const bool in = i < p.Nq;
 			const u16 *dg = (const u16 *)p.d_o + b * p.do_sb +
-					h * p.do_sh + (i64)i * p.do_sn;
+					h * p.do_sh + (i64)(in ? i : 0) * p.do_sn;
 			float ds = 0.f, dd = 0.f;
 
 			is = ls > 0.f && live ? 1.f / ls : 0.f;
 			id = ld > 0.f && live ? 1.f / ld : 0.f;
 #pragma unroll
 			for (int n = 0; n < NT_O; n++) {
-				u32 w = *(const u32 *)(dg + n * 8 + 2 * tg);
+				u32 w = in ? *(const u32 *)(dg + n * 8 + 2 * tg) :
+					0u;
 				float a = unpack_lo(w), c = unpack_hi(w);
 
 				if (MODE != ATTN_G_DENSE)
@@ -428,7 +436,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 			}
 			ds = quad_sum(ds);
 			dd = quad_sum(dd);
-			if (tg == 0) {
+			if (tg == 0 && in) {
 				i64 at = ((i64)b * p.Hq + h) * p.Nq + i;
 
 				if (p.dsum_s)

@@ -274,15 +274,21 @@ asam_attn_fwd_sm90_kernel(const attn_fwd_params p)
 	}
 	cp_async_wait_all();
 
-	/* epilogue: normalise and store; padding rows get 0 and -inf */
+	/*
+	 * epilogue: normalise and store; padding rows get 0 and -inf.  As
+	 * SOFT's dense launch (attn_params.cuh, ATTN_MIX_*), O carries the
+	 * (1 - g) share; with the DENSE pattern both lse are the one.
+	 */
 	u16 *og = (u16 *)p.o + b * p.o_sb + h * p.o_sh;
+	const float share = p.mix == ATTN_MIX_DENSE ?
+			    1.f - p.gate[b * p.g_sb + h * p.g_sh] : 1.f;
 
 #pragma unroll
 	for (int r = 0; r < 2; r++) {
 		const int i = w0 + gr + r * 8;
 		float ls = quad_sum(st.l[r]);
 		bool live = i < lq;
-		float inv = ls > 0.f && live ? 1.f / ls : 0.f;
+		float inv = ls > 0.f && live ? share / ls : 0.f;
 
 		if (i >= p.Nq)
 			continue;
@@ -304,7 +310,8 @@ asam_attn_fwd_sm90_kernel(const attn_fwd_params p)
 			if (mine)
 				mine[lo] = v;
 			if (other)
-				other[lo] = ATTN_NEG_INF;
+				other[lo] = p.mix == ATTN_MIX_SAME ? v :
+					    ATTN_NEG_INF;
 		}
 	}
 }
