@@ -299,6 +299,21 @@ static void convert_blocks(void *arg, int64_t begin, int64_t end, int worker)
 	}
 }
 
+/* The fp32 K and V rows of key @key of (b, hk): converted, or in place */
+static void key_rows(const struct fast_job *job, int b, int hk, int64_t base,
+		     int32_t key, const float **kr, const float **vr)
+{
+	const struct asam_problem *p = job->p;
+	size_t off = (size_t)(base + key) * job->dp;
+
+	*kr = job->K32 + off;
+	*vr = job->V32 + off;
+	if (job->kdirect)
+		*kr = (const float *)p->k.data + tv_off(&p->k, b, hk, key, 0);
+	if (job->vdirect)
+		*vr = (const float *)p->v.data + tv_off(&p->v, b, hk, key, 0);
+}
+
 /* Gather @n keys of (b, hk): K into its transposed block, V rows. */
 static void gather_rows(const struct fast_job *job, int b, int hk,
 			const int32_t *keys, int n, float *kT, float *vb)
@@ -308,15 +323,9 @@ static void gather_rows(const struct fast_job *job, int b, int hk,
 	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB;
 
 	for (t = 0; t < n; t++) {
-		size_t off = (size_t)(base + keys[t]) * dp;
-		const float *kr = job->K32 + off, *vr = job->V32 + off;
+		const float *kr, *vr;
 
-		if (job->kdirect)
-			kr = (const float *)p->k.data +
-			     tv_off(&p->k, b, hk, keys[t], 0);
-		if (job->vdirect)
-			vr = (const float *)p->v.data +
-			     tv_off(&p->v, b, hk, keys[t], 0);
+		key_rows(job, b, hk, base, keys[t], &kr, &vr);
 		for (e = 0; e < dp; e++)
 			kT[e * FAST_KB + t] = kr[e];
 		memcpy(vb + t * dp, vr, sizeof(float) * dp);
@@ -378,15 +387,9 @@ void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		return;
 	}
 	for (t = 0; t < nb; t++) {
-		size_t off = (size_t)(base + keys[t]) * dp;
-		const float *kr = job->K32 + off, *vr = job->V32 + off;
+		const float *kr, *vr;
 
-		if (job->kdirect)
-			kr = (const float *)p->k.data +
-			     tv_off(&p->k, b, hk, keys[t], 0);
-		if (job->vdirect)
-			vr = (const float *)p->v.data +
-			     tv_off(&p->v, b, hk, keys[t], 0);
+		key_rows(job, b, hk, base, keys[t], &kr, &vr);
 		/* K straight into its transposed block; rows only for dQ */
 		for (e = 0; e < dp; e++)
 			w->kT[e * FAST_KB + t] = kr[e];
