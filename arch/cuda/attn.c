@@ -342,6 +342,38 @@ void attn_fill_fwd(struct attn_fwd_params *a, const struct asam_problem *p)
 	a->reverse = p->causal;
 }
 
+void attn_fill_bwd(struct attn_bwd_params *a, const struct asam_problem *p,
+		   const struct attn_fwd_params *pre, int tile)
+{
+	a->q = p->q.data; a->k = p->k.data; a->v = p->v.data;
+	a->d_o = p->d_o.data;
+	a->dq = p->dq.data; a->dk = p->dk.data; a->dv = p->dv.data;
+	a->lse_s = p->lse_s.data; a->lse_d = p->lse_d.data;
+	a->dsum_s = pre->dsum_s; a->dsum_d = pre->dsum_d;
+	a->gate = p->gate.data;
+	a->dgate = p->dgate.data;
+	a->len_q = p->len_q.data; a->len_k = p->len_k.data;
+	a->q_sb = pre->q_sb; a->q_sh = pre->q_sh; a->q_sn = pre->q_sn;
+	a->k_sb = pre->k_sb; a->k_sh = pre->k_sh; a->k_sn = pre->k_sn;
+	a->v_sb = pre->v_sb; a->v_sh = pre->v_sh; a->v_sn = pre->v_sn;
+	a->do_sb = pre->do_sb; a->do_sh = pre->do_sh; a->do_sn = pre->do_sn;
+	a->dq_sb = ST(dq, 0); a->dq_sh = ST(dq, 1); a->dq_sn = ST(dq, 2);
+	a->dk_sb = ST(dk, 0); a->dk_sh = ST(dk, 1); a->dk_sn = ST(dk, 2);
+	a->dv_sb = ST(dv, 0); a->dv_sh = ST(dv, 1); a->dv_sn = ST(dv, 2);
+	a->l_sb = pre->l_sb; a->l_sh = pre->l_sh;
+	a->g_sb = pre->g_sb; a->g_sh = pre->g_sh;
+	if (p->dgate.data) {
+		a->dg_sb = ST(dgate, 0); a->dg_sh = ST(dgate, 1);
+	}
+	a->lq_s = pre->lq_s; a->lk_s = pre->lk_s;
+	a->B = p->B; a->Hq = p->Hq; a->Hkv = p->Hkv;
+	a->Nq = p->Nq; a->Nk = p->Nk;
+	a->nqt = pre->nqt;
+	a->nkt = (p->Nk + tile - 1) / tile;
+	a->scale_log2 = pre->scale_log2;
+	a->scale = (float)p->scale;
+}
+
 int attn_capturing_of(struct asam_cuda_device *d, CUstream s, bool *cap)
 {
 	*cap = false;
@@ -514,33 +546,8 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	pre.dsum_d = p->gate_mode != ASAM_GATE_SPARSE ?
 		     (float *)(uintptr_t)(ws + sizeof(float) * rows) : NULL;
 
-	a.q = p->q.data; a.k = p->k.data; a.v = p->v.data;
-	a.d_o = p->d_o.data;
-	a.dq = p->dq.data; a.dk = p->dk.data; a.dv = p->dv.data;
-	a.lse_s = p->lse_s.data; a.lse_d = p->lse_d.data;
-	a.dsum_s = pre.dsum_s; a.dsum_d = pre.dsum_d;
-	a.gate = p->gate.data;
-	a.dgate = p->dgate.data;
-	a.len_q = p->len_q.data; a.len_k = p->len_k.data;
-	a.q_sb = pre.q_sb; a.q_sh = pre.q_sh; a.q_sn = pre.q_sn;
-	a.k_sb = pre.k_sb; a.k_sh = pre.k_sh; a.k_sn = pre.k_sn;
-	a.v_sb = pre.v_sb; a.v_sh = pre.v_sh; a.v_sn = pre.v_sn;
-	a.do_sb = pre.do_sb; a.do_sh = pre.do_sh; a.do_sn = pre.do_sn;
-	a.dq_sb = ST(dq, 0); a.dq_sh = ST(dq, 1); a.dq_sn = ST(dq, 2);
-	a.dk_sb = ST(dk, 0); a.dk_sh = ST(dk, 1); a.dk_sn = ST(dk, 2);
-	a.dv_sb = ST(dv, 0); a.dv_sh = ST(dv, 1); a.dv_sn = ST(dv, 2);
-	a.l_sb = pre.l_sb; a.l_sh = pre.l_sh;
-	a.g_sb = pre.g_sb; a.g_sh = pre.g_sh;
-	if (p->dgate.data) {
-		a.dg_sb = attn_st(&p->dgate, 0); a.dg_sh = attn_st(&p->dgate, 1);
-	}
-	a.lq_s = pre.lq_s; a.lk_s = pre.lk_s;
-	a.B = p->B; a.Hq = p->Hq; a.Hkv = p->Hkv; a.Nq = p->Nq; a.Nk = p->Nk;
-	a.nqt = pre.nqt;
-	a.nkt = (p->Nk + BWD_T - 1) / BWD_T;
+	attn_fill_bwd(&a, p, &pre, BWD_T);
 	a.radius = fcols ? cl.R : p->pat.radius;
-	a.scale_log2 = pre.scale_log2;
-	a.scale = (float)p->scale;
 
 	if (p->gate_mode == ASAM_GATE_SOFT) {
 		ret = attn_launch(d, fpre, pre.nqt, p->Hq, p->B, 128,

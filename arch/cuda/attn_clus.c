@@ -377,36 +377,7 @@ int asam_cuda_clus_bwd(struct asam_backend *be, const struct asam_problem *p)
 		     (float *)dp(base, L.dsum + sizeof(float) * rows) : NULL;
 
 	memset(&a, 0, sizeof(a));
-	a.q = p->q.data; a.k = p->k.data; a.v = p->v.data;
-	a.d_o = p->d_o.data;
-	a.dq = p->dq.data; a.dk = p->dk.data; a.dv = p->dv.data;
-	a.lse_s = p->lse_s.data; a.lse_d = p->lse_d.data;
-	a.dsum_s = pre.dsum_s; a.dsum_d = pre.dsum_d;
-	a.gate = p->gate.data;
-	a.dgate = p->dgate.data;
-	a.len_q = p->len_q.data; a.len_k = p->len_k.data;
-	a.q_sb = pre.q_sb; a.q_sh = pre.q_sh; a.q_sn = pre.q_sn;
-	a.k_sb = pre.k_sb; a.k_sh = pre.k_sh; a.k_sn = pre.k_sn;
-	a.v_sb = pre.v_sb; a.v_sh = pre.v_sh; a.v_sn = pre.v_sn;
-	a.do_sb = pre.do_sb; a.do_sh = pre.do_sh; a.do_sn = pre.do_sn;
-	a.dq_sb = attn_st(&p->dq, 0); a.dq_sh = attn_st(&p->dq, 1);
-	a.dq_sn = attn_st(&p->dq, 2);
-	a.dk_sb = attn_st(&p->dk, 0); a.dk_sh = attn_st(&p->dk, 1);
-	a.dk_sn = attn_st(&p->dk, 2);
-	a.dv_sb = attn_st(&p->dv, 0); a.dv_sh = attn_st(&p->dv, 1);
-	a.dv_sn = attn_st(&p->dv, 2);
-	a.l_sb = pre.l_sb; a.l_sh = pre.l_sh;
-	a.g_sb = pre.g_sb; a.g_sh = pre.g_sh;
-	if (p->dgate.data) {
-		a.dg_sb = attn_st(&p->dgate, 0);
-		a.dg_sh = attn_st(&p->dgate, 1);
-	}
-	a.lq_s = pre.lq_s; a.lk_s = pre.lk_s;
-	a.B = p->B; a.Hq = p->Hq; a.Hkv = p->Hkv; a.Nq = p->Nq; a.Nk = p->Nk;
-	a.nqt = pre.nqt;
-	a.nkt = (p->Nk + CL_T - 1) / CL_T;
-	a.scale_log2 = pre.scale_log2;
-	a.scale = (float)p->scale;
+	attn_fill_bwd(&a, p, &pre, CL_T);
 	a.cl_qcl = c.cl[0]; a.cl_kcl = c.cl[1];
 	a.cl_qperm = c.perm[0]; a.cl_kperm = c.perm[1];
 	a.cl_qoff = c.off[0]; a.cl_koff = c.off[1];

@@ -40,6 +40,13 @@ int attn_launch(struct asam_cuda_device *d, CUfunction f, unsigned gx,
 		CUstream s, void *params);
 /* tensors, strides, sizes, scale of @p into @a (lists and lse left 0) */
 void attn_fill_fwd(struct attn_fwd_params *a, const struct asam_problem *p);
+/*
+ * tensors, strides, sizes and scale of @p's backward into @a (lists,
+ * radius and pattern fields left alone), strides shared with the
+ * preprocess @pre, key tiles of @tile keys
+ */
+void attn_fill_bwd(struct attn_bwd_params *a, const struct asam_problem *p,
+		   const struct attn_fwd_params *pre, int tile);
 /* whether @s is capturing a CUDA graph (then nothing may compile) */
 int attn_capturing_of(struct asam_cuda_device *d, CUstream s, bool *cap);
 
