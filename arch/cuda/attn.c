@@ -380,6 +380,12 @@ int attn_capturing_of(struct asam_cuda_device *d, CUstream s, bool *cap)
 	return asam_cuda_stream_capturing(d, s, cap);
 }
 
+int attn_get_plan(struct asam_cuda_device *d, const struct asam_problem *p,
+		  int bm, const int **off, const int **list, int *per_head)
+{
+	return get_plan(d, p, bm, 0, off, list, per_head);
+}
+
 /* One forward launch of gate @gate over @p's tiles, mixing as @mix says. */
 static int fwd_launch(struct asam_cuda_device *d, const struct asam_problem *p,
 		      bool cap, int gate, int mix, float *lse_s, float *lse_d)
@@ -456,8 +462,13 @@ int asam_cuda_attn_fwd(struct asam_backend *be, const struct asam_problem *p)
 		ret = fwd_launch(d, p, cap, ASAM_GATE_DENSE, ATTN_MIX_DENSE,
 				 NULL, ld);
 	}
-	return ret ?: fwd_launch(d, p, cap, ASAM_GATE_SPARSE, ATTN_MIX_SPARSE,
-				 ls, NULL);
+	if (ret)
+		return ret;
+	if (attn_sm90_serves_list(d, p))
+		return attn_sm90_fwd_mix(d, p, cap, ASAM_GATE_SPARSE,
+					 ATTN_MIX_SPARSE, ls, NULL);
+	return fwd_launch(d, p, cap, ASAM_GATE_SPARSE, ATTN_MIX_SPARSE, ls,
+			  NULL);
 }
 
 int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)

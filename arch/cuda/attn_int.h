@@ -47,6 +47,12 @@ void attn_fill_fwd(struct attn_fwd_params *a, const struct asam_problem *p);
  */
 void attn_fill_bwd(struct attn_bwd_params *a, const struct asam_problem *p,
 		   const struct attn_fwd_params *pre, int tile);
+/*
+ * The forward's key-tile lists of @p's pattern (LOCAL, RANDOM) for query
+ * tiles of @bm rows and 64-key tiles, uploaded once per shape and kept.
+ */
+int attn_get_plan(struct asam_cuda_device *d, const struct asam_problem *p,
+		  int bm, const int **off, const int **list, int *per_head);
 /* whether @s is capturing a CUDA graph (then nothing may compile) */
 int attn_capturing_of(struct asam_cuda_device *d, CUstream s, bool *cap);
 

@@ -8,7 +8,8 @@
  * ASAM_CUDA_SM90=0 in the environment sends every call to the mma.sync
  * path, =1 to this one where it serves, =2 to its staggered variant (read
  * per call, so one process can time all three); unset (or any other
- * value), SM90_DEFAULT decides.
+ * value), SM90_DEFAULT decides.  ASAM_CUDA_SM90_MINB=1 or 2 sets the
+ * list kernels' blocks-an-SM register bound (tuning; 2 otherwise).
  */
 #include <stdlib.h>
 
@@ -21,6 +22,7 @@
 
 #define SM90_BM		128	/* two warpgroups of 64 rows */
 #define SM90_BN		128
+#define SM90_BN_LIST	64	/* the pattern lists' key tiles */
 #define SM90_WARPS	8
 /*
  * The mode without ASAM_CUDA_SM90 in the environment: 0 off (mma.sync),
@@ -36,19 +38,24 @@ unsigned long attn_sm90_launches;
  * Q, two stages of K, two of V (three when staggered), swizzled; 1024
  * for aligning the window
  */
-static int sm90_smem_bytes(int d, int stagger)
+static int sm90_smem_bytes(int d, int stagger, int bn)
 {
-	return (SM90_BM + (4 + stagger) * SM90_BN) * d * 2 + 1024;
+	return (SM90_BM + (4 + stagger) * bn) * d * 2 + 1024;
 }
 
-/* ASAM_CUDA_SM90 "0", "1" or "2", else SM90_DEFAULT */
-static int sm90_mode(void)
+/* environment variable @name as "0", "1" or "2", else @def */
+static int sm90_env(const char *name, int def)
 {
-	const char *env = getenv("ASAM_CUDA_SM90");
+	const char *env = getenv(name);
 
 	if (env && env[0] >= '0' && env[0] <= '2' && !env[1])
 		return env[0] - '0';
-	return SM90_DEFAULT;
+	return def;
+}
+
+static int sm90_mode(void)
+{
+	return sm90_env("ASAM_CUDA_SM90", SM90_DEFAULT);
 }
 
 /* whether the wgmma kernel can run @p's dense attention on @d at all */
@@ -63,18 +70,33 @@ bool attn_sm90_serves_dense(const struct asam_cuda_device *d,
 		return false;
 	if (p->dt != ASAM_DT_F16 && p->dt != ASAM_DT_BF16)
 		return false;
-	return sm90_smem_bytes(p->d, 1) <= d->smem_per_block_optin;
+	return sm90_smem_bytes(p->d, 1, SM90_BN) <= d->smem_per_block_optin;
+}
+
+/* LOCAL and RANDOM: their lists serve the SPARSE branch */
+static bool sm90_list_kind(const struct asam_problem *p)
+{
+	return p->pat.kind == ASAM_PATTERN_LOCAL ||
+	       p->pat.kind == ASAM_PATTERN_RANDOM;
+}
+
+bool attn_sm90_serves_list(const struct asam_cuda_device *d,
+			   const struct asam_problem *p)
+{
+	return sm90_list_kind(p) && attn_sm90_serves_dense(d, p) &&
+	       sm90_smem_bytes(p->d, 1, SM90_BN_LIST) <=
+	       d->smem_per_block_optin;
 }
 
 bool attn_sm90_serves(const struct asam_cuda_device *d,
 		      const struct asam_problem *p)
 {
-	if (p->pat.kind != ASAM_PATTERN_DENSE)
-		return false;
-	if (p->gate_mode != ASAM_GATE_SPARSE &&
-	    p->gate_mode != ASAM_GATE_DENSE)
-		return false;
-	return attn_sm90_serves_dense(d, p);
+	if (p->gate_mode == ASAM_GATE_SOFT)
+		return false;	/* two launches: arch/cuda/attn.c */
+	if (p->pat.kind == ASAM_PATTERN_DENSE ||
+	    p->gate_mode == ASAM_GATE_DENSE)
+		return attn_sm90_serves_dense(d, p);
+	return attn_sm90_serves_list(d, p);
 }
 
 int attn_sm90_fwd_mix(struct asam_cuda_device *d,
@@ -84,18 +106,39 @@ int attn_sm90_fwd_mix(struct asam_cuda_device *d,
 	struct asam_jit_spec spec;
 	struct attn_fwd_params a;
 	CUfunction f;
-	int ret, stagger = sm90_mode() == 2;
+	/* the pattern's lists when its sparse branch may run */
+	int pat = gate == ASAM_GATE_DENSE || !sm90_list_kind(p) ?
+		  ASAM_PATTERN_DENSE : (int)p->pat.kind;
+	/*
+	 * Staggering pays on long walks only: on a list's few tiles its
+	 * extra iteration cost more than it hid (local 16K: 0.381 ms
+	 * staggered, 0.362 in step, H200, 2026-11-27).
+	 */
+	int ret, stagger = sm90_mode() == 2 && pat == ASAM_PATTERN_DENSE;
+	int bn = pat == ASAM_PATTERN_DENSE ? SM90_BN : SM90_BN_LIST;
+	/*
+	 * Two blocks an SM for the lists' short walks: 128 registers a
+	 * thread (a few spilled at d = 128) and the latency of one block's
+	 * loads behind the other's MMAs (local 16K 0.331 ms, one block
+	 * 0.359; random 0.244, 0.310; H200, 2026-11-27).  The dense tiles'
+	 * accumulators do not fit 128.
+	 */
+	int minb = pat != ASAM_PATTERN_DENSE ?
+		   sm90_env("ASAM_CUDA_SM90_MINB", 2) :
+		   p->d == 64 ? sm90_env("ASAM_CUDA_SM90_MINB", 0) : 0;
 
 	ret = asam_jit_spec_init(&spec, "attn_fwd_sm90", attn_arch_of(d));
 	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);
 	ret = ret ?: asam_jit_spec_set(&spec, "DTYPE", p->dt);
 	ret = ret ?: asam_jit_spec_set(&spec, "CAUSAL", p->causal);
 	ret = ret ?: asam_jit_spec_set(&spec, "GATE_MODE", gate);
-	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN", ASAM_PATTERN_DENSE);
+	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN", pat);
 	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_M", SM90_BM);
-	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_N", SM90_BN);
+	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_N", bn);
 	ret = ret ?: asam_jit_spec_set(&spec, "NUM_WARPS", SM90_WARPS);
 	ret = ret ?: asam_jit_spec_set(&spec, "STAGGER", stagger);
+	if (!ret && minb)
+		ret = asam_jit_spec_set(&spec, "MIN_BLOCKS", minb);
 	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_fwd_sm90_kernel",
 				 capturing, &f);
 	if (ret)
@@ -105,9 +148,15 @@ int attn_sm90_fwd_mix(struct asam_cuda_device *d,
 	a.lse_s = lse_s;
 	a.lse_d = lse_d;
 	a.mix = mix;
+	if (pat != ASAM_PATTERN_DENSE) {
+		ret = attn_get_plan(d, p, SM90_BM, &a.list_off, &a.list,
+				    &a.list_per_head);
+		if (ret)
+			return ret;
+	}
 	__atomic_add_fetch(&attn_sm90_launches, 1, __ATOMIC_RELAXED);
 	return attn_launch(d, f, a.nqt, p->Hq, p->B, SM90_WARPS * 32,
-			   sm90_smem_bytes(p->d, stagger), p->stream, &a);
+			   sm90_smem_bytes(p->d, stagger, bn), p->stream, &a);
 }
 
 int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,

@@ -24,9 +24,20 @@
  * do, instead of both waiting on the tensor cores and then both on the
  * exponentials.
  *
- * Served: the DENSE pattern with the SPARSE or DENSE gate (one branch;
- * the other branch's lse is -inf, as attn_fwd.cu writes it), causal
- * (bottom-right), per-batch lengths, GQA, d = 64 and 128.
+ * Served: the DENSE, LOCAL and RANDOM patterns with the SPARSE, DENSE
+ * or HARD gate (one branch per (b, h); the other branch's lse is -inf,
+ * or NaN for HARD, as attn_fwd.cu writes it), either launch of SOFT's two
+ * (ATTN_MIX_DENSE, ATTN_MIX_SPARSE), causal (bottom-right), per-batch
+ * lengths, GQA, d = 64 and 128.
+ *
+ * LOCAL and RANDOM walk the host-built list of the query tile's 64-key
+ * tiles (arch/cuda/attn_plan.c, the one of attn_fwd.cu).  The list is the
+ * union over the tile's 128 rows; each warpgroup skips the tiles its own
+ * 64 rows have nothing in (a RANDOM key block is drawn per 64-row group,
+ * so a warpgroup is exactly one group and needs no mask inside a tile it
+ * takes; a LOCAL band of radius 64 covers three of the four tiles of the
+ * union for either half), so the tensor cores see 1.5 x the band, not
+ * 2.5 x.
  */
 #include "attn_sm90.cuh"
 
@@ -46,11 +57,25 @@
 #if HEAD_DIM != 64 && HEAD_DIM != 128
 #error "HEAD_DIM must be 64 or 128"
 #endif
-#if PATTERN != ATTN_P_DENSE
-#error "the sm_90 forward serves the DENSE pattern"
+#if PATTERN != ATTN_P_DENSE && PATTERN != ATTN_P_LOCAL && \
+	PATTERN != ATTN_P_RANDOM
+#error "the sm_90 forward serves the DENSE, LOCAL and RANDOM patterns"
 #endif
-#if GATE_MODE != ATTN_G_SPARSE && GATE_MODE != ATTN_G_DENSE
-#error "the sm_90 forward serves the SPARSE and DENSE gates"
+#if PATTERN != ATTN_P_DENSE && (BLOCK_N != 64 || BLOCK_M != 128)
+#error "the pattern lists hold 64-key tiles of 128-row query tiles"
+#endif
+#if GATE_MODE == ATTN_G_SOFT
+#error "SOFT runs as two one-branch launches (ATTN_MIX_*)"
+#endif
+/*
+ * Blocks an SM the registers must allow (ASAM_CUDA_SM90_MINB on the host,
+ * for tuning): 2 caps them at 128 a thread, which spills at d = 128.
+ */
+#if defined(ASAM_JIT) && defined(ASAM_MIN_BLOCKS)
+#define MIN_BLOCKS ASAM_MIN_BLOCKS
+#endif
+#ifndef MIN_BLOCKS
+#define MIN_BLOCKS 1
 #endif
 
 /* tile bytes: every tile starts on a 1024-byte boundary */
@@ -112,7 +137,8 @@ static __device__ __forceinline__ void gemm_s(float (*s)[4], u32 sq, u32 ck,
  */
 static __device__ __forceinline__ void softmax(wg_state &st, float (*s)[4],
 					       u32 (*pa)[4], int k0,
-					       int lim_min, float scale_log2)
+					       int lim_min, float scale_log2,
+					       bool pmask, int band0, int radius)
 {
 	const int tg = threadIdx.x & 3;
 	const bool umask = k0 + BLOCK_N > lim_min;
@@ -122,10 +148,19 @@ static __device__ __forceinline__ void softmax(wg_state &st, float (*s)[4],
 	for (int n = 0; n < NT_S; n++)
 #pragma unroll
 		for (int x = 0; x < 4; x++) {
+			int j = k0 + n * 8 + 2 * tg + (x & 1);
+
 			s[n][x] *= scale_log2;
-			if (umask && k0 + n * 8 + 2 * tg + (x & 1) >=
-				     st.lim[x >> 1])
+			if (umask && j >= st.lim[x >> 1])
 				s[n][x] = ATTN_NEG_INF;
+			/* LOCAL's partial tiles: |i + off - j| <= radius,
+			 * band0 = i + off of row gr */
+			if (PATTERN == ATTN_P_LOCAL && pmask) {
+				int dl = band0 + (x >> 1) * 8 - j;
+
+				if (dl > radius || -dl > radius)
+					s[n][x] = ATTN_NEG_INF;
+			}
 		}
 #pragma unroll
 	for (int r = 0; r < 2; r++) {
@@ -174,37 +209,76 @@ static __device__ __forceinline__ void gemm_pv(wg_state &st, u32 (*pa)[4],
 	wg_pin<NT_O>(st.acc);
 }
 
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 1)
-asam_attn_fwd_sm90_kernel(const attn_fwd_params p)
+/*
+ * What warpgroup @wg's 64 rows, the first of them at @r0 (+ off: the
+ * bottom-right alignment), have in list entry @e's key tile at @k0:
+ * 0 nothing (skip it), 1 some pairs (mask), 2 every pair the user mask
+ * leaves.
+ */
+static __device__ __forceinline__ int wg_need(int e, int wg, int r0, int k0,
+					      int radius)
 {
-	extern __shared__ __align__(1024) unsigned char attn_smem[];
-	const int b = blockIdx.z, h = blockIdx.y;
-	const int qt = p.reverse ? p.nqt - 1 - blockIdx.x : blockIdx.x;
+#if PATTERN == ATTN_P_RANDOM
+	return (e & ATTN_E_FULL) || ATTN_E_GROUP(e, wg) ? 2 : 0;
+#elif PATTERN == ATTN_P_LOCAL
+	int dmin = r0 - (k0 + BLOCK_N - 1), dmax = r0 + 63 - k0;
+
+	if (dmin > radius || -dmax > radius)
+		return 0;
+	return dmax <= radius && -dmin <= radius ? 2 : 1;
+#else
+	return 2;
+#endif
+}
+
+/*
+ * One query tile of (b, h) as branch MODE (SPARSE or DENSE; HARD picks
+ * one per (b, h)): the DENSE pattern and the DENSE branch walk every key
+ * tile up to the mask's limit, a pattern's SPARSE branch its list.
+ */
+template <int MODE>
+static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
+						int b, int h, int qt,
+						float g, u32 base)
+{
 	const int tid = threadIdx.x, lane = tid & 31;
 	const int wg = tid >> 7, wq = (tid >> 5) & 3;
 	const int gr = lane >> 2, tg = lane & 3;
 	const int hk = h / (p.Hq / p.Hkv);
 	const int lq = p.len_q ? p.len_q[b * p.lq_s] : p.Nq;
 	const int lk = p.len_k ? p.len_k[b * p.lk_s] : p.Nk;
-	const int q0 = qt * BLOCK_M;
+	const int q0 = qt * BLOCK_M, off = p.Nk - p.Nq;
 	/* this warp's first row */
 	const int w0 = q0 + wg * 64 + wq * 16;
 	const int lim_min = q0 < lq ? row_limit(q0, lq, lk, p.Nq, p.Nk) : 0;
 	const int qlast = (q0 + BLOCK_M < lq ? q0 + BLOCK_M : lq) - 1;
 	const int lim_max = q0 < lq ? row_limit(qlast, lq, lk, p.Nq, p.Nk) : 0;
 	const int nkt = (lim_max + BLOCK_N - 1) / BLOCK_N;
+	const bool use_list = PATTERN != ATTN_P_DENSE && MODE == ATTN_G_SPARSE;
 	const u16 *qg = (const u16 *)p.q + b * p.q_sb + h * p.q_sh;
 	const u16 *kg = (const u16 *)p.k + b * p.k_sb + hk * p.k_sh;
 	const u16 *vg = (const u16 *)p.v + b * p.v_sb + hk * p.v_sh;
-	/* the dynamic window is 16-byte aligned: round up to 1024 */
-	const u32 base = (smem_u32(attn_smem) + 1023) & ~1023u;
 	const u32 sq = base, sk = sq + Q_BYTES, sv = sk + 2 * KV_BYTES;
 	/* the staggered warpgroup runs one iteration behind on P V */
 	const int lag = STAGGER && wg == 1;
+	const int *list = 0;
+	int cnt = nkt, need = 0, pk0 = 0, e0 = ATTN_E_FULL, e1 = ATTN_E_FULL;
 	wg_state st;
 	float s[NT_S][4];
 	u32 pa[KS_N][4];
 
+	if (use_list) {
+		int li = (p.list_per_head ? h * p.nqt : 0) + qt;
+
+		list = p.list + p.list_off[li];
+		cnt = p.list_off[li + 1] - p.list_off[li];
+		/* tiles past the mask's limit (causal, len_k) hold nothing */
+		while (cnt > 0 && ATTN_E_TILE(list[cnt - 1]) >= nkt)
+			cnt--;
+		/* entries it and it + 1 in registers, it + 2 in flight */
+		e0 = cnt > 0 ? list[0] : 0;
+		e1 = cnt > 1 ? list[1] : 0;
+	}
 	st.lim[0] = row_limit(w0 + gr, lq, lk, p.Nq, p.Nk);
 	st.lim[1] = row_limit(w0 + gr + 8, lq, lk, p.Nq, p.Nk);
 	st.m[0] = st.m[1] = ATTN_NEG_INF;
@@ -215,73 +289,92 @@ asam_attn_fwd_sm90_kernel(const attn_fwd_params p)
 			st.acc[n][3] = 0.f;
 
 	load_sw<BLOCK_M, ATTN_THREADS>(sq, qg, p.q_sn, q0, p.Nq);
-	if (nkt > 0) {
-		load_sw<BLOCK_N, ATTN_THREADS>(sk, kg, p.k_sn, 0, p.Nk);
-		load_sw<BLOCK_N, ATTN_THREADS>(sv, vg, p.v_sn, 0, p.Nk);
+	if (cnt > 0) {
+		int k0 = (use_list ? ATTN_E_TILE(e0) : 0) * BLOCK_N;
+
+		load_sw<BLOCK_N, ATTN_THREADS>(sk, kg, p.k_sn, k0, p.Nk);
+		load_sw<BLOCK_N, ATTN_THREADS>(sv, vg, p.v_sn, k0, p.Nk);
 	}
 	cp_async_commit();
 
 	/*
-	 * Iteration kt: tile kt is in shared memory (K in stage kt % 2, V in
-	 * stage kt % V_STAGES) and tile kt + 1 goes in flight.  Without
-	 * STAGGER both warpgroups run S, softmax, P V on tile kt.  With it
-	 * the second runs softmax and P V of tile kt - 1, then S of tile
-	 * kt, so its softmax overlaps the first's MMAs and the other way
-	 * round; it needs one more iteration at the end, and V of tile
-	 * kt - 1 must survive iteration kt (three V stages).
+	 * Iteration it: the it-th tile of the walk is in shared memory (K in
+	 * stage it % 2, V in stage it % V_STAGES) and the next goes in
+	 * flight.  Without STAGGER both warpgroups run S, softmax, P V on
+	 * tile it.  With it the second runs softmax and P V of tile it - 1,
+	 * then S of tile it, so its softmax overlaps the first's MMAs and the
+	 * other way round; it needs one more iteration at the end, and V of
+	 * tile it - 1 must survive iteration it (three V stages).  A
+	 * warpgroup with nothing in a tile skips its MMAs (the decision is
+	 * the whole warpgroup's, as wgmma requires) but not the barriers.
 	 */
-	for (int kt = 0; kt < nkt + STAGGER; kt++) {
-		const u32 ck = sk + (kt & 1) * KV_BYTES;
+	for (int it = 0; it < cnt + STAGGER; it++) {
+		const u32 ck = sk + (it & 1) * KV_BYTES;
+		int e = e0, k0 = it * BLOCK_N, nd = 0, nx0 = e1;
 
-		/* tile kt landed (each thread its own copies), then all */
+		/* a dependent global load per tile would stall every
+		 * iteration: the entry two ahead loads under this one */
+		if (use_list) {
+			e0 = e1;
+			e1 = it + 2 < cnt ? list[it + 2] : 0;
+		}
+		if (it < cnt) {
+			if (use_list)
+				k0 = ATTN_E_TILE(e) * BLOCK_N;
+			nd = use_list ? wg_need(e, wg, q0 + wg * 64 + off, k0,
+						p.radius) : 2;
+		}
+		/* tile it landed (each thread its own copies), then all */
 		cp_async_wait_all();
 		fence_proxy_async();
 		__syncthreads();
 		/* the stages refilled were last read by MMAs waited for
 		 * before the barrier above */
-		if (kt + 1 < nkt) {
-			int nx = kt + 1;
+		if (it + 1 < cnt) {
+			int nx = it + 1;
+			int n0 = (use_list ? ATTN_E_TILE(nx0) : nx) * BLOCK_N;
 
 			load_sw<BLOCK_N, ATTN_THREADS>(sk + (nx & 1) * KV_BYTES,
-						       kg, p.k_sn,
-						       nx * BLOCK_N, p.Nk);
+						       kg, p.k_sn, n0, p.Nk);
 			load_sw<BLOCK_N, ATTN_THREADS>(
 				sv + (nx % V_STAGES) * KV_BYTES, vg, p.v_sn,
-				nx * BLOCK_N, p.Nk);
+				n0, p.Nk);
 		}
 		cp_async_commit();
 
 		if (!lag) {
-			if (kt < nkt) {
+			if (nd) {
 				gemm_s(s, sq, ck, wg);
-				softmax(st, s, pa, kt * BLOCK_N, lim_min,
-					p.scale_log2);
+				softmax(st, s, pa, k0, lim_min, p.scale_log2,
+					nd == 1, w0 + gr + off, p.radius);
 				gemm_pv(st, pa,
-					sv + (kt % V_STAGES) * KV_BYTES);
+					sv + (it % V_STAGES) * KV_BYTES);
 			}
 		} else {
-			if (kt > 0) {
-				int pv = kt - 1;
-
-				softmax(st, s, pa, pv * BLOCK_N, lim_min,
-					p.scale_log2);
+			if (it > 0 && need) {
+				softmax(st, s, pa, pk0, lim_min, p.scale_log2,
+					need == 1, w0 + gr + off, p.radius);
 				gemm_pv(st, pa,
-					sv + (pv % V_STAGES) * KV_BYTES);
+					sv + ((it - 1) % V_STAGES) * KV_BYTES);
 			}
-			if (kt < nkt)
+			if (nd)
 				gemm_s(s, sq, ck, wg);
+			need = nd;
+			pk0 = k0;
 		}
 	}
 	cp_async_wait_all();
 
 	/*
 	 * epilogue: normalise and store; padding rows get 0 and -inf.  As
-	 * SOFT's dense launch (attn_params.cuh, ATTN_MIX_*), O carries the
-	 * (1 - g) share; with the DENSE pattern both lse are the one.
+	 * one of SOFT's launches (attn_params.cuh, ATTN_MIX_*), O carries
+	 * the branch's share, and the sparse launch adds the (1 - g) A the
+	 * dense one left; with the DENSE pattern both lse are the one.
 	 */
 	u16 *og = (u16 *)p.o + b * p.o_sb + h * p.o_sh;
-	const float share = p.mix == ATTN_MIX_DENSE ?
-			    1.f - p.gate[b * p.g_sb + h * p.g_sh] : 1.f;
+	const float share = p.mix == ATTN_MIX_DENSE ? 1.f - g :
+			    p.mix == ATTN_MIX_SPARSE ? g : 1.f;
+	const float nan = __int_as_float(0x7fc00000);
 
 #pragma unroll
 	for (int r = 0; r < 2; r++) {
@@ -293,25 +386,59 @@ asam_attn_fwd_sm90_kernel(const attn_fwd_params p)
 		if (i >= p.Nq)
 			continue;
 #pragma unroll
-		for (int n = 0; n < NT_O; n++)
-			*(u32 *)(og + (i64)i * p.o_sn + n * 8 + 2 * tg) =
-				pack2(st.acc[n][2 * r] * inv,
-				      st.acc[n][2 * r + 1] * inv);
+		for (int n = 0; n < NT_O; n++) {
+			u32 *at = (u32 *)(og + (i64)i * p.o_sn + n * 8 + 2 * tg);
+			float o0 = st.acc[n][2 * r] * inv;
+			float o1 = st.acc[n][2 * r + 1] * inv;
+
+			if (p.mix == ATTN_MIX_SPARSE) {
+				u32 w = *at;
+
+				o0 += unpack_lo(w);
+				o1 += unpack_hi(w);
+			}
+			*at = pack2(o0, o1);
+		}
 		if (tg == 0) {
 			i64 lo = b * p.l_sb + h * p.l_sh + i;
 			float v = ls > 0.f && live ?
 				  (st.m[r] + fast_log2(ls)) * ATTN_LN2 :
 				  ATTN_NEG_INF;
-			float *mine = GATE_MODE == ATTN_G_SPARSE ? p.lse_s :
-				      p.lse_d;
-			float *other = GATE_MODE == ATTN_G_SPARSE ? p.lse_d :
-				       p.lse_s;
+			float ov = ATTN_NEG_INF;
+			float *mine = MODE == ATTN_G_SPARSE ? p.lse_s : p.lse_d;
+			float *other = MODE == ATTN_G_SPARSE ? p.lse_d : p.lse_s;
 
+			if (GATE_MODE == ATTN_G_HARD && live && st.lim[r])
+				ov = nan;	/* not computed, as the reference */
+			else if (p.mix == ATTN_MIX_SAME)
+				ov = v;
 			if (mine)
 				mine[lo] = v;
 			if (other)
-				other[lo] = p.mix == ATTN_MIX_SAME ? v :
-					    ATTN_NEG_INF;
+				other[lo] = ov;
 		}
 	}
+}
+
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, MIN_BLOCKS)
+asam_attn_fwd_sm90_kernel(const attn_fwd_params p)
+{
+	extern __shared__ __align__(1024) unsigned char attn_smem[];
+	const int b = blockIdx.z, h = blockIdx.y;
+	const int qt = p.reverse ? p.nqt - 1 - blockIdx.x : blockIdx.x;
+	/* the dynamic window is 16-byte aligned: round up to 1024 */
+	const u32 base = (smem_u32(attn_smem) + 1023) & ~1023u;
+	float g = 0.f;
+
+	if (GATE_MODE == ATTN_G_HARD || p.mix == ATTN_MIX_DENSE ||
+	    p.mix == ATTN_MIX_SPARSE)
+		g = p.gate[b * p.g_sb + h * p.g_sh];
+#if GATE_MODE == ATTN_G_HARD
+	if (g >= p.hard_tau)
+		fwd_tile<ATTN_G_SPARSE>(p, b, h, qt, g, base);
+	else
+		fwd_tile<ATTN_G_DENSE>(p, b, h, qt, g, base);
+#else
+	fwd_tile<GATE_MODE>(p, b, h, qt, g, base);
+#endif
 }

@@ -2,7 +2,7 @@
 /*
  * The Hopper (wgmma) forward through the public API, against the fp64
  * reference on host copies: the DENSE pattern with the SPARSE and DENSE
- * gates, causal or not, fp16 and bf16, d 64 and 128, GQA, per-batch
+ * gates, LOCAL and RANDOM with every gate, causal or not, fp16 and bf16, d 64 and 128, GQA, per-batch
  * lengths, Nq != Nk, sequences from 1 to 4096 tokens including lengths
  * that are not multiples of the 128-row tile; forward output and
  * log-sum-exps, then the backward run from this forward's lse (dQ, dK,
@@ -36,6 +36,30 @@ static void one(int dt16, int d, int gate, int causal, int B, int Hq,
 
 	gpu_case_run(&c);
 	ncases++;
+}
+
+/*
+ * LOCAL (window @w) or RANDOM (@r keys a row) with gate @gate: the lists
+ * on 64-key tiles, each warpgroup skipping the tiles its rows miss.  SOFT
+ * runs its dense and its sparse launch on the wgmma kernel.
+ */
+static void pat_one(int kind, int w, int dt16, int d, int gate, int causal,
+		    int B, int Hq, int Hkv, int Nq, int Nk, bool lens)
+{
+	struct asam_pattern pt;
+	struct gpu_case c = { .pat = &pt, .pat_ref = &pt, .dt16 = dt16,
+			      .d = d, .gate = gate, .causal = causal, .B = B,
+			      .Hq = Hq, .Hkv = Hkv, .Nq = Nq, .Nk = Nk,
+			      .lens = lens };
+
+	asam_pattern_init(&pt, kind);
+	if (kind == ASAM_PATTERN_LOCAL)
+		pt.window = w;
+	else
+		pt.keys_per_row = w;
+	gpu_case_run(&c);
+	/* SOFT: two launches; the DENSE gate ignores the pattern */
+	ncases += gate == ASAM_GATE_SOFT ? 2 : 1;
 }
 
 /* a cheap non-zero bf16 fill: uniform in (-2, 2) */
@@ -182,7 +206,7 @@ int main(int argc, char **argv)
 	}
 	setenv("ASAM_CUDA_SM90", "1", 0);
 	before = attn_sm90_launches;
-	ksft_set_plan(16 + 8 + 1);
+	ksft_set_plan(16 + 8 + 24 + 1);
 	for (dt = 0; dt < 2; dt++)
 	for (d = 64; d <= 128; d += 64)
 	for (g = 0; g < 2; g++)
@@ -197,6 +221,25 @@ int main(int argc, char **argv)
 	one(1, 128, ASAM_GATE_SPARSE, 0, 1, 2, 2, 129, 4096, false, false);
 	one(1, 128, ASAM_GATE_DENSE, 1, 1, 1, 1, 4096, 4096, false, true);
 	one(0, 64, ASAM_GATE_DENSE, 1, 1, 1, 1, 4000, 4096, true, true);
+	/*
+	 * Patterns: windows 128 (the peers' radius 64: three of a half's
+	 * four tiles), 37 (partial tiles only) and 1000; RANDOM 128 and 200
+	 * keys a row (blocks of 64, drawn per 64-row group = warpgroup).
+	 */
+	for (x = 0; x < 24; x++) {
+		int kind = x < 14 ? ASAM_PATTERN_LOCAL : ASAM_PATTERN_RANDOM;
+		int w = kind == ASAM_PATTERN_LOCAL ?
+			(x % 3 == 0 ? 128 : x % 3 == 1 ? 37 : 1000) :
+			(x & 1 ? 200 : 128);
+		static const int gates[] = { ASAM_GATE_SPARSE, ASAM_GATE_HARD,
+					     ASAM_GATE_SOFT, ASAM_GATE_DENSE };
+
+		pat_one(kind, w, x & 1, x % 5 == 1 ? 64 : 128, gates[x & 3],
+			(x >> 2) & 1, 2, 4, x % 3 ? 4 : 2,
+			x == 20 ? 2048 : 260 + 61 * (x % 7),
+			x == 20 ? 2048 : 260 + 61 * (x % 7) - 40 * (x % 2),
+			x % 4 == 3);
+	}
 	ksft_test_result(attn_sm90_launches - before == (unsigned long)ncases,
 			 "the wgmma kernel ran %lu times for %d cases\n",
 			 attn_sm90_launches - before, ncases);
