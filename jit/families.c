@@ -127,7 +127,8 @@ static int rows_variants(const struct asam_jit_variant_ctx *vc, int arch,
 /*
  * The Hopper forward (arch/cuda/attn_sm90.c): DENSE pattern, SPARSE or
  * DENSE gate, head dims 64 and 128, fp16/bf16, causal or not, the two
- * warpgroups in step or staggered; tiles of 128 queries by 128 keys.
+ * warpgroups in step or staggered at d 128 (d 64: in step, two blocks an
+ * SM); tiles of 128 queries by 128 keys.
  * Then the tile-list patterns (LOCAL 1, RANDOM 4) with the SPARSE and
  * HARD (3) gates on 64-key tiles, in step (the host never staggers a
  * list), two blocks an SM, bf16 only (each variant costs seconds on CI).
@@ -145,6 +146,8 @@ static int attn_sm90_variants(const struct asam_jit_variant_ctx *vc,
 	for (c = 0; c < 2; c++)
 	for (g = 0; g < 2; g++)
 	for (st = 0; st < 2; st++) {
+		if (dims[j] == 64 && st)
+			continue;	/* d 64: in step, two blocks an SM */
 		err = asam_jit_spec_init(&spec, vc->family->name, arch);
 		err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", dims[j]);
 		err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[i]);
@@ -155,6 +158,8 @@ static int attn_sm90_variants(const struct asam_jit_variant_ctx *vc,
 		err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 128);
 		err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", 8);
 		err = err ?: asam_jit_spec_set(&spec, "STAGGER", st);
+		if (!err && dims[j] == 64)
+			err = asam_jit_spec_set(&spec, "MIN_BLOCKS", 2);
 		err = err ?: cb(&spec, arg);
 		if (err)
 			return err;

@@ -8,8 +8,9 @@
  * ASAM_CUDA_SM90=0 in the environment sends every call to the mma.sync
  * path, =1 to this one where it serves, =2 to its staggered variant (read
  * per call, so one process can time all three); unset (or any other
- * value), SM90_DEFAULT decides.  ASAM_CUDA_SM90_MINB=1 or 2 sets the
- * list kernels' blocks-an-SM register bound (tuning; 2 otherwise).
+ * value), SM90_DEFAULT decides (it staggers only the dense d = 128 walk).
+ * ASAM_CUDA_SM90_MINB=1 or 2 sets the blocks-an-SM register bound of the
+ * lists' and the dense d = 64 kernels (tuning; 2 otherwise).
  */
 #include <stdlib.h>
 
@@ -110,22 +111,22 @@ int attn_sm90_fwd_mix(struct asam_cuda_device *d,
 	int pat = gate == ASAM_GATE_DENSE || !sm90_list_kind(p) ?
 		  ASAM_PATTERN_DENSE : (int)p->pat.kind;
 	/*
-	 * Staggering pays on long walks only: on a list's few tiles its
-	 * extra iteration cost more than it hid (local 16K: 0.381 ms
-	 * staggered, 0.362 in step, H200, 2026-11-27).
+	 * Two blocks an SM where 128 registers a thread hold the tiles:
+	 * the lists' short walks (a few bytes spilled at d = 128) and the
+	 * dense walk at d = 64; one block's loads and softmax then run
+	 * under the other's MMAs.  H200, 2026-11-27, bf16: local 16K 0.331
+	 * ms (one block 0.359), random 0.244 (0.310), dense B8 4K d64 1.977
+	 * ms in step (2.255 staggered at one block, 2.185 staggered at
+	 * two).  The dense d = 128 accumulators do not fit 128 registers.
 	 */
-	int ret, stagger = sm90_mode() == 2 && pat == ASAM_PATTERN_DENSE;
-	int bn = pat == ASAM_PATTERN_DENSE ? SM90_BN : SM90_BN_LIST;
+	bool two = pat != ASAM_PATTERN_DENSE || p->d == 64;
+	int minb = two ? sm90_env("ASAM_CUDA_SM90_MINB", 2) : 0;
 	/*
-	 * Two blocks an SM for the lists' short walks: 128 registers a
-	 * thread (a few spilled at d = 128) and the latency of one block's
-	 * loads behind the other's MMAs (local 16K 0.331 ms, one block
-	 * 0.359; random 0.244, 0.310; H200, 2026-11-27).  The dense tiles'
-	 * accumulators do not fit 128.
+	 * Staggering pays on the one-block dense d = 128 walk only (local
+	 * 16K: 0.381 ms staggered, 0.362 in step, one block each).
 	 */
-	int minb = pat != ASAM_PATTERN_DENSE ?
-		   sm90_env("ASAM_CUDA_SM90_MINB", 2) :
-		   p->d == 64 ? sm90_env("ASAM_CUDA_SM90_MINB", 0) : 0;
+	int ret, stagger = sm90_mode() == 2 && !two;
+	int bn = pat == ASAM_PATTERN_DENSE ? SM90_BN : SM90_BN_LIST;
 
 	ret = asam_jit_spec_init(&spec, "attn_fwd_sm90", attn_arch_of(d));
 	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);

@@ -232,14 +232,15 @@ static __device__ __forceinline__ int wg_need(int e, int wg, int r0, int k0,
 }
 
 /*
- * One query tile of (b, h) as branch MODE (SPARSE or DENSE; HARD picks
- * one per (b, h)): the DENSE pattern and the DENSE branch walk every key
- * tile up to the mask's limit, a pattern's SPARSE branch its list.
+ * One query tile of (b, h) as the sparse branch (@sp) or the dense one:
+ * the DENSE pattern and the dense branch walk every key tile up to the
+ * mask's limit, a pattern's sparse branch its list.  HARD decides @sp
+ * per (b, h) at run time (one copy of the code, and its gate load in
+ * parallel with the list's); the other gates fix it at compile time.
  */
-template <int MODE>
 static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 						int b, int h, int qt,
-						float g, u32 base)
+						float g, bool sp, u32 base)
 {
 	const int tid = threadIdx.x, lane = tid & 31;
 	const int wg = tid >> 7, wq = (tid >> 5) & 3;
@@ -254,7 +255,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	const int qlast = (q0 + BLOCK_M < lq ? q0 + BLOCK_M : lq) - 1;
 	const int lim_max = q0 < lq ? row_limit(qlast, lq, lk, p.Nq, p.Nk) : 0;
 	const int nkt = (lim_max + BLOCK_N - 1) / BLOCK_N;
-	const bool use_list = PATTERN != ATTN_P_DENSE && MODE == ATTN_G_SPARSE;
+	const bool use_list = PATTERN != ATTN_P_DENSE && sp;
 	const u16 *qg = (const u16 *)p.q + b * p.q_sb + h * p.q_sh;
 	const u16 *kg = (const u16 *)p.k + b * p.k_sb + hk * p.k_sh;
 	const u16 *vg = (const u16 *)p.v + b * p.v_sb + hk * p.v_sh;
@@ -267,6 +268,9 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	float s[NT_S][4];
 	u32 pa[KS_N][4];
 
+	/* Q first: nothing it needs waits on the loads below */
+	load_sw<BLOCK_M, ATTN_THREADS>(sq, qg, p.q_sn, q0, p.Nq);
+	cp_async_commit();
 	if (use_list) {
 		int li = (p.list_per_head ? h * p.nqt : 0) + qt;
 
@@ -288,7 +292,6 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 		st.acc[n][0] = st.acc[n][1] = st.acc[n][2] =
 			st.acc[n][3] = 0.f;
 
-	load_sw<BLOCK_M, ATTN_THREADS>(sq, qg, p.q_sn, q0, p.Nq);
 	if (cnt > 0) {
 		int k0 = (use_list ? ATTN_E_TILE(e0) : 0) * BLOCK_N;
 
@@ -405,8 +408,8 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 				  (st.m[r] + fast_log2(ls)) * ATTN_LN2 :
 				  ATTN_NEG_INF;
 			float ov = ATTN_NEG_INF;
-			float *mine = MODE == ATTN_G_SPARSE ? p.lse_s : p.lse_d;
-			float *other = MODE == ATTN_G_SPARSE ? p.lse_d : p.lse_s;
+			float *mine = sp ? p.lse_s : p.lse_d;
+			float *other = sp ? p.lse_d : p.lse_s;
 
 			if (GATE_MODE == ATTN_G_HARD && live && st.lim[r])
 				ov = nan;	/* not computed, as the reference */
@@ -433,12 +436,6 @@ asam_attn_fwd_sm90_kernel(const attn_fwd_params p)
 	if (GATE_MODE == ATTN_G_HARD || p.mix == ATTN_MIX_DENSE ||
 	    p.mix == ATTN_MIX_SPARSE)
 		g = p.gate[b * p.g_sb + h * p.g_sh];
-#if GATE_MODE == ATTN_G_HARD
-	if (g >= p.hard_tau)
-		fwd_tile<ATTN_G_SPARSE>(p, b, h, qt, g, base);
-	else
-		fwd_tile<ATTN_G_DENSE>(p, b, h, qt, g, base);
-#else
-	fwd_tile<GATE_MODE>(p, b, h, qt, g, base);
-#endif
+	fwd_tile(p, b, h, qt, g, GATE_MODE == ATTN_G_HARD ? g >= p.hard_tau :
+			      GATE_MODE == ATTN_G_SPARSE, base);
 }
