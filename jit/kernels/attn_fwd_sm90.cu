@@ -37,7 +37,7 @@
  * so a warpgroup is exactly one group and needs no mask inside a tile it
  * takes; a LOCAL band of radius 64 covers three of the four tiles of the
  * union for either half), so the tensor cores see 1.5 x the band, not
- * 2.5 x.
+ * 2 x.
  */
 #include "attn_sm90.cuh"
 
