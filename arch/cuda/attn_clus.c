@@ -200,7 +200,12 @@ static int clus_prepare(struct asam_cuda_device *d,
 	for (side = 0; side < 2 && !ret; side++) {
 		c->side = side;
 		if (!L->mask) {
-			ret = attn_launch(d, fa, (c->N[side] + 127) / 128,
+			/*
+			 * 1024 tokens a block (8 a thread): each block first
+			 * reads and normalises head h's centroids, which cost
+			 * more than 128 tokens' dot products.
+			 */
+			ret = attn_launch(d, fa, (c->N[side] + 1023) / 1024,
 					  p->Hq, p->B, 128,
 					  CP * p->d * 4 + C * 8, s, c);
 			continue;

@@ -96,46 +96,14 @@ static __device__ double exact_norm(const u16 *x)
 	return fmax(__dsqrt_rn(n), 1e-12);
 }
 
-/*
- * Grid (token blocks, Hq, B), CL_THREADS threads, a token each.  Dynamic
- * shared memory: the unit centroids of head h in fp32, padded to a
- * multiple of CL_CB clusters with zeros, then their fp64 norms.
- */
-extern "C" __global__ void __launch_bounds__(CL_THREADS)
-asam_clus_assign_kernel(const attn_clus_params p)
+/* the cluster of token @t of side @side, (b, h): see the kernel below */
+static __device__ __forceinline__ void assign_one(const attn_clus_params &p,
+						  int side, int h, int hx,
+						  int b, i64 bh, int t, int N,
+						  int C, int CP,
+						  const float *smu,
+						  const double *scn)
 {
-	extern __shared__ __align__(16) float cl_smem[];
-	const int side = p.side, h = blockIdx.y, b = blockIdx.z;
-	const int N = p.N[side], C = p.C, CP = (C + CL_CB - 1) / CL_CB * CL_CB;
-	const int hx = side ? h / (p.Hq / p.Hx[1]) : h;
-	const int t = blockIdx.x * CL_THREADS + threadIdx.x;
-	float *smu = cl_smem;				/* [CP][HEAD_DIM] */
-	double *scn = (double *)(smu + CP * HEAD_DIM);	/* [C] */
-	const i64 bh = (i64)b * p.Hq + h;
-
-	/* fp64 norms in the reference's order; fp32 unit rows */
-	for (int c = threadIdx.x; c < CP; c += CL_THREADS) {
-		double n = 0;
-
-		if (c < C) {
-			for (int e = 0; e < HEAD_DIM; e++) {
-				double m = mu_get(p, h * p.mu_sh + c * p.mu_sc +
-						     e * p.mu_se);
-
-				n = __dadd_rn(n, __dmul_rn(m, m));
-			}
-			n = fmax(__dsqrt_rn(n), 1e-12);
-			scn[c] = n;
-		}
-		for (int e = 0; e < HEAD_DIM; e++)
-			smu[c * HEAD_DIM + e] = c < C ?
-				(float)(mu_get(p, h * p.mu_sh + c * p.mu_sc +
-					       e * p.mu_se) / n) : 0.f;
-	}
-	__syncthreads();
-	if (t >= N)
-		return;
-
 	const u16 *x = (const u16 *)p.x[side] + b * p.x_sb[side] +
 		       hx * p.x_sh[side] + (i64)t * p.x_sn[side];
 	float best = ATTN_NEG_INF, second = ATTN_NEG_INF, xn2 = 0.f;
@@ -209,6 +177,69 @@ asam_clus_assign_kernel(const attn_clus_params p)
 	if (p.nrm[side])
 		p.nrm[side][bh * N + t] = exact_norm(x);
 }
+
+/*
+ * Grid (token blocks, Hq, B), CL_THREADS threads, a token each per pass
+ * over the block's tokens (the host sizes the grid).  Dynamic
+ * shared memory: the unit centroids of head h in fp32, padded to a
+ * multiple of CL_CB clusters with zeros, then their fp64 norms.
+ */
+extern "C" __global__ void __launch_bounds__(CL_THREADS)
+asam_clus_assign_kernel(const attn_clus_params p)
+{
+	extern __shared__ __align__(16) float cl_smem[];
+	const int side = p.side, h = blockIdx.y, b = blockIdx.z;
+	const int N = p.N[side], C = p.C, CP = (C + CL_CB - 1) / CL_CB * CL_CB;
+	const int hx = side ? h / (p.Hq / p.Hx[1]) : h;
+	const int t0 = blockIdx.x * CL_THREADS + threadIdx.x;
+	float *smu = cl_smem;				/* [CP][HEAD_DIM] */
+	double *scn = (double *)(smu + CP * HEAD_DIM);	/* [C] */
+	const i64 bh = (i64)b * p.Hq + h;
+
+	/*
+	 * fp64 norms in the reference's order; fp32 unit rows.  Eight loads
+	 * go out together before their sums (in order): one at a time, the
+	 * 2 x HEAD_DIM dependent load latencies of a centroid were most of
+	 * the kernel's time.
+	 */
+	for (int c = threadIdx.x; c < CP; c += CL_THREADS) {
+		const i64 at = h * p.mu_sh + c * p.mu_sc;
+		double n = 0;
+
+		if (c < C) {
+			for (int e0 = 0; e0 < HEAD_DIM; e0 += 8) {
+				double m[8];
+
+#pragma unroll
+				for (int k = 0; k < 8; k++)
+					m[k] = mu_get(p, at + (e0 + k) * p.mu_se);
+#pragma unroll
+				for (int k = 0; k < 8; k++)
+					n = __dadd_rn(n, __dmul_rn(m[k], m[k]));
+			}
+			n = fmax(__dsqrt_rn(n), 1e-12);
+			scn[c] = n;
+		}
+		for (int e0 = 0; e0 < HEAD_DIM; e0 += 8) {
+			double m[8];
+
+#pragma unroll
+			for (int k = 0; k < 8; k++)
+				m[k] = c < C ? mu_get(p, at + (e0 + k) * p.mu_se) :
+				       0.;
+#pragma unroll
+			for (int k = 0; k < 8; k++)
+				smu[c * HEAD_DIM + e0 + k] =
+					c < C ? (float)(m[k] / n) : 0.f;
+		}
+	}
+	__syncthreads();
+	/* a block takes several tokens a thread: the centroids once */
+	for (int t = t0; t < N; t += gridDim.x * CL_THREADS)
+		assign_one(p, side, h, hx, b, bh, t, N, C, CP, smu,
+			   scn);
+}
+
 
 /*
  * SOFT cluster mode: a_t = softmax_c(<n^(x_t), n^(mu_hc)> / |tau|), in

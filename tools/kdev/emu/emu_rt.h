@@ -23,6 +23,7 @@ struct emu_api {
 	void (*sync)(void);
 	void (*wsync)(void);
 	uint64_t *(*xch)(void);		/* this warp's 32 x 8 slots */
+	emu_dim *gdim;
 };
 static emu_api *E;
 extern "C" void emu_bind(emu_api *a) { E = a; }
@@ -35,6 +36,7 @@ extern "C" void emu_bind(emu_api *a) { E = a; }
 #define threadIdx (*E->tid())
 #define blockIdx (*E->bid)
 #define blockDim (*E->bdim)
+#define gridDim (*E->gdim)
 #define __syncthreads() E->sync()
 #define __syncwarp(...) E->wsync()
 #define emu_smem() E->smem()

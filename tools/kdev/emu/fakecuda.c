@@ -27,12 +27,13 @@ struct emu_api {
 	void (*sync)(void);
 	void (*wsync)(void);
 	uint64_t *(*xch)(void);
+	struct emu_dim *gdim;
 };
 
 #define MAXT 1024
 #define STK (256 * 1024)
 
-static struct emu_dim bid, bdim;
+static struct emu_dim bid, bdim, gdim;
 static void *smem_buf;
 static int nthr, cur, live, wlive[32];
 static struct fib {
@@ -85,7 +86,7 @@ static void e_wsync(void)
 }
 
 static struct emu_api api = { &bid, &bdim, e_tid, e_smem, e_sync, e_wsync,
-			      e_xch };
+			      e_xch, &gdim };
 
 static void entry(void)
 {
@@ -246,6 +247,7 @@ CUresult CUDAAPI cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy,
 	cur_arg = params[0];
 	nthr = bx;
 	bdim = (struct emu_dim){ bx, 1, 1 };
+	gdim = (struct emu_dim){ gx, gy, gz };
 	for (z = 0; z < gz; z++)
 		for (y = 0; y < gy; y++)
 			for (x = 0; x < gx; x++) {
