@@ -19,6 +19,7 @@
 #include <internal/problem.h>
 
 #include "attn_int.h"
+#include "attn_cols.h"
 #include "attn_sm90.h"
 
 #define SM90_BM		128	/* two warpgroups of 64 rows */
@@ -74,11 +75,15 @@ bool attn_sm90_serves_dense(const struct asam_cuda_device *d,
 	return sm90_smem_bytes(p->d, 1, SM90_BN) <= d->smem_per_block_optin;
 }
 
-/* LOCAL and RANDOM: their lists serve the SPARSE branch */
+/*
+ * LOCAL and RANDOM: their lists serve the SPARSE branch; STRIDED and
+ * HIERARCHICAL: the band's list, then the column keys
+ */
 static bool sm90_list_kind(const struct asam_problem *p)
 {
 	return p->pat.kind == ASAM_PATTERN_LOCAL ||
-	       p->pat.kind == ASAM_PATTERN_RANDOM;
+	       p->pat.kind == ASAM_PATTERN_RANDOM ||
+	       attn_cols_kind(p->pat.kind);
 }
 
 bool attn_sm90_serves_list(const struct asam_cuda_device *d,
@@ -149,7 +154,14 @@ int attn_sm90_fwd_mix(struct asam_cuda_device *d,
 	a.lse_s = lse_s;
 	a.lse_d = lse_d;
 	a.mix = mix;
-	if (pat != ASAM_PATTERN_DENSE) {
+	if (attn_cols_kind(pat)) {
+		struct attn_cols_dev c;
+
+		ret = attn_cols_get(d, p, SM90_BM, 0, &c);
+		if (ret)
+			return ret;
+		attn_cols_fill_fwd(&a, &c);
+	} else if (pat != ASAM_PATTERN_DENSE) {
 		ret = attn_get_plan(d, p, SM90_BM, &a.list_off, &a.list,
 				    &a.list_per_head);
 		if (ret)

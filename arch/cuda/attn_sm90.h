@@ -14,8 +14,8 @@
 /*
  * Whether the wgmma forward takes @p on @d: an sm_90 device, ASAM_CUDA_SM90
  * not "0", d 64 or 128, and the DENSE pattern or the DENSE gate, or the
- * LOCAL or RANDOM pattern with the SPARSE or HARD gate (SOFT is two
- * launches, arch/cuda/attn.c).
+ * LOCAL, RANDOM, STRIDED or HIERARCHICAL pattern with the SPARSE or HARD
+ * gate (SOFT is two launches, arch/cuda/attn.c).
  */
 bool attn_sm90_serves(const struct asam_cuda_device *d,
 		      const struct asam_problem *p);
@@ -25,7 +25,7 @@ int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
 /* dense attention of @p whatever its pattern (SOFT's dense launch) */
 bool attn_sm90_serves_dense(const struct asam_cuda_device *d,
 			    const struct asam_problem *p);
-/* LOCAL or RANDOM's sparse branch (SOFT's sparse launch) */
+/* a tile-list pattern's sparse branch (SOFT's sparse launch) */
 bool attn_sm90_serves_list(const struct asam_cuda_device *d,
 			   const struct asam_problem *p);
 /* one launch of gate @gate (SPARSE, DENSE, HARD), mixing as @mix */

@@ -58,9 +58,11 @@
 #error "HEAD_DIM must be 64 or 128"
 #endif
 #if PATTERN != ATTN_P_DENSE && PATTERN != ATTN_P_LOCAL && \
-	PATTERN != ATTN_P_RANDOM
-#error "the sm_90 forward serves the DENSE, LOCAL and RANDOM patterns"
+	PATTERN != ATTN_P_RANDOM && !ATTN_HAS_COLS
+#error "the sm_90 forward serves DENSE, LOCAL, RANDOM, STRIDED, HIERARCHICAL"
 #endif
+/* LOCAL, STRIDED and HIERARCHICAL walk a band of radius p.radius */
+#define SM90_BAND (PATTERN == ATTN_P_LOCAL || ATTN_HAS_COLS)
 #if PATTERN != ATTN_P_DENSE && (BLOCK_N != 64 || BLOCK_M != 128)
 #error "the pattern lists hold 64-key tiles of 128-row query tiles"
 #endif
@@ -102,6 +104,9 @@
 #if STAGGER && NWG != 2
 #error "STAGGER pairs two warpgroups"
 #endif
+#if STAGGER && PATTERN != ATTN_P_DENSE
+#error "a list's short walk runs in step"
+#endif
 /* V stages: a staggered warpgroup still reads V of the previous tile */
 #define V_STAGES (STAGGER ? 3 : 2)
 
@@ -131,37 +136,83 @@ static __device__ __forceinline__ void gemm_s(float (*s)[4], u32 sq, u32 ck,
 }
 
 /*
- * Fold the score tile of keys [k0, k0 + BLOCK_N) into @st and leave P as
- * A fragments in @pa: log2 domain, the mask only on the tiles at its edge
- * (@lim_min: the smallest row limit of the block), running max, rescale.
+ * Masks on a score tile (raw scores; -inf where not allowed), for the
+ * tile of keys [k0, k0 + BLOCK_N) seen by this thread's rows gr and gr +
+ * 8 of warp row @w0 (@band0 = w0 + gr + off: the bottom-right diagonal).
+ * The key limit (causal, len_k) only on the tiles that reach it
+ * (@lim_min: the block's smallest); the band |i + off - j| <= radius on
+ * a band tile some of whose pairs are outside it (@pmask), and for
+ * HIERARCHICAL each pair's vote there.
  */
-static __device__ __forceinline__ void softmax(wg_state &st, float (*s)[4],
-					       u32 (*pa)[4], int k0,
-					       int lim_min, float scale_log2,
-					       bool pmask, int band0, int radius)
+static __device__ __forceinline__ void mask_tile(const attn_fwd_params &p,
+						 const wg_state &st,
+						 float (*s)[4], int h, int k0,
+						 int lim_min, bool pmask,
+						 int band0, int off)
 {
 	const int tg = threadIdx.x & 3;
 	const bool umask = k0 + BLOCK_N > lim_min;
-	float alpha[2];
 
+	if (!umask && !(SM90_BAND && pmask))
+		return;
 #pragma unroll
 	for (int n = 0; n < NT_S; n++)
 #pragma unroll
 		for (int x = 0; x < 4; x++) {
 			int j = k0 + n * 8 + 2 * tg + (x & 1);
+			int dl = band0 + (x >> 1) * 8 - j;
 
-			s[n][x] *= scale_log2;
 			if (umask && j >= st.lim[x >> 1])
 				s[n][x] = ATTN_NEG_INF;
-			/* LOCAL's partial tiles: |i + off - j| <= radius,
-			 * band0 = i + off of row gr */
-			if (PATTERN == ATTN_P_LOCAL && pmask) {
-				int dl = band0 + (x >> 1) * 8 - j;
-
-				if (dl > radius || -dl > radius)
-					s[n][x] = ATTN_NEG_INF;
-			}
+			if (SM90_BAND && pmask &&
+			    (dl > p.radius || -dl > p.radius ||
+			     !cols_band(p, h, band0 - off + (x >> 1) * 8, j,
+					off)))
+				s[n][x] = ATTN_NEG_INF;
 		}
+}
+
+/*
+ * STRIDED, HIERARCHICAL: the tile of gathered column keys from entry @c0
+ * of the set (@nc entries): cols_take() (beyond the band, under the
+ * row's limit, the head's vote).  The keys are read here, after the MMA
+ * was issued, not held through it (registers).
+ */
+static __device__ __forceinline__ void mask_cols(const attn_fwd_params &p,
+						 const wg_state &st,
+						 float (*s)[4], int h, int c0,
+						 int nc, int i0, int off)
+{
+	const int tg = threadIdx.x & 3;
+
+#pragma unroll
+	for (int n = 0; n < NT_S; n++)
+#pragma unroll
+		for (int x = 0; x < 2; x++) {
+			int c = c0 + n * 8 + 2 * tg + x;
+			int j = c < nc ? __ldg(p.col + c) : -1;
+
+			if (!cols_take(p, h, i0, j, st.lim[0], off))
+				s[n][x] = ATTN_NEG_INF;
+			if (!cols_take(p, h, i0 + 8, j, st.lim[1], off))
+				s[n][2 + x] = ATTN_NEG_INF;
+		}
+}
+
+/*
+ * Fold a (masked) score tile into @st and leave P as A fragments in @pa:
+ * log2 domain, running max, rescale.
+ */
+static __device__ __forceinline__ void softmax(wg_state &st, float (*s)[4],
+					       u32 (*pa)[4], float scale_log2)
+{
+	float alpha[2];
+
+#pragma unroll
+	for (int n = 0; n < NT_S; n++)
+#pragma unroll
+		for (int x = 0; x < 4; x++)
+			s[n][x] *= scale_log2;
 #pragma unroll
 	for (int r = 0; r < 2; r++) {
 		float mx = st.m[r], bs, sum = 0.f;
@@ -220,15 +271,42 @@ static __device__ __forceinline__ int wg_need(int e, int wg, int r0, int k0,
 {
 #if PATTERN == ATTN_P_RANDOM
 	return (e & ATTN_E_FULL) || ATTN_E_GROUP(e, wg) ? 2 : 0;
-#elif PATTERN == ATTN_P_LOCAL
+#elif SM90_BAND
 	int dmin = r0 - (k0 + BLOCK_N - 1), dmax = r0 + 63 - k0;
 
 	if (dmin > radius || -dmax > radius)
 		return 0;
-	return dmax <= radius && -dmin <= radius ? 2 : 1;
+	/* HIERARCHICAL votes per pair inside the band */
+	return dmax <= radius && -dmin <= radius &&
+	       PATTERN != ATTN_P_HIERARCHICAL ? 2 : 1;
 #else
 	return 2;
 #endif
+}
+
+/*
+ * K and V of walk step @it into the stages at @dk, @dv: key tile @kt of
+ * the band or the dense walk, or past the list's @cnt steps the column
+ * keys' tile it - cnt (@nc column keys in all).
+ */
+static __device__ __forceinline__ void load_kv(const attn_fwd_params &p,
+					       int it, int cnt, int nc, int kt,
+					       const u16 *kg, const u16 *vg,
+					       u32 dk, u32 dv)
+{
+#if ATTN_HAS_COLS
+	if (it >= cnt) {
+		const int c0 = (it - cnt) * BLOCK_N;
+
+		load_sw_idx<BLOCK_N, ATTN_THREADS>(dk, kg, p.k_sn, p.col + c0,
+						   nc - c0);
+		load_sw_idx<BLOCK_N, ATTN_THREADS>(dv, vg, p.v_sn, p.col + c0,
+						   nc - c0);
+		return;
+	}
+#endif
+	load_sw<BLOCK_N, ATTN_THREADS>(dk, kg, p.k_sn, kt * BLOCK_N, p.Nk);
+	load_sw<BLOCK_N, ATTN_THREADS>(dv, vg, p.v_sn, kt * BLOCK_N, p.Nk);
 }
 
 /*
@@ -264,6 +342,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	const int lag = STAGGER && wg == 1;
 	const int *list = 0;
 	int cnt = nkt, need = 0, pk0 = 0, e0 = ATTN_E_FULL, e1 = ATTN_E_FULL;
+	int nc = 0, tot;
 	wg_state st;
 	float s[NT_S][4];
 	u32 pa[KS_N][4];
@@ -283,6 +362,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 		e0 = cnt > 0 ? list[0] : 0;
 		e1 = cnt > 1 ? list[1] : 0;
 	}
+	tot = cnt;
 	st.lim[0] = row_limit(w0 + gr, lq, lk, p.Nq, p.Nk);
 	st.lim[1] = row_limit(w0 + gr + 8, lq, lk, p.Nq, p.Nk);
 	st.m[0] = st.m[1] = ATTN_NEG_INF;
@@ -292,12 +372,15 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 		st.acc[n][0] = st.acc[n][1] = st.acc[n][2] =
 			st.acc[n][3] = 0.f;
 
-	if (cnt > 0) {
-		int k0 = (use_list ? ATTN_E_TILE(e0) : 0) * BLOCK_N;
-
-		load_sw<BLOCK_N, ATTN_THREADS>(sk, kg, p.k_sn, k0, p.Nk);
-		load_sw<BLOCK_N, ATTN_THREADS>(sv, vg, p.v_sn, k0, p.Nk);
+#if ATTN_HAS_COLS
+	if (sp) {	/* the column keys under the block's largest limit */
+		nc = cols_below(p.col, p.ncol, lim_max);
+		tot = cnt + (nc + BLOCK_N - 1) / BLOCK_N;
 	}
+#endif
+	if (tot > 0)
+		load_kv(p, 0, cnt, nc, use_list ? ATTN_E_TILE(e0) : 0, kg, vg,
+			sk, sv);
 	cp_async_commit();
 
 	/*
@@ -310,9 +393,13 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	 * tile it - 1 must survive iteration it (three V stages).  A
 	 * warpgroup with nothing in a tile skips its MMAs (the decision is
 	 * the whole warpgroup's, as wgmma requires) but not the barriers.
+	 * STRIDED and HIERARCHICAL go on past the band's list into their
+	 * column keys, 64 gathered keys a tile (attn_cols.cuh): the same
+	 * online softmax, no pair counted twice (cols_take skips the band).
 	 */
-	for (int it = 0; it < cnt + STAGGER; it++) {
+	for (int it = 0; it < tot + STAGGER; it++) {
 		const u32 ck = sk + (it & 1) * KV_BYTES;
+		const bool col = ATTN_HAS_COLS && it >= cnt;
 		int e = e0, k0 = it * BLOCK_N, nd = 0, nx0 = e1;
 
 		/* a dependent global load per tile would stall every
@@ -321,7 +408,9 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 			e0 = e1;
 			e1 = it + 2 < cnt ? list[it + 2] : 0;
 		}
-		if (it < cnt) {
+		if (col && it < tot) {
+			nd = 1;
+		} else if (it < cnt) {
 			if (use_list)
 				k0 = ATTN_E_TILE(e) * BLOCK_N;
 			nd = use_list ? wg_need(e, wg, q0 + wg * 64 + off, k0,
@@ -333,30 +422,33 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 		__syncthreads();
 		/* the stages refilled were last read by MMAs waited for
 		 * before the barrier above */
-		if (it + 1 < cnt) {
-			int nx = it + 1;
-			int n0 = (use_list ? ATTN_E_TILE(nx0) : nx) * BLOCK_N;
-
-			load_sw<BLOCK_N, ATTN_THREADS>(sk + (nx & 1) * KV_BYTES,
-						       kg, p.k_sn, n0, p.Nk);
-			load_sw<BLOCK_N, ATTN_THREADS>(
-				sv + (nx % V_STAGES) * KV_BYTES, vg, p.v_sn,
-				n0, p.Nk);
-		}
+		if (it + 1 < tot)
+			load_kv(p, it + 1, cnt, nc, use_list ? ATTN_E_TILE(nx0) :
+				it + 1, kg, vg,
+				sk + ((it + 1) & 1) * KV_BYTES,
+				sv + ((it + 1) % V_STAGES) * KV_BYTES);
 		cp_async_commit();
 
 		if (!lag) {
 			if (nd) {
 				gemm_s(s, sq, ck, wg);
-				softmax(st, s, pa, k0, lim_min, p.scale_log2,
-					nd == 1, w0 + gr + off, p.radius);
+				if (col)
+					mask_cols(p, st, s, h,
+						  (it - cnt) * BLOCK_N, nc,
+						  w0 + gr, off);
+				else
+					mask_tile(p, st, s, h, k0, lim_min,
+						  nd == 1, w0 + gr + off, off);
+				softmax(st, s, pa, p.scale_log2);
 				gemm_pv(st, pa,
 					sv + (it % V_STAGES) * KV_BYTES);
 			}
 		} else {
+			/* the DENSE pattern only: no list, no columns */
 			if (it > 0 && need) {
-				softmax(st, s, pa, pk0, lim_min, p.scale_log2,
-					need == 1, w0 + gr + off, p.radius);
+				mask_tile(p, st, s, h, pk0, lim_min, false,
+					  w0 + gr + off, off);
+				softmax(st, s, pa, p.scale_log2);
 				gemm_pv(st, pa,
 					sv + ((it - 1) % V_STAGES) * KV_BYTES);
 			}

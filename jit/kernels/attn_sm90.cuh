@@ -106,6 +106,29 @@ static __device__ __forceinline__ void load_sw(u32 dst, const u16 *src,
 	}
 }
 
+/*
+ * The same layout for ROWS gathered rows: row r is source row @idx[r]
+ * (zeros for r >= @n): STRIDED's and HIERARCHICAL's column keys.
+ */
+template <int ROWS, int THREADS>
+static __device__ __forceinline__ void load_sw_idx(u32 dst, const u16 *src,
+						   i64 ld, const int *idx,
+						   int n)
+{
+	const int CH = HEAD_DIM / 8;
+
+#pragma unroll
+	for (int c = threadIdx.x; c < ROWS * CH; c += THREADS) {
+		int r = c / CH, ch = c % CH;
+		int j = r < n ? __ldg(idx + r) : -1;
+		const u16 *s = src + (j >= 0 ? (i64)j * ld + ch * 8 : 0);
+		u32 at = (ch >> 3) * ROWS * 128 + r * 128 +
+			 (((ch & 7) ^ (r & 7)) << 4);
+
+		cp_async16_s(dst + at, s, j >= 0);
+	}
+}
+
 static __device__ __forceinline__ void wgmma_ss_n128(float (*d)[4], u64 da,
 						   u64 db, int acc)
 {

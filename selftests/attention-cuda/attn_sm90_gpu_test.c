@@ -2,7 +2,8 @@
 /*
  * The Hopper (wgmma) forward through the public API, against the fp64
  * reference on host copies: the DENSE pattern with the SPARSE and DENSE
- * gates, LOCAL and RANDOM with every gate, causal or not, fp16 and bf16, d 64 and 128, GQA, per-batch
+ * gates, LOCAL, RANDOM, STRIDED and HIERARCHICAL with every gate, causal
+ * or not, fp16 and bf16, d 64 and 128, GQA, per-batch
  * lengths, Nq != Nk, sequences from 1 to 4096 tokens including lengths
  * that are not multiples of the 128-row tile; forward output and
  * log-sum-exps, then the backward run from this forward's lse (dQ, dK,
@@ -60,6 +61,46 @@ static void pat_one(int kind, int w, int dt16, int d, int gate, int causal,
 	gpu_case_run(&c);
 	/* SOFT: two launches; the DENSE gate ignores the pattern */
 	ncases += gate == ASAM_GATE_SOFT ? 2 : 1;
+}
+
+static void cols_one(const struct asam_pattern *pt, int dt16, int d,
+		     int gate, int causal, int Hq, int Hkv, int Nq, int Nk,
+		     bool lens)
+{
+	struct gpu_case c = { .pat = pt, .pat_ref = pt, .dt16 = dt16,
+			      .d = d, .gate = gate, .causal = causal, .B = 2,
+			      .Hq = Hq, .Hkv = Hkv, .Nq = Nq, .Nk = Nk,
+			      .lens = lens };
+
+	gpu_case_run(&c);
+	ncases += gate == ASAM_GATE_SOFT ? 2 : 1;
+}
+
+#define NCOLS 8
+
+static void cols_cases(void)
+{
+	/* per-head weights over (4, 16, 64): heads take different columns */
+	static const float w[4 * 3] = { 0.6f, 0.2f, 0.2f,  0.1f, 0.3f, 0.6f,
+					0.3f, 0.3f, 0.4f,
+					1.f / 3, 1.f / 3, 1.f / 3 };
+	struct asam_pattern st, hi, st2, hw;
+
+	asam_pattern_init(&st, ASAM_PATTERN_STRIDED);
+	asam_pattern_init(&hi, ASAM_PATTERN_HIERARCHICAL);
+	asam_pattern_init(&st2, ASAM_PATTERN_STRIDED);
+	st2.stride = 7;
+	st2.radius = 5;
+	asam_pattern_init(&hw, ASAM_PATTERN_HIERARCHICAL);
+	hw.scale_weights = w;
+	cols_one(&st, 1, 128, ASAM_GATE_SPARSE, 0, 4, 2, 700, 700, false);
+	cols_one(&hi, 0, 128, ASAM_GATE_SPARSE, 1, 4, 4, 613, 640, false);
+	cols_one(&hw, 1, 64, ASAM_GATE_SOFT, 1, 4, 2, 500, 500, true);
+	cols_one(&st, 0, 64, ASAM_GATE_HARD, 0, 4, 4, 333, 290, true);
+	cols_one(&st2, 1, 128, ASAM_GATE_SPARSE, 1, 2, 2, 301, 450, true);
+	cols_one(&hw, 1, 128, ASAM_GATE_HARD, 1, 4, 2, 450, 450, false);
+	cols_one(&hi, 1, 64, ASAM_GATE_SOFT, 0, 4, 2, 2100, 2100, false);
+	cols_one(&st2, 0, 128, ASAM_GATE_SPARSE, 0, 4, 1, 129, 1000, false);
 }
 
 /* a cheap non-zero bf16 fill: uniform in (-2, 2) */
@@ -206,7 +247,7 @@ int main(int argc, char **argv)
 	}
 	setenv("ASAM_CUDA_SM90", "1", 0);
 	before = attn_sm90_launches;
-	ksft_set_plan(16 + 8 + 24 + 1);
+	ksft_set_plan(16 + 8 + 24 + NCOLS + 1);
 	for (dt = 0; dt < 2; dt++)
 	for (d = 64; d <= 128; d += 64)
 	for (g = 0; g < 2; g++)
@@ -240,6 +281,8 @@ int main(int argc, char **argv)
 			x == 20 ? 2048 : 260 + 61 * (x % 7) - 40 * (x % 2),
 			x % 4 == 3);
 	}
+	/* STRIDED, HIERARCHICAL: the band's list, then the column keys */
+	cols_cases();
 	ksft_test_result(attn_sm90_launches - before == (unsigned long)ncases,
 			 "the wgmma kernel ran %lu times for %d cases\n",
 			 attn_sm90_launches - before, ncases);
