@@ -154,22 +154,40 @@ static __device__ __forceinline__ void assign_one(const attn_clus_params &p,
 		}
 	}
 
-	/* too close to call in fp32 (or x = 0): the reference's arithmetic */
-	if (!(best - second > 1e-4f * sqrtf(xn2))) {
+	/*
+	 * Too close to call in fp32 (or x = 0): the reference's arithmetic,
+	 * but only for the clusters whose fp32 score is within the margin
+	 * of the best.  The fp64 winner's fp32 score lies within twice the
+	 * fp32 error (far under the margin) of the best one, so no other
+	 * cluster can win; walking the candidates in index order with a
+	 * strict > keeps the reference's lowest index on ties.  One in a
+	 * few hundred tokens comes here, but a warp waits for its slowest
+	 * lane: 32 fp64 dot products were most of the kernel's time.
+	 */
+	const float tol = 1e-4f * sqrtf(xn2);
+
+	if (!(best - second > tol)) {
 		double xn = exact_norm(x), bv = 0;
+		bool first = true;
 
 		bc = 0;
 		for (int c = 0; c < C; c++) {
 			double dot = 0, cs;
+			float f = 0.f;
 
+			for (int e = 0; e < HEAD_DIM; e++)
+				f += x16(x[e]) * smu[c * HEAD_DIM + e];
+			if (!(f >= best - tol) && !(xn2 == 0.f))
+				continue;
 			for (int e = 0; e < HEAD_DIM; e++)
 				dot = __dadd_rn(dot, __dmul_rn((double)x16(x[e]),
 					mu_get(p, h * p.mu_sh + c * p.mu_sc +
 						  e * p.mu_se)));
 			cs = __ddiv_rn(dot, __dmul_rn(xn, scn[c]));
-			if (c == 0 || cs > bv) {
+			if (first || cs > bv) {
 				bv = cs;
 				bc = c;
+				first = false;
 			}
 		}
 	}
