@@ -23,23 +23,12 @@ static void one(const struct asam_pattern *pt, int dt16, int d, int gate,
 
 int main(void)
 {
-	/* softmax-ed per-head weights over (4, 16, 64): head 0 takes every
-	 * 4th key, head 1 every 64th, head 2 every 16th, head 3 uniform */
-	static const float w[4 * 3] = { 0.6f, 0.2f, 0.2f,  0.1f, 0.3f, 0.6f,
-					0.3f, 0.3f, 0.4f,
-					1.f / 3, 1.f / 3, 1.f / 3 };
 	struct asam_pattern st, hi, st2, hw;
 	int g, c;
 
 	ksft_print_header();
 	gpu_case_setup();
-	asam_pattern_init(&st, ASAM_PATTERN_STRIDED);
-	asam_pattern_init(&hi, ASAM_PATTERN_HIERARCHICAL);
-	asam_pattern_init(&st2, ASAM_PATTERN_STRIDED);
-	st2.stride = 7;
-	st2.radius = 5;
-	asam_pattern_init(&hw, ASAM_PATTERN_HIERARCHICAL);
-	hw.scale_weights = w;
+	gc_cols_patterns(&st, &hi, &st2, &hw);
 	ksft_set_plan(2 * 4 * 2 + 2 * 3 * 2 + 6);
 	for (g = 0; g < 4; g++)
 		for (c = 0; c < 2; c++) {

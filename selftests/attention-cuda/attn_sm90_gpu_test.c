@@ -80,19 +80,9 @@ static void cols_one(const struct asam_pattern *pt, int dt16, int d,
 
 static void cols_cases(void)
 {
-	/* per-head weights over (4, 16, 64): heads take different columns */
-	static const float w[4 * 3] = { 0.6f, 0.2f, 0.2f,  0.1f, 0.3f, 0.6f,
-					0.3f, 0.3f, 0.4f,
-					1.f / 3, 1.f / 3, 1.f / 3 };
 	struct asam_pattern st, hi, st2, hw;
 
-	asam_pattern_init(&st, ASAM_PATTERN_STRIDED);
-	asam_pattern_init(&hi, ASAM_PATTERN_HIERARCHICAL);
-	asam_pattern_init(&st2, ASAM_PATTERN_STRIDED);
-	st2.stride = 7;
-	st2.radius = 5;
-	asam_pattern_init(&hw, ASAM_PATTERN_HIERARCHICAL);
-	hw.scale_weights = w;
+	gc_cols_patterns(&st, &hi, &st2, &hw);
 	cols_one(&st, 1, 128, ASAM_GATE_SPARSE, 0, 4, 2, 700, 700, false);
 	cols_one(&hi, 0, 128, ASAM_GATE_SPARSE, 1, 4, 4, 613, 640, false);
 	cols_one(&hw, 1, 64, ASAM_GATE_SOFT, 1, 4, 2, 500, 500, true);

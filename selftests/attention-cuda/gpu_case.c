@@ -250,3 +250,20 @@ void gpu_case_teardown(void)
 {
 	asam_ctx_destroy(gc_ctx);
 }
+
+void gc_cols_patterns(struct asam_pattern *st, struct asam_pattern *hi,
+		      struct asam_pattern *st2, struct asam_pattern *hw)
+{
+	/* softmax-ed per-head weights over the scales (4, 16, 64) */
+	static const float w[4 * 3] = { 0.6f, 0.2f, 0.2f,  0.1f, 0.3f, 0.6f,
+					0.3f, 0.3f, 0.4f,
+					1.f / 3, 1.f / 3, 1.f / 3 };
+
+	asam_pattern_init(st, ASAM_PATTERN_STRIDED);
+	asam_pattern_init(hi, ASAM_PATTERN_HIERARCHICAL);
+	asam_pattern_init(st2, ASAM_PATTERN_STRIDED);
+	st2->stride = 7;
+	st2->radius = 5;
+	asam_pattern_init(hw, ASAM_PATTERN_HIERARCHICAL);
+	hw->scale_weights = w;
+}

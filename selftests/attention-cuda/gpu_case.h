@@ -42,6 +42,15 @@ struct gpu_case {
 	bool nondet_ok;		/* without DETERMINISTIC, skip the bit check */
 };
 
+/*
+ * The column patterns the GPU tests share: STRIDED and HIERARCHICAL with
+ * their defaults, STRIDED with s 7 and L 5, HIERARCHICAL with per-head
+ * weights over (4, 16, 64) (head 0 takes every 4th key, head 1 every
+ * 64th, head 2 every 16th, head 3 uniform: four heads at least)
+ */
+void gc_cols_patterns(struct asam_pattern *st, struct asam_pattern *hi,
+		      struct asam_pattern *st2, struct asam_pattern *hw);
+
 /* context and first CUDA device, or ksft_exit_skip() */
 void gpu_case_setup(void);
 void gpu_case_teardown(void);
