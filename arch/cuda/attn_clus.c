@@ -201,15 +201,18 @@ static int clus_prepare(struct asam_cuda_device *d,
 		c->side = side;
 		if (!L->mask) {
 			/*
-			 * 128 tokens a block: 1024 (eight a thread, the
-			 * centroids' prologue paid an eighth as often) was no
-			 * faster on an H200 (clustered 16K 2.84-2.97 ms
-			 * against 2.74), the fewer blocks hiding less of the
-			 * token rows' load latency.
+			 * fp16: a token a thread, 128 a block (1024, the
+			 * centroids' prologue paid an eighth as often, was no
+			 * faster).  bf16 on the tensor cores: 16 tokens a warp
+			 * a pass, 512 a block.  Shared: the unit centroids
+			 * (fp32 rows, or bf16 hi and lo rows padded by 8),
+			 * then their fp64 norms.
 			 */
-			ret = attn_launch(d, fa, (c->N[side] + 127) / 128,
+			int tpb = p->dt == ASAM_DT_BF16 ? 512 : 128;
+
+			ret = attn_launch(d, fa, (c->N[side] + tpb - 1) / tpb,
 					  p->Hq, p->B, 128,
-					  CP * p->d * 4 + C * 8, s, c);
+					  CP * (p->d + 8) * 4 + C * 8, s, c);
 			continue;
 		}
 		ret = asam_cuda_memset8(d, base + L->cl[side], 0,

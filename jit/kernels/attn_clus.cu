@@ -96,6 +96,44 @@ static __device__ double exact_norm(const u16 *x)
 	return fmax(__dsqrt_rn(n), 1e-12);
 }
 
+/*
+ * Too close to call in fp32 (or x = 0): the reference's arithmetic, but
+ * only for the clusters whose fp32 score (@score(c), the screen's within
+ * its rounding) lies within @tol of the @best one.  The fp64 winner's
+ * fp32 score lies within twice the fp32 error (far under @tol) of the
+ * best, so no other cluster can win; walking the candidates in index
+ * order with a strict > keeps the reference's lowest index on ties.  One
+ * in a few hundred tokens comes here, but a warp waits for its slowest
+ * lane: 32 fp64 dot products were most of the kernel's time.
+ */
+template <class F>
+static __device__ int exact_pick(const attn_clus_params &p, const u16 *x,
+				 int h, int C, const double *scn, float best,
+				 float tol, bool zero, F score)
+{
+	double xn = exact_norm(x), bv = 0;
+	bool first = true;
+	int bc = 0;
+
+	for (int c = 0; c < C; c++) {
+		double dot = 0, cs;
+
+		if (!zero && !(score(c) >= best - tol))
+			continue;
+		for (int e = 0; e < HEAD_DIM; e++)
+			dot = __dadd_rn(dot, __dmul_rn((double)x16(x[e]),
+				mu_get(p, h * p.mu_sh + c * p.mu_sc +
+					  e * p.mu_se)));
+		cs = __ddiv_rn(dot, __dmul_rn(xn, scn[c]));
+		if (first || cs > bv) {
+			bv = cs;
+			bc = c;
+			first = false;
+		}
+	}
+	return bc;
+}
+
 /* the cluster of token @t of side @side, (b, h): see the kernel below */
 static __device__ __forceinline__ void assign_one(const attn_clus_params &p,
 						  int side, int h, int hx,
@@ -154,52 +192,174 @@ static __device__ __forceinline__ void assign_one(const attn_clus_params &p,
 		}
 	}
 
-	/*
-	 * Too close to call in fp32 (or x = 0): the reference's arithmetic,
-	 * but only for the clusters whose fp32 score is within the margin
-	 * of the best.  The fp64 winner's fp32 score lies within twice the
-	 * fp32 error (far under the margin) of the best one, so no other
-	 * cluster can win; walking the candidates in index order with a
-	 * strict > keeps the reference's lowest index on ties.  One in a
-	 * few hundred tokens comes here, but a warp waits for its slowest
-	 * lane: 32 fp64 dot products were most of the kernel's time.
-	 */
 	const float tol = 1e-4f * sqrtf(xn2);
 
-	if (!(best - second > tol)) {
-		double xn = exact_norm(x), bv = 0;
-		bool first = true;
+	if (!(best - second > tol))
+		bc = exact_pick(p, x, h, C, scn, best, tol, xn2 == 0.f,
+				[&](int c) {
+					float f = 0.f;
 
-		bc = 0;
-		for (int c = 0; c < C; c++) {
-			double dot = 0, cs;
-			float f = 0.f;
-
-			for (int e = 0; e < HEAD_DIM; e++)
-				f += x16(x[e]) * smu[c * HEAD_DIM + e];
-			if (!(f >= best - tol) && !(xn2 == 0.f))
-				continue;
-			for (int e = 0; e < HEAD_DIM; e++)
-				dot = __dadd_rn(dot, __dmul_rn((double)x16(x[e]),
-					mu_get(p, h * p.mu_sh + c * p.mu_sc +
-						  e * p.mu_se)));
-			cs = __ddiv_rn(dot, __dmul_rn(xn, scn[c]));
-			if (first || cs > bv) {
-				bv = cs;
-				bc = c;
-				first = false;
-			}
-		}
-	}
+					for (int e = 0; e < HEAD_DIM; e++)
+						f += x16(x[e]) *
+						     smu[c * HEAD_DIM + e];
+					return f;
+				});
 	p.cl[side][bh * N + t] = bc;
 	if (p.nrm[side])
 		p.nrm[side][bh * N + t] = exact_norm(x);
 }
 
+#if DTYPE == ATTN_BF16
 /*
- * Grid (token blocks, Hq, B), CL_THREADS threads, a token each per pass
- * over the block's tokens (the host sizes the grid).  Dynamic
- * shared memory: the unit centroids of head h in fp32, padded to a
+ * bf16 tokens on the tensor cores: each warp scores 16 tokens against
+ * every centroid with mma.sync (m16n8k16, fp32 accumulate), the unit
+ * centroid split into two bf16 halves (hi + lo carries 16 bits of its
+ * fp32 mantissa) so the score's error stays near fp32's, far under the
+ * 1e-4 |x| margin of the screen.  Shared memory: hi and lo rows [CP][CL_LD]
+ * (padded: the B fragments' 32-bit reads hit 32 banks), then the norms.
+ */
+#define CL_LD (HEAD_DIM + 8)
+
+/* one float to the dtype, rounded to nearest even */
+static __device__ __forceinline__ u16 pack_one(float f)
+{
+	return (u16)(pack2(f, 0.f) & 0xffff);
+}
+
+/* fold score @v of cluster @c into (best, second, its cluster) */
+static __device__ __forceinline__ void cl_fold(float &b, float &s, int &bc,
+					       float v, int c)
+{
+	if (v > b) {
+		s = b;
+		b = v;
+		bc = c;
+	} else if (v > s) {
+		s = v;	/* an equal score: a tie, settled in fp64 */
+	}
+}
+
+/* merge the quad's (best, second, cluster): lowest cluster on ties */
+static __device__ __forceinline__ void cl_merge(float &b, float &s, int &bc)
+{
+#pragma unroll
+	for (int o = 1; o < 4; o <<= 1) {
+		float ob = __shfl_xor_sync(0xffffffffu, b, o);
+		float os = __shfl_xor_sync(0xffffffffu, s, o);
+		int oc = __shfl_xor_sync(0xffffffffu, bc, o);
+
+		if (ob > b || (ob == b && oc < bc)) {
+			s = fmaxf(b, os);
+			b = ob;
+			bc = oc;
+		} else {
+			s = fmaxf(s, ob);
+		}
+	}
+}
+
+static __device__ void assign_mma(const attn_clus_params &p, int side,
+				  int h, int hx, int b, i64 bh, int N, int C,
+				  int CP, const u16 *shi, const u16 *slo,
+				  const double *scn)
+{
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int gr = lane >> 2, tg = lane & 3;
+	const u16 *xb = (const u16 *)p.x[side] + b * p.x_sb[side] +
+			hx * p.x_sh[side];
+
+	for (int g = blockIdx.x * 4 + warp; g * 16 < N; g += gridDim.x * 4) {
+		const int r0 = g * 16 + gr, r1 = r0 + 8;
+		const u16 *x0 = xb + (i64)(r0 < N ? r0 : N - 1) * p.x_sn[side];
+		const u16 *x1 = xb + (i64)(r1 < N ? r1 : N - 1) * p.x_sn[side];
+		u32 a[HEAD_DIM / 16][4];
+		float n0 = 0.f, n1 = 0.f, b0 = ATTN_NEG_INF, s0 = ATTN_NEG_INF;
+		float b1 = ATTN_NEG_INF, s1 = ATTN_NEG_INF;
+		int c0 = 0, c1 = 0;
+
+#pragma unroll
+		for (int ks = 0; ks < HEAD_DIM / 16; ks++) {
+			const int e = ks * 16 + 2 * tg;
+
+			a[ks][0] = *(const u32 *)(x0 + e);
+			a[ks][1] = *(const u32 *)(x1 + e);
+			a[ks][2] = *(const u32 *)(x0 + e + 8);
+			a[ks][3] = *(const u32 *)(x1 + e + 8);
+#pragma unroll
+			for (int k = 0; k < 4; k += 2) {
+				float u = unpack_lo(a[ks][k]);
+				float v = unpack_hi(a[ks][k]);
+				float w = unpack_lo(a[ks][k + 1]);
+				float z = unpack_hi(a[ks][k + 1]);
+
+				n0 += u * u + v * v;
+				n1 += w * w + z * z;
+			}
+		}
+		n0 = quad_sum(n0);
+		n1 = quad_sum(n1);
+		for (int nt = 0; nt < CP / 8; nt++) {
+			const int c = nt * 8 + 2 * tg;
+			const u16 *bh_ = shi + (nt * 8 + gr) * CL_LD;
+			const u16 *bl_ = slo + (nt * 8 + gr) * CL_LD;
+			float acc[4] = { 0.f, 0.f, 0.f, 0.f };
+
+#pragma unroll
+			for (int ks = 0; ks < HEAD_DIM / 16; ks++) {
+				const int e = ks * 16 + 2 * tg;
+				u32 bhi[2] = { *(const u32 *)(bh_ + e),
+					       *(const u32 *)(bh_ + e + 8) };
+				u32 blo[2] = { *(const u32 *)(bl_ + e),
+					       *(const u32 *)(bl_ + e + 8) };
+
+				mma16816(acc, a[ks], bhi);
+				mma16816(acc, a[ks], blo);
+			}
+			if (c < C) {
+				cl_fold(b0, s0, c0, acc[0], c);
+				cl_fold(b1, s1, c1, acc[2], c);
+			}
+			if (c + 1 < C) {
+				cl_fold(b0, s0, c0, acc[1], c + 1);
+				cl_fold(b1, s1, c1, acc[3], c + 1);
+			}
+		}
+		cl_merge(b0, s0, c0);
+		cl_merge(b1, s1, c1);
+		/* lane tg 0 settles row gr, lane tg 1 row gr + 8 */
+		if (tg < 2) {
+			const int r = tg ? r1 : r0;
+			const u16 *x = tg ? x1 : x0;
+			const float best = tg ? b1 : b0, xn2 = tg ? n1 : n0;
+			const float tol = 1e-4f * sqrtf(xn2);
+			int bc = tg ? c1 : c0;
+
+			if (r >= N)
+				continue;
+			if (!((tg ? best - s1 : best - s0) > tol))
+				bc = exact_pick(p, x, h, C, scn, best, tol,
+						xn2 == 0.f, [&](int cc) {
+					float f = 0.f;
+
+					for (int e = 0; e < HEAD_DIM; e++)
+						f += x16(x[e]) *
+						     (x16(shi[cc * CL_LD + e]) +
+						      x16(slo[cc * CL_LD + e]));
+					return f;
+				});
+			p.cl[side][bh * N + r] = bc;
+			if (p.nrm[side])
+				p.nrm[side][bh * N + r] = exact_norm(x);
+		}
+	}
+}
+#endif
+
+/*
+ * Grid (token blocks, Hq, B), CL_THREADS threads: fp16 a token a
+ * thread per pass, bf16 16 tokens a warp per pass (assign_mma), over the
+ * block's tokens (the host sizes the grid).  Dynamic shared memory: the
+ * unit centroids of head h (fp32, or bf16 hi and lo rows), padded to a
  * multiple of CL_CB clusters with zeros, then their fp64 norms.
  */
 extern "C" __global__ void __launch_bounds__(CL_THREADS)
@@ -210,15 +370,20 @@ asam_clus_assign_kernel(const attn_clus_params p)
 	const int N = p.N[side], C = p.C, CP = (C + CL_CB - 1) / CL_CB * CL_CB;
 	const int hx = side ? h / (p.Hq / p.Hx[1]) : h;
 	const int t0 = blockIdx.x * CL_THREADS + threadIdx.x;
+#if DTYPE == ATTN_BF16
+	u16 *shi = (u16 *)cl_smem, *slo = shi + CP * CL_LD;	/* [CP][CL_LD] */
+	double *scn = (double *)(slo + CP * CL_LD);		/* [C] */
+#else
 	float *smu = cl_smem;				/* [CP][HEAD_DIM] */
 	double *scn = (double *)(smu + CP * HEAD_DIM);	/* [C] */
+#endif
 	const i64 bh = (i64)b * p.Hq + h;
 
 	/*
-	 * fp64 norms in the reference's order; fp32 unit rows.  Eight loads
-	 * go out together before their sums (in order): one at a time, the
-	 * 2 x HEAD_DIM dependent load latencies of a centroid were most of
-	 * the kernel's time.
+	 * fp64 norms in the reference's order; unit rows (fp32, or bf16 hi
+	 * and lo halves).  Eight loads go out together before their sums (in
+	 * order): one at a time, the 2 x HEAD_DIM dependent load latencies
+	 * of a centroid were a large share of the kernel's time.
 	 */
 	for (int c = threadIdx.x; c < CP; c += CL_THREADS) {
 		const i64 at = h * p.mu_sh + c * p.mu_sc;
@@ -246,16 +411,28 @@ asam_clus_assign_kernel(const attn_clus_params p)
 				m[k] = c < C ? mu_get(p, at + (e0 + k) * p.mu_se) :
 				       0.;
 #pragma unroll
-			for (int k = 0; k < 8; k++)
-				smu[c * HEAD_DIM + e0 + k] =
-					c < C ? (float)(m[k] / n) : 0.f;
+			for (int k = 0; k < 8; k++) {
+				float u = c < C ? (float)(m[k] / n) : 0.f;
+#if DTYPE == ATTN_BF16
+				u16 hi = pack_one(u);
+
+				shi[c * CL_LD + e0 + k] = hi;
+				slo[c * CL_LD + e0 + k] = pack_one(u - x16(hi));
+#else
+				smu[c * HEAD_DIM + e0 + k] = u;
+#endif
+			}
 		}
 	}
 	__syncthreads();
+#if DTYPE == ATTN_BF16
+	assign_mma(p, side, h, hx, b, bh, N, C, CP, shi, slo, scn);
+#else
 	/* a block takes several tokens a thread: the centroids once */
 	for (int t = t0; t < N; t += gridDim.x * CL_THREADS)
 		assign_one(p, side, h, hx, b, bh, t, N, C, CP, smu,
 			   scn);
+#endif
 }
 
 
