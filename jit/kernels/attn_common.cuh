@@ -266,6 +266,25 @@ static __device__ __forceinline__ bool pat_allows(int e, int i, int j,
 #endif
 }
 
+/*
+ * The key-tile list of query tile @qt of head @h (entries sorted by tile)
+ * and in @n how many of them lie below tile @nkt (the mask's limit: the
+ * tail past it holds nothing).
+ */
+template <class P>
+static __device__ __forceinline__ const int *tile_list(const P &p, int h,
+						       int qt, int nkt, int *n)
+{
+	const int li = (p.list_per_head ? h * p.nqt : 0) + qt;
+	const int *list = p.list + p.list_off[li];
+	int k = p.list_off[li + 1] - p.list_off[li];
+
+	while (k > 0 && ATTN_E_TILE(list[k - 1]) >= nkt)
+		k--;
+	*n = k;
+	return list;
+}
+
 /* Scores (C fragment, fp32) packed as the A fragment of the next mma. */
 static __device__ __forceinline__ void p_frag(u32 *a, float (*s)[4], int ks)
 {

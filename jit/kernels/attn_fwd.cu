@@ -145,15 +145,8 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 		lim[mt][1] = row_limit(w0 + mt * 16 + gr + 8, lq, lk, p.Nq,
 				       p.Nk);
 	}
-	if (use_list) {
-		int li = (p.list_per_head ? h * p.nqt : 0) + qt;
-
-		list = p.list + p.list_off[li];
-		nlist = p.list_off[li + 1] - p.list_off[li];
-		/* sorted by tile: drop the tail past the mask's limit */
-		while (nlist > 0 && ATTN_E_TILE(list[nlist - 1]) >= nkt)
-			nlist--;
-	}
+	if (use_list)
+		list = tile_list(p, h, qt, nkt, &nlist);
 	cnt = MODE == ATTN_G_SPARSE && use_list ? nlist : nkt;
 #pragma unroll
 	for (int mt = 0; mt < (MODE == ATTN_G_SPARSE ? 1 : MT); mt++)

@@ -351,13 +351,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	load_sw<BLOCK_M, ATTN_THREADS>(sq, qg, p.q_sn, q0, p.Nq);
 	cp_async_commit();
 	if (use_list) {
-		int li = (p.list_per_head ? h * p.nqt : 0) + qt;
-
-		list = p.list + p.list_off[li];
-		cnt = p.list_off[li + 1] - p.list_off[li];
-		/* tiles past the mask's limit (causal, len_k) hold nothing */
-		while (cnt > 0 && ATTN_E_TILE(list[cnt - 1]) >= nkt)
-			cnt--;
+		list = tile_list(p, h, qt, nkt, &cnt);
 		/* entries it and it + 1 in registers, it + 2 in flight */
 		e0 = cnt > 0 ? list[0] : 0;
 		e1 = cnt > 1 ? list[1] : 0;
