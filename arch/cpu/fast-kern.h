@@ -35,6 +35,18 @@ static inline void F(st)(float *p, vf x)
 	*(vfu *)p = x;
 }
 
+/*
+ * x in every lane: one broadcast from memory.  The obvious (vf){ 0 } + x
+ * is a scalar add first (0 + -0 is +0, so it cannot be folded) and a
+ * register broadcast after: two more uops for each FMA row, on the
+ * ports the 512-bit FMAs use on Intel cores.  x - 0 is x for every x,
+ * so the compiler drops the subtraction and keeps the broadcast.
+ */
+static inline __attribute__((always_inline)) vf F(bc)(float x)
+{
+	return x - (vf){ 0 };
+}
+
 /* c[r][0..64) = a[r] . bt[.][0..64) for rows r0..r0+nr, nr <= RB */
 static inline __attribute__((always_inline)) void
 F(nt_block)(const float *a, int dp, const float *bt, float *c, const int nr)
@@ -51,7 +63,7 @@ F(nt_block)(const float *a, int dp, const float *bt, float *c, const int nr)
 		for (v = 0; v < NC; v++)
 			b[v] = F(ld)(bt + e * FAST_KB + v * VW);
 		for (r = 0; r < nr; r++) {
-			vf x = (vf){ 0 } + a[r * dp + e];
+			vf x = F(bc)(a[r * dp + e]);
 
 			for (v = 0; v < NC; v++)
 				acc[r][v] += x * b[v];
@@ -89,7 +101,7 @@ F(nn_block)(const float *p, int ldp, int k, const float *x, int dp,
 		for (v = 0; v < nv; v++)
 			xv[v] = F(ld)(x + j * dp + v * VW);
 		for (r = 0; r < nr; r++) {
-			vf s = (vf){ 0 } + p[r * ldp + j];
+			vf s = F(bc)(p[r * ldp + j]);
 
 			for (v = 0; v < nv; v++)
 				acc[r][v] += s * xv[v];
@@ -346,7 +358,7 @@ static void F(axpys)(const float *P, const float *base, int64_t stride,
 			const float *v0 = base + (int64_t)keys[t] * stride + e;
 			const float *v1 = base + (int64_t)keys[t + 1] * stride +
 					  e;
-			vf p0 = (vf){ 0 } + P[t], p1 = (vf){ 0 } + P[t + 1];
+			vf p0 = F(bc)(P[t]), p1 = F(bc)(P[t + 1]);
 
 			for (c = 0; c < w; c++) {
 				a[c] += p0 * F(ld)(v0 + c * VW);
@@ -355,7 +367,7 @@ static void F(axpys)(const float *P, const float *base, int64_t stride,
 		}
 		if (t < n) {
 			const float *v0 = base + (int64_t)keys[t] * stride + e;
-			vf p0 = (vf){ 0 } + P[t];
+			vf p0 = F(bc)(P[t]);
 
 			for (c = 0; c < w; c++)
 				a[c] += p0 * F(ld)(v0 + c * VW);
