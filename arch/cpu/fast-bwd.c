@@ -144,19 +144,9 @@ static double bwd_row(struct fast_job *job, struct fast_ws *w,
 		fast_store_row(&p->dq, tv_off(&p->dq, gr->b, gr->h, i, 0), d,
 			       w->dq);
 	}
-	for (t = 0; t < n && mode != BWD_DQ; t++) {
-		int64_t j = keys[t];
-		float *rk, *rv, a = P[t], b = dS[t];
-
-		if (j < gr->k0 || j >= gr->k1)
-			continue;	/* FUSED: [k0, k1) is every key */
-		rk = w->dK + j * dp;
-		rv = w->dV + j * dp;
-		for (e = 0; e < dp; e++) {
-			rv[e] += a * w->dO[e];
-			rk[e] += b * w->q[e];
-		}
-	}
+	/* FUSED: [k0, k1) is every key; DKV: keys were cut to it above */
+	if (n && mode != BWD_DQ)
+		isa->ger2s(P, w->dO, dS, w->q, w->dV, w->dK, keys, (int)n, dp);
 	return 0;
 }
 

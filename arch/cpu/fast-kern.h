@@ -378,6 +378,40 @@ static void F(axpys)(const float *P, const float *base, int64_t stride,
 }
 
 /*
+ * Two rank-one updates of scattered rows (one query's share of dV and
+ * dK): X[keys[t]] += a[t] x, Y[keys[t]] += b[t] y, with x and y held in
+ * registers over 4 VW columns at a time.
+ */
+static void F(ger2s)(const float *a, const float *x, const float *b,
+		     const float *y, float *X, float *Y, const int32_t *keys,
+		     int n, int dp)
+{
+	int t, e, c;
+
+	for (e = 0; e < dp; e += 4 * VW) {
+		int w = dp - e < 4 * VW ? (dp - e) / VW : 4;
+		vf xv[4], yv[4];
+
+		for (c = 0; c < w; c++) {
+			xv[c] = F(ld)(x + e + c * VW);
+			yv[c] = F(ld)(y + e + c * VW);
+		}
+		for (t = 0; t < n; t++) {
+			float *rx = X + (int64_t)keys[t] * dp + e;
+			float *ry = Y + (int64_t)keys[t] * dp + e;
+			vf pa = F(bc)(a[t]), pb = F(bc)(b[t]);
+
+			for (c = 0; c < w; c++) {
+				F(st)(rx + c * VW, F(ld)(rx + c * VW) +
+				      pa * xv[c]);
+				F(st)(ry + c * VW, F(ld)(ry + c * VW) +
+				      pb * yv[c]);
+			}
+		}
+	}
+}
+
+/*
  * A whole row's softmax numerators: s[0..n) becomes exp(s - max), lanes
  * past n of the last vector become 0; returns the max and *sum the sum,
  * both reduced in vectors (the scalar loops serialise on their adds).
@@ -439,6 +473,7 @@ const struct fast_isa CAT(fast_isa_, KERN) = {
 	.peak = F(peak),
 	.dots = F(dots),
 	.axpys = F(axpys),
+	.ger2s = F(ger2s),
 	.name = KERN_NAME,
 	.mm_nt = F(mm_nt),
 	.mm_nn = F(mm_nn),
