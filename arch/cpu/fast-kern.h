@@ -47,41 +47,52 @@ static inline __attribute__((always_inline)) vf F(bc)(float x)
 	return x - (vf){ 0 };
 }
 
-/* c[r][0..64) = a[r] . bt[.][0..64) for rows r0..r0+nr, nr <= RB */
+/*
+ * c[r][c0..c0 + NB VW) = a[r] . bt[.][c0..] for rows r0..r0+nr, nr <= RB:
+ * NB (at most 4) vectors of columns a pass, so that RB x NB accumulators,
+ * NB column vectors and a broadcast fit the register file (16 on AVX2
+ * and SSE, where a whole 64-column row is 8 or 16 vectors).
+ */
+#define NB	(NC < 4 ? NC : 4)
+
 static inline __attribute__((always_inline)) void
 F(nt_block)(const float *a, int dp, const float *bt, float *c, const int nr)
 {
-	vf acc[RB][NC];
+	vf acc[RB][NB];
 	int r, v, e;
 
 	for (r = 0; r < nr; r++)
-		for (v = 0; v < NC; v++)
+		for (v = 0; v < NB; v++)
 			acc[r][v] = (vf){ 0 };
 	for (e = 0; e < dp; e++) {
-		vf b[NC];
+		vf b[NB];
 
-		for (v = 0; v < NC; v++)
+		for (v = 0; v < NB; v++)
 			b[v] = F(ld)(bt + e * FAST_KB + v * VW);
 		for (r = 0; r < nr; r++) {
 			vf x = F(bc)(a[r * dp + e]);
 
-			for (v = 0; v < NC; v++)
+			for (v = 0; v < NB; v++)
 				acc[r][v] += x * b[v];
 		}
 	}
 	for (r = 0; r < nr; r++)
-		for (v = 0; v < NC; v++)
+		for (v = 0; v < NB; v++)
 			F(st)(c + r * FAST_KB + v * VW, acc[r][v]);
 }
 
 static void F(mm_nt)(const float *a, int m, int dp, const float *bt, float *c)
 {
-	int r = 0;
+	int r, c0;
 
-	for (; r + RB <= m; r += RB)
-		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, RB);
-	for (; r < m; r++)
-		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, 1);
+	for (c0 = 0; c0 < FAST_KB; c0 += NB * VW) {
+		for (r = 0; r + RB <= m; r += RB)
+			F(nt_block)(a + r * dp, dp, bt + c0, c + r * FAST_KB + c0,
+				    RB);
+		for (; r < m; r++)
+			F(nt_block)(a + r * dp, dp, bt + c0, c + r * FAST_KB + c0,
+				    1);
+	}
 }
 
 /* c[r][e0..e0+nv*VW) += p[r][0..k) . x[0..k)[e0..] */
