@@ -66,6 +66,90 @@ static void acc_tn(const struct fast_job *job, struct fast_ws *w,
 	}
 }
 
+/*
+ * A one-row group of the sparse branch alone (RANDOM_ROWS, USER_INDEX,
+ * soft clusters), as the forward's fwd_row(): dot products and value
+ * sums straight from the scattered key rows, no gathers into blocks.
+ * dS = P (dP - D); dQ = scale dS . K; dV[j] += P_j dO and dK[j] += dS_j
+ * (scale q) for the keys of [k0, k1) (one writer per key chunk).
+ */
+static double bwd_row(struct fast_job *job, struct fast_ws *w,
+		      const struct group *gr, enum bwd_mode mode)
+{
+	const struct asam_problem *p = job->p;
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, d = p->d, e;
+	int64_t n = 0, i = gr->rows[0], ks, vs, t;
+	const float *kb = fast_rows_of(job, false, gr->b, gr->hk, &ks);
+	const float *vb = fast_rows_of(job, true, gr->b, gr->hk, &vs);
+	float *P = w->srow, *dS = w->srow2, *Dr, lse, D;
+	const int32_t *keys = w->rk;
+
+	fast_plan_for(job, w, gr->b, gr->h);
+	if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS) {
+		keys = job->fp.rows + ((size_t)gr->h * p->Nq + i) *
+		       job->fp.rr;
+		n = fast_lower_bound(keys, job->fp.rr, gr->lim[0]);
+	} else {
+		n = fast_plan_row(&job->fp, gr->b, gr->h, i, gr->lim[0], w->rk,
+				  w->plan, w->bytes);
+	}
+	if (mode == BWD_DKV) {
+		/* this chunk's keys only: the other chunks have their pass */
+		int64_t m = 0;
+
+		for (t = 0; t < n; t++)
+			if (keys[t] >= gr->k0 && keys[t] < gr->k1)
+				w->rk[m++] = keys[t];
+		keys = w->rk;
+		n = m;
+	}
+	lse = (float)tv_get(&p->lse_s, tv_off(&p->lse_s, gr->b, gr->h, i, 0));
+	if (!gr->lim[0] || lse == -INFINITY)
+		n = 0;
+	fast_load_row(&p->q, tv_off(&p->q, gr->b, gr->h, i, 0), d, w->q);
+	for (e = 0; e < d; e++)
+		w->q[e] *= job->scale;
+	fast_load_row(&p->d_o, tv_off(&p->d_o, gr->b, gr->h, i, 0), d, w->dO);
+	Dr = job->D ? job->D + (((int64_t)gr->b * p->Hq + gr->h) * p->Nq +
+				i) * 2 : NULL;
+	if (mode == BWD_DKV) {
+		D = Dr[0];
+	} else {
+		double acc = 0;
+
+		fast_load_row(&p->o, tv_off(&p->o, gr->b, gr->h, i, 0), d,
+			      w->o);
+		for (e = 0; e < d; e++)
+			acc += (double)w->dO[e] * w->o[e];
+		D = (float)acc;
+		if (mode == BWD_DQ)
+			Dr[0] = Dr[1] = D;
+	}
+	memset(w->dq, 0, sizeof(float) * dp);
+	if (n) {
+		isa->dots(w->q, dp, kb, ks, keys, (int)n, P);
+		for (t = 0; t < n; t++)
+			P[t] -= lse;
+		isa->exp(P, (int)n);
+		isa->dots(w->dO, dp, vb, vs, keys, (int)n, dS);
+		for (t = 0; t < n; t++)
+			dS[t] = P[t] * (dS[t] - D);
+		if (mode != BWD_DKV)
+			isa->axpys(dS, kb, ks, keys, (int)n, dp, w->dq);
+	}
+	if (mode != BWD_DKV) {
+		for (e = 0; e < d; e++)
+			w->dq[e] *= job->scale;
+		fast_store_row(&p->dq, tv_off(&p->dq, gr->b, gr->h, i, 0), d,
+			       w->dq);
+	}
+	/* FUSED: [k0, k1) is every key; DKV: keys were cut to it above */
+	if (n && mode != BWD_DQ)
+		isa->ger2s(P, w->dO, dS, w->q, w->dV, w->dK, keys, (int)n, dp);
+	return 0;
+}
+
 static double bwd_group(struct fast_job *job, struct fast_ws *w,
 			const struct group *gr, enum bwd_mode mode)
 {
@@ -77,6 +161,9 @@ static double bwd_group(struct fast_job *job, struct fast_ws *w,
 	struct keyset ks;
 	double dg = 0;
 
+	if (gr->R == 1 && job->fp.group_rows == 1 && gr->want_s &&
+	    !gr->want_d && !gr->s_is_d)
+		return bwd_row(job, w, gr, mode);
 	fast_build_keys(job, w, gr, &ks);
 	for (r = 0; r < R; r++) {
 		int64_t i = gr->rows[r];

@@ -48,7 +48,7 @@ static bool online_step(const struct fast_job *job, struct fast_ws *w,
 }
 
 /* Rows of (b, hk) in K (or V) as base + j * stride, fp32. */
-static const float *rows_of(const struct fast_job *job, bool v, int b,
+const float *fast_rows_of(const struct fast_job *job, bool v, int b,
 			    int hk, int64_t *stride)
 {
 	const struct asam_problem *p = job->p;
@@ -75,8 +75,8 @@ static void fwd_row(struct fast_job *job, struct fast_ws *w,
 	const struct fast_isa *isa = job->isa;
 	int dp = job->dp, d = p->d, e;
 	int64_t n, i = gr->rows[0], ks, vs;
-	const float *kb = rows_of(job, false, gr->b, gr->hk, &ks);
-	const float *vb = rows_of(job, true, gr->b, gr->hk, &vs);
+	const float *kb = fast_rows_of(job, false, gr->b, gr->hk, &ks);
+	const float *vb = fast_rows_of(job, true, gr->b, gr->hk, &vs);
 	float m = -INFINITY, l = 0, *s = w->srow;
 	const int32_t *keys = w->rk;
 

@@ -34,6 +34,7 @@ struct fast_ws {
 	int64_t xlo[FAST_TQ], xhi[FAST_TQ];	/* band columns left out */
 	int32_t *u, *posn;			/* [Nk] */
 	float *srow;				/* [Nk + 16] one row's scores */
+	float *srow2;				/* [Nk + 16] (backward) */
 	uint8_t *flag, *bytes;			/* [Nk] */
 	uint64_t *bits;				/* [nseg][TQ] row masks */
 	int32_t *seg, *segn;			/* [maxseg] */
@@ -160,6 +161,8 @@ static inline uint64_t row_mask(const struct fast_ws *w,
 }
 
 struct fast_ws *fast_ws_get(struct fast_job *job, int worker);
+const float *fast_rows_of(const struct fast_job *job, bool v, int b,
+			  int hk, int64_t *stride);
 void fast_load_row(const struct asam_tv *t, int64_t off, int d, float *dst);
 void fast_store_row(const struct asam_tv *t, int64_t off, int d,
 		    const float *src);

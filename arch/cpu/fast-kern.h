@@ -35,41 +35,64 @@ static inline void F(st)(float *p, vf x)
 	*(vfu *)p = x;
 }
 
-/* c[r][0..64) = a[r] . bt[.][0..64) for rows r0..r0+nr, nr <= RB */
+/*
+ * x in every lane: one broadcast from memory.  The obvious (vf){ 0 } + x
+ * is a scalar add first (0 + -0 is +0, so it cannot be folded) and a
+ * register broadcast after: two more uops for each FMA row, on the
+ * ports the 512-bit FMAs use on Intel cores.  x - 0 is x for every x,
+ * so the compiler drops the subtraction and keeps the broadcast.
+ */
+static inline __attribute__((always_inline)) vf F(bc)(float x)
+{
+	return x - (vf){ 0 };
+}
+
+/*
+ * c[r][c0..c0 + NB VW) = a[r] . bt[.][c0..] for rows r0..r0+nr, nr <= RB:
+ * NB (at most 4) vectors of columns a pass, so that RB x NB accumulators,
+ * NB column vectors and a broadcast fit the register file (16 on AVX2
+ * and SSE, where a whole 64-column row is 8 or 16 vectors).
+ */
+#define NB	(NC < 4 ? NC : 4)
+
 static inline __attribute__((always_inline)) void
 F(nt_block)(const float *a, int dp, const float *bt, float *c, const int nr)
 {
-	vf acc[RB][NC];
+	vf acc[RB][NB];
 	int r, v, e;
 
 	for (r = 0; r < nr; r++)
-		for (v = 0; v < NC; v++)
+		for (v = 0; v < NB; v++)
 			acc[r][v] = (vf){ 0 };
 	for (e = 0; e < dp; e++) {
-		vf b[NC];
+		vf b[NB];
 
-		for (v = 0; v < NC; v++)
+		for (v = 0; v < NB; v++)
 			b[v] = F(ld)(bt + e * FAST_KB + v * VW);
 		for (r = 0; r < nr; r++) {
-			vf x = (vf){ 0 } + a[r * dp + e];
+			vf x = F(bc)(a[r * dp + e]);
 
-			for (v = 0; v < NC; v++)
+			for (v = 0; v < NB; v++)
 				acc[r][v] += x * b[v];
 		}
 	}
 	for (r = 0; r < nr; r++)
-		for (v = 0; v < NC; v++)
+		for (v = 0; v < NB; v++)
 			F(st)(c + r * FAST_KB + v * VW, acc[r][v]);
 }
 
 static void F(mm_nt)(const float *a, int m, int dp, const float *bt, float *c)
 {
-	int r = 0;
+	int r, c0;
 
-	for (; r + RB <= m; r += RB)
-		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, RB);
-	for (; r < m; r++)
-		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, 1);
+	for (c0 = 0; c0 < FAST_KB; c0 += NB * VW) {
+		for (r = 0; r + RB <= m; r += RB)
+			F(nt_block)(a + r * dp, dp, bt + c0, c + r * FAST_KB + c0,
+				    RB);
+		for (; r < m; r++)
+			F(nt_block)(a + r * dp, dp, bt + c0, c + r * FAST_KB + c0,
+				    1);
+	}
 }
 
 /* c[r][e0..e0+nv*VW) += p[r][0..k) . x[0..k)[e0..] */
@@ -89,7 +112,7 @@ F(nn_block)(const float *p, int ldp, int k, const float *x, int dp,
 		for (v = 0; v < nv; v++)
 			xv[v] = F(ld)(x + j * dp + v * VW);
 		for (r = 0; r < nr; r++) {
-			vf s = (vf){ 0 } + p[r * ldp + j];
+			vf s = F(bc)(p[r * ldp + j]);
 
 			for (v = 0; v < nv; v++)
 				acc[r][v] += s * xv[v];
@@ -346,7 +369,7 @@ static void F(axpys)(const float *P, const float *base, int64_t stride,
 			const float *v0 = base + (int64_t)keys[t] * stride + e;
 			const float *v1 = base + (int64_t)keys[t + 1] * stride +
 					  e;
-			vf p0 = (vf){ 0 } + P[t], p1 = (vf){ 0 } + P[t + 1];
+			vf p0 = F(bc)(P[t]), p1 = F(bc)(P[t + 1]);
 
 			for (c = 0; c < w; c++) {
 				a[c] += p0 * F(ld)(v0 + c * VW);
@@ -355,13 +378,47 @@ static void F(axpys)(const float *P, const float *base, int64_t stride,
 		}
 		if (t < n) {
 			const float *v0 = base + (int64_t)keys[t] * stride + e;
-			vf p0 = (vf){ 0 } + P[t];
+			vf p0 = F(bc)(P[t]);
 
 			for (c = 0; c < w; c++)
 				a[c] += p0 * F(ld)(v0 + c * VW);
 		}
 		for (c = 0; c < w; c++)
 			F(st)(acc + e + c * VW, a[c] + b[c]);
+	}
+}
+
+/*
+ * Two rank-one updates of scattered rows (one query's share of dV and
+ * dK): X[keys[t]] += a[t] x, Y[keys[t]] += b[t] y, with x and y held in
+ * registers over 4 VW columns at a time.
+ */
+static void F(ger2s)(const float *a, const float *x, const float *b,
+		     const float *y, float *X, float *Y, const int32_t *keys,
+		     int n, int dp)
+{
+	int t, e, c;
+
+	for (e = 0; e < dp; e += 4 * VW) {
+		int w = dp - e < 4 * VW ? (dp - e) / VW : 4;
+		vf xv[4], yv[4];
+
+		for (c = 0; c < w; c++) {
+			xv[c] = F(ld)(x + e + c * VW);
+			yv[c] = F(ld)(y + e + c * VW);
+		}
+		for (t = 0; t < n; t++) {
+			float *rx = X + (int64_t)keys[t] * dp + e;
+			float *ry = Y + (int64_t)keys[t] * dp + e;
+			vf pa = F(bc)(a[t]), pb = F(bc)(b[t]);
+
+			for (c = 0; c < w; c++) {
+				F(st)(rx + c * VW, F(ld)(rx + c * VW) +
+				      pa * xv[c]);
+				F(st)(ry + c * VW, F(ld)(ry + c * VW) +
+				      pb * yv[c]);
+			}
+		}
 	}
 }
 
@@ -427,6 +484,7 @@ const struct fast_isa CAT(fast_isa_, KERN) = {
 	.peak = F(peak),
 	.dots = F(dots),
 	.axpys = F(axpys),
+	.ger2s = F(ger2s),
 	.name = KERN_NAME,
 	.mm_nt = F(mm_nt),
 	.mm_nn = F(mm_nn),

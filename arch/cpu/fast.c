@@ -69,6 +69,7 @@ static void ws_free(struct fast_ws *w)
 	free(w->rk);
 	free(w->u);
 	free(w->srow);
+	free(w->srow2);
 	free(w->posn);
 	free(w->flag);
 	free(w->bytes);
@@ -117,6 +118,7 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	w->rk = walloc(sizeof(int32_t) * FAST_TQ * (size_t)p->Nk);
 	w->u = walloc(sizeof(int32_t) * (size_t)p->Nk);
 	w->srow = walloc(sizeof(float) * ((size_t)p->Nk + 16));
+	w->srow2 = walloc(sizeof(float) * ((size_t)p->Nk + 16));
 	w->posn = walloc(sizeof(int32_t) * (size_t)p->Nk);
 	w->flag = walloc(p->Nk);
 	w->bits = walloc(sizeof(uint64_t) * FAST_TQ * job->nw * 2);
@@ -151,7 +153,7 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	if (!w->q || !w->dO || !w->o || !w->accS || !w->accA || !w->dq ||
 	    !w->kT || !w->vT || !w->kb || !w->vb || !w->tk || !w->tv ||
 	    !w->S || !w->Ps || !w->Pd || !w->dP || !w->PT || !w->dST ||
-	    !w->rk || !w->u || !w->srow || !w->posn || !w->flag || !w->bits ||
+	    !w->rk || !w->u || !w->srow || !w->srow2 || !w->posn || !w->flag || !w->bits ||
 	    !w->seg || !w->segn ||
 	    ((job->fp.per_row_plan ||
 	      p->pat.kind == ASAM_PATTERN_USER_INDEX) && !w->bytes))

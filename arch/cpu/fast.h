@@ -49,6 +49,10 @@ struct fast_isa {
 	float (*row_exp)(float *s, int n, float *sum);
 	void (*axpys)(const float *P, const float *base, int64_t stride,
 		      const int32_t *keys, int n, int dp, float *acc);
+	/* X[keys[t]] += a[t] x and Y[keys[t]] += b[t] y (rows of dp) */
+	void (*ger2s)(const float *a, const float *x, const float *b,
+		      const float *y, float *X, float *Y,
+		      const int32_t *keys, int n, int dp);
 };
 
 /*

@@ -5,6 +5,9 @@
 # asam-bench (built on the build host, carried with its libbenchmark) and
 # PyTorch's CPU SDPA with the same thread count, on the same host.
 #   cpu-device-run.sh OUTDIR [THREADS]
+# The folder holding this script must hold asam-bench, libbenchmark,
+# sdpa_cpu.py and cpu_summary.py; the last lines printed (summary.txt)
+# are the issue's ratios.
 out=${1:-.}
 T=${2:-16}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,10 +21,14 @@ grep -o -w -E 'avx2|fma|avx512f|avx512_bf16|amx_tile' /proc/cpuinfo | sort | uni
 timeout 45 python3 "$here/sdpa_cpu.py" --threads "$T" --heads 16 | tee "$out/sdpa.jsonl"
 ASAM_LOG_LEVEL=2 timeout 60 $b --benchmark_filter='fwd/dense/N:(1024|4096|8192)/d:(64|128)/' \
 	--benchmark_format=json --benchmark_out="$out/dense.json" --benchmark_out_format=json
-timeout 25 $b --benchmark_filter='peak|kernel' --benchmark_out="$out/peak.json" --benchmark_out_format=json
-timeout 60 $b --benchmark_filter='fwd/(local|strided|hierarchical|random|random_rows|clustered|user_index)/N:4096/d:64/' \
+timeout 30 $b --benchmark_filter='peak|kernel' --benchmark_min_time=0.1 \
+	--benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
+	--benchmark_out="$out/peak.json" --benchmark_out_format=json
+timeout 50 $b --benchmark_filter='fwd/(local|strided|hierarchical|random|random_rows|clustered|user_index)/N:4096/d:64/' \
 	--benchmark_out="$out/sparse.json" --benchmark_out_format=json
-timeout 40 $b --benchmark_filter='bwd/(dense|local|strided)/N:4096/d:64/' \
+timeout 50 $b --benchmark_filter='bwd/(dense|local|strided|hierarchical|random|random_rows|clustered|user_index)/N:4096/d:64/' \
 	--benchmark_out="$out/bwd.json" --benchmark_out_format=json
-ASAM_CPU_ISA=avx2 timeout 15 $b --benchmark_filter='fwd/dense/N:4096/d:64/'
+ASAM_CPU_ISA=avx2 timeout 10 $b --benchmark_filter='fwd/dense/N:4096/d:64/'
 date -u
+set +x
+python3 "$here/cpu_summary.py" "$out" | tee "$out/summary.txt"
