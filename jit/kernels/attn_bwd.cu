@@ -115,6 +115,7 @@ static __device__ __forceinline__ void store_rows(u16 *g, i64 ld, int row0,
 }
 
 #include "attn_cols_bwd.cuh"
+#include "attn_bwd_nd.cuh"
 
 /* ------------------------------------------------------------------------ */
 /* dQ                                                                       */
@@ -260,10 +261,16 @@ asam_attn_bwd_dq_kernel(const attn_bwd_params p)
 /* ------------------------------------------------------------------------ */
 /* dK, dV                                                                   */
 
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
-asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
+/*
+ * One (b, kv head, 64-key tile): dK and dV summed over the query tiles of
+ * the GQA group in registers.  ND (the non-deterministic backward, see
+ * attn_bwd_nd.cuh) also turns each query tile's dS into its share of dQ,
+ * dS K, added into the fp32 workspace p.dq_acc.
+ */
+template <bool ND>
+static __device__ __forceinline__ void dkdv_tile(const attn_bwd_params &p,
+						 u16 *attn_smem)
 {
-	extern __shared__ __align__(16) u16 attn_smem[];
 	const int b = blockIdx.z, hk = blockIdx.y, kt = blockIdx.x;
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	const int gr = lane >> 2, tg = lane & 3;
@@ -277,6 +284,7 @@ asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
 	u16 *sk = attn_smem, *sv = sk + BLOCK_N * ATTN_LDS;
 	u16 *sq = sv + BLOCK_N * ATTN_LDS, *sdo = sq + BLOCK_M * ATTN_LDS;
 	float *sL = (float *)(sdo + BLOCK_M * ATTN_LDS);	/* [4][64] */
+	u16 *sds = (u16 *)(sL + 4 * 64);	/* ND: dS^T [64][ND_LDS] */
 	float dk[NT_O][4], dv[NT_O][4];
 	/* causal: rows before this one never see key k0 */
 	int qt_lo = 0, qt_hi = (lq + BLOCK_M - 1) / BLOCK_M;
@@ -398,7 +406,14 @@ asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
 				}
 			}
 			gemm_ab(dv, st, sdo, lane);
+			if (ND)
+				nd_store_ds(sds, dpt, warp, lane);
 			gemm_ab(dk, dpt, sq, lane);
+			if (ND) {
+				__syncthreads();	/* dS of every warp */
+				nd_add_dq(p, sds, sk, b, h, q0 + warp * 16,
+					  warp, lane);
+			}
 		}
 	}
 	cp_async_wait_all();
@@ -406,6 +421,23 @@ asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
 		   k0 + warp * 16, p.Nk, dk, p.scale, lane, p.Nk);
 	store_rows((u16 *)p.dv + b * p.dv_sb + hk * p.dv_sh, p.dv_sn,
 		   k0 + warp * 16, p.Nk, dv, 1.f, lane, p.Nk);
+}
+
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
+{
+	extern __shared__ __align__(16) u16 attn_smem[];
+
+	dkdv_tile<false>(p, attn_smem);
+}
+
+/* Non-deterministic: dK, dV and dQ in one pass (attn_bwd_nd.cuh) */
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+asam_attn_bwd_nd_kernel(const attn_bwd_params p)
+{
+	extern __shared__ __align__(16) u16 attn_smem[];
+
+	dkdv_tile<true>(p, attn_smem);
 }
 
 /* ------------------------------------------------------------------------ */
