@@ -250,6 +250,7 @@ const struct asam_jit_family asam_jit_families[] = {
 			     "asam_attn_bwd_dg_kernel",
 			     "asam_attn_bwd_cols_kernel",
 			     "asam_attn_bwd_nd_kernel",
+			     "asam_attn_bwd_nd128_kernel",
 			     "asam_attn_bwd_dqcvt_kernel" },
 		/*
 		 * PATTERN == CLUSTERED builds add asam_attn_bwd_clus_dq_kernel
