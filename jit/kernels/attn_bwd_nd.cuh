@@ -35,6 +35,19 @@ static __device__ __forceinline__ void red_add_f32x2(float *g, float x,
 #endif
 }
 
+/* g[0 .. 3] += v: 16-byte aligned; one vector reduction on sm_90 */
+static __device__ __forceinline__ void red_add_f32x4(float *g, float a,
+						     float b, float c, float d)
+{
+#if __CUDA_ARCH__ >= 900
+	asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n"
+		     :: "l"(g), "f"(a), "f"(b), "f"(c), "f"(d) : "memory");
+#else
+	red_add_f32x2(g, a, b);
+	red_add_f32x2(g + 2, c, d);
+#endif
+}
+
 /*
  * The warp's 16 keys x 64 queries of dS (unscaled, as the mma fragments
  * hold them: row = key, column = query) into sds[key][query] as 16-bit.
@@ -97,17 +110,29 @@ static __device__ __forceinline__ void nd_add_dq(const attn_bwd_params &p,
 				mma16816(acc[2 * n2 + 1], a, bk + 2);
 			}
 		}
-#pragma unroll
-		for (int r = 0; r < 2; r++) {
-			int i = q0 + qr + gr + r * 8;
+		/*
+		 * Lane pairs (tg, tg ^ 1) trade halves: the even lane takes
+		 * row gr, the odd one row gr + 8, four adjacent columns each.
+		 */
+		const bool odd = tg & 1;
+		const int i = q0 + qr + gr + (odd ? 8 : 0);
+		float *row = acc_g + (i64)i * HEAD_DIM + dc + 2 * (tg & 2);
 
-			if (i >= p.Nq)
-				continue;
 #pragma unroll
-			for (int n = 0; n < DC / 8; n++)
-				red_add_f32x2(acc_g + (i64)i * HEAD_DIM + dc +
-					      n * 8 + 2 * tg, acc[n][2 * r],
-					      acc[n][2 * r + 1]);
+		for (int n = 0; n < DC / 8; n++) {
+			float x = odd ? acc[n][0] : acc[n][2];
+			float y = odd ? acc[n][1] : acc[n][3];
+			float rx = __shfl_xor_sync(0xffffffffu, x, 1);
+			float ry = __shfl_xor_sync(0xffffffffu, y, 1);
+
+			if (i < p.Nq) {
+				if (odd)
+					red_add_f32x4(row + n * 8, rx, ry,
+						      acc[n][2], acc[n][3]);
+				else
+					red_add_f32x4(row + n * 8, acc[n][0],
+						      acc[n][1], rx, ry);
+			}
 		}
 	}
 }
