@@ -282,7 +282,10 @@ const struct asam_jit_family asam_jit_families[] = {
 		.entries = { "asam_attn_bwd_dq_kernel",
 			     "asam_attn_bwd_dkdv_kernel",
 			     "asam_attn_bwd_dg_kernel",
-			     "asam_attn_bwd_cols_kernel" },
+			     "asam_attn_bwd_cols_kernel",
+			     "asam_attn_bwd_nd_kernel",
+			     "asam_attn_bwd_nd128_kernel",
+			     "asam_attn_bwd_dqcvt_kernel" },
 		/*
 		 * PATTERN == CLUSTERED builds add asam_attn_bwd_clus_dq_kernel
 		 * and asam_attn_bwd_clus_dkdv_kernel (attn_bucket_bwd.cuh);

@@ -458,6 +458,7 @@ static int run_case(struct gpu *g, struct asam_ctx *ctx,
 		.gate_mode = soft ? ASAM_GATE_SOFT : hard ? ASAM_GATE_HARD
 			     : ASAM_GATE_SPARSE,
 		.hard_threshold = 0.5f,
+		.flags = o->det ? ASAM_F_DETERMINISTIC : 0,
 	};
 	struct asam_fwd_args fa = {
 		.sz = sizeof(fa), .q = &s->q.dl, .k = &s->k.dl, .v = &s->v.dl,
@@ -494,8 +495,20 @@ static int run_case(struct gpu *g, struct asam_ctx *ctx,
 	if (!ret)
 		ret = check_output(g, s, msg, len, o->fp16);
 	if (!ret && o->bwd && !hard) {
+		size_t wsb = 0;
+		CUdeviceptr ws = 0;
+
+		/* a caller's pre-allocated scratch: no allocation per call */
+		ret = asam_attn_workspace_size(ctx, &prm, NULL, &ba, &wsb);
+		if (!ret && wsb)
+			ret = asam_cuda_err(g->drv->cuMemAlloc(&ws, wsb),
+					    "cuMemAlloc");
+		ba.workspace = (void *)(uintptr_t)ws;
+		ba.workspace_size = wsb;
 		c.ba = &ba;
-		ret = time_call(g, o, &c, &r->fwdbwd_ms);
+		ret = ret ?: time_call(g, o, &c, &r->fwdbwd_ms);
+		if (ws)
+			g->drv->cuMemFree(ws);
 	}
 	if (ret && !msg[0])
 		snprintf(msg, len, "%s", asam_last_error());

@@ -52,6 +52,7 @@ struct bench_opts {
 	struct bench_shape shapes[BENCH_MAX_SHAPES];
 	int nshapes;
 	bool bwd, json, causal, fp16;
+	bool det;		/* ASAM_F_DETERMINISTIC */
 	int warmup, reps;
 	int device;
 	int keys_per_row;	/* USER_INDEX r (RANDOM/RANDOM_ROWS keep 128) */

@@ -39,7 +39,7 @@ void bench_usage(FILE *f)
 "usage: asam-bench --gpu [--pattern P[,P...]|all] [--shape B,H,N,d]...\n"
 "                  [--gate sparse,soft,hard] [--bwd] [--causal] [--fp16]\n"
 "                  [--warmup N] [--reps N] [--device N] [--keys R]\n"
-"                  [--clusters C] [--json]\n"
+"                  [--clusters C] [--deterministic] [--json]\n"
 "  Times asam_attn_fwd (and with --bwd forward+backward) on cuda:N through\n"
 "  the public API: CUDA events around each call, the median of --reps\n"
 "  (default 5) after --warmup (default 2) runs.  Without --shape every\n"
@@ -50,7 +50,9 @@ void bench_usage(FILE *f)
 "  backward.  SOFT uses g = 0.5; HARD tau = 0.5 with g = 1 (every head\n"
 "  sparse).  CLUSTERED: --clusters random centroids (32); USER_INDEX:\n"
 "  --keys random distinct keys per query (128).  A pattern the backend\n"
-"  declines prints \"unsupported\" and the run goes on.\n");
+"  declines prints \"unsupported\" and the run goes on.  The backward\n"
+"  gets the workspace asam_attn_workspace_size() asks for, and is the\n"
+"  non-deterministic one unless --deterministic.\n");
 }
 
 static int parse_int(const char *s, int lo, int hi, int *out)
@@ -149,11 +151,13 @@ int bench_parse(int argc, char **argv, struct bench_opts *o, char *err,
 		if (!strcmp(a, "--gpu") || !strcmp(a, "--bwd") ||
 		    !strcmp(a, "--json") || !strcmp(a, "--causal") ||
 		    !strcmp(a, "--fp16") || !strcmp(a, "--help") ||
+		    !strcmp(a, "--deterministic") ||
 		    !strcmp(a, "-h")) {
 			o->bwd |= !strcmp(a, "--bwd");
 			o->json |= !strcmp(a, "--json");
 			o->causal |= !strcmp(a, "--causal");
 			o->fp16 |= !strcmp(a, "--fp16");
+			o->det |= !strcmp(a, "--deterministic");
 			if (a[1] == 'h' || !strcmp(a, "--help"))
 				return 1;
 			continue;

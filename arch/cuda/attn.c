@@ -25,6 +25,7 @@
 #include <internal/problem.h>
 
 #include "attn_clus.h"
+#include "attn_bwd_nd.h"
 #include "attn_int.h"
 #include "attn_plan.h"
 #include "attn_rows.h"
@@ -292,8 +293,8 @@ int asam_cuda_attn_workspace_size(struct asam_backend *be,
 		*bytes = asam_cuda_clus_workspace(p);
 		return 0;
 	}
-	if (p->bwd)	/* the row sums <dO, S> and <dO, A> */
-		*bytes = 2 * sizeof(float) * (size_t)p->B * p->Hq * p->Nq;
+	if (p->bwd)	/* the row sums <dO, S> and <dO, A>, maybe dQ's */
+		*bytes = attn_bwd_ws_bytes(p);
 	return 0;
 }
 
@@ -483,7 +484,7 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	CUdeviceptr ws = 0, own = 0;
 	CUstream s = p->stream;
 	int ret, use_list;
-	bool cap;
+	bool cap, nd;
 
 	if (attn_rows_kind(p))
 		return asam_cuda_rows_bwd(be, p);
@@ -536,7 +537,8 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 		pre.list_per_head = a.list_per_head;
 	}
 
-	need = 2 * sizeof(float) * rows;
+	nd = attn_bwd_nd_use(p);
+	need = attn_bwd_ws_bytes(p);
 	if (p->workspace && p->workspace_size >= need) {
 		ws = (CUdeviceptr)(uintptr_t)p->workspace;
 	} else {
@@ -569,10 +571,17 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 		ret = attn_launch(d, fpre, (p->Nq + 3) / 4, p->Hq, p->B, 128,
 				  0, s, &pre);
 	}
-	ret = ret ?: attn_launch(d, fdq, a.nqt, p->Hq, p->B, 128,
-			    attn_smem_bytes(2 * BWD_T + 4 * 64, p->d), s, &a);
-	ret = ret ?: attn_launch(d, fkv, a.nkt, p->Hkv, p->B, 128,
-			    attn_smem_bytes(4 * BWD_T, p->d) + 1024, s, &a);
+	if (nd) {
+		ret = ret ?: attn_bwd_nd_launch(d, &sb, cap, &a, p,
+						ws + attn_bwd_nd_offset(p), s);
+	} else {
+		ret = ret ?: attn_launch(d, fdq, a.nqt, p->Hq, p->B, 128,
+				attn_smem_bytes(2 * BWD_T + 4 * 64, p->d),
+				s, &a);
+		ret = ret ?: attn_launch(d, fkv, a.nkt, p->Hkv, p->B, 128,
+				attn_smem_bytes(4 * BWD_T, p->d) + 1024, s,
+				&a);
+	}
 	/* after the band's dK, dV: the columns add to their rows */
 	if (!ret && fcols)
 		ret = attn_launch(d, fcols, (cl.ncol + BWD_T - 1) / BWD_T,

@@ -260,13 +260,70 @@ asam_attn_bwd_dq_kernel(const attn_bwd_params p)
 /* ------------------------------------------------------------------------ */
 /* dK, dV                                                                   */
 
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
-asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
+/*
+ * The transposed tile (rows: 16 keys from @j0, columns: 64 queries from
+ * @q0) of the dK/dV kernels: S^T in @st becomes the weighted probabilities
+ * sum_x w_x P_x, dP^T in @dpt becomes dS^T.  @sL: the tile's log2 lse of
+ * both branches and row sums D, [4][64].
+ */
+static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
+					       float (*st)[4],
+					       float (*dpt)[4],
+					       const float *sL, int h, int q0,
+					       int j0, int lq, int lk, int off,
+					       bool in_s, int e, float wd,
+					       float ws, int lane)
 {
-	extern __shared__ __align__(16) u16 attn_smem[];
+	const int gr = lane >> 2, tg = lane & 3;
+
+#pragma unroll
+	for (int n = 0; n < NT_S; n++) {
+#pragma unroll
+		for (int x = 0; x < 4; x++) {
+			int c = n * 8 + 2 * tg + (x & 1);
+			int i = q0 + c;
+			int j = j0 + gr + (x >> 1) * 8;
+			bool ok = i < lq && j < lk;
+			float s2, pc = 0.f, ds = 0.f;
+
+#if CAUSAL
+			ok = ok && j <= i + off;
+#endif
+			s2 = ok ? st[n][x] * p.scale_log2 : ATTN_NEG_INF;
+			if (GATE_MODE != ATTN_G_SPARSE) {
+				float pd = p_of(s2, sL[64 + c]);
+
+				pc += wd * pd;
+				ds += wd * pd * (dpt[n][x] - sL[192 + c]);
+			}
+			if (in_s && ((e & ATTN_E_FULL) ||
+				     (pat_allows(e, i, j, q0, off, p.radius) &&
+				      cols_band(p, h, i, j, off)))) {
+				float ps = p_of(s2, sL[c]);
+
+				pc += ws * ps;
+				ds += ws * ps * (dpt[n][x] - sL[128 + c]);
+			}
+			st[n][x] = pc;
+			dpt[n][x] = ds;
+		}
+	}
+}
+
+#include "attn_bwd_nd.cuh"
+
+/*
+ * One (b, kv head, 64-key tile): dK and dV summed over the query tiles of
+ * the GQA group in registers.  ND (the non-deterministic backward, see
+ * attn_bwd_nd.cuh) also turns each query tile's dS into its share of dQ,
+ * dS K, added into the fp32 workspace p.dq_acc.
+ */
+template <bool ND>
+static __device__ __forceinline__ void dkdv_tile(const attn_bwd_params &p,
+						 u16 *attn_smem)
+{
 	const int b = blockIdx.z, hk = blockIdx.y, kt = blockIdx.x;
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-	const int gr = lane >> 2, tg = lane & 3;
 	const int G = p.Hq / p.Hkv;
 	const int lq = p.len_q ? p.len_q[b * p.lq_s] : p.Nq;
 	const int lk = p.len_k ? p.len_k[b * p.lk_s] : p.Nk;
@@ -277,6 +334,7 @@ asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
 	u16 *sk = attn_smem, *sv = sk + BLOCK_N * ATTN_LDS;
 	u16 *sq = sv + BLOCK_N * ATTN_LDS, *sdo = sq + BLOCK_M * ATTN_LDS;
 	float *sL = (float *)(sdo + BLOCK_M * ATTN_LDS);	/* [4][64] */
+	u16 *sds = (u16 *)(sL + 4 * 64);	/* ND: dS^T [64][ND_LDS] */
 	float dk[NT_O][4], dv[NT_O][4];
 	/* causal: rows before this one never see key k0 */
 	int qt_lo = 0, qt_hi = (lq + BLOCK_M - 1) / BLOCK_M;
@@ -359,46 +417,17 @@ asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
 			/* transposed: rows are this warp's keys, columns queries */
 			gemm_abt(st, sk, sq, warp * 16, lane);
 			gemm_abt(dpt, sv, sdo, warp * 16, lane);
-#pragma unroll
-			for (int n = 0; n < NT_S; n++) {
-#pragma unroll
-				for (int x = 0; x < 4; x++) {
-					int c = n * 8 + 2 * tg + (x & 1);
-					int i = q0 + c;
-					int j = k0 + warp * 16 + gr + (x >> 1) * 8;
-					bool ok = i < lq && j < lk;
-					float s2, pc = 0.f, ds = 0.f;
-
-#if CAUSAL
-					ok = ok && j <= i + off;
-#endif
-					s2 = ok ? st[n][x] * p.scale_log2 :
-					     ATTN_NEG_INF;
-					if (GATE_MODE != ATTN_G_SPARSE) {
-						float pd = p_of(s2, sL[64 + c]);
-
-						pc += wd * pd;
-						ds += wd * pd *
-						      (dpt[n][x] - sL[192 + c]);
-					}
-					if (in_s && ((e & ATTN_E_FULL) ||
-						     (pat_allows(e, i, j, q0,
-								 off,
-								 p.radius) &&
-						      cols_band(p, h, i, j,
-								off)))) {
-						float ps = p_of(s2, sL[c]);
-
-						pc += ws * ps;
-						ds += ws * ps *
-						      (dpt[n][x] - sL[128 + c]);
-					}
-					st[n][x] = pc;
-					dpt[n][x] = ds;
-				}
-			}
+			ds_tile(p, st, dpt, sL, h, q0, k0 + warp * 16, lq, lk,
+				off, in_s, e, wd, ws, lane);
 			gemm_ab(dv, st, sdo, lane);
+			if (ND)
+				nd_store_ds(sds, dpt, warp, lane);
 			gemm_ab(dk, dpt, sq, lane);
+			if (ND) {
+				__syncthreads();	/* dS of every warp */
+				nd_add_dq<4, 64>(p, sds, sk, b, h, q0, warp,
+						 lane);
+			}
 		}
 	}
 	cp_async_wait_all();
@@ -406,6 +435,23 @@ asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
 		   k0 + warp * 16, p.Nk, dk, p.scale, lane, p.Nk);
 	store_rows((u16 *)p.dv + b * p.dv_sb + hk * p.dv_sh, p.dv_sn,
 		   k0 + warp * 16, p.Nk, dv, 1.f, lane, p.Nk);
+}
+
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
+{
+	extern __shared__ __align__(16) u16 attn_smem[];
+
+	dkdv_tile<false>(p, attn_smem);
+}
+
+/* Non-deterministic: dK, dV and dQ in one pass (attn_bwd_nd.cuh) */
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+asam_attn_bwd_nd_kernel(const attn_bwd_params p)
+{
+	extern __shared__ __align__(16) u16 attn_smem[];
+
+	dkdv_tile<true>(p, attn_smem);
 }
 
 /* ------------------------------------------------------------------------ */

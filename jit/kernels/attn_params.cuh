@@ -149,6 +149,9 @@ struct attn_bwd_params {
 	int cl_C, cl_ntq, cl_ntk, cl_pad;
 	const unsigned *cl_mask;	/* as in attn_fwd_params */
 	int cl_mw, cl_pad2;
+
+	/* non-deterministic backward (attn_bwd_nd.cuh): dQ in fp32 */
+	float *dq_acc;			/* [B, Hq, Nq, d] contiguous */
 };
 
 /*

@@ -14,7 +14,8 @@ static void one(int dt16, int d, int pat, int gate, int causal, int B,
 {
 	struct gpu_case c = { .kind = pat, .dt16 = dt16, .d = d, .gate = gate,
 			      .causal = causal, .B = B, .Hq = Hq, .Hkv = Hkv,
-			      .Nq = Nq, .Nk = Nk, .lens = lens };
+			      .Nq = Nq, .Nk = Nk, .lens = lens,
+			      .flags = ASAM_F_DETERMINISTIC };
 
 	gpu_case_run(&c);
 }

@@ -33,7 +33,8 @@ static void one(int dt16, int d, int gate, int causal, int B, int Hq,
 	struct gpu_case c = { .kind = ASAM_PATTERN_DENSE, .dt16 = dt16,
 			      .d = d, .gate = gate, .causal = causal, .B = B,
 			      .Hq = Hq, .Hkv = Hkv, .Nq = Nq, .Nk = Nk,
-			      .lens = lens, .fwd_only = fwd_only };
+			      .lens = lens, .fwd_only = fwd_only,
+			      .flags = ASAM_F_DETERMINISTIC };
 
 	gpu_case_run(&c);
 	ncases++;

@@ -214,6 +214,20 @@ static inline void mma16816(float *c, const uint32_t *a, const uint32_t *bb)
 	E->wsync();
 }
 
+/* red.global.add (attn_bwd_nd.cuh): fibers take turns, so a plain add */
+static inline void red_add_f32x2(float *g, float x, float y)
+{
+	g[0] += x;
+	g[1] += y;
+}
+static inline void red_add_f32x4(float *g, float a, float b, float c, float d)
+{
+	g[0] += a;
+	g[1] += b;
+	g[2] += c;
+	g[3] += d;
+}
+
 /* every kernel registers itself (patch.py adds the registration) */
 typedef void (*emu_fn)(void *);
 struct emu_reg {

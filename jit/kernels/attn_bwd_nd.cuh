@@ -1,0 +1,290 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The non-deterministic backward (included by attn_bwd.cu): one kernel per
+ * (b, kv head, 64-key tile), the dK/dV kernel's loop plus, for each query
+ * tile it visits, that tile's share of dQ,
+ *
+ *	dQ[q0 .. q0 + 63] += dS K_tile		(64 x 64 by 64 x d)
+ *
+ * added in fp32 into the workspace p.dq_acc [B, Hq, Nq, d] with atomic
+ * reductions: the order of the additions varies run to run, so the bits
+ * of dQ do.  It saves the dQ kernel's recomputation of S = Q K^T and
+ * dP = dO V^T (7 tile GEMMs become 5).  A last kernel scales the
+ * workspace by sigma into dQ's dtype.  The host side is
+ * arch/cuda/attn_bwd_nd.c.
+ */
+#ifndef ASAM_ATTN_BWD_ND_CUH
+#define ASAM_ATTN_BWD_ND_CUH
+
+/* dS^T staged in shared memory: [64 keys][64 queries], rows padded */
+#define ND_LDS (BLOCK_M + 8)
+#define ND_DC 64		/* dQ columns a pass: 32 accumulators a thread */
+
+/* *g += x, g[1] += y: one vector reduction where sm_90 has it */
+static __device__ __forceinline__ void red_add_f32x2(float *g, float x,
+						     float y)
+{
+#if __CUDA_ARCH__ >= 900
+	asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n"
+		     :: "l"(g), "f"(x), "f"(y) : "memory");
+#else
+	asm volatile("red.global.add.f32 [%0], %1;\n"
+		     :: "l"(g), "f"(x) : "memory");
+	asm volatile("red.global.add.f32 [%0], %1;\n"
+		     :: "l"(g + 1), "f"(y) : "memory");
+#endif
+}
+
+/* g[0 .. 3] += v: 16-byte aligned; one vector reduction on sm_90 */
+static __device__ __forceinline__ void red_add_f32x4(float *g, float a,
+						     float b, float c, float d)
+{
+#if __CUDA_ARCH__ >= 900
+	asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n"
+		     :: "l"(g), "f"(a), "f"(b), "f"(c), "f"(d) : "memory");
+#else
+	red_add_f32x2(g, a, b);
+	red_add_f32x2(g + 2, c, d);
+#endif
+}
+
+/*
+ * The warp's 16 keys x 64 queries of dS (unscaled, as the mma fragments
+ * hold them: row = key, column = query) into sds[key][query] as 16-bit.
+ */
+static __device__ __forceinline__ void nd_store_ds(u16 *sds, float (*ds)[4],
+						   int warp, int lane)
+{
+	const int gr = lane >> 2, tg = lane & 3;
+
+#pragma unroll
+	for (int n = 0; n < NT_S; n++)
+#pragma unroll
+		for (int r = 0; r < 2; r++)
+			*(u32 *)(sds + (warp * 16 + gr + r * 8) * ND_LDS +
+				 n * 8 + 2 * tg) =
+				pack2(ds[n][2 * r], ds[n][2 * r + 1]);
+}
+
+/*
+ * dQ[q0 .. q0 + 63] += dS K over the block's KN keys: A = dS[query][key]
+ * read transposed from sds ([KN][ND_LDS]), B = K[key][d] from sk.  NW
+ * warps: warp & 3 picks 16 query rows, warp >> 2 a slice of the columns.
+ */
+template <int NW, int KN>
+static __device__ __forceinline__ void nd_add_dq(const attn_bwd_params &p,
+						 const u16 *sds, const u16 *sk,
+						 int b, int h, int q0,
+						 int warp, int lane)
+{
+	constexpr int CG = HEAD_DIM / (NW / 4);	/* columns a warp */
+	constexpr int DC = CG < ND_DC ? CG : ND_DC;
+	const int gr = lane >> 2, tg = lane & 3;
+	const int qr = (warp & 3) * 16, c0 = (warp >> 2) * CG;
+	float *acc_g = p.dq_acc + (((i64)b * p.Hq + h) * p.Nq) * HEAD_DIM;
+
+#pragma unroll
+	for (int dc = c0; dc < c0 + CG; dc += DC) {
+		float acc[DC / 8][4];
+
+#pragma unroll
+		for (int n = 0; n < DC / 8; n++)
+			acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+		for (int ks = 0; ks < KN / 16; ks++) {
+			u32 a[4];
+			/* matrix lane/8: queries +8 (bit 0), keys +8 (bit 1) */
+			int kr = ks * 16 + (lane & 7) + (lane >> 4) * 8;
+			int qc = qr + ((lane >> 3) & 1) * 8;
+
+			ldsm_x4_t(a, sds + kr * ND_LDS + qc);
+#pragma unroll
+			for (int n2 = 0; n2 < DC / 16; n2++) {
+				u32 bk[4];
+				int r = ks * 16 + (lane & 7) +
+					((lane >> 3) & 1) * 8;
+				int c = dc + n2 * 16 + (lane >> 4) * 8;
+
+				ldsm_x4_t(bk, sk + r * ATTN_LDS + c);
+				mma16816(acc[2 * n2], a, bk);
+				mma16816(acc[2 * n2 + 1], a, bk + 2);
+			}
+		}
+		/*
+		 * Lane pairs (tg, tg ^ 1) trade halves: the even lane takes
+		 * row gr, the odd one row gr + 8, four adjacent columns each.
+		 */
+		const bool odd = tg & 1;
+		const int i = q0 + qr + gr + (odd ? 8 : 0);
+		float *row = acc_g + (i64)i * HEAD_DIM + dc + 2 * (tg & 2);
+
+#pragma unroll
+		for (int n = 0; n < DC / 8; n++) {
+			float x = odd ? acc[n][0] : acc[n][2];
+			float y = odd ? acc[n][1] : acc[n][3];
+			float rx = __shfl_xor_sync(0xffffffffu, x, 1);
+			float ry = __shfl_xor_sync(0xffffffffu, y, 1);
+
+			if (i < p.Nq) {
+				if (odd)
+					red_add_f32x4(row + n * 8, rx, ry,
+						      acc[n][2], acc[n][3]);
+				else
+					red_add_f32x4(row + n * 8, acc[n][0],
+						      acc[n][1], rx, ry);
+			}
+		}
+	}
+}
+
+/* the tile's log2 lse of both branches and the row sums D: [4][64] */
+static __device__ __forceinline__ void nd_rowstats(const attn_bwd_params &p,
+						   int b, int h, int i,
+						   float *v)
+{
+	i64 lo = b * p.l_sb + h * p.l_sh + i;
+	i64 at = ((i64)b * p.Hq + h) * p.Nq + i;
+	bool ok = i < p.Nq;
+
+	v[0] = ok && p.lse_s ? p.lse_s[lo] * ATTN_LOG2E : ATTN_NEG_INF;
+	v[1] = ok && p.lse_d ? p.lse_d[lo] * ATTN_LOG2E : ATTN_NEG_INF;
+	v[2] = ok && p.dsum_s ? p.dsum_s[at] : 0.f;
+	v[3] = ok && p.dsum_d ? p.dsum_d[at] : 0.f;
+}
+
+/*
+ * Without key-tile lists (the DENSE pattern, or the DENSE gate): KN = 16
+ * NW keys a block, every query tile of every head of the GQA group in one
+ * flat sequence, the next tile's Q, dO (cp.async) and row statistics
+ * (registers) loaded while this one computes.  The dK/dV loop is that of
+ * dkdv_tile() with a wider key tile, as FlashAttention-2's backward (128
+ * keys, 8 warps at d 128): half the dQ reductions and Q/dO loads of the
+ * 64-key tile.
+ */
+template <int NW>
+static __device__ __forceinline__ void nd_dense_tile(const attn_bwd_params &p,
+						     u16 *smem)
+{
+	constexpr int KN = NW * 16, T = NW * 32;
+	const int b = blockIdx.z, hk = blockIdx.y, kt = blockIdx.x;
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int G = p.Hq / p.Hkv;
+	const int lq = p.len_q ? p.len_q[b * p.lq_s] : p.Nq;
+	const int lk = p.len_k ? p.len_k[b * p.lk_s] : p.Nk;
+	const int k0 = kt * KN, off = p.Nk - p.Nq;
+	u16 *sk = smem, *sv = sk + KN * ATTN_LDS;
+	u16 *sq = sv + KN * ATTN_LDS;			/* [2][64][LDS] */
+	u16 *sdo = sq + 2 * BLOCK_M * ATTN_LDS;		/* [2][64][LDS] */
+	float *sL = (float *)(sdo + 2 * BLOCK_M * ATTN_LDS); /* [2][4][64] */
+	u16 *sds = (u16 *)(sL + 2 * 4 * 64);		/* [KN][ND_LDS] */
+	const u16 *qg = (const u16 *)p.q + b * p.q_sb;
+	const u16 *dog = (const u16 *)p.d_o + b * p.do_sb;
+	float dk[NT_O][4], dv[NT_O][4], nl[4];
+	int qt_lo = 0, qt_hi = (lq + BLOCK_M - 1) / BLOCK_M, cnt, total;
+
+#if CAUSAL
+	qt_lo = k0 - off > 0 ? (k0 - off) / BLOCK_M : 0;
+#endif
+	if (k0 >= lk)
+		qt_hi = 0;	/* keys past len_k: gradients 0 */
+	cnt = qt_hi > qt_lo ? qt_hi - qt_lo : 0;
+	total = G * cnt;
+#pragma unroll
+	for (int n = 0; n < NT_O; n++) {
+		dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.f;
+		dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
+	}
+	load_tile<KN, T>(sk, (const u16 *)p.k + b * p.k_sb + hk * p.k_sh,
+			 p.k_sn, k0, p.Nk);
+	load_tile<KN, T>(sv, (const u16 *)p.v + b * p.v_sb + hk * p.v_sh,
+			 p.v_sn, k0, p.Nk);
+	if (total > 0) {
+		int h = hk * G, q0 = qt_lo * BLOCK_M;
+
+		load_tile<BLOCK_M, T>(sq, qg + h * p.q_sh, p.q_sn, q0, p.Nq);
+		load_tile<BLOCK_M, T>(sdo, dog + h * p.do_sh, p.do_sn, q0,
+				      p.Nq);
+		if (threadIdx.x < BLOCK_M) {
+			nd_rowstats(p, b, h, q0 + threadIdx.x, nl);
+			for (int x = 0; x < 4; x++)
+				sL[x * 64 + threadIdx.x] = nl[x];
+		}
+	}
+	cp_async_commit();
+
+	for (int t = 0; t < total; t++) {
+		const int buf = t & 1, h = hk * G + t / cnt;
+		const int q0 = (qt_lo + t % cnt) * BLOCK_M;
+		const float g = GATE_MODE == ATTN_G_SOFT ?
+				p.gate[b * p.g_sb + h * p.g_sh] : 0.f;
+		const float ws = GATE_MODE == ATTN_G_SPARSE ? 1.f : g;
+		const float wd = GATE_MODE == ATTN_G_DENSE ? 1.f : 1.f - g;
+		const u16 *cq = sq + buf * BLOCK_M * ATTN_LDS;
+		const u16 *cdo = sdo + buf * BLOCK_M * ATTN_LDS;
+		const float *cL = sL + buf * 256;
+		float st[NT_S][4], dpt[NT_S][4];
+
+		cp_async_wait_all();
+		__syncthreads();	/* tile t staged; t - 1 consumed */
+		if (t + 1 < total) {
+			int nh = hk * G + (t + 1) / cnt;
+			int nq0 = (qt_lo + (t + 1) % cnt) * BLOCK_M;
+
+			load_tile<BLOCK_M, T>(sq + (buf ^ 1) * BLOCK_M *
+					      ATTN_LDS, qg + nh * p.q_sh,
+					      p.q_sn, nq0, p.Nq);
+			load_tile<BLOCK_M, T>(sdo + (buf ^ 1) * BLOCK_M *
+					      ATTN_LDS, dog + nh * p.do_sh,
+					      p.do_sn, nq0, p.Nq);
+			if (threadIdx.x < BLOCK_M)
+				nd_rowstats(p, b, nh, nq0 + threadIdx.x, nl);
+		}
+		cp_async_commit();
+
+		gemm_abt(st, sk, cq, warp * 16, lane);
+		gemm_abt(dpt, sv, cdo, warp * 16, lane);
+		ds_tile(p, st, dpt, cL, h, q0, k0 + warp * 16, lq, lk, off,
+			GATE_MODE != ATTN_G_DENSE, ATTN_E_FULL, wd, ws, lane);
+		gemm_ab(dv, st, cdo, lane);
+		nd_store_ds(sds, dpt, warp, lane);
+		gemm_ab(dk, dpt, cq, lane);
+		__syncthreads();	/* dS of every warp */
+		nd_add_dq<NW, KN>(p, sds, sk, b, h, q0, warp, lane);
+		if (t + 1 < total && threadIdx.x < BLOCK_M)
+			for (int x = 0; x < 4; x++)
+				sL[(buf ^ 1) * 256 + x * 64 + threadIdx.x] =
+					nl[x];
+	}
+	cp_async_wait_all();
+	store_rows((u16 *)p.dk + b * p.dk_sb + hk * p.dk_sh, p.dk_sn,
+		   k0 + warp * 16, p.Nk, dk, p.scale, lane, p.Nk);
+	store_rows((u16 *)p.dv + b * p.dv_sb + hk * p.dv_sh, p.dv_sn,
+		   k0 + warp * 16, p.Nk, dv, 1.f, lane, p.Nk);
+}
+
+/* 128 keys, 8 warps: the DENSE pattern or gate (no lists) */
+extern "C" __global__ void __launch_bounds__(256, 1)
+asam_attn_bwd_nd128_kernel(const attn_bwd_params p)
+{
+	extern __shared__ __align__(16) u16 attn_smem[];
+
+	nd_dense_tile<8>(p, attn_smem);
+}
+
+/* dQ = sigma * the workspace, in dQ's dtype: two elements a thread */
+extern "C" __global__ void __launch_bounds__(256)
+asam_attn_bwd_dqcvt_kernel(const attn_bwd_params p)
+{
+	const int b = blockIdx.z, h = blockIdx.y;
+	const i64 t = (i64)blockIdx.x * 256 + threadIdx.x;
+	const i64 i = t / (HEAD_DIM / 2), c = t % (HEAD_DIM / 2) * 2;
+	const float *a = p.dq_acc + (((i64)b * p.Hq + h) * p.Nq + i) *
+			 HEAD_DIM + c;
+
+	if (i >= p.Nq)
+		return;
+	*(u32 *)((u16 *)p.dq + b * p.dq_sb + h * p.dq_sh + i * p.dq_sn + c) =
+		pack2(a[0] * p.scale, a[1] * p.scale);
+}
+
+#endif
