@@ -17,7 +17,6 @@
 #include "attn_bwd_nd.h"
 
 #define ND_T		64	/* key and query tiles, as the dK/dV kernel */
-#define ND_SDS		(ND_T * (ND_T + 8) * 2)	/* dS^T in shared memory */
 
 /*
  * ASAM_CUDA_BWD_ND, for measurements: "0" the deterministic kernels
@@ -68,10 +67,9 @@ int attn_bwd_nd_launch(struct asam_cuda_device *d,
 	bool wide = (p->pat.kind == ASAM_PATTERN_DENSE ||
 		     p->gate_mode == ASAM_GATE_DENSE) && nd_mode() == 2;
 	int kn = wide ? 2 * ND_T : ND_T;
-	unsigned smem = wide ?
-		attn_smem_bytes(2 * kn + 4 * ND_T, p->d) + 2048 +
-		kn * (ND_T + 8) * 2 :
-		attn_smem_bytes(4 * ND_T, p->d) + 1024 + ND_SDS;
+	/* K, V; Q, dO twice; row statistics twice; dS once or twice */
+	unsigned smem = attn_smem_bytes(2 * kn + 4 * ND_T, p->d) + 2048 +
+			(wide ? 2 : 1) * kn * (ND_T + 8) * 2;
 	CUfunction fnd, fcvt;
 	int ret;
 

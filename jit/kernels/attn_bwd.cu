@@ -13,8 +13,9 @@
  * (b, h, 64-row query tile) walking its key tiles, dK and dV per (b, kv
  * head, 64-key tile) walking the query tiles of every query head of its
  * GQA group.  No atomics: the result is bit-identical run to run, which is
- * the deterministic mode, and also the only mode.  A third, one-warp
- * kernel sums dg_bh = sum_i (<dO_i, S_i> - <dO_i, A_i>) in a fixed order.
+ * the deterministic mode.  A third, one-warp kernel sums dg_bh = sum_i
+ * (<dO_i, S_i> - <dO_i, A_i>) in a fixed order.  The non-deterministic
+ * mode (attn_bwd_nd.cuh) fuses the first two, adding dQ with atomics.
  *
  * Preamble: HEAD_DIM, DTYPE, CAUSAL, GATE_MODE (SPARSE, DENSE, SOFT),
  * PATTERN, BLOCK_M = BLOCK_N = 64, NUM_WARPS = 4.
@@ -313,15 +314,13 @@ static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 #include "attn_bwd_nd.cuh"
 
 /*
- * One (b, kv head, 64-key tile): dK and dV summed over the query tiles of
- * the GQA group in registers.  ND (the non-deterministic backward, see
- * attn_bwd_nd.cuh) also turns each query tile's dS into its share of dQ,
- * dS K, added into the fp32 workspace p.dq_acc.
+ * dK and dV per (b, kv head, 64-key tile), summed over the query tiles of
+ * the GQA group in registers.
  */
-template <bool ND>
-static __device__ __forceinline__ void dkdv_tile(const attn_bwd_params &p,
-						 u16 *attn_smem)
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
 {
+	extern __shared__ __align__(16) u16 attn_smem[];
 	const int b = blockIdx.z, hk = blockIdx.y, kt = blockIdx.x;
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	const int G = p.Hq / p.Hkv;
@@ -334,7 +333,6 @@ static __device__ __forceinline__ void dkdv_tile(const attn_bwd_params &p,
 	u16 *sk = attn_smem, *sv = sk + BLOCK_N * ATTN_LDS;
 	u16 *sq = sv + BLOCK_N * ATTN_LDS, *sdo = sq + BLOCK_M * ATTN_LDS;
 	float *sL = (float *)(sdo + BLOCK_M * ATTN_LDS);	/* [4][64] */
-	u16 *sds = (u16 *)(sL + 4 * 64);	/* ND: dS^T [64][ND_LDS] */
 	float dk[NT_O][4], dv[NT_O][4];
 	/* causal: rows before this one never see key k0 */
 	int qt_lo = 0, qt_hi = (lq + BLOCK_M - 1) / BLOCK_M;
@@ -420,14 +418,7 @@ static __device__ __forceinline__ void dkdv_tile(const attn_bwd_params &p,
 			ds_tile(p, st, dpt, sL, h, q0, k0 + warp * 16, lq, lk,
 				off, in_s, e, wd, ws, lane);
 			gemm_ab(dv, st, sdo, lane);
-			if (ND)
-				nd_store_ds(sds, dpt, warp, lane);
 			gemm_ab(dk, dpt, sq, lane);
-			if (ND) {
-				__syncthreads();	/* dS of every warp */
-				nd_add_dq<4, 64>(p, sds, sk, b, h, q0, warp,
-						 lane);
-			}
 		}
 	}
 	cp_async_wait_all();
@@ -435,23 +426,6 @@ static __device__ __forceinline__ void dkdv_tile(const attn_bwd_params &p,
 		   k0 + warp * 16, p.Nk, dk, p.scale, lane, p.Nk);
 	store_rows((u16 *)p.dv + b * p.dv_sb + hk * p.dv_sh, p.dv_sn,
 		   k0 + warp * 16, p.Nk, dv, 1.f, lane, p.Nk);
-}
-
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
-asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
-{
-	extern __shared__ __align__(16) u16 attn_smem[];
-
-	dkdv_tile<false>(p, attn_smem);
-}
-
-/* Non-deterministic: dK, dV and dQ in one pass (attn_bwd_nd.cuh) */
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
-asam_attn_bwd_nd_kernel(const attn_bwd_params p)
-{
-	extern __shared__ __align__(16) u16 attn_smem[];
-
-	dkdv_tile<true>(p, attn_smem);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -152,23 +152,86 @@ static __device__ __forceinline__ void nd_rowstats(const attn_bwd_params &p,
 	v[3] = ok && p.dsum_d ? p.dsum_d[at] : 0.f;
 }
 
+#define ND_USE_LIST (PATTERN != ATTN_P_DENSE && GATE_MODE != ATTN_G_DENSE)
+#define ND_LIST_ONLY (GATE_MODE == ATTN_G_SPARSE && ND_USE_LIST)
+
+/* head @h's transposed list of 64-key tile @kt: query tiles, sorted */
+static __device__ __forceinline__ const int *nd_tlist(const attn_bwd_params &p,
+						      int h, int kt, int *nt)
+{
+	int li = (p.list_per_head ? h * p.nkt : 0) + kt;
+
+	*nt = p.tlist_off[li + 1] - p.tlist_off[li];
+	return p.tlist + p.tlist_off[li];
+}
+
+/* how many query tiles head @h visits for key tile @kt */
+static __device__ __forceinline__ int nd_count(const attn_bwd_params &p, int h,
+					       int kt, int qt_lo, int qt_hi)
+{
+	const int *tl;
+	int nt, c = 0;
+
+	if (!ND_LIST_ONLY)
+		return qt_hi > qt_lo ? qt_hi - qt_lo : 0;
+	tl = nd_tlist(p, h, kt, &nt);
+	while (c < nt && ATTN_E_TILE(tl[c]) < qt_hi)
+		c++;
+	return c;
+}
+
 /*
- * Without key-tile lists (the DENSE pattern, or the DENSE gate): KN = 16
- * NW keys a block, every query tile of every head of the GQA group in one
- * flat sequence, the next tile's Q, dO (cp.async) and row statistics
- * (registers) loaded while this one computes.  The dK/dV loop is that of
- * dkdv_tile() with a wider key tile, as FlashAttention-2's backward (128
- * keys, 8 warps at d 128): half the dQ reductions and Q/dO loads of the
- * 64-key tile.
+ * The @it-th query tile of head @h for key tile @kt, its list entry @e
+ * and whether the sparse branch takes it (@in_s): as dkdv_tile() walks
+ * them.
+ */
+static __device__ __forceinline__ int nd_qtile(const attn_bwd_params &p,
+					       int h, int kt, int it,
+					       int qt_lo, int *e, bool *in_s)
+{
+	const int *tl;
+	int nt, qt = qt_lo + it;
+
+	*e = ATTN_E_FULL;
+	*in_s = GATE_MODE != ATTN_G_DENSE;
+	if (!ND_USE_LIST)
+		return qt;
+	tl = nd_tlist(p, h, kt, &nt);
+	if (ND_LIST_ONLY) {
+		*e = tl[it];
+		return ATTN_E_TILE(*e);
+	}
+	*in_s = false;		/* SOFT: the sparse branch where listed */
+	for (int x = 0; x < nt && ATTN_E_TILE(tl[x]) <= qt; x++)
+		if (ATTN_E_TILE(tl[x]) == qt) {
+			*in_s = true;
+			*e = tl[x];
+		}
+	return qt;
+}
+
+/*
+ * One (b, kv head, key tile of KN = 16 NW keys): the query tiles of every
+ * head of the GQA group as one sequence, the next tile's Q, dO (cp.async)
+ * and row statistics (registers) loaded while this one computes.
+ *
+ * NW = 8 (128 keys, as FlashAttention-2's backward at d 128: half the dQ
+ * reductions and Q/dO loads a key of 64-key tiles) runs without lists
+ * (the DENSE pattern or gate) and defers each tile's dQ step to the start
+ * of the next iteration, from a second dS buffer, so one barrier an
+ * iteration is enough.  NW = 4 (64 keys: the transposed lists are per
+ * 64-key tile) adds dQ after a second barrier: a second dS buffer would
+ * cost the second block an SM at d 128.
  */
 template <int NW>
-static __device__ __forceinline__ void nd_dense_tile(const attn_bwd_params &p,
-						     u16 *smem)
+static __device__ __forceinline__ void nd_tile(const attn_bwd_params &p,
+					       u16 *smem)
 {
 	constexpr int KN = NW * 16, T = NW * 32;
+	constexpr bool DEFER = NW == 8;
 	const int b = blockIdx.z, hk = blockIdx.y, kt = blockIdx.x;
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-	const int G = p.Hq / p.Hkv;
+	const int G = p.Hq / p.Hkv, hend = hk * G + G;
 	const int lq = p.len_q ? p.len_q[b * p.lq_s] : p.Nq;
 	const int lk = p.len_k ? p.len_k[b * p.lk_s] : p.Nk;
 	const int k0 = kt * KN, off = p.Nk - p.Nq;
@@ -176,30 +239,34 @@ static __device__ __forceinline__ void nd_dense_tile(const attn_bwd_params &p,
 	u16 *sq = sv + KN * ATTN_LDS;			/* [2][64][LDS] */
 	u16 *sdo = sq + 2 * BLOCK_M * ATTN_LDS;		/* [2][64][LDS] */
 	float *sL = (float *)(sdo + 2 * BLOCK_M * ATTN_LDS); /* [2][4][64] */
-	u16 *sds = (u16 *)(sL + 2 * 4 * 64);		/* [KN][ND_LDS] */
+	u16 *sds = (u16 *)(sL + 2 * 4 * 64);	/* [DEFER + 1][KN][ND_LDS] */
 	const u16 *qg = (const u16 *)p.q + b * p.q_sb;
 	const u16 *dog = (const u16 *)p.d_o + b * p.do_sb;
 	float dk[NT_O][4], dv[NT_O][4], nl[4];
-	int qt_lo = 0, qt_hi = (lq + BLOCK_M - 1) / BLOCK_M, cnt, total;
+	int ph = 0, pq0 = 0;	/* head and rows of the dQ still to add */
+	int qt_lo = 0, qt_hi = (lq + BLOCK_M - 1) / BLOCK_M;
+	int h = hk * G, it = 0, cnt, e, t = 0;
+	bool in_s;
 
 #if CAUSAL
 	qt_lo = k0 - off > 0 ? (k0 - off) / BLOCK_M : 0;
 #endif
 	if (k0 >= lk)
 		qt_hi = 0;	/* keys past len_k: gradients 0 */
-	cnt = qt_hi > qt_lo ? qt_hi - qt_lo : 0;
-	total = G * cnt;
 #pragma unroll
 	for (int n = 0; n < NT_O; n++) {
 		dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.f;
 		dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
 	}
+	cnt = nd_count(p, h, kt, qt_lo, qt_hi);
+	while (!cnt && ++h < hend)
+		cnt = nd_count(p, h, kt, qt_lo, qt_hi);
 	load_tile<KN, T>(sk, (const u16 *)p.k + b * p.k_sb + hk * p.k_sh,
 			 p.k_sn, k0, p.Nk);
 	load_tile<KN, T>(sv, (const u16 *)p.v + b * p.v_sb + hk * p.v_sh,
 			 p.v_sn, k0, p.Nk);
-	if (total > 0) {
-		int h = hk * G, q0 = qt_lo * BLOCK_M;
+	if (h < hend) {
+		int q0 = nd_qtile(p, h, kt, 0, qt_lo, &e, &in_s) * BLOCK_M;
 
 		load_tile<BLOCK_M, T>(sq, qg + h * p.q_sh, p.q_sn, q0, p.Nq);
 		load_tile<BLOCK_M, T>(sdo, dog + h * p.do_sh, p.do_sn, q0,
@@ -212,9 +279,10 @@ static __device__ __forceinline__ void nd_dense_tile(const attn_bwd_params &p,
 	}
 	cp_async_commit();
 
-	for (int t = 0; t < total; t++) {
-		const int buf = t & 1, h = hk * G + t / cnt;
-		const int q0 = (qt_lo + t % cnt) * BLOCK_M;
+	for (; h < hend; t++) {
+		const int buf = t & 1;
+		const int q0 = nd_qtile(p, h, kt, it, qt_lo, &e, &in_s) *
+			       BLOCK_M;
 		const float g = GATE_MODE == ATTN_G_SOFT ?
 				p.gate[b * p.g_sb + h * p.g_sh] : 0.f;
 		const float ws = GATE_MODE == ATTN_G_SPARSE ? 1.f : g;
@@ -222,13 +290,21 @@ static __device__ __forceinline__ void nd_dense_tile(const attn_bwd_params &p,
 		const u16 *cq = sq + buf * BLOCK_M * ATTN_LDS;
 		const u16 *cdo = sdo + buf * BLOCK_M * ATTN_LDS;
 		const float *cL = sL + buf * 256;
+		u16 *cds = sds + (DEFER ? buf * KN * ND_LDS : 0);
+		int nh = h, nit = it + 1, ncnt = cnt;
 		float st[NT_S][4], dpt[NT_S][4];
 
+		while (nit >= ncnt && ++nh < hend) {	/* the next tile */
+			nit = 0;
+			ncnt = nd_count(p, nh, kt, qt_lo, qt_hi);
+		}
 		cp_async_wait_all();
 		__syncthreads();	/* tile t staged; t - 1 consumed */
-		if (t + 1 < total) {
-			int nh = hk * G + (t + 1) / cnt;
-			int nq0 = (qt_lo + (t + 1) % cnt) * BLOCK_M;
+		if (nh < hend) {
+			int ne;
+			bool nin;
+			int nq0 = nd_qtile(p, nh, kt, nit, qt_lo, &ne, &nin) *
+				  BLOCK_M;
 
 			load_tile<BLOCK_M, T>(sq + (buf ^ 1) * BLOCK_M *
 					      ATTN_LDS, qg + nh * p.q_sh,
@@ -240,26 +316,51 @@ static __device__ __forceinline__ void nd_dense_tile(const attn_bwd_params &p,
 				nd_rowstats(p, b, nh, nq0 + threadIdx.x, nl);
 		}
 		cp_async_commit();
+		/* the previous tile's dQ: its dS is complete since the barrier */
+		if (DEFER && t > 0)
+			nd_add_dq<NW, KN>(p, sds + (buf ^ 1) * KN * ND_LDS, sk,
+					  b, ph, pq0, warp, lane);
 
 		gemm_abt(st, sk, cq, warp * 16, lane);
 		gemm_abt(dpt, sv, cdo, warp * 16, lane);
 		ds_tile(p, st, dpt, cL, h, q0, k0 + warp * 16, lq, lk, off,
-			GATE_MODE != ATTN_G_DENSE, ATTN_E_FULL, wd, ws, lane);
+			in_s, e, wd, ws, lane);
 		gemm_ab(dv, st, cdo, lane);
-		nd_store_ds(sds, dpt, warp, lane);
+		nd_store_ds(cds, dpt, warp, lane);
 		gemm_ab(dk, dpt, cq, lane);
-		__syncthreads();	/* dS of every warp */
-		nd_add_dq<NW, KN>(p, sds, sk, b, h, q0, warp, lane);
-		if (t + 1 < total && threadIdx.x < BLOCK_M)
+		if (!DEFER) {
+			__syncthreads();	/* dS of every warp */
+			nd_add_dq<NW, KN>(p, cds, sk, b, h, q0, warp, lane);
+		}
+		if (nh < hend && threadIdx.x < BLOCK_M)
 			for (int x = 0; x < 4; x++)
 				sL[(buf ^ 1) * 256 + x * 64 + threadIdx.x] =
 					nl[x];
+		ph = h;
+		pq0 = q0;
+		h = nh;
+		it = nit;
+		cnt = ncnt;
 	}
 	cp_async_wait_all();
+	if (DEFER && t > 0) {
+		__syncthreads();	/* the last tile's dS of every warp */
+		nd_add_dq<NW, KN>(p, sds + ((t - 1) & 1) * KN * ND_LDS, sk,
+				  b, ph, pq0, warp, lane);
+	}
 	store_rows((u16 *)p.dk + b * p.dk_sb + hk * p.dk_sh, p.dk_sn,
 		   k0 + warp * 16, p.Nk, dk, p.scale, lane, p.Nk);
 	store_rows((u16 *)p.dv + b * p.dv_sb + hk * p.dv_sh, p.dv_sn,
 		   k0 + warp * 16, p.Nk, dv, 1.f, lane, p.Nk);
+}
+
+/* 64 keys, 4 warps: every pattern and gate (the lists' tile) */
+extern "C" __global__ void __launch_bounds__(128)
+asam_attn_bwd_nd_kernel(const attn_bwd_params p)
+{
+	extern __shared__ __align__(16) u16 attn_smem[];
+
+	nd_tile<4>(p, attn_smem);
 }
 
 /* 128 keys, 8 warps: the DENSE pattern or gate (no lists) */
@@ -268,7 +369,7 @@ asam_attn_bwd_nd128_kernel(const attn_bwd_params p)
 {
 	extern __shared__ __align__(16) u16 attn_smem[];
 
-	nd_dense_tile<8>(p, attn_smem);
+	nd_tile<8>(p, attn_smem);
 }
 
 /* dQ = sigma * the workspace, in dQ's dtype: two elements a thread */

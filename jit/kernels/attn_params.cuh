@@ -92,7 +92,8 @@ struct attn_fwd_params {
  * Backward: dQ per (b, h, query tile) over the forward's lists, dK and dV
  * per (b, kv head, key tile) over the transposed lists (entries hold a
  * query tile), summing the query heads of a GQA group in registers: no
- * atomics anywhere, so results are bit-identical run to run.
+ * atomics anywhere, so results are bit-identical run to run.  The
+ * non-deterministic kernels (attn_bwd_nd.cuh) add dQ into dq_acc instead.
  */
 struct attn_bwd_params {
 	const void *q, *k, *v, *d_o;
