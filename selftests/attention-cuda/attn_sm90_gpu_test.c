@@ -52,7 +52,7 @@ static void pat_one(int kind, int w, int dt16, int d, int gate, int causal,
 	struct gpu_case c = { .pat = &pt, .pat_ref = &pt, .dt16 = dt16,
 			      .d = d, .gate = gate, .causal = causal, .B = B,
 			      .Hq = Hq, .Hkv = Hkv, .Nq = Nq, .Nk = Nk,
-			      .lens = lens };
+			      .lens = lens, .flags = ASAM_F_DETERMINISTIC };
 
 	asam_pattern_init(&pt, kind);
 	if (kind == ASAM_PATTERN_LOCAL)
@@ -71,7 +71,7 @@ static void cols_one(const struct asam_pattern *pt, int dt16, int d,
 	struct gpu_case c = { .pat = pt, .pat_ref = pt, .dt16 = dt16,
 			      .d = d, .gate = gate, .causal = causal, .B = 2,
 			      .Hq = Hq, .Hkv = Hkv, .Nq = Nq, .Nk = Nk,
-			      .lens = lens };
+			      .lens = lens, .flags = ASAM_F_DETERMINISTIC };
 
 	gpu_case_run(&c);
 	ncases += gate == ASAM_GATE_SOFT ? 2 : 1;
