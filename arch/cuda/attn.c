@@ -381,6 +381,19 @@ int attn_capturing_of(struct asam_cuda_device *d, CUstream s, bool *cap)
 	return asam_cuda_stream_capturing(d, s, cap);
 }
 
+int attn_bwd_launch_det(struct asam_cuda_device *d, CUfunction fdq,
+			CUfunction fkv, const struct asam_problem *p,
+			CUstream s, struct attn_bwd_params *a)
+{
+	int ret;
+
+	ret = attn_launch(d, fdq, a->nqt, p->Hq, p->B, 128,
+			  attn_smem_bytes(2 * BWD_T + 4 * 64, p->d), s, a);
+	return ret ?: attn_launch(d, fkv, a->nkt, p->Hkv, p->B, 128,
+				  attn_smem_bytes(4 * BWD_T, p->d) + 1024, s,
+				  a);
+}
+
 int attn_get_plan(struct asam_cuda_device *d, const struct asam_problem *p,
 		  int bm, const int **off, const int **list, int *per_head)
 {
@@ -575,12 +588,7 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 		ret = ret ?: attn_bwd_nd_launch(d, &sb, cap, &a, p,
 						ws + attn_bwd_nd_offset(p), s);
 	} else {
-		ret = ret ?: attn_launch(d, fdq, a.nqt, p->Hq, p->B, 128,
-				attn_smem_bytes(2 * BWD_T + 4 * 64, p->d),
-				s, &a);
-		ret = ret ?: attn_launch(d, fkv, a.nkt, p->Hkv, p->B, 128,
-				attn_smem_bytes(4 * BWD_T, p->d) + 1024, s,
-				&a);
+		ret = ret ?: attn_bwd_launch_det(d, fdq, fkv, p, s, &a);
 	}
 	/* after the band's dK, dV: the columns add to their rows */
 	if (!ret && fcols)

@@ -53,6 +53,14 @@ void attn_fill_bwd(struct attn_bwd_params *a, const struct asam_problem *p,
  */
 int attn_get_plan(struct asam_cuda_device *d, const struct asam_problem *p,
 		  int bm, const int **off, const int **list, int *per_head);
+/*
+ * The deterministic backward's two launches over @a: dQ per query tile,
+ * then dK and dV per key tile (64 x 64 tiles, 4 warps; @fdq and @fkv of
+ * the attn_bwd family)
+ */
+int attn_bwd_launch_det(struct asam_cuda_device *d, CUfunction fdq,
+			CUfunction fkv, const struct asam_problem *p,
+			CUstream s, struct attn_bwd_params *a);
 /* whether @s is capturing a CUDA graph (then nothing may compile) */
 int attn_capturing_of(struct asam_cuda_device *d, CUstream s, bool *cap);
 

@@ -415,12 +415,7 @@ static int soft_dense_bwd(struct asam_cuda_device *d,
 
 	ret = attn_launch(d, fpre, pre.nqt, p->Hq, p->B, 128,
 			  attn_smem_bytes(TILE_BWD + 4 * 64, p->d), s, &pre);
-	ret = ret ?: attn_launch(d, fdq, a.nqt, p->Hq, p->B, 128,
-				 attn_smem_bytes(2 * TILE_BWD + 4 * 64, p->d),
-				 s, &a);
-	ret = ret ?: attn_launch(d, fkv, a.nkt, p->Hkv, p->B, 128,
-				 attn_smem_bytes(4 * TILE_BWD, p->d) + 1024, s,
-				 &a);
+	ret = ret ?: attn_bwd_launch_det(d, fdq, fkv, p, s, &a);
 	if (!ret && p->dgate.data)
 		ret = attn_launch(d, fdg, p->Hq, p->B, 1, 32, 0, s, &a);
 	return ret;

@@ -115,6 +115,30 @@ static __device__ __forceinline__ void store_rows(u16 *g, i64 ld, int row0,
 	}
 }
 
+/*
+ * Key tile @k0's walk over the query tiles: [*lo, *hi) (causal: the rows
+ * before its diagonal never see it; keys past len_k get no gradient),
+ * and its dK, dV accumulators cleared.
+ */
+static __device__ __forceinline__ void kv_begin(int k0, int off, int lq,
+						int lk, int *lo, int *hi,
+						float (*dk)[4],
+						float (*dv)[4])
+{
+	*lo = 0;
+	*hi = (lq + BLOCK_M - 1) / BLOCK_M;
+#if CAUSAL
+	*lo = k0 - off > 0 ? (k0 - off) / BLOCK_M : 0;
+#endif
+	if (k0 >= lk)
+		*hi = 0;
+#pragma unroll
+	for (int n = 0; n < NT_O; n++) {
+		dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.f;
+		dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
+	}
+}
+
 #include "attn_cols_bwd.cuh"
 
 /* ------------------------------------------------------------------------ */
@@ -334,19 +358,9 @@ asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
 	u16 *sq = sv + BLOCK_N * ATTN_LDS, *sdo = sq + BLOCK_M * ATTN_LDS;
 	float *sL = (float *)(sdo + BLOCK_M * ATTN_LDS);	/* [4][64] */
 	float dk[NT_O][4], dv[NT_O][4];
-	/* causal: rows before this one never see key k0 */
-	int qt_lo = 0, qt_hi = (lq + BLOCK_M - 1) / BLOCK_M;
+	int qt_lo, qt_hi;
 
-#if CAUSAL
-	qt_lo = k0 - off > 0 ? (k0 - off) / BLOCK_M : 0;
-#endif
-	if (k0 >= lk)
-		qt_hi = 0;	/* keys past len_k: gradients 0 */
-#pragma unroll
-	for (int n = 0; n < NT_O; n++) {
-		dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.f;
-		dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
-	}
+	kv_begin(k0, off, lq, lk, &qt_lo, &qt_hi, dk, dv);
 	load_tile<BLOCK_N, ATTN_THREADS>(sk, (const u16 *)p.k + b * p.k_sb +
 					 hk * p.k_sh, p.k_sn, k0, p.Nk);
 	load_tile<BLOCK_N, ATTN_THREADS>(sv, (const u16 *)p.v + b * p.v_sb +

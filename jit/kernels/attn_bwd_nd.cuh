@@ -244,20 +244,11 @@ static __device__ __forceinline__ void nd_tile(const attn_bwd_params &p,
 	const u16 *dog = (const u16 *)p.d_o + b * p.do_sb;
 	float dk[NT_O][4], dv[NT_O][4], nl[4];
 	int ph = 0, pq0 = 0;	/* head and rows of the dQ still to add */
-	int qt_lo = 0, qt_hi = (lq + BLOCK_M - 1) / BLOCK_M;
+	int qt_lo, qt_hi;
 	int h = hk * G, it = 0, cnt, e, t = 0;
 	bool in_s;
 
-#if CAUSAL
-	qt_lo = k0 - off > 0 ? (k0 - off) / BLOCK_M : 0;
-#endif
-	if (k0 >= lk)
-		qt_hi = 0;	/* keys past len_k: gradients 0 */
-#pragma unroll
-	for (int n = 0; n < NT_O; n++) {
-		dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.f;
-		dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
-	}
+	kv_begin(k0, off, lq, lk, &qt_lo, &qt_hi, dk, dv);
 	cnt = nd_count(p, h, kt, qt_lo, qt_hi);
 	while (!cnt && ++h < hend)
 		cnt = nd_count(p, h, kt, qt_lo, qt_hi);
