@@ -12,6 +12,9 @@
 #include <string.h>
 #include <nvrtc.h>
 
+/* jit/kernels has 12 headers; each named one is passed to NVRTC */
+#define MAX_HDRS	32
+
 static char *slurp(const char *path)
 {
 	FILE *f = fopen(path, "rb");
@@ -33,8 +36,8 @@ static char *slurp(const char *path)
 
 int main(int argc, char **argv)
 {
-	const char *hdr_names[8], *opts[4];
-	char *hdrs[8], *src, *body, arch[64], *cubin, *logs;
+	const char *hdr_names[MAX_HDRS], *opts[4];
+	char *hdrs[MAX_HDRS], *src, *body, arch[64], *cubin, *logs;
 	size_t pre = 0, n;
 	int nh = 0, i, a, nopt = 0;
 	nvrtcProgram prog;
@@ -55,7 +58,12 @@ int main(int argc, char **argv)
 		pre += sprintf(src + pre, "#define %s %s\n", argv[a], eq + 1);
 	}
 	strcpy(src + pre, body);
-	for (a++; a < argc && nh < 8; a++) {
+	if (argc - a - 1 > MAX_HDRS) {
+		fprintf(stderr, "nvrtc-cubin: more than %d headers\n",
+			MAX_HDRS);
+		return 2;
+	}
+	for (a++; a < argc && nh < MAX_HDRS; a++) {
 		const char *base = strrchr(argv[a], '/');
 
 		hdrs[nh] = slurp(argv[a]);
