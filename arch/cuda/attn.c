@@ -381,6 +381,18 @@ int attn_capturing_of(struct asam_cuda_device *d, CUstream s, bool *cap)
 	return asam_cuda_stream_capturing(d, s, cap);
 }
 
+void attn_fill_pre(struct attn_fwd_params *pre, const struct asam_problem *p,
+		   int tile)
+{
+	pre->o = NULL;
+	pre->nqt = (p->Nq + tile - 1) / tile;
+	pre->reverse = 0;
+	pre->d_o = p->d_o.data;
+	pre->do_sb = attn_st(&p->d_o, 0);
+	pre->do_sh = attn_st(&p->d_o, 1);
+	pre->do_sn = attn_st(&p->d_o, 2);
+}
+
 int attn_bwd_launch_det(struct asam_cuda_device *d, CUfunction fdq,
 			CUfunction fkv, const struct asam_problem *p,
 			CUstream s, struct attn_bwd_params *a)
@@ -561,12 +573,7 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 		ws = own;
 	}
 
-	pre.o = NULL;
-	pre.nqt = (p->Nq + BWD_T - 1) / BWD_T;
-	pre.reverse = 0;
-	pre.d_o = p->d_o.data;
-	pre.do_sb = attn_st(&p->d_o, 0); pre.do_sh = attn_st(&p->d_o, 1);
-	pre.do_sn = attn_st(&p->d_o, 2);
+	attn_fill_pre(&pre, p, BWD_T);
 	pre.dsum_s = p->gate_mode != ASAM_GATE_DENSE ?
 		     (float *)(uintptr_t)ws : NULL;
 	pre.dsum_d = p->gate_mode != ASAM_GATE_SPARSE ?

@@ -376,12 +376,7 @@ int asam_cuda_clus_bwd(struct asam_backend *be, const struct asam_problem *p)
 
 	attn_fill_fwd(&pre, p);
 	fill_cl_fwd(&pre, &c, p->pat.C);
-	pre.o = NULL;
-	pre.nqt = (p->Nq + CL_T - 1) / CL_T;
-	pre.reverse = 0;
-	pre.d_o = p->d_o.data;
-	pre.do_sb = attn_st(&p->d_o, 0); pre.do_sh = attn_st(&p->d_o, 1);
-	pre.do_sn = attn_st(&p->d_o, 2);
+	attn_fill_pre(&pre, p, CL_T);
 	pre.dsum_s = dp(base, L.dsum);
 	pre.dsum_d = p->gate_mode == ASAM_GATE_SOFT ?
 		     (float *)dp(base, L.dsum + sizeof(float) * rows) : NULL;

@@ -54,6 +54,12 @@ void attn_fill_bwd(struct attn_bwd_params *a, const struct asam_problem *p,
 int attn_get_plan(struct asam_cuda_device *d, const struct asam_problem *p,
 		  int bm, const int **off, const int **list, int *per_head);
 /*
+ * The backward's preprocess over @pre (filled by attn_fill_fwd): no O
+ * written, query tiles of @tile rows in order, dO of @p read
+ */
+void attn_fill_pre(struct attn_fwd_params *pre, const struct asam_problem *p,
+		   int tile);
+/*
  * The deterministic backward's two launches over @a: dQ per query tile,
  * then dK and dV per key tile (64 x 64 tiles, 4 warps; @fdq and @fkv of
  * the attn_bwd family)

@@ -399,12 +399,7 @@ static int soft_dense_bwd(struct asam_cuda_device *d,
 	attn_fill_fwd(&pre, p);
 	pre.list_off = (const int *)(uintptr_t)z;
 	pre.list = (const int *)(uintptr_t)z;
-	pre.o = NULL;
-	pre.nqt = (p->Nq + TILE_BWD - 1) / TILE_BWD;
-	pre.reverse = 0;
-	pre.d_o = p->d_o.data;
-	pre.do_sb = attn_st(&p->d_o, 0); pre.do_sh = attn_st(&p->d_o, 1);
-	pre.do_sn = attn_st(&p->d_o, 2);
+	attn_fill_pre(&pre, p, TILE_BWD);
 	pre.dsum_s = (float *)(uintptr_t)ws;
 	pre.dsum_d = (float *)(uintptr_t)(ws + sizeof(float) * rows);
 
