@@ -194,6 +194,41 @@ static int attn_sm90_variants(const struct asam_jit_variant_ctx *vc,
 }
 
 /*
+ * The Hopper backward (arch/cuda/attn_sm90.c): no lists (the DENSE
+ * pattern or gate), 64-row query tiles by 128 keys, 8 warps; every head
+ * dim, dtype and mask with the SPARSE gate, SOFT's two branches at bf16.
+ */
+static int attn_bwd_sm90_variants(const struct asam_jit_variant_ctx *vc,
+				  int arch, asam_jit_variant_cb cb, void *arg)
+{
+	static const int dims[] = { 64, 128 };
+	struct asam_jit_spec spec;
+	int dt[3], ndt, i, j, c, g, err;
+
+	ndt = enabled_dtypes(dt);
+	for (i = 1; i < ndt; i++)		/* fp16, bf16 only */
+	for (j = 0; j < (int)ARRAY_SIZE(dims); j++)
+	for (c = 0; c < 2; c++)
+	for (g = 0; g <= 2; g += 2) {
+		if (g && i != ndt - 1)
+			continue;
+		err = asam_jit_spec_init(&spec, vc->family->name, arch);
+		err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", dims[j]);
+		err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[i]);
+		err = err ?: asam_jit_spec_set(&spec, "CAUSAL", c);
+		err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", g);
+		err = err ?: asam_jit_spec_set(&spec, "PATTERN", 0);
+		err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", 64);
+		err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 128);
+		err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", 8);
+		err = err ?: cb(&spec, arg);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/*
  * STRIDED and HIERARCHICAL (PATTERN 2, 3: the band plus gathered columns)
  * add code of their own to both families.  HIERARCHICAL runs all of it
  * (STRIDED is the same source without the per-pair vote), so enumerate
@@ -312,6 +347,13 @@ const struct asam_jit_family asam_jit_families[] = {
 		.entries = { "asam_attn_fwd_sm90_kernel" },
 		.hopper_only = true,
 		.variants = attn_sm90_variants,
+	},
+	{
+		.name = "attn_bwd_sm90",
+		.source = "attn_bwd_sm90.cu",
+		.entries = { "asam_attn_bwd_sm90_kernel" },
+		.hopper_only = true,
+		.variants = attn_bwd_sm90_variants,
 	},
 	{
 		.name = "attn_clus",

@@ -9,12 +9,14 @@
  * keep the deterministic kernels: their column keys have a kernel of
  * their own that this one does not cover.
  */
+#include <errno.h>
 #include <stdlib.h>
 
 #include <internal/cuda.h>
 #include <internal/problem.h>
 
 #include "attn_bwd_nd.h"
+#include "attn_sm90.h"
 
 #define ND_T		64	/* key and query tiles, as the dK/dV kernel */
 
@@ -73,8 +75,11 @@ int attn_bwd_nd_launch(struct asam_cuda_device *d,
 	CUfunction fnd, fcvt;
 	int ret;
 
-	ret = attn_get_fn(d, spec, wide ? "asam_attn_bwd_nd128_kernel" :
-			  "asam_attn_bwd_nd_kernel", cap, &fnd);
+	/* Hopper: the same walk on wgmma where it serves */
+	ret = wide ? attn_sm90_bwd_fn(d, p, cap, &fnd, &smem) : -EOPNOTSUPP;
+	if (ret == -EOPNOTSUPP)
+		ret = attn_get_fn(d, spec, wide ? "asam_attn_bwd_nd128_kernel" :
+				  "asam_attn_bwd_nd_kernel", cap, &fnd);
 	ret = ret ?: attn_get_fn(d, spec, "asam_attn_bwd_dqcvt_kernel", cap,
 				 &fcvt);
 	if (ret)

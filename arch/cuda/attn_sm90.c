@@ -11,7 +11,12 @@
  * value), SM90_DEFAULT decides (it staggers only the dense d = 128 walk).
  * ASAM_CUDA_SM90_MINB=1 or 2 sets the blocks-an-SM register bound of the
  * lists' and the dense d = 64 kernels (tuning; 2 otherwise).
+ *
+ * It also hosts the wgmma backward (jit/kernels/attn_bwd_sm90.cu), the
+ * non-deterministic mode's kernel where the walk has no lists;
+ * ASAM_CUDA_SM90_BWD=0 sends that walk back to mma.sync (attn_bwd_nd.cuh).
  */
+#include <errno.h>
 #include <stdlib.h>
 
 #include <internal/cuda.h>
@@ -26,6 +31,8 @@
 #define SM90_BN		128
 #define SM90_BN_LIST	64	/* the pattern lists' key tiles */
 #define SM90_WARPS	8
+#define SM90_BWD_BM	64	/* the backward's query tiles */
+#define SM90_BWD_BN	128	/* its keys a block: two warpgroups of 64 */
 /*
  * The mode without ASAM_CUDA_SM90 in the environment: 0 off (mma.sync),
  * 1 the warpgroups in step, 2 staggered.  Staggered: both passed
@@ -177,4 +184,47 @@ int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
 {
 	return attn_sm90_fwd_mix(d, p, capturing, p->gate_mode, ATTN_MIX_NONE,
 				 p->lse_s.data, p->lse_d.data);
+}
+
+/* Q and dO twice, K, V, dS^T, the row statistics twice; 1024 to align */
+static unsigned sm90_bwd_smem(int d)
+{
+	return (2 * SM90_BWD_BN + 4 * SM90_BWD_BM) * d * 2 +
+	       SM90_BWD_BN * SM90_BWD_BM * 2 + 2 * 256 * 4 + 1024;
+}
+
+/*
+ * The wgmma backward's kernel for @p, or -EOPNOTSUPP where it does not
+ * serve (lists, HARD, no Hopper, too little shared memory): the caller
+ * then runs the mma.sync one.
+ */
+int attn_sm90_bwd_fn(struct asam_cuda_device *d, const struct asam_problem *p,
+		     bool capturing, CUfunction *f, unsigned *smem)
+{
+	struct asam_jit_spec spec;
+	int ret;
+
+	if (!sm90_env("ASAM_CUDA_SM90_BWD", 1) ||
+	    !attn_sm90_serves_dense(d, p) ||
+	    p->gate_mode == ASAM_GATE_HARD ||
+	    (p->pat.kind != ASAM_PATTERN_DENSE &&
+	     p->gate_mode != ASAM_GATE_DENSE) ||
+	    sm90_bwd_smem(p->d) > (unsigned)d->smem_per_block_optin)
+		return -EOPNOTSUPP;
+	ret = asam_jit_spec_init(&spec, "attn_bwd_sm90", attn_arch_of(d));
+	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);
+	ret = ret ?: asam_jit_spec_set(&spec, "DTYPE", p->dt);
+	ret = ret ?: asam_jit_spec_set(&spec, "CAUSAL", p->causal);
+	ret = ret ?: asam_jit_spec_set(&spec, "GATE_MODE", p->gate_mode);
+	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN", ASAM_PATTERN_DENSE);
+	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_M", SM90_BWD_BM);
+	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_N", SM90_BWD_BN);
+	ret = ret ?: asam_jit_spec_set(&spec, "NUM_WARPS", SM90_WARPS);
+	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_bwd_sm90_kernel",
+				 capturing, f);
+	if (ret)
+		return ret;
+	*smem = sm90_bwd_smem(p->d);
+	__atomic_add_fetch(&attn_sm90_launches, 1, __ATOMIC_RELAXED);
+	return 0;
 }

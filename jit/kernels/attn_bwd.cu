@@ -35,6 +35,8 @@
 #error "HARD has no backward"
 #endif
 
+#include "attn_bwd_tile.cuh"
+
 /*
  * acc[16 x 64] (+)= A[16 rows of sa, warp's rows] . B^T where B is 64 rows
  * of sb: both [row][d] in shared memory (S = Q K^T, dP = dO V^T and their
@@ -85,57 +87,6 @@ static __device__ __forceinline__ void gemm_ab(float (*acc)[4], float (*s)[4],
 			mma16816(acc[2 * n2], a, bv);
 			mma16816(acc[2 * n2 + 1], a, bv + 2);
 		}
-	}
-}
-
-static __device__ __forceinline__ float p_of(float s2, float L2)
-{
-	/* L2 = lse * log2(e); an empty row (-inf) has no probabilities */
-	return L2 == ATTN_NEG_INF || s2 == ATTN_NEG_INF ? 0.f :
-	       fast_exp2(s2 - L2);
-}
-
-static __device__ __forceinline__ void store_rows(u16 *g, i64 ld, int row0,
-						  int n, float (*acc)[4],
-						  float mul, int lane, int live)
-{
-	const int gr = lane >> 2, tg = lane & 3;
-
-#pragma unroll
-	for (int r = 0; r < 2; r++) {
-		int i = row0 + gr + r * 8;
-		float m = i < live ? mul : 0.f;
-
-		if (i >= n)
-			continue;
-#pragma unroll
-		for (int c = 0; c < NT_O; c++)
-			*(u32 *)(g + (i64)i * ld + c * 8 + 2 * tg) =
-				pack2(acc[c][2 * r] * m, acc[c][2 * r + 1] * m);
-	}
-}
-
-/*
- * Key tile @k0's walk over the query tiles: [*lo, *hi) (causal: the rows
- * before its diagonal never see it; keys past len_k get no gradient),
- * and its dK, dV accumulators cleared.
- */
-static __device__ __forceinline__ void kv_begin(int k0, int off, int lq,
-						int lk, int *lo, int *hi,
-						float (*dk)[4],
-						float (*dv)[4])
-{
-	*lo = 0;
-	*hi = (lq + BLOCK_M - 1) / BLOCK_M;
-#if CAUSAL
-	*lo = k0 - off > 0 ? (k0 - off) / BLOCK_M : 0;
-#endif
-	if (k0 >= lk)
-		*hi = 0;
-#pragma unroll
-	for (int n = 0; n < NT_O; n++) {
-		dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.f;
-		dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
 	}
 }
 
@@ -284,56 +235,6 @@ asam_attn_bwd_dq_kernel(const attn_bwd_params p)
 
 /* ------------------------------------------------------------------------ */
 /* dK, dV                                                                   */
-
-/*
- * The transposed tile (rows: 16 keys from @j0, columns: 64 queries from
- * @q0) of the dK/dV kernels: S^T in @st becomes the weighted probabilities
- * sum_x w_x P_x, dP^T in @dpt becomes dS^T.  @sL: the tile's log2 lse of
- * both branches and row sums D, [4][64].
- */
-static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
-					       float (*st)[4],
-					       float (*dpt)[4],
-					       const float *sL, int h, int q0,
-					       int j0, int lq, int lk, int off,
-					       bool in_s, int e, float wd,
-					       float ws, int lane)
-{
-	const int gr = lane >> 2, tg = lane & 3;
-
-#pragma unroll
-	for (int n = 0; n < NT_S; n++) {
-#pragma unroll
-		for (int x = 0; x < 4; x++) {
-			int c = n * 8 + 2 * tg + (x & 1);
-			int i = q0 + c;
-			int j = j0 + gr + (x >> 1) * 8;
-			bool ok = i < lq && j < lk;
-			float s2, pc = 0.f, ds = 0.f;
-
-#if CAUSAL
-			ok = ok && j <= i + off;
-#endif
-			s2 = ok ? st[n][x] * p.scale_log2 : ATTN_NEG_INF;
-			if (GATE_MODE != ATTN_G_SPARSE) {
-				float pd = p_of(s2, sL[64 + c]);
-
-				pc += wd * pd;
-				ds += wd * pd * (dpt[n][x] - sL[192 + c]);
-			}
-			if (in_s && ((e & ATTN_E_FULL) ||
-				     (pat_allows(e, i, j, q0, off, p.radius) &&
-				      cols_band(p, h, i, j, off)))) {
-				float ps = p_of(s2, sL[c]);
-
-				pc += ws * ps;
-				ds += ws * ps * (dpt[n][x] - sL[128 + c]);
-			}
-			st[n][x] = pc;
-			dpt[n][x] = ds;
-		}
-	}
-}
 
 #include "attn_bwd_nd.cuh"
 

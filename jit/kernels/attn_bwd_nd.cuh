@@ -20,34 +20,6 @@
 #define ND_LDS (BLOCK_M + 8)
 #define ND_DC 64		/* dQ columns a pass: 32 accumulators a thread */
 
-/* *g += x, g[1] += y: one vector reduction where sm_90 has it */
-static __device__ __forceinline__ void red_add_f32x2(float *g, float x,
-						     float y)
-{
-#if __CUDA_ARCH__ >= 900
-	asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n"
-		     :: "l"(g), "f"(x), "f"(y) : "memory");
-#else
-	asm volatile("red.global.add.f32 [%0], %1;\n"
-		     :: "l"(g), "f"(x) : "memory");
-	asm volatile("red.global.add.f32 [%0], %1;\n"
-		     :: "l"(g + 1), "f"(y) : "memory");
-#endif
-}
-
-/* g[0 .. 3] += v: 16-byte aligned; one vector reduction on sm_90 */
-static __device__ __forceinline__ void red_add_f32x4(float *g, float a,
-						     float b, float c, float d)
-{
-#if __CUDA_ARCH__ >= 900
-	asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n"
-		     :: "l"(g), "f"(a), "f"(b), "f"(c), "f"(d) : "memory");
-#else
-	red_add_f32x2(g, a, b);
-	red_add_f32x2(g + 2, c, d);
-#endif
-}
-
 /*
  * The warp's 16 keys x 64 queries of dS (unscaled, as the mma fragments
  * hold them: row = key, column = query) into sds[key][query] as 16-bit.
@@ -135,21 +107,6 @@ static __device__ __forceinline__ void nd_add_dq(const attn_bwd_params &p,
 			}
 		}
 	}
-}
-
-/* the tile's log2 lse of both branches and the row sums D: [4][64] */
-static __device__ __forceinline__ void nd_rowstats(const attn_bwd_params &p,
-						   int b, int h, int i,
-						   float *v)
-{
-	i64 lo = b * p.l_sb + h * p.l_sh + i;
-	i64 at = ((i64)b * p.Hq + h) * p.Nq + i;
-	bool ok = i < p.Nq;
-
-	v[0] = ok && p.lse_s ? p.lse_s[lo] * ATTN_LOG2E : ATTN_NEG_INF;
-	v[1] = ok && p.lse_d ? p.lse_d[lo] * ATTN_LOG2E : ATTN_NEG_INF;
-	v[2] = ok && p.dsum_s ? p.dsum_s[at] : 0.f;
-	v[3] = ok && p.dsum_d ? p.dsum_d[at] : 0.f;
 }
 
 #define ND_USE_LIST (PATTERN != ATTN_P_DENSE && GATE_MODE != ATTN_G_DENSE)
@@ -263,7 +220,7 @@ static __device__ __forceinline__ void nd_tile(const attn_bwd_params &p,
 		load_tile<BLOCK_M, T>(sdo, dog + h * p.do_sh, p.do_sn, q0,
 				      p.Nq);
 		if (threadIdx.x < BLOCK_M) {
-			nd_rowstats(p, b, h, q0 + threadIdx.x, nl);
+			bwd_rowstats(p, b, h, q0 + threadIdx.x, nl);
 			for (int x = 0; x < 4; x++)
 				sL[x * 64 + threadIdx.x] = nl[x];
 		}
@@ -304,7 +261,7 @@ static __device__ __forceinline__ void nd_tile(const attn_bwd_params &p,
 					      ATTN_LDS, dog + nh * p.do_sh,
 					      p.do_sn, nq0, p.Nq);
 			if (threadIdx.x < BLOCK_M)
-				nd_rowstats(p, b, nh, nq0 + threadIdx.x, nl);
+				bwd_rowstats(p, b, nh, nq0 + threadIdx.x, nl);
 		}
 		cp_async_commit();
 		/* the previous tile's dQ: its dS is complete since the barrier */

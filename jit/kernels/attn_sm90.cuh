@@ -14,7 +14,7 @@
  * operand (V: rows = keys = K, the head dim = N) the 8-key groups are
  * 1024 bytes apart and the 64-column panels R * 128 bytes apart.
  *
- * Only the fp32-accumulating m64nNk16 shapes the forward needs are here,
+ * Only the fp32-accumulating m64nNk16 shapes the kernels need are here,
  * written out long-hand (64 or 32 accumulator registers a thread).
  */
 #ifndef ASAM_ATTN_SM90_CUH
@@ -163,6 +163,11 @@ static __device__ __forceinline__ void wgmma_ss_n128(float (*d)[4], u64 da,
 		     : "l"(da), "l"(db), "r"(acc));
 }
 
+/*
+ * TA, TB: the operands' transpose bits (1: MN-major in shared memory,
+ * as the backward's dS^T and K are for dQ = dS K)
+ */
+template <int TA = 0, int TB = 0>
 static __device__ __forceinline__ void wgmma_ss_n64(float (*d)[4], u64 da,
 						   u64 db, int acc)
 {
@@ -173,7 +178,7 @@ static __device__ __forceinline__ void wgmma_ss_n64(float (*d)[4], u64 da,
 		     "%8, %9, %10, %11, %12, %13, %14, %15, "
 		     "%16, %17, %18, %19, %20, %21, %22, %23, "
 		     "%24, %25, %26, %27, %28, %29, %30, %31"
-		     "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+		     "}, %32, %33, p, 1, 1, %35, %36;\n}\n"
 		     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
 		       "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
 		       "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
@@ -182,7 +187,7 @@ static __device__ __forceinline__ void wgmma_ss_n64(float (*d)[4], u64 da,
 		       "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
 		       "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
 		       "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-		     : "l"(da), "l"(db), "r"(acc));
+		     : "l"(da), "l"(db), "r"(acc), "n"(TA), "n"(TB));
 }
 
 static __device__ __forceinline__ void wgmma_rs_n128(float (*d)[4],
