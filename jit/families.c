@@ -194,9 +194,11 @@ static int attn_sm90_variants(const struct asam_jit_variant_ctx *vc,
 }
 
 /*
- * The Hopper backward (arch/cuda/attn_sm90.c): no lists (the DENSE
- * pattern or gate), 64-row query tiles by 128 keys, 8 warps; every head
- * dim, dtype and mask with the SPARSE gate, SOFT's two branches at bf16.
+ * The Hopper backward (arch/cuda/attn_sm90.c): 64-row query tiles by 128
+ * keys, 8 warps; without lists (the DENSE pattern or gate) every head
+ * dim, dtype and mask with the SPARSE gate, SOFT's two branches at bf16;
+ * LOCAL's and RANDOM's lists with the SPARSE gate at bf16, 64 keys a
+ * block (one warpgroup).
  */
 static int attn_bwd_sm90_variants(const struct asam_jit_variant_ctx *vc,
 				  int arch, asam_jit_variant_cb cb, void *arg)
@@ -221,6 +223,24 @@ static int attn_bwd_sm90_variants(const struct asam_jit_variant_ctx *vc,
 		err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", 64);
 		err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 128);
 		err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", 8);
+		err = err ?: cb(&spec, arg);
+		if (err)
+			return err;
+	}
+	if (ndt < 2)
+		return 0;
+	for (i = 0; i < 2; i++)			/* LOCAL, RANDOM: lists */
+	for (j = 0; j < (int)ARRAY_SIZE(dims); j++)
+	for (c = 0; c < 2; c++) {
+		err = asam_jit_spec_init(&spec, vc->family->name, arch);
+		err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", dims[j]);
+		err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[ndt - 1]);
+		err = err ?: asam_jit_spec_set(&spec, "CAUSAL", c);
+		err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", 0);
+		err = err ?: asam_jit_spec_set(&spec, "PATTERN", i ? 4 : 1);
+		err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", 64);
+		err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 64);
+		err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", 4);
 		err = err ?: cb(&spec, arg);
 		if (err)
 			return err;

@@ -7,7 +7,9 @@
  * and dP are computed once instead of twice (the deterministic pair of
  * kernels recomputes both in its dQ kernel).  STRIDED and HIERARCHICAL
  * keep the deterministic kernels: their column keys have a kernel of
- * their own that this one does not cover.
+ * their own that this one does not cover.  On Hopper the wgmma kernel
+ * (jit/kernels/attn_bwd_sm90.cu, 128 keys a block) takes the walks it
+ * serves: no lists, or LOCAL's and RANDOM's with the SPARSE gate.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -22,7 +24,8 @@
 
 /*
  * ASAM_CUDA_BWD_ND, for measurements: "0" the deterministic kernels
- * always, "1" the 64-key kernel also where the 128-key one would run.
+ * always, "1" the 64-key kernel also where the 128-key one would run
+ * (with ASAM_CUDA_SM90_BWD=0 on Hopper: the wgmma kernel comes first).
  */
 static int nd_mode(void)
 {
@@ -68,7 +71,7 @@ int attn_bwd_nd_launch(struct asam_cuda_device *d,
 	/* without lists: 128-key tiles, double-buffered Q and dO */
 	bool wide = (p->pat.kind == ASAM_PATTERN_DENSE ||
 		     p->gate_mode == ASAM_GATE_DENSE) && nd_mode() == 2;
-	int kn = wide ? 2 * ND_T : ND_T;
+	int kn = wide ? 2 * ND_T : ND_T, threads = wide ? 256 : 128;
 	/* K, V; Q, dO twice; row statistics twice; dS once or twice */
 	unsigned smem = attn_smem_bytes(2 * kn + 4 * ND_T, p->d) + 2048 +
 			(wide ? 2 : 1) * kn * (ND_T + 8) * 2;
@@ -76,8 +79,10 @@ int attn_bwd_nd_launch(struct asam_cuda_device *d,
 	int ret;
 
 	/* Hopper: the same walk on wgmma where it serves */
-	ret = wide ? attn_sm90_bwd_fn(d, p, cap, &fnd, &smem) : -EOPNOTSUPP;
-	if (ret == -EOPNOTSUPP)
+	ret = attn_sm90_bwd_fn(d, p, cap, &fnd, &smem, &kn);
+	if (!ret)
+		threads = 2 * kn;	/* a warpgroup per 64 keys */
+	else if (ret == -EOPNOTSUPP)
 		ret = attn_get_fn(d, spec, wide ? "asam_attn_bwd_nd128_kernel" :
 				  "asam_attn_bwd_nd_kernel", cap, &fnd);
 	ret = ret ?: attn_get_fn(d, spec, "asam_attn_bwd_dqcvt_kernel", cap,
@@ -89,7 +94,7 @@ int attn_bwd_nd_launch(struct asam_cuda_device *d,
 		ret = asam_cuda_err(d->drv->cuMemsetD32Async(acc, 0, n, s),
 				    "cuMemsetD32Async");
 	ret = ret ?: attn_launch(d, fnd, (p->Nk + kn - 1) / kn, p->Hkv,
-				 p->B, wide ? 256 : 128, smem, s, a);
+				 p->B, threads, smem, s, a);
 	return ret ?: attn_launch(d, fcvt, (unsigned)((pairs + 255) / 256),
 				  p->Hq, p->B, 256, 0, s, a);
 }

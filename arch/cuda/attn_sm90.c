@@ -32,7 +32,9 @@
 #define SM90_BN_LIST	64	/* the pattern lists' key tiles */
 #define SM90_WARPS	8
 #define SM90_BWD_BM	64	/* the backward's query tiles */
-#define SM90_BWD_BN	128	/* its keys a block: two warpgroups of 64 */
+#define SM90_BWD_BN	128	/* the dense walk's keys a block: two
+				 * warpgroups of 64 */
+#define SM90_BWD_BN_LIST 64	/* the lists' walks: one, two blocks an SM */
 /*
  * The mode without ASAM_CUDA_SM90 in the environment: 0 off (mma.sync),
  * 1 the warpgroups in step, 2 staggered.  Staggered: both passed
@@ -187,44 +189,65 @@ int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
 }
 
 /* Q and dO twice, K, V, dS^T, the row statistics twice; 1024 to align */
-static unsigned sm90_bwd_smem(int d)
+static unsigned sm90_bwd_smem(int d, int bn)
 {
-	return (2 * SM90_BWD_BN + 4 * SM90_BWD_BM) * d * 2 +
-	       SM90_BWD_BN * SM90_BWD_BM * 2 + 2 * 256 * 4 + 1024;
+	return (2 * bn + 4 * SM90_BWD_BM) * d * 2 + bn * SM90_BWD_BM * 2 +
+	       2 * 256 * 4 + 1024;
 }
 
 /*
  * The wgmma backward's kernel for @p, or -EOPNOTSUPP where it does not
- * serve (lists, HARD, no Hopper, too little shared memory): the caller
- * then runs the mma.sync one.
+ * serve (SOFT over lists, STRIDED and HIERARCHICAL, HARD, no Hopper, too
+ * little shared memory): the caller then runs the mma.sync one.
  */
 int attn_sm90_bwd_fn(struct asam_cuda_device *d, const struct asam_problem *p,
-		     bool capturing, CUfunction *f, unsigned *smem)
+		     bool capturing, CUfunction *f, unsigned *smem, int *keys)
 {
 	struct asam_jit_spec spec;
-	int ret;
+	int ret, bn;
+
+	/* a walk without lists, or LOCAL's or RANDOM's with SPARSE */
+	bool list = p->pat.kind != ASAM_PATTERN_DENSE &&
+		    p->gate_mode != ASAM_GATE_DENSE;
 
 	if (!sm90_env("ASAM_CUDA_SM90_BWD", 1) ||
 	    !attn_sm90_serves_dense(d, p) ||
 	    p->gate_mode == ASAM_GATE_HARD ||
-	    (p->pat.kind != ASAM_PATTERN_DENSE &&
-	     p->gate_mode != ASAM_GATE_DENSE) ||
-	    sm90_bwd_smem(p->d) > (unsigned)d->smem_per_block_optin)
+	    (list && (p->gate_mode != ASAM_GATE_SPARSE ||
+		      (p->pat.kind != ASAM_PATTERN_LOCAL &&
+		       p->pat.kind != ASAM_PATTERN_RANDOM))) ||
+	    sm90_bwd_smem(p->d, SM90_BWD_BN) > (unsigned)d->smem_per_block_optin)
 		return -EOPNOTSUPP;
+	/*
+	 * A list's walk is a few steps a block: one warpgroup a block, two
+	 * blocks an SM, hide one block's start and end under the other's
+	 * work.  ASAM_CUDA_SM90_BWD_BN=1 (64 keys) or 2 (128) forces one.
+	 */
+	bn = list ? SM90_BWD_BN_LIST : SM90_BWD_BN;
+	switch (sm90_env("ASAM_CUDA_SM90_BWD_BN", 0)) {
+	case 1:
+		bn = 64;
+		break;
+	case 2:
+		bn = 128;
+		break;
+	}
 	ret = asam_jit_spec_init(&spec, "attn_bwd_sm90", attn_arch_of(d));
 	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);
 	ret = ret ?: asam_jit_spec_set(&spec, "DTYPE", p->dt);
 	ret = ret ?: asam_jit_spec_set(&spec, "CAUSAL", p->causal);
 	ret = ret ?: asam_jit_spec_set(&spec, "GATE_MODE", p->gate_mode);
-	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN", ASAM_PATTERN_DENSE);
+	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN", list ? (int)p->pat.kind :
+				       ASAM_PATTERN_DENSE);
 	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_M", SM90_BWD_BM);
-	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_N", SM90_BWD_BN);
-	ret = ret ?: asam_jit_spec_set(&spec, "NUM_WARPS", SM90_WARPS);
+	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_N", bn);
+	ret = ret ?: asam_jit_spec_set(&spec, "NUM_WARPS", bn / 16);
 	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_bwd_sm90_kernel",
 				 capturing, f);
 	if (ret)
 		return ret;
-	*smem = sm90_bwd_smem(p->d);
+	*smem = sm90_bwd_smem(p->d, bn);
+	*keys = bn;
 	__atomic_add_fetch(&attn_sm90_launches, 1, __ATOMIC_RELAXED);
 	return 0;
 }

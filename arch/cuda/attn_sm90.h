@@ -34,7 +34,7 @@ int attn_sm90_fwd_mix(struct asam_cuda_device *d,
 		      int mix, float *lse_s, float *lse_d);
 /* launches so far, for the selftests to see which path ran */
 int attn_sm90_bwd_fn(struct asam_cuda_device *d, const struct asam_problem *p,
-		     bool capturing, CUfunction *f, unsigned *smem);
+		     bool capturing, CUfunction *f, unsigned *smem, int *keys);
 extern unsigned long attn_sm90_launches;
 
 #endif

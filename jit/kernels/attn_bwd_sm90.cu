@@ -27,25 +27,36 @@
  * 128 keys, at d = 64 each its own 64 keys over all columns (twice the
  * reductions, half the size).
  *
+ * LOCAL and RANDOM with the SPARSE gate walk lists: each warpgroup's 64
+ * keys are one 64-key tile of the transposed lists (arch/cuda/attn.c,
+ * the ones of attn_bwd_nd.cuh), the block walks the union of its two
+ * tiles' query tiles, and a warpgroup skips the steps its tile does not
+ * list (its dS^T half is zeroed for the dQ product).
+ *
  * Preamble: HEAD_DIM, DTYPE, CAUSAL, GATE_MODE (SPARSE, DENSE, SOFT),
- * PATTERN (DENSE), BLOCK_M = 64, BLOCK_N = 128, NUM_WARPS = 8.
+ * PATTERN (DENSE; LOCAL, RANDOM with SPARSE), BLOCK_M = 64, BLOCK_N = 128,
+ * NUM_WARPS = 8.
  */
 #include "attn_sm90.cuh"
 
-#define ATTN_THREADS 256
+#define NWG (BLOCK_N / 64)	/* warpgroups: 64 keys each */
+#define ATTN_THREADS (NWG * 128)
 #define NT_S (BLOCK_M / 8)	/* S^T's 8-column blocks: the query tile */
 #define NT_O (HEAD_DIM / 8)
 #define KS_D (HEAD_DIM / 16)
 #define KS_M (BLOCK_M / 16)
 
-#if BLOCK_M != 64 || BLOCK_N != 128 || NUM_WARPS != 8
-#error "the Hopper backward runs 64-row query tiles by 128 keys, 8 warps"
+#if BLOCK_M != 64 || (BLOCK_N != 64 && BLOCK_N != 128) || \
+	NUM_WARPS != NWG * 4
+#error "the Hopper backward runs 64-row query tiles by 64 or 128 keys"
 #endif
 #if HEAD_DIM != 64 && HEAD_DIM != 128
 #error "HEAD_DIM must be 64 or 128"
 #endif
-#if PATTERN != ATTN_P_DENSE
-#error "the Hopper backward walks without lists"
+#define BWD_LIST (PATTERN != ATTN_P_DENSE)
+#if BWD_LIST && (GATE_MODE != ATTN_G_SPARSE || \
+		 (PATTERN != ATTN_P_LOCAL && PATTERN != ATTN_P_RANDOM))
+#error "the Hopper backward's lists: LOCAL or RANDOM, the SPARSE gate"
 #endif
 #if GATE_MODE == ATTN_G_HARD
 #error "HARD has no backward"
@@ -114,20 +125,15 @@ static __device__ __forceinline__ void store_dst(unsigned char *sds,
 }
 
 /*
- * This warpgroup's share of dQ(tile) = dS K, added into the workspace
- * rows from @q0 (columns from @c0): dS^T and K are both MN-major here.
+ * dQ(tile) += dS K over @KS 16-key steps, dS^T from @a0 and K from @b0
+ * (both MN-major), into the workspace's rows from @q0, columns from @c0
  */
-static __device__ __forceinline__ void add_dq(const attn_bwd_params &p,
-					      u32 sds, u32 ck, int b, int h,
-					      int q0, int wg, int lane)
+template <int KS>
+static __device__ __forceinline__ void dq_pass(const attn_bwd_params &p,
+					       u32 a0, u32 b0, int c0, int b,
+					       int h, int q0, int lane)
 {
 	const int wq = (threadIdx.x >> 5) & 3, tg = lane & 3;
-	/* d 128: the warpgroup's 64 columns; d 64: its 64 keys */
-	const int KS = HEAD_DIM == 128 ? BLOCK_N / 16 : 4;
-	const u32 a0 = sds + (HEAD_DIM == 128 ? 0 : wg * 64 * 128);
-	const u32 b0 = ck + (HEAD_DIM == 128 ? wg * BLOCK_N * 128 :
-			     wg * 64 * 128);
-	const int c0 = HEAD_DIM == 128 ? wg * 64 : 0;
 	float acc[8][4];
 
 	wg_fence();
@@ -168,7 +174,143 @@ static __device__ __forceinline__ void add_dq(const attn_bwd_params &p,
 	}
 }
 
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 1)
+/*
+ * This warpgroup's share of dQ(tile) = dS K (64 columns at a time: 32
+ * accumulators a thread).  Two warpgroups at d = 128: each 64 columns
+ * over all 128 keys; at d = 64: each its own 64 keys over all columns
+ * (twice the reductions, half the size).  One warpgroup: its 64 keys, one
+ * pass per 64 columns.
+ */
+static __device__ __forceinline__ void add_dq(const attn_bwd_params &p,
+					      u32 sds, u32 ck, int b, int h,
+					      int q0, int wg, int lane)
+{
+	if (NWG == 2 && HEAD_DIM == 128) {
+		dq_pass<8>(p, sds, ck + wg * BLOCK_N * 128, wg * 64, b, h, q0,
+			   lane);
+		return;
+	}
+	if (NWG == 2) {
+		dq_pass<4>(p, sds + wg * 64 * 128, ck + wg * 64 * 128, 0, b, h,
+			   q0, lane);
+		return;
+	}
+#pragma unroll
+	for (int c = 0; c < HEAD_DIM / 64; c++)
+		dq_pass<4>(p, sds, ck + c * BLOCK_N * 128, c * 64, b, h, q0,
+			   lane);
+}
+
+/*
+ * The block's walk: step after step a (head, query tile), and for each
+ * warpgroup whether its keys take part (entry e[w] of its list, -1: no).
+ * Without lists every warpgroup takes every query tile of [lo, hi) of
+ * every head of the group; with them, the union of the two tiles' lists
+ * of each head, below hi.
+ */
+struct bwd_walk {
+	int h, hend, qt, lo, hi;
+	int e[2];
+#if BWD_LIST
+	const int *l[2];
+	int n[2], at[2];
+#endif
+};
+
+#if BWD_LIST
+/* head @w.h's lists of the block's NWG 64-key tiles from @kt0 */
+static __device__ __forceinline__ void walk_lists(const attn_bwd_params &p,
+						  bwd_walk &w, int kt0)
+{
+#pragma unroll
+	for (int x = 0; x < NWG; x++) {
+		int li = (p.list_per_head ? w.h * p.nkt : 0) + kt0 + x;
+		int n = 0;
+
+		w.at[x] = 0;
+		w.l[x] = p.tlist;
+		if (kt0 + x < p.nkt) {
+			const int *l = p.tlist + p.tlist_off[li];
+			int m = p.tlist_off[li + 1] - p.tlist_off[li];
+
+			while (n < m && ATTN_E_TILE(l[n]) < w.hi)
+				n++;
+			w.l[x] = l;
+		}
+		w.n[x] = n;
+	}
+}
+#endif
+
+/* the next step into @w; false when the walk is over */
+static __device__ __forceinline__ bool walk_next(const attn_bwd_params &p,
+						 bwd_walk &w, int kt0)
+{
+#if BWD_LIST
+	for (;;) {
+		int t0 = w.at[0] < w.n[0] ? ATTN_E_TILE(w.l[0][w.at[0]]) :
+			 0x7fffffff;
+		int t1 = NWG > 1 && w.at[1] < w.n[1] ?
+			 ATTN_E_TILE(w.l[1][w.at[1]]) : 0x7fffffff;
+
+		if (t0 != 0x7fffffff || t1 != 0x7fffffff) {
+			w.qt = t0 < t1 ? t0 : t1;
+			w.e[0] = t0 == w.qt ? w.l[0][w.at[0]++] : -1;
+			w.e[1] = NWG > 1 && t1 == w.qt ? w.l[1][w.at[1]++] :
+				 -1;
+			return true;
+		}
+		if (++w.h >= w.hend)
+			return false;
+		walk_lists(p, w, kt0);
+	}
+#else
+	if (++w.qt >= w.hi) {
+		w.qt = w.lo;
+		if (++w.h >= w.hend)
+			return false;
+	}
+	w.e[0] = w.e[1] = ATTN_E_FULL;
+	return w.lo < w.hi;
+#endif
+}
+
+/* the walk's first step; false when it has none */
+static __device__ __forceinline__ bool walk_begin(const attn_bwd_params &p,
+						  bwd_walk &w, int hk, int G,
+						  int lo, int hi, int kt0)
+{
+	w.h = hk * G;
+	w.hend = w.h + G;
+	w.lo = lo;
+	w.hi = hi;
+#if BWD_LIST
+	walk_lists(p, w, kt0);
+#else
+	w.qt = lo - 1;
+	if (lo >= hi)
+		return false;
+#endif
+	return walk_next(p, w, kt0);
+}
+
+/* a skipped warpgroup's half of dS^T: zeros, so dQ = dS K stays right */
+static __device__ __forceinline__ void zero_dst(unsigned char *sds, int wg)
+{
+	const int t = threadIdx.x & 127;
+
+#pragma unroll
+	for (int c = 0; c < 64 * 128 / 16 / 128; c++)
+		*(uint4 *)(sds + wg * 64 * 128 + (c * 128 + t) * 16) =
+			make_uint4(0, 0, 0, 0);
+}
+
+/*
+ * One warpgroup a block runs two blocks an SM (its registers and shared
+ * memory allow it): one block's loads, barriers and element-wise work
+ * then overlap the other's MMAs.
+ */
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, NWG == 1 ? 2 : 1)
 asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 {
 	extern __shared__ __align__(1024) unsigned char attn_smem[];
@@ -191,24 +333,25 @@ asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 	/* SPARSE: the sparse branch only; SOFT: both, the same pairs */
 	const bool in_s = GATE_MODE != ATTN_G_DENSE;
 	float dk[NT_O][4], dv[NT_O][4], nl[4];
-	int qt_lo, qt_hi, nq, tot;
+	int qt_lo, qt_hi, t;
+	bwd_walk cur, nxt;
+	bool more;
 
 	kv_begin(k0, off, lq, lk, &qt_lo, &qt_hi, dk, dv);
-	nq = qt_hi > qt_lo ? qt_hi - qt_lo : 0;
-	tot = nq * G;
+	more = walk_begin(p, cur, hk, G, qt_lo, qt_hi, NWG * kt);
 	load_sw<BLOCK_N, ATTN_THREADS>(sk, (const u16 *)p.k + b * p.k_sb +
 				       hk * p.k_sh, p.k_sn, k0, p.Nk);
 	load_sw<BLOCK_N, ATTN_THREADS>(sv, (const u16 *)p.v + b * p.v_sb +
 				       hk * p.v_sh, p.v_sn, k0, p.Nk);
-	if (tot) {
-		int h = hk * G, q0 = qt_lo * BLOCK_M;
+	if (more) {
+		int q0 = cur.qt * BLOCK_M;
 
-		load_sw<BLOCK_M, ATTN_THREADS>(sq, qg + h * p.q_sh, p.q_sn,
+		load_sw<BLOCK_M, ATTN_THREADS>(sq, qg + cur.h * p.q_sh, p.q_sn,
 					       q0, p.Nq);
-		load_sw<BLOCK_M, ATTN_THREADS>(sdo, dog + h * p.do_sh,
+		load_sw<BLOCK_M, ATTN_THREADS>(sdo, dog + cur.h * p.do_sh,
 					       p.do_sn, q0, p.Nq);
 		if (tid < BLOCK_M) {
-			bwd_rowstats(p, b, h, q0 + tid, nl);
+			bwd_rowstats(p, b, cur.h, q0 + tid, nl);
 			for (int x = 0; x < 4; x++)
 				sL[x * 64 + tid] = nl[x];
 		}
@@ -216,13 +359,13 @@ asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 	cp_async_commit();
 
 	/*
-	 * Step t: query tile qt_lo + t % nq of head hk * G + t / nq, staged
-	 * in buffer t & 1; the next one loads while this one computes.
+	 * Step t: the walk's step @cur, staged in buffer t & 1; the next
+	 * one (@nxt) loads while this one computes.
 	 */
-	for (int t = 0; t < tot; t++) {
+	for (t = 0; more; t++, cur = nxt) {
 		const int buf = t & 1;
-		const int h = hk * G + t / nq;
-		const int q0 = (qt_lo + t % nq) * BLOCK_M;
+		const int h = cur.h, q0 = cur.qt * BLOCK_M;
+		const int e = wg ? cur.e[1] : cur.e[0];
 		const float g = GATE_MODE == ATTN_G_SOFT ?
 				p.gate[b * p.g_sb + h * p.g_sh] : 0.f;
 		const float ws = GATE_MODE == ATTN_G_SPARSE ? 1.f : g;
@@ -232,47 +375,52 @@ asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 		float st[NT_S][4], dpt[NT_S][4];
 		u32 pa[KS_M][4], da[KS_M][4];
 
+		nxt = cur;
+		more = walk_next(p, nxt, NWG * kt);
 		/* tile t landed; step t - 1's MMAs and dS^T reads are done */
 		cp_async_wait_all();
 		fence_proxy_async();
 		__syncthreads();
-		if (t + 1 < tot) {
-			const int nh = hk * G + (t + 1) / nq;
-			const int nq0 = (qt_lo + (t + 1) % nq) * BLOCK_M;
+		if (more) {
+			const int nq0 = nxt.qt * BLOCK_M;
 
 			load_sw<BLOCK_M, ATTN_THREADS>(sq + (buf ^ 1) * Q_BYTES,
-						       qg + nh * p.q_sh,
+						       qg + nxt.h * p.q_sh,
 						       p.q_sn, nq0, p.Nq);
 			load_sw<BLOCK_M, ATTN_THREADS>(sdo + (buf ^ 1) *
 						       Q_BYTES,
-						       dog + nh * p.do_sh,
+						       dog + nxt.h * p.do_sh,
 						       p.do_sn, nq0, p.Nq);
 			if (tid < BLOCK_M)
-				bwd_rowstats(p, b, nh, nq0 + tid, nl);
+				bwd_rowstats(p, b, nxt.h, nq0 + tid, nl);
 		}
 		cp_async_commit();
 
-		wg_fence();
-		gemm_t(st, sk, cq, wg);
-		gemm_t(dpt, sv, cdo, wg);
-		wg_commit();
-		wg_wait<0>();
-		wg_pin<NT_S>(st);
-		wg_pin<NT_S>(dpt);
+		if (e >= 0) {
+			wg_fence();
+			gemm_t(st, sk, cq, wg);
+			gemm_t(dpt, sv, cdo, wg);
+			wg_commit();
+			wg_wait<0>();
+			wg_pin<NT_S>(st);
+			wg_pin<NT_S>(dpt);
 
-		ds_tile(p, st, dpt, cL, h, q0, k0 + wg * 64 + wq * 16, lq, lk,
-			off, in_s, ATTN_E_FULL, wd, ws, lane);
+			ds_tile(p, st, dpt, cL, h, q0, k0 + wg * 64 + wq * 16,
+				lq, lk, off, in_s, e, wd, ws, lane);
 #pragma unroll
-		for (int ks = 0; ks < KS_M; ks++) {
-			p_frag(pa[ks], st, ks);
-			p_frag(da[ks], dpt, ks);
-		}
-		store_dst(gds, da, wg * 64 + wq * 16, lane);
+			for (int ks = 0; ks < KS_M; ks++) {
+				p_frag(pa[ks], st, ks);
+				p_frag(da[ks], dpt, ks);
+			}
+			store_dst(gds, da, wg * 64 + wq * 16, lane);
 
-		wg_fence();
-		gemm_acc(dv, pa, cdo);
-		gemm_acc(dk, da, cq);
-		wg_commit();
+			wg_fence();
+			gemm_acc(dv, pa, cdo);
+			gemm_acc(dk, da, cq);
+			wg_commit();
+		} else if (NWG > 1) {
+			zero_dst(gds, wg);
+		}
 
 		/* dS^T of both warpgroups, visible to the async proxy */
 		fence_proxy_async();
@@ -280,7 +428,7 @@ asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 		add_dq(p, sds, sk, b, h, q0, wg, lane);	/* waits for all */
 		wg_pin<NT_O>(dv);
 		wg_pin<NT_O>(dk);
-		if (t + 1 < tot && tid < BLOCK_M)
+		if (more && tid < BLOCK_M)
 			for (int x = 0; x < 4; x++)
 				sL[(buf ^ 1) * 256 + x * 64 + tid] = nl[x];
 	}
