@@ -587,9 +587,11 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 				  attn_smem_bytes(BWD_T + 4 * 64, p->d), s,
 				  &pre);
 	} else {
+		int per = 256 / (p->d / 8);	/* a block's, 8 elements a lane */
+
 		pre.o = p->o.data;
-		ret = attn_launch(d, fpre, (p->Nq + 3) / 4, p->Hq, p->B, 128,
-				  0, s, &pre);
+		ret = attn_launch(d, fpre, (p->Nq + per - 1) / per, p->Hq,
+				  p->B, 256, 0, s, &pre);
 	}
 	if (nd) {
 		ret = ret ?: attn_bwd_nd_launch(d, &sb, cap, &a, p,

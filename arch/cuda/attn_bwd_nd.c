@@ -67,7 +67,7 @@ int attn_bwd_nd_launch(struct asam_cuda_device *d,
 		       CUdeviceptr acc, CUstream s)
 {
 	size_t n = (size_t)p->B * p->Hq * p->Nq * p->d;
-	size_t pairs = (size_t)p->Nq * p->d / 2;
+	size_t eights = (size_t)p->Nq * p->d / 8;	/* dqcvt's threads */
 	/* without lists: 128-key tiles, double-buffered Q and dO */
 	bool wide = (p->pat.kind == ASAM_PATTERN_DENSE ||
 		     p->gate_mode == ASAM_GATE_DENSE) && nd_mode() == 2;
@@ -95,6 +95,6 @@ int attn_bwd_nd_launch(struct asam_cuda_device *d,
 				    "cuMemsetD32Async");
 	ret = ret ?: attn_launch(d, fnd, (p->Nk + kn - 1) / kn, p->Hkv,
 				 p->B, threads, smem, s, a);
-	return ret ?: attn_launch(d, fcvt, (unsigned)((pairs + 255) / 256),
+	return ret ?: attn_launch(d, fcvt, (unsigned)((eights + 255) / 256),
 				  p->Hq, p->B, 256, 0, s, a);
 }

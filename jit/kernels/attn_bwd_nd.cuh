@@ -320,20 +320,30 @@ asam_attn_bwd_nd128_kernel(const attn_bwd_params p)
 	nd_tile<8>(p, attn_smem);
 }
 
-/* dQ = sigma * the workspace, in dQ's dtype: two elements a thread */
+/*
+ * dQ = sigma * the workspace, in dQ's dtype: eight elements a thread, as
+ * 16-byte loads and stores (it moves 1.25 x the bytes of dQ in fp32 and
+ * should run at the memory's rate)
+ */
 extern "C" __global__ void __launch_bounds__(256)
 asam_attn_bwd_dqcvt_kernel(const attn_bwd_params p)
 {
 	const int b = blockIdx.z, h = blockIdx.y;
 	const i64 t = (i64)blockIdx.x * 256 + threadIdx.x;
-	const i64 i = t / (HEAD_DIM / 2), c = t % (HEAD_DIM / 2) * 2;
-	const float *a = p.dq_acc + (((i64)b * p.Hq + h) * p.Nq + i) *
-			 HEAD_DIM + c;
+	const i64 i = t / (HEAD_DIM / 8), c = t % (HEAD_DIM / 8) * 8;
+	const float4 *a = (const float4 *)(p.dq_acc + (((i64)b * p.Hq + h) *
+				p.Nq + i) * HEAD_DIM + c);
+	float4 x, y;
 
 	if (i >= p.Nq)
 		return;
-	*(u32 *)((u16 *)p.dq + b * p.dq_sb + h * p.dq_sh + i * p.dq_sn + c) =
-		pack2(a[0] * p.scale, a[1] * p.scale);
+	x = a[0];
+	y = a[1];
+	*(uint4 *)((u16 *)p.dq + b * p.dq_sb + h * p.dq_sh + i * p.dq_sn + c) =
+		make_uint4(pack2(x.x * p.scale, x.y * p.scale),
+			   pack2(x.z * p.scale, x.w * p.scale),
+			   pack2(y.x * p.scale, y.y * p.scale),
+			   pack2(y.z * p.scale, y.w * p.scale));
 }
 
 #endif

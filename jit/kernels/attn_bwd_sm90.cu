@@ -23,9 +23,9 @@
  * feed the next MMA from registers without a shuffle.  dQ is added in
  * fp32 into p.dq_acc with vector reductions (attn_bwd.cu's dqcvt kernel
  * scales it into dQ's dtype).  Its product is split between the
- * warpgroups: at d = 128 each takes 64 of the head dim's columns over all
- * 128 keys, at d = 64 each its own 64 keys over all columns (twice the
- * reductions, half the size).
+ * warpgroups by columns, each half of the head dim over all 128 keys:
+ * the reductions, not the MMAs, bound this kernel at d = 64, and a key
+ * split would double them.
  *
  * LOCAL and RANDOM with the SPARSE gate walk lists: each warpgroup's 64
  * keys are one 64-key tile of the transposed lists (arch/cuda/attn.c,
@@ -125,27 +125,32 @@ static __device__ __forceinline__ void store_dst(unsigned char *sds,
 }
 
 /*
- * dQ(tile) += dS K over @KS 16-key steps, dS^T from @a0 and K from @b0
- * (both MN-major), into the workspace's rows from @q0, columns from @c0
+ * dQ(tile) += dS K over @KS 16-key steps and @NC columns, dS^T from @a0
+ * and K from @b0 (both MN-major), into the workspace's rows from @q0,
+ * columns from @c0
  */
-template <int KS>
+template <int KS, int NC>
 static __device__ __forceinline__ void dq_pass(const attn_bwd_params &p,
 					       u32 a0, u32 b0, int c0, int b,
 					       int h, int q0, int lane)
 {
 	const int wq = (threadIdx.x >> 5) & 3, tg = lane & 3;
-	float acc[8][4];
+	float acc[NC / 8][4];
 
 	wg_fence();
 #pragma unroll
-	for (int ks = 0; ks < KS; ks++)
-		wgmma_ss_n64<1, 1>(acc, wg_desc(a0 + ks * 16 * 128,
-						BLOCK_N * 128, 1024),
-				   wg_desc(b0 + ks * 16 * 128, BLOCK_N * 128,
-					   1024), ks);
+	for (int ks = 0; ks < KS; ks++) {
+		u64 da = wg_desc(a0 + ks * 16 * 128, BLOCK_N * 128, 1024);
+		u64 db = wg_desc(b0 + ks * 16 * 128, BLOCK_N * 128, 1024);
+
+		if (NC == 64)
+			wgmma_ss_n64<1, 1>(acc, da, db, ks);
+		else
+			wgmma_ss_n32<1, 1>(acc, da, db, ks);
+	}
 	wg_commit();
 	wg_wait<0>();
-	wg_pin<8>(acc);
+	wg_pin<NC / 8>(acc);
 
 	/*
 	 * Lane pairs (tg, tg ^ 1) trade halves: the even lane adds row gr,
@@ -157,7 +162,7 @@ static __device__ __forceinline__ void dq_pass(const attn_bwd_params &p,
 		     c0 + 2 * (tg & 2);
 
 #pragma unroll
-	for (int n = 0; n < 8; n++) {
+	for (int n = 0; n < NC / 8; n++) {
 		float x = odd ? acc[n][0] : acc[n][2];
 		float y = odd ? acc[n][1] : acc[n][3];
 		float rx = __shfl_xor_sync(0xffffffffu, x, 1);
@@ -175,30 +180,29 @@ static __device__ __forceinline__ void dq_pass(const attn_bwd_params &p,
 }
 
 /*
- * This warpgroup's share of dQ(tile) = dS K (64 columns at a time: 32
- * accumulators a thread).  Two warpgroups at d = 128: each 64 columns
- * over all 128 keys; at d = 64: each its own 64 keys over all columns
- * (twice the reductions, half the size).  One warpgroup: its 64 keys, one
- * pass per 64 columns.
+ * This warpgroup's share of dQ(tile) = dS K.  Two warpgroups split the
+ * head dim's columns (each half of them over all 128 keys: the fewest
+ * reductions, which bound the kernel at d = 64); one warpgroup takes its
+ * 64 keys, 64 columns a pass (32 accumulators a thread).
  */
 static __device__ __forceinline__ void add_dq(const attn_bwd_params &p,
 					      u32 sds, u32 ck, int b, int h,
 					      int q0, int wg, int lane)
 {
 	if (NWG == 2 && HEAD_DIM == 128) {
-		dq_pass<8>(p, sds, ck + wg * BLOCK_N * 128, wg * 64, b, h, q0,
-			   lane);
+		dq_pass<8, 64>(p, sds, ck + wg * BLOCK_N * 128, wg * 64, b, h,
+			       q0, lane);
 		return;
 	}
 	if (NWG == 2) {
-		dq_pass<4>(p, sds + wg * 64 * 128, ck + wg * 64 * 128, 0, b, h,
-			   q0, lane);
+		/* 32 columns: half a 128-byte row into the swizzled panel */
+		dq_pass<8, 32>(p, sds, ck + wg * 64, wg * 32, b, h, q0, lane);
 		return;
 	}
 #pragma unroll
 	for (int c = 0; c < HEAD_DIM / 64; c++)
-		dq_pass<4>(p, sds, ck + c * BLOCK_N * 128, c * 64, b, h, q0,
-			   lane);
+		dq_pass<4, 64>(p, sds, ck + c * BLOCK_N * 128, c * 64, b, h, q0,
+			       lane);
 }
 
 /*

@@ -525,32 +525,42 @@ asam_attn_fwd_kernel(const attn_fwd_params p)
 
 /*
  * Backward's row sums when one branch is all there is (SPARSE or DENSE):
- * D_i = <dO_i, O_i> from the forward's output, one warp a row, instead of
- * recomputing the forward.  SOFT needs <dO, S> and <dO, A> apart, which O
+ * D_i = <dO_i, O_i> from the forward's output, HEAD_DIM / 8 lanes a row
+ * (16 bytes a lane: the memory's rate), instead of recomputing the
+ * forward.  SOFT needs <dO, S> and <dO, A> apart, which O
  * (their mix) cannot give: it keeps the recomputing preprocess above.
  */
-extern "C" __global__ void __launch_bounds__(128)
+extern "C" __global__ void __launch_bounds__(256)
 asam_attn_rowdot_kernel(const attn_fwd_params p)
 {
-	const int b = blockIdx.z, h = blockIdx.y, lane = threadIdx.x & 31;
-	const int i = blockIdx.x * 4 + (threadIdx.x >> 5);
-	const u16 *o = (const u16 *)p.o + b * p.o_sb + h * p.o_sh +
-		       (i64)i * p.o_sn;
-	const u16 *g = (const u16 *)p.d_o + b * p.do_sb + h * p.do_sh +
-		       (i64)i * p.do_sn;
+	/* 8 elements a thread (16-byte loads): HEAD_DIM / 8 threads a row */
+	constexpr int TR = HEAD_DIM / 8;
+	const int b = blockIdx.z, h = blockIdx.y, t = threadIdx.x % TR;
+	const int i = blockIdx.x * (256 / TR) + threadIdx.x / TR;
+	const bool ok = i < p.Nq;
 	float sum = 0.f;
 
-	if (i >= p.Nq)
-		return;
-	for (int c = lane; c < HEAD_DIM / 2; c += 32) {
-		u32 x = *(const u32 *)(o + 2 * c), y = *(const u32 *)(g + 2 * c);
+	if (ok) {
+		uint4 x = *(const uint4 *)((const u16 *)p.o + b * p.o_sb +
+					   h * p.o_sh + (i64)i * p.o_sn + 8 * t);
+		uint4 y = *(const uint4 *)((const u16 *)p.d_o + b * p.do_sb +
+					   h * p.do_sh + (i64)i * p.do_sn +
+					   8 * t);
 
-		sum += unpack_lo(x) * unpack_lo(y) + unpack_hi(x) * unpack_hi(y);
+		sum = unpack_lo(x.x) * unpack_lo(y.x) +
+		      unpack_hi(x.x) * unpack_hi(y.x) +
+		      unpack_lo(x.y) * unpack_lo(y.y) +
+		      unpack_hi(x.y) * unpack_hi(y.y) +
+		      unpack_lo(x.z) * unpack_lo(y.z) +
+		      unpack_hi(x.z) * unpack_hi(y.z) +
+		      unpack_lo(x.w) * unpack_lo(y.w) +
+		      unpack_hi(x.w) * unpack_hi(y.w);
 	}
+	/* a row's TR lanes are aligned within the warp */
 #pragma unroll
-	for (int m = 16; m > 0; m >>= 1)
+	for (int m = TR / 2; m > 0; m >>= 1)
 		sum += __shfl_xor_sync(0xffffffffu, sum, m);
-	if (lane == 0) {
+	if (ok && t == 0) {
 		i64 at = ((i64)b * p.Hq + h) * p.Nq + i;
 
 		if (p.dsum_s)

@@ -190,6 +190,24 @@ static __device__ __forceinline__ void wgmma_ss_n64(float (*d)[4], u64 da,
 		     : "l"(da), "l"(db), "r"(acc), "n"(TA), "n"(TB));
 }
 
+/* m64n32k16, both operands in shared memory: 16 accumulators a thread */
+template <int TA = 0, int TB = 0>
+static __device__ __forceinline__ void wgmma_ss_n32(float (*d)[4], u64 da,
+						   u64 db, int acc)
+{
+	asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+		     "wgmma.mma_async.sync.aligned.m64n32k16.f32." WG_T "." WG_T " "
+		     "{"
+		     "%0, %1, %2, %3, %4, %5, %6, %7, "
+		     "%8, %9, %10, %11, %12, %13, %14, %15"
+		     "}, %16, %17, p, 1, 1, %19, %20;\n}\n"
+		     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+		       "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+		       "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+		       "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+		     : "l"(da), "l"(db), "r"(acc), "n"(TA), "n"(TB));
+}
+
 static __device__ __forceinline__ void wgmma_rs_n128(float (*d)[4],
 						   const u32 *a, u64 db)
 {

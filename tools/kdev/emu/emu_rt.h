@@ -14,6 +14,12 @@
 
 struct uint4 { unsigned x, y, z, w; };
 struct float4 { float x, y, z, w; };
+
+static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z,
+			       unsigned w)
+{
+	return uint4{ x, y, z, w };
+}
 struct emu_dim { unsigned x, y, z; };
 
 struct emu_api {

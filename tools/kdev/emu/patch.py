@@ -14,7 +14,7 @@ for f in os.listdir(src):
     s = re.sub(r'extern "C" __global__ void __launch_bounds__\(([^)]*)\)\s*\n(\w+)\(const (\w+) p\)',
                lambda m: 'extern "C" void %s(const %s p);\nstatic emu_reg emu_reg_%s("%s", [](void *a) { %s(*(%s *)a); });\n%s' % (
                    m.group(2), m.group(3), m.group(2), m.group(2), m.group(2), m.group(3), m.group(0)), s)
-    if f == 'attn_bwd_nd.cuh':
+    if f == 'attn_bwd_tile.cuh':
         for name in ['red_add_f32x2', 'red_add_f32x4']:
             m = re.search(r'static __device__ __forceinline__ void ' + name + r'\(', s)
             assert m, name
