@@ -44,6 +44,7 @@
 #define SM90_DEFAULT	2
 
 unsigned long attn_sm90_launches;
+unsigned long attn_sm90_bwd_launches;
 
 /*
  * Q, two stages of K, two of V (three when staggered), swizzled; 1024
@@ -248,6 +249,6 @@ int attn_sm90_bwd_fn(struct asam_cuda_device *d, const struct asam_problem *p,
 		return ret;
 	*smem = sm90_bwd_smem(p->d, bn);
 	*keys = bn;
-	__atomic_add_fetch(&attn_sm90_launches, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&attn_sm90_bwd_launches, 1, __ATOMIC_RELAXED);
 	return 0;
 }

@@ -36,5 +36,6 @@ int attn_sm90_fwd_mix(struct asam_cuda_device *d,
 int attn_sm90_bwd_fn(struct asam_cuda_device *d, const struct asam_problem *p,
 		     bool capturing, CUfunction *f, unsigned *smem, int *keys);
 extern unsigned long attn_sm90_launches;
+extern unsigned long attn_sm90_bwd_launches;
 
 #endif

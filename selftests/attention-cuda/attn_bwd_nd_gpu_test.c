@@ -6,13 +6,17 @@
  * LOCAL and RANDOM x the SPARSE, DENSE and SOFT gates x causal, fp16 and
  * bf16, d 64 and 128, GQA, per-batch lengths, Nq != Nk, lengths that are
  * not multiples of the 64-row tile.  Every gradient within SPEC's
- * tolerances; the bit-identical rerun is not asked for.  SKIP without a
- * GPU.  ASAM_TEST_SHARD=k/n runs every n-th case from the k-th.
+ * tolerances; the bit-identical rerun is not asked for.  On an sm_90 card
+ * the wgmma kernel (attn_bwd_sm90.cu) must have run each backward it
+ * serves.  SKIP without a GPU.  ASAM_TEST_SHARD=k/n runs every n-th case
+ * from the k-th.
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "gpu_case.h"
+#include "../../arch/cuda/attn_sm90.h"
 
 #define MAX_CASES 64
 
@@ -29,6 +33,32 @@ static void one(int dt16, int d, int pat, int gate, int causal, int B,
 
 	if (ncases < MAX_CASES)
 		cases[ncases++] = c;
+}
+
+static bool env_off(const char *name)
+{
+	const char *s = getenv(name);
+
+	return s && !strcmp(s, "0");
+}
+
+/*
+ * The backward calls of @c the wgmma kernel takes (gpu_case_run() runs
+ * the backward twice): a walk without lists, or LOCAL's and RANDOM's
+ * with the SPARSE gate, on sm_90 unless the environment turns it off.
+ */
+static unsigned long sm90_expected(const struct gpu_case *c)
+{
+	bool list = c->kind != ASAM_PATTERN_DENSE &&
+		    c->gate != ASAM_GATE_DENSE;
+
+	if (gc_dev->cc_major != 9 || gc_dev->cc_minor != 0 ||
+	    env_off("ASAM_CUDA_SM90") || env_off("ASAM_CUDA_SM90_BWD") ||
+	    env_off("ASAM_CUDA_BWD_ND") || gpu_case_skips(c))
+		return 0;
+	if (list && c->gate != ASAM_GATE_SPARSE)
+		return 0;
+	return 2;
 }
 
 /*
@@ -53,6 +83,7 @@ int main(void)
 	static const int pats[] = { ASAM_PATTERN_DENSE, ASAM_PATTERN_LOCAL,
 				    ASAM_PATTERN_RANDOM };
 	int p, g, c, dd, i, k, n, plan = 0;
+	unsigned long before, want = 0;
 
 	for (p = 0; p < 3; p++)
 		for (g = 0; g < 3; g++)
@@ -78,9 +109,15 @@ int main(void)
 		plan++;
 	ksft_print_header();
 	gpu_case_setup();
-	ksft_set_plan(plan);
-	for (i = k; i < ncases; i += n)
+	ksft_set_plan(plan + 1);
+	before = attn_sm90_bwd_launches;
+	for (i = k; i < ncases; i += n) {
 		gpu_case_run(&cases[i]);
+		want += sm90_expected(&cases[i]);
+	}
+	ksft_test_result(attn_sm90_bwd_launches - before == want,
+			 "the wgmma backward ran %lu times, %lu expected\n",
+			 attn_sm90_bwd_launches - before, want);
 	gpu_case_teardown();
 	ksft_finished();
 }

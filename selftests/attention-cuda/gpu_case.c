@@ -51,6 +51,14 @@ static struct tt *f64_of(const struct tt *t)
 	return r;
 }
 
+/* whether ASAM_GPU_CASE_MAXN (a small grid for compute-sanitizer) skips @c */
+bool gpu_case_skips(const struct gpu_case *c)
+{
+	const char *maxn = getenv("ASAM_GPU_CASE_MAXN");
+
+	return maxn && (c->Nq > atoi(maxn) || c->Nk > atoi(maxn));
+}
+
 void gpu_case_run(const struct gpu_case *c)
 {
 	int dt16 = c->dt16, d = c->d, gate = c->gate, causal = c->causal;
@@ -60,7 +68,6 @@ void gpu_case_run(const struct gpu_case *c)
 	int64_t gs[2] = { B, Hq }, ls[1] = { B }, lsh[3] = { B, Hq, Nq };
 	struct asam_pattern pt;
 	int pat = c->pat ? (int)c->pat->kind : c->kind;
-	const char *maxn = getenv("ASAM_GPU_CASE_MAXN");
 	struct asam_attn_params ap = { .sz = sizeof(ap) };
 	struct asam_fwd_args fa = { .sz = sizeof(fa) }, ra = { .sz = sizeof(ra) };
 	struct asam_bwd_args ba = { .sz = sizeof(ba) }, rb = { .sz = sizeof(rb) };
@@ -74,7 +81,7 @@ void gpu_case_run(const struct gpu_case *c)
 	int64_t i;
 
 	/* a small grid (compute-sanitizer runs): only the short cases */
-	if (maxn && (Nq > atoi(maxn) || Nk > atoi(maxn))) {
+	if (gpu_case_skips(c)) {
 		ksft_test_result_skip("Nq %d Nk %d: over ASAM_GPU_CASE_MAXN\n",
 				      Nq, Nk);
 		return;

@@ -55,6 +55,7 @@ void gc_cols_patterns(struct asam_pattern *st, struct asam_pattern *hi,
 void gpu_case_setup(void);
 void gpu_case_teardown(void);
 /* run @c, report one ksft result */
+bool gpu_case_skips(const struct gpu_case *c);
 void gpu_case_run(const struct gpu_case *c);
 
 #endif
