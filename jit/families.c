@@ -193,9 +193,28 @@ static int attn_sm90_variants(const struct asam_jit_variant_ctx *vc,
 	return 0;
 }
 
+/* one variant of the Hopper backward: 64 keys a warpgroup */
+static int bwd_sm90_one(const struct asam_jit_variant_ctx *vc, int arch,
+			int d, int dt, int causal, int gate, int pat, int bn,
+			asam_jit_variant_cb cb, void *arg)
+{
+	struct asam_jit_spec spec;
+	int err = asam_jit_spec_init(&spec, vc->family->name, arch);
+
+	err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", d);
+	err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt);
+	err = err ?: asam_jit_spec_set(&spec, "CAUSAL", causal);
+	err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", gate);
+	err = err ?: asam_jit_spec_set(&spec, "PATTERN", pat);
+	err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", 64);
+	err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", bn);
+	err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", bn / 16);
+	return err ?: cb(&spec, arg);
+}
+
 /*
- * The Hopper backward (arch/cuda/attn_sm90.c): 64-row query tiles by 128
- * keys, 8 warps; without lists (the DENSE pattern or gate) every head
+ * The Hopper backward (arch/cuda/attn_sm90.c): 64-row query tiles;
+ * without lists (the DENSE pattern or gate) 128 keys a block, every head
  * dim, dtype and mask with the SPARSE gate, SOFT's two branches at bf16;
  * LOCAL's and RANDOM's lists with the SPARSE gate at bf16, 64 keys a
  * block (one warpgroup).
@@ -204,7 +223,6 @@ static int attn_bwd_sm90_variants(const struct asam_jit_variant_ctx *vc,
 				  int arch, asam_jit_variant_cb cb, void *arg)
 {
 	static const int dims[] = { 64, 128 };
-	struct asam_jit_spec spec;
 	int dt[3], ndt, i, j, c, g, err;
 
 	ndt = enabled_dtypes(dt);
@@ -214,16 +232,8 @@ static int attn_bwd_sm90_variants(const struct asam_jit_variant_ctx *vc,
 	for (g = 0; g <= 2; g += 2) {
 		if (g && i != ndt - 1)
 			continue;
-		err = asam_jit_spec_init(&spec, vc->family->name, arch);
-		err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", dims[j]);
-		err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[i]);
-		err = err ?: asam_jit_spec_set(&spec, "CAUSAL", c);
-		err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", g);
-		err = err ?: asam_jit_spec_set(&spec, "PATTERN", 0);
-		err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", 64);
-		err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 128);
-		err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", 8);
-		err = err ?: cb(&spec, arg);
+		err = bwd_sm90_one(vc, arch, dims[j], dt[i], c, g, 0, 128, cb,
+				   arg);
 		if (err)
 			return err;
 	}
@@ -232,16 +242,8 @@ static int attn_bwd_sm90_variants(const struct asam_jit_variant_ctx *vc,
 	for (i = 0; i < 2; i++)			/* LOCAL, RANDOM: lists */
 	for (j = 0; j < (int)ARRAY_SIZE(dims); j++)
 	for (c = 0; c < 2; c++) {
-		err = asam_jit_spec_init(&spec, vc->family->name, arch);
-		err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", dims[j]);
-		err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[ndt - 1]);
-		err = err ?: asam_jit_spec_set(&spec, "CAUSAL", c);
-		err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", 0);
-		err = err ?: asam_jit_spec_set(&spec, "PATTERN", i ? 4 : 1);
-		err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", 64);
-		err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 64);
-		err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", 4);
-		err = err ?: cb(&spec, arg);
+		err = bwd_sm90_one(vc, arch, dims[j], dt[ndt - 1], c, 0,
+				   i ? 4 : 1, 64, cb, arg);
 		if (err)
 			return err;
 	}

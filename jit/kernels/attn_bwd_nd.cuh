@@ -51,7 +51,6 @@ static __device__ __forceinline__ void nd_add_dq(const attn_bwd_params &p,
 {
 	constexpr int CG = HEAD_DIM / (NW / 4);	/* columns a warp */
 	constexpr int DC = CG < ND_DC ? CG : ND_DC;
-	const int gr = lane >> 2, tg = lane & 3;
 	const int qr = (warp & 3) * 16, c0 = (warp >> 2) * CG;
 	float *acc_g = p.dq_acc + (((i64)b * p.Hq + h) * p.Nq) * HEAD_DIM;
 
@@ -82,30 +81,8 @@ static __device__ __forceinline__ void nd_add_dq(const attn_bwd_params &p,
 				mma16816(acc[2 * n2 + 1], a, bk + 2);
 			}
 		}
-		/*
-		 * Lane pairs (tg, tg ^ 1) trade halves: the even lane takes
-		 * row gr, the odd one row gr + 8, four adjacent columns each.
-		 */
-		const bool odd = tg & 1;
-		const int i = q0 + qr + gr + (odd ? 8 : 0);
-		float *row = acc_g + (i64)i * HEAD_DIM + dc + 2 * (tg & 2);
-
-#pragma unroll
-		for (int n = 0; n < DC / 8; n++) {
-			float x = odd ? acc[n][0] : acc[n][2];
-			float y = odd ? acc[n][1] : acc[n][3];
-			float rx = __shfl_xor_sync(0xffffffffu, x, 1);
-			float ry = __shfl_xor_sync(0xffffffffu, y, 1);
-
-			if (i < p.Nq) {
-				if (odd)
-					red_add_f32x4(row + n * 8, rx, ry,
-						      acc[n][2], acc[n][3]);
-				else
-					red_add_f32x4(row + n * 8, acc[n][0],
-						      acc[n][1], rx, ry);
-			}
-		}
+		red_frag_rows<DC / 8>(acc_g + dc, HEAD_DIM, q0 + qr, p.Nq,
+				      acc, lane);
 	}
 }
 

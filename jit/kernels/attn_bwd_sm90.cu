@@ -64,12 +64,6 @@
 
 #include "attn_bwd_tile.cuh"
 
-#if HEAD_DIM == 128
-#define WG_RS wgmma_rs_n128
-#else
-#define WG_RS wgmma_rs_n64
-#endif
-
 /* tile bytes: every tile starts on a 1024-byte boundary */
 #define KV_BYTES (BLOCK_N * HEAD_DIM * 2)
 #define Q_BYTES (BLOCK_M * HEAD_DIM * 2)
@@ -134,7 +128,7 @@ static __device__ __forceinline__ void dq_pass(const attn_bwd_params &p,
 					       u32 a0, u32 b0, int c0, int b,
 					       int h, int q0, int lane)
 {
-	const int wq = (threadIdx.x >> 5) & 3, tg = lane & 3;
+	const int wq = (threadIdx.x >> 5) & 3;
 	float acc[NC / 8][4];
 
 	wg_fence();
@@ -152,31 +146,8 @@ static __device__ __forceinline__ void dq_pass(const attn_bwd_params &p,
 	wg_wait<0>();
 	wg_pin<NC / 8>(acc);
 
-	/*
-	 * Lane pairs (tg, tg ^ 1) trade halves: the even lane adds row gr,
-	 * the odd one row gr + 8, four adjacent columns each.
-	 */
-	const bool odd = tg & 1;
-	const int i = q0 + wq * 16 + (lane >> 2) + (odd ? 8 : 0);
-	float *row = p.dq_acc + (((i64)b * p.Hq + h) * p.Nq + i) * HEAD_DIM +
-		     c0 + 2 * (tg & 2);
-
-#pragma unroll
-	for (int n = 0; n < NC / 8; n++) {
-		float x = odd ? acc[n][0] : acc[n][2];
-		float y = odd ? acc[n][1] : acc[n][3];
-		float rx = __shfl_xor_sync(0xffffffffu, x, 1);
-		float ry = __shfl_xor_sync(0xffffffffu, y, 1);
-
-		if (i >= p.Nq)
-			continue;
-		if (odd)
-			red_add_f32x4(row + n * 8, rx, ry, acc[n][2],
-				      acc[n][3]);
-		else
-			red_add_f32x4(row + n * 8, acc[n][0], acc[n][1], rx,
-				      ry);
-	}
+	red_frag_rows<NC / 8>(p.dq_acc + ((i64)b * p.Hq + h) * p.Nq * HEAD_DIM +
+			      c0, HEAD_DIM, q0 + wq * 16, p.Nq, acc, lane);
 }
 
 /*
@@ -189,20 +160,18 @@ static __device__ __forceinline__ void add_dq(const attn_bwd_params &p,
 					      u32 sds, u32 ck, int b, int h,
 					      int q0, int wg, int lane)
 {
-	if (NWG == 2 && HEAD_DIM == 128) {
-		dq_pass<8, 64>(p, sds, ck + wg * BLOCK_N * 128, wg * 64, b, h,
-			       q0, lane);
-		return;
-	}
-	if (NWG == 2) {
-		/* 32 columns: half a 128-byte row into the swizzled panel */
-		dq_pass<8, 32>(p, sds, ck + wg * 64, wg * 32, b, h, q0, lane);
-		return;
-	}
+#if NWG == 2 && HEAD_DIM == 128
+	dq_pass<8, 64>(p, sds, ck + wg * BLOCK_N * 128, wg * 64, b, h, q0,
+		       lane);
+#elif NWG == 2
+	/* 32 columns: half a 128-byte row into the swizzled panel */
+	dq_pass<8, 32>(p, sds, ck + wg * 64, wg * 32, b, h, q0, lane);
+#else
 #pragma unroll
 	for (int c = 0; c < HEAD_DIM / 64; c++)
 		dq_pass<4, 64>(p, sds, ck + c * BLOCK_N * 128, c * 64, b, h, q0,
 			       lane);
+#endif
 }
 
 /*

@@ -161,4 +161,39 @@ static __device__ __forceinline__ void red_add_f32x4(float *g, float a,
 }
 
 
+/*
+ * Add a warp's 16 rows x NB * 8 columns of accumulator fragments (rows gr
+ * and gr + 8) to the fp32 rows of @g from row @r0 (@ld floats apart), @nr
+ * rows live: lane pairs (tg, tg ^ 1) trade halves, so the even lane adds
+ * row gr and the odd one row gr + 8, four adjacent columns each, as one
+ * 16-byte reduction.
+ */
+template <int NB>
+static __device__ __forceinline__ void red_frag_rows(float *g, i64 ld, int r0,
+						     int nr, float (*acc)[4],
+						     int lane)
+{
+	const int tg = lane & 3;
+	const bool odd = tg & 1;
+	const int i = r0 + (lane >> 2) + (odd ? 8 : 0);
+	float *row = g + (i64)i * ld + 2 * (tg & 2);
+
+#pragma unroll
+	for (int n = 0; n < NB; n++) {
+		float x = odd ? acc[n][0] : acc[n][2];
+		float y = odd ? acc[n][1] : acc[n][3];
+		float rx = __shfl_xor_sync(0xffffffffu, x, 1);
+		float ry = __shfl_xor_sync(0xffffffffu, y, 1);
+
+		if (i >= nr)
+			continue;
+		if (odd)
+			red_add_f32x4(row + n * 8, rx, ry, acc[n][2],
+				      acc[n][3]);
+		else
+			red_add_f32x4(row + n * 8, acc[n][0], acc[n][1], rx,
+				      ry);
+	}
+}
+
 #endif

@@ -89,11 +89,6 @@
 #else
 #define WG_SS wgmma_ss_n64
 #endif
-#if HEAD_DIM == 128
-#define WG_RS wgmma_rs_n128
-#else
-#define WG_RS wgmma_rs_n64
-#endif
 
 #if defined(ASAM_JIT) && defined(ASAM_STAGGER)
 #define STAGGER ASAM_STAGGER	/* the preamble's macro, for #if */

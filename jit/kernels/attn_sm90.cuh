@@ -266,4 +266,11 @@ static __device__ __forceinline__ void wgmma_rs_n64(float (*d)[4],
 		       "r"(1));
 }
 
+/* O += P V, dV += P^T dO, ...: N = the head dim */
+#if HEAD_DIM == 128
+#define WG_RS wgmma_rs_n128
+#else
+#define WG_RS wgmma_rs_n64
+#endif
+
 #endif
