@@ -316,6 +316,26 @@ int main(void)
 		first = false;
 	}
 	fast_isa_force(NULL);
+	/*
+	 * The per-row patterns again with their keys cut into chunks of 64
+	 * (arch/cpu/fast-rows.c), so that the small shapes cross several
+	 * chunks: the softmax merged across chunks, USER_INDEX lists
+	 * bucketed, dQ summed over chunks, dK/dV per chunk.
+	 */
+	setenv("ASAM_CPU_ROWS_L2", "1", 1);
+	for (kk = 0; kk < nk; kk++) {
+		if (kinds[kk].k != ASAM_PATTERN_RANDOM_ROWS &&
+		    kinds[kk].k != ASAM_PATTERN_USER_INDEX &&
+		    kinds[kk].cm != ASAM_CLUSTER_SOFT)
+			continue;
+		for (gm = 0; gm < 4; gm++)
+			for (c = 0; c < 2; c++)
+				for (q = 0; q < 2; q++, n++)
+					run_case(n % 2 ? ctx16 : ctx, &kinds[kk],
+						 gm, c, q, dts[n % 3 ? 0 : n % 2 + 1],
+						 &shapes[n % 3], "chunked");
+	}
+	unsetenv("ASAM_CPU_ROWS_L2");
 	asam_ctx_destroy(ctx);
 	asam_ctx_destroy(ctx16);
 	if (failures)

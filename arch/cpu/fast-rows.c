@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Row tiles for the per-row patterns (RANDOM_ROWS, USER_INDEX, soft
+ * clusters): one query row a group, each with its own scattered keys.
+ *
+ * Row by row, every key row a query reads comes from wherever the head's
+ * K and V are: one head at d = 64 is 2 MB of fp32 K and V, past a core's
+ * L2 on most hosts, so each gathered row is an L3 (or DRAM) access with
+ * nothing to reuse it.  A tile of rows instead walks the keys in chunks
+ * sized for the L2 (fast_rows_chunk): every row of the tile takes its
+ * keys of chunk c, then every row its keys of chunk c + 1, with the
+ * online softmax (or the dQ sums) carried across chunks in the tile's
+ * per-row state.  A chunk's rows are then fetched once a tile and read
+ * many times from L2.  Each row's list must be ordered by chunk: the
+ * RANDOM_ROWS and cluster lists are sorted, USER_INDEX lists (caller's
+ * order) are bucketed by chunk here, stable and O(r).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <internal/compiler.h>
+
+#include "fast-job.h"
+
+/*
+ * The L2 bytes one chunk's rows may take, all arrays together: a quarter
+ * of a 2 MB L2 (Xeon server cores) or half of a 1 MB one, leaving room
+ * for the tile's own rows.  ASAM_CPU_ROWS_L2=bytes overrides it (tests
+ * force many chunks on small problems; 0 = one chunk, the row-by-row
+ * order, for comparisons).
+ */
+#define ROWS_L2_BYTES	(512 * 1024)
+
+void fast_rows_setup(struct fast_job *job)
+{
+	const char *env = getenv("ASAM_CPU_ROWS_L2");
+	char *end;
+	long long x;
+
+	job->rows_l2 = ROWS_L2_BYTES;
+	if (env && *env) {
+		x = strtoll(env, &end, 0);
+		if (!*end && x >= 0)
+			job->rows_l2 = x ? x : INT64_MAX / 2;
+	}
+	job->rows_only = fast_rows_tiled(job) &&
+			 job->p->gate_mode == ASAM_GATE_SPARSE;
+}
+
+bool fast_rows_tiled(const struct fast_job *job)
+{
+	return job->fp.group_rows == 1;
+}
+
+/* keys per chunk (a power of two) when @arrays rows of dp floats are
+ * live per key */
+int64_t fast_rows_chunk(const struct fast_job *job, int arrays)
+{
+	int64_t c = job->rows_l2 / ((int64_t)arrays * job->dp * 4), x;
+
+	/* a power of two: the bucket of key j is a shift */
+	for (x = FAST_KB; 2 * x <= c && x < ((int64_t)1 << 40); x *= 2)
+		;
+	return x;
+}
+
+/*
+ * Rows per tile: as many as the worker's key buffer (FAST_TQ x Nk ids)
+ * holds at the longest list a row can have, at most FAST_RT, and few
+ * enough that every worker gets about four tiles.
+ */
+int fast_rows_tile(const struct fast_job *job)
+{
+	const struct asam_problem *p = job->p;
+	int64_t most = p->Nk, t, spread;
+
+	if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS)
+		most = 0;			/* read from the cache */
+	else if (p->pat.kind == ASAM_PATTERN_USER_INDEX && p->pat.r < most)
+		most = p->pat.r;
+	t = most ? (int64_t)FAST_TQ * p->Nk / most : FAST_RT;
+	spread = DIV_ROUND_UP((int64_t)p->B * p->Hq * p->Nq,
+			      4 * (int64_t)job->nthreads);
+	if (t > spread)
+		t = spread;
+	if (t > FAST_RT)
+		t = FAST_RT;
+	return t < 1 ? 1 : (int)t;
+}
+
+/*
+ * Row gr->rows[0]'s allowed keys below its limit, in ascending chunks of
+ * @chunk keys: the RANDOM_ROWS cache itself, else written to @out.
+ */
+const int32_t *fast_rows_keys(struct fast_job *job, struct fast_ws *w,
+			      const struct group *gr, int64_t chunk,
+			      int32_t *out, int64_t *n)
+{
+	const struct asam_problem *p = job->p;
+	int64_t i = gr->rows[0], nc, t, c, s;
+	int32_t *cnt = w->posn, *tmp = w->u;
+	int sh = __builtin_ctzll((uint64_t)chunk);
+
+	if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS) {
+		const int32_t *row = job->fp.rows +
+				     ((size_t)gr->h * p->Nq + i) * job->fp.rr;
+
+		*n = fast_lower_bound(row, job->fp.rr, gr->lim[0]);
+		return row;
+	}
+	fast_plan_for(job, w, gr->b, gr->h);
+	*n = fast_plan_row(&job->fp, gr->b, gr->h, i, gr->lim[0], out,
+			   w->plan, w->bytes);
+	nc = DIV_ROUND_UP(gr->lim[0], chunk);
+	if (p->pat.kind != ASAM_PATTERN_USER_INDEX || nc <= 1 || *n <= 1)
+		return out;
+	/* a stable counting sort by chunk: nc <= Nk / 64 + 1 counters */
+	memset(cnt, 0, sizeof(int32_t) * (nc + 1));
+	for (t = 0; t < *n; t++)
+		cnt[(out[t] >> sh) + 1]++;
+	for (c = 0, s = 0; c <= nc; c++) {
+		s += cnt[c];
+		cnt[c] = (int32_t)s;
+	}
+	for (t = 0; t < *n; t++)
+		tmp[cnt[out[t] >> sh]++] = out[t];
+	memcpy(out, tmp, sizeof(int32_t) * *n);
+	return out;
+}
