@@ -2,8 +2,8 @@
 /*
  * The forward: per group, Q.K^T over each key segment, the masked online
  * softmax of one or two branches sharing the scores, P.V, and the gated
- * output with the log-sum-exps.  One-row sparse groups take a direct path
- * with no gather.
+ * output with the log-sum-exps.  The per-row patterns walk row tiles
+ * (fwd_tile) with no gather.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -61,55 +61,6 @@ const float *fast_rows_of(const struct fast_job *job, bool v, int b,
 	*stride = job->dp;
 	return (v ? job->V32 : job->K32) +
 	       ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB * job->dp;
-}
-
-/*
- * A one-row group of the sparse branch alone (RANDOM_ROWS, soft
- * clusters): dot products straight from the key rows and one exact
- * softmax, with no fast_gather or transpose.
- */
-static void fwd_row(struct fast_job *job, struct fast_ws *w,
-		    const struct group *gr)
-{
-	const struct asam_problem *p = job->p;
-	const struct fast_isa *isa = job->isa;
-	int dp = job->dp, d = p->d, e;
-	int64_t n, i = gr->rows[0], ks, vs;
-	const float *kb = fast_rows_of(job, false, gr->b, gr->hk, &ks);
-	const float *vb = fast_rows_of(job, true, gr->b, gr->hk, &vs);
-	float m = -INFINITY, l = 0, *s = w->srow;
-	const int32_t *keys = w->rk;
-
-	fast_plan_for(job, w, gr->b, gr->h);
-	if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS) {
-		/* the cached sorted list itself, cut at the limit: no copy */
-		const int32_t *row = job->fp.rows +
-				     ((size_t)gr->h * p->Nq + i) * job->fp.rr;
-
-		n = fast_lower_bound(row, job->fp.rr, gr->lim[0]);
-		keys = row;
-	} else {
-		n = fast_plan_row(&job->fp, gr->b, gr->h, i, gr->lim[0], w->rk,
-				  w->plan, w->bytes);
-	}
-	fast_load_row(&p->q, tv_off(&p->q, gr->b, gr->h, i, 0), d, w->q);
-	for (e = 0; e < d; e++)
-		w->q[e] *= job->scale;
-	memset(w->accS, 0, sizeof(float) * dp);
-	if (n) {
-		isa->dots(w->q, dp, kb, ks, keys, (int)n, s);
-		m = isa->row_exp(s, (int)n, &l);
-		isa->axpys(s, vb, vs, keys, (int)n, dp, w->accS);
-	}
-	for (e = 0; e < d; e++)
-		w->o[e] = l > 0 ? gr->g * w->accS[e] / l : 0;
-	fast_store_row(&p->o, tv_off(&p->o, gr->b, gr->h, i, 0), d, w->o);
-	if (p->lse_s.data)
-		tv_set(&p->lse_s, tv_off(&p->lse_s, gr->b, gr->h, i, 0),
-		       l > 0 ? (double)m + log(l) : -INFINITY);
-	if (p->lse_d.data)
-		tv_set(&p->lse_d, tv_off(&p->lse_d, gr->b, gr->h, i, 0),
-		       -INFINITY);
 }
 
 static void fwd_group(struct fast_job *job, struct fast_ws *w,
@@ -244,6 +195,8 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 			const int32_t *keys = w->tkeys[t] + w->tcur[t];
 			int rem = w->tn[t] - w->tcur[t], c = 0;
 
+			if (lo + C >= maxlim)
+				c = rem;	/* the last chunk: the rest */
 			while (c < rem && keys[c] < lo + C)
 				c++;
 			if (!c)
@@ -306,11 +259,7 @@ void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker)
 
 		if (!fast_group_init(job, &gr, bh / p->Hq, bh % p->Hq, it % per))
 			continue;
-		if (gr.R == 1 && job->fp.group_rows == 1 && gr.want_s &&
-		    !gr.want_d && !gr.s_is_d)
-			fwd_row(job, w, &gr);
-		else
-			fwd_group(job, w, &gr);
+		fwd_group(job, w, &gr);
 	}
 }
 

@@ -55,6 +55,8 @@ struct fast_ws {
 	float *tq, *tacc, *tm, *tl;		/* [RT][dp], [RT] */
 	const int32_t **tkeys;			/* [RT] */
 	int32_t *tn, *tcur;			/* [RT] */
+	float *tdo;				/* [RT][dp] (backward) */
+	float *dqa, *dD;		/* [group Nq][dp], [group Nq] (bwd) */
 	struct asam_pat_plan *plan;
 	int plan_b, plan_h;
 	bool failed;

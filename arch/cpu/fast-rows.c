@@ -5,13 +5,13 @@
  *
  * Row by row, every key row a query reads comes from wherever the head's
  * K and V are: one head at d = 64 is 2 MB of fp32 K and V, past a core's
- * L2 on most hosts, so each gathered row is an L3 (or DRAM) access with
- * nothing to reuse it.  A tile of rows instead walks the keys in chunks
+ * L2 on most hosts.  A tile of rows can instead walk the keys in chunks
  * sized for the L2 (fast_rows_chunk): every row of the tile takes its
  * keys of chunk c, then every row its keys of chunk c + 1, with the
  * online softmax (or the dQ sums) carried across chunks in the tile's
- * per-row state.  A chunk's rows are then fetched once a tile and read
- * many times from L2.  Each row's list must be ordered by chunk: the
+ * per-row state, so that a chunk's rows are fetched once a tile and
+ * read many times from L2.  Whether that pays depends on the host (see
+ * ROWS_L2_BYTES); with one chunk a tile is the rows in order.  Each row's list must be ordered by chunk: the
  * RANDOM_ROWS and cluster lists are sorted, USER_INDEX lists (caller's
  * order) are bucketed by chunk here, stable and O(r).
  */
@@ -23,13 +23,16 @@
 #include "fast-job.h"
 
 /*
- * The L2 bytes one chunk's rows may take, all arrays together: a quarter
- * of a 2 MB L2 (Xeon server cores) or half of a 1 MB one, leaving room
- * for the tile's own rows.  ASAM_CPU_ROWS_L2=bytes overrides it (tests
- * force many chunks on small problems; 0 = one chunk, the row-by-row
- * order, for comparisons).
+ * The L2 bytes one chunk's rows may take, all arrays together; 0: no
+ * chunking (the whole key range is one chunk, rows in order).  Off by
+ * default: on the AMD EPYC build host (1 MB L2, 32 MB L3) 512 KB chunks
+ * gained nothing on RANDOM_ROWS and cost USER_INDEX its bucketing and
+ * the backward a pass per chunk over every row (2x slower at N 4096).
+ * Whether a 2 MB-L2 Xeon with 16 busy cores (L3 bandwidth shared) gains
+ * is for ASAM_CPU_ROWS_L2=524288 to show there (bytes; 0 = no chunks);
+ * the tests force 64-key chunks with ASAM_CPU_ROWS_L2=1.
  */
-#define ROWS_L2_BYTES	(512 * 1024)
+#define ROWS_L2_BYTES	0
 
 void fast_rows_setup(struct fast_job *job)
 {
@@ -37,7 +40,7 @@ void fast_rows_setup(struct fast_job *job)
 	char *end;
 	long long x;
 
-	job->rows_l2 = ROWS_L2_BYTES;
+	job->rows_l2 = ROWS_L2_BYTES ? ROWS_L2_BYTES : INT64_MAX / 2;
 	if (env && *env) {
 		x = strtoll(env, &end, 0);
 		if (!*end && x >= 0)

@@ -85,6 +85,9 @@ static void ws_free(struct fast_ws *w)
 	free(w->tkeys);
 	free(w->tn);
 	free(w->tcur);
+	free(w->tdo);
+	free(w->dqa);
+	free(w->dD);
 	asam_pat_plan_destroy(w->plan);
 	free(w);
 }
@@ -160,6 +163,15 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		w->tcur = walloc(sizeof(int32_t) * FAST_RT);
 		if (!w->tq || !w->tacc || !w->tm || !w->tl || !w->tkeys ||
 		    !w->tn || !w->tcur)
+			w->failed = true;
+	}
+	if (job->rows_only && p->bwd) {
+		size_t rows = (size_t)job->group * p->Nq;
+
+		w->tdo = walloc(sizeof(float) * FAST_RT * job->dp);
+		w->dqa = walloc(sizeof(float) * rows * job->dp);
+		w->dD = walloc(sizeof(float) * rows);
+		if (!w->tdo || !w->dqa || !w->dD)
 			w->failed = true;
 	}
 	if (job->fp.per_row_plan) {
