@@ -95,15 +95,8 @@ static double bwd_row(struct fast_job *job, struct fast_ws *w,
 
 	if (part && first)
 		memset(dq, 0, sizeof(float) * dp);
-	if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS) {
-		keys = job->fp.rows + ((size_t)gr->h * p->Nq + i) *
-		       job->fp.rr;
-		n = fast_lower_bound(keys, job->fp.rr, gr->lim[0]);
-	} else {
-		fast_plan_for(job, w, gr->b, gr->h);
-		n = fast_plan_row(&job->fp, gr->b, gr->h, i, gr->lim[0], w->rk,
-				  w->plan, w->bytes);
-	}
+	/* one chunk: the list as it comes, no bucketing */
+	keys = fast_rows_keys(job, w, gr, INT64_MAX / 2, w->rk, &n);
 	if (mode == BWD_DKV || (part && part != 7)) {
 		/* this chunk's keys only: the other chunks have their pass */
 		int64_t m = 0;

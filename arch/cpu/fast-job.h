@@ -57,6 +57,7 @@ struct fast_ws {
 	int32_t *tn, *tcur;			/* [RT] */
 	float *tdo;				/* [RT][dp] (backward) */
 	float *dqa, *dD;		/* [group Nq][dp], [group Nq] (bwd) */
+	uint32_t *stamp, gen;		/* [Nk + 1] USER_INDEX repeats */
 	struct asam_pat_plan *plan;
 	int plan_b, plan_h;
 	bool failed;

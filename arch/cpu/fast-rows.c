@@ -80,7 +80,7 @@ int fast_rows_tile(const struct fast_job *job)
 	if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS)
 		most = 0;			/* read from the cache */
 	else if (p->pat.kind == ASAM_PATTERN_USER_INDEX && p->pat.r < most)
-		most = p->pat.r;
+		most = p->pat.r + 1;	/* uindex_row writes one more */
 	t = most ? (int64_t)FAST_TQ * p->Nk / most : FAST_RT;
 	spread = DIV_ROUND_UP((int64_t)p->B * p->Hq * p->Nq,
 			      4 * (int64_t)job->nthreads);
@@ -89,6 +89,43 @@ int fast_rows_tile(const struct fast_job *job)
 	if (t > FAST_RT)
 		t = FAST_RT;
 	return t < 1 ? 1 : (int)t;
+}
+
+/*
+ * USER_INDEX: the caller's list of the row's KV head with -1, keys at or
+ * past the limit and repeats dropped, in the caller's order.  Branch-free
+ * (the entries are random, so every test would mispredict half the
+ * time), and repeats found by a per-worker stamp array: a key is new if
+ * its stamp is not this row's, so nothing is cleared between rows.
+ * Entries dropped still write out[n] (then overwritten): @out must hold
+ * min(r, Nk) + 1 ids.
+ */
+static int64_t uindex_row(struct fast_job *job, struct fast_ws *w,
+			  const struct group *gr, int32_t *out)
+{
+	const struct asam_problem *p = job->p;
+	const struct asam_tv *ix = &p->pat.index;
+	const int32_t *lst = (const int32_t *)ix->data +
+			     tv_off(ix, gr->b, gr->hk, gr->rows[0], 0);
+	int64_t st = ix->stride[3], t, n = 0;
+	uint32_t lim = (uint32_t)gr->lim[0], *mark = w->stamp, g;
+
+	if (++w->gen == 0) {
+		memset(mark, 0, sizeof(uint32_t) * ((size_t)p->Nk + 1));
+		w->gen = 1;
+	}
+	g = w->gen;
+	for (t = 0; t < p->pat.r; t++) {
+		int32_t j = lst[t * st];
+		uint32_t ok = (uint32_t)j < lim;	/* -1: no */
+		uint32_t slot = ok ? (uint32_t)j : (uint32_t)p->Nk;
+		uint32_t fresh = mark[slot] != g;
+
+		mark[slot] = g;
+		out[n] = j;
+		n += ok & fresh;
+	}
+	return n;
 }
 
 /*
@@ -111,9 +148,13 @@ const int32_t *fast_rows_keys(struct fast_job *job, struct fast_ws *w,
 		*n = fast_lower_bound(row, job->fp.rr, gr->lim[0]);
 		return row;
 	}
-	fast_plan_for(job, w, gr->b, gr->h);
-	*n = fast_plan_row(&job->fp, gr->b, gr->h, i, gr->lim[0], out,
-			   w->plan, w->bytes);
+	if (p->pat.kind == ASAM_PATTERN_USER_INDEX) {
+		*n = uindex_row(job, w, gr, out);
+	} else {
+		fast_plan_for(job, w, gr->b, gr->h);
+		*n = fast_plan_row(&job->fp, gr->b, gr->h, i, gr->lim[0], out,
+				   w->plan, w->bytes);
+	}
 	nc = DIV_ROUND_UP(gr->lim[0], chunk);
 	if (p->pat.kind != ASAM_PATTERN_USER_INDEX || nc <= 1 || *n <= 1)
 		return out;

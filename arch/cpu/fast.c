@@ -88,6 +88,7 @@ static void ws_free(struct fast_ws *w)
 	free(w->tdo);
 	free(w->dqa);
 	free(w->dD);
+	free(w->stamp);
 	asam_pat_plan_destroy(w->plan);
 	free(w);
 }
@@ -153,6 +154,11 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	}
 	if (job->fp.per_row_plan || p->pat.kind == ASAM_PATTERN_USER_INDEX)
 		w->bytes = walloc(p->Nk);	/* row flags, kept zero */
+	if (p->pat.kind == ASAM_PATTERN_USER_INDEX) {
+		w->stamp = walloc(sizeof(uint32_t) * ((size_t)p->Nk + 1));
+		if (!w->stamp)
+			w->failed = true;
+	}
 	if (fast_rows_tiled(job)) {
 		w->tq = walloc(sizeof(float) * FAST_RT * job->dp);
 		w->tacc = walloc(sizeof(float) * FAST_RT * job->dp);
