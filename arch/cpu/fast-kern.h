@@ -441,6 +441,48 @@ static void F(dots)(const float *q, int dp, const float *base,
 
 #endif
 
+#if VW == 16 && defined(__AVX512F__)
+/*
+ * AVX-512 value sums for dp 32, 64, 128 (NV vectors): the accumulator
+ * row in registers, two keys a step into two sets (the FMA latency),
+ * no masks for a partial column pass.
+ */
+static inline __attribute__((always_inline)) void
+F(axpys16)(const float *P, const float *base, int64_t stride,
+	   const int32_t *keys, int n, float *acc, const int nv)
+{
+	__m512 a[8], b[8];
+	int t, c;
+
+	for (c = 0; c < nv; c++) {
+		a[c] = _mm512_loadu_ps(acc + 16 * c);
+		b[c] = _mm512_setzero_ps();
+	}
+	for (t = 0; t + 1 < n; t += 2) {
+		const float *v0 = base + (int64_t)keys[t] * stride;
+		const float *v1 = base + (int64_t)keys[t + 1] * stride;
+		__m512 p0 = _mm512_set1_ps(P[t]), p1 = _mm512_set1_ps(P[t + 1]);
+
+		for (c = 0; c < nv; c++) {
+			a[c] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0 + 16 * c),
+					       a[c]);
+			b[c] = _mm512_fmadd_ps(p1, _mm512_loadu_ps(v1 + 16 * c),
+					       b[c]);
+		}
+	}
+	if (t < n) {
+		const float *v0 = base + (int64_t)keys[t] * stride;
+		__m512 p0 = _mm512_set1_ps(P[t]);
+
+		for (c = 0; c < nv; c++)
+			a[c] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0 + 16 * c),
+					       a[c]);
+	}
+	for (c = 0; c < nv; c++)
+		_mm512_storeu_ps(acc + 16 * c, _mm512_add_ps(a[c], b[c]));
+}
+#endif
+
 /*
  * acc[0..dp) += sum_t P[t] v_t over scattered value rows; two keys at a
  * time into two accumulator sets, so that the FMA chains are not bound
@@ -451,6 +493,20 @@ static void F(axpys)(const float *P, const float *base, int64_t stride,
 {
 	int t, e;
 
+#if VW == 16 && defined(__AVX512F__)
+	if (dp == 64) {
+		F(axpys16)(P, base, stride, keys, n, acc, 4);
+		return;
+	}
+	if (dp == 128) {
+		F(axpys16)(P, base, stride, keys, n, acc, 8);
+		return;
+	}
+	if (dp == 32) {
+		F(axpys16)(P, base, stride, keys, n, acc, 2);
+		return;
+	}
+#endif
 	for (e = 0; e < dp; e += 4 * VW) {
 		int w = dp - e < 4 * VW ? (dp - e) / VW : 4, c;
 		vf a[4], b[4];

@@ -145,7 +145,10 @@ const int32_t *fast_rows_keys(struct fast_job *job, struct fast_ws *w,
 		const int32_t *row = job->fp.rows +
 				     ((size_t)gr->h * p->Nq + i) * job->fp.rr;
 
-		*n = fast_lower_bound(row, job->fp.rr, gr->lim[0]);
+		/* sorted: a row below its limit (no causal cut) is whole */
+		*n = job->fp.rr && row[job->fp.rr - 1] < gr->lim[0] ?
+		     job->fp.rr :
+		     fast_lower_bound(row, job->fp.rr, gr->lim[0]);
 		return row;
 	}
 	if (p->pat.kind == ASAM_PATTERN_USER_INDEX) {
