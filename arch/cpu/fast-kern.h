@@ -543,11 +543,55 @@ static void F(axpys)(const float *P, const float *base, int64_t stride,
  * dK): X[keys[t]] += a[t] x, Y[keys[t]] += b[t] y, with x and y held in
  * registers over 4 VW columns at a time.
  */
+#if VW == 16 && defined(__AVX512F__)
+/* AVX-512 ger2s for dp 32, 64, 128: x and y held in NV registers each */
+static inline __attribute__((always_inline)) void
+F(ger2s16)(const float *a, const float *x, const float *b, const float *y,
+	   float *X, float *Y, const int32_t *keys, int n, int dp,
+	   const int nv)
+{
+	__m512 xv[8], yv[8];
+	int t, c;
+
+	for (c = 0; c < nv; c++) {
+		xv[c] = _mm512_loadu_ps(x + 16 * c);
+		yv[c] = _mm512_loadu_ps(y + 16 * c);
+	}
+	for (t = 0; t < n; t++) {
+		float *rx = X + (int64_t)keys[t] * dp;
+		float *ry = Y + (int64_t)keys[t] * dp;
+		__m512 pa = _mm512_set1_ps(a[t]), pb = _mm512_set1_ps(b[t]);
+
+		for (c = 0; c < nv; c++) {
+			_mm512_storeu_ps(rx + 16 * c, _mm512_fmadd_ps(pa, xv[c],
+					 _mm512_loadu_ps(rx + 16 * c)));
+			_mm512_storeu_ps(ry + 16 * c, _mm512_fmadd_ps(pb, yv[c],
+					 _mm512_loadu_ps(ry + 16 * c)));
+		}
+	}
+}
+#endif
+
 static void F(ger2s)(const float *a, const float *x, const float *b,
 		     const float *y, float *X, float *Y, const int32_t *keys,
 		     int n, int dp)
 {
 	int t, e, c;
+
+#if VW == 16 && defined(__AVX512F__)
+	if (dp == 64) {
+		F(ger2s16)(a, x, b, y, X, Y, keys, n, dp, 4);
+		return;
+	}
+	if (dp == 128) {
+		F(ger2s16)(a, x, b, y, X, Y, keys, n, dp, 8);
+		return;
+	}
+	if (dp == 32) {
+		F(ger2s16)(a, x, b, y, X, Y, keys, n, dp, 2);
+		return;
+	}
+#endif
 
 	for (e = 0; e < dp; e += 4 * VW) {
 		int w = dp - e < 4 * VW ? (dp - e) / VW : 4;

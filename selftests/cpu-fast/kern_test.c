@@ -5,7 +5,8 @@
  * value rows summed into one), over head dims 16..160 (the AVX-512
  * kernels have register paths for 32, 64 and 128 and a loop for the
  * rest), 0..70 keys (partial 16-key passes), and a row stride wider
- * than the row (keys read in place from a larger tensor).
+ * than the row (keys read in place from a larger tensor); ger2s (two
+ * rank-one updates of scattered dK, dV rows) over the same head dims.
  */
 #include <math.h>
 #include <stdio.h>
@@ -22,7 +23,9 @@ static float K[NROWS * STRIDE] __attribute__((aligned(64)));
 static float q[STRIDE] __attribute__((aligned(64)));
 static float s[96] __attribute__((aligned(64)));
 static float acc[STRIDE] __attribute__((aligned(64)));
-static int32_t keys[80];
+static int32_t keys[80], ukeys[80];	/* ukeys: distinct (ger2s) */
+static float G[NROWS * STRIDE], H[NROWS * STRIDE];
+static float s_a[80], s_b[80];
 
 static double rel(double x, double y)
 {
@@ -31,8 +34,8 @@ static double rel(double x, double y)
 
 static bool check_isa(const struct fast_isa *isa)
 {
-	double worst_d = 0, worst_a = 0, want;
-	int dp, n, t, e;
+	double worst_d = 0, worst_a = 0, worst_g = 0, want;
+	int dp, n, t, e, i;
 
 	for (dp = 16; dp <= 160; dp += 16)
 		for (n = 0; n <= 70; n++) {
@@ -58,11 +61,34 @@ static bool check_isa(const struct fast_isa *isa)
 					worst_a = rel(acc[e], want);
 			}
 		}
+	/* ger2s: rows of X (dp wide) += a[t] x and of Y += b[t] y */
+	for (dp = 16; dp <= 160; dp += 16)
+		for (n = 0; n <= 70; n += 7) {
+			int u, j;
+
+			for (i = 0; i < NROWS * dp; i++)
+				G[i] = H[i] = 0.001f * (i % 97);
+			isa->ger2s(s_a, q, s_b, K, G, H, ukeys, n, dp);
+			for (u = 0; u < n; u++)
+				for (e = 0; e < dp; e++) {
+					j = ukeys[u] * dp + e;
+					want = 0.001f * (j % 97) +
+					       (double)s_a[u] * q[e];
+					if (rel(G[j], want) > worst_g)
+						worst_g = rel(G[j], want);
+					want = 0.001f * (j % 97) +
+					       (double)s_b[u] * K[e];
+					if (rel(H[j], want) > worst_g)
+						worst_g = rel(H[j], want);
+				}
+		}
+	ksft_test_result(worst_g < 1e-5, "%s ger2s worst %.3g\n", isa->name,
+			 worst_g);
 	ksft_test_result(worst_d < 1e-5, "%s dots worst %.3g\n", isa->name,
 			 worst_d);
 	ksft_test_result(worst_a < 1e-5, "%s axpys worst %.3g\n", isa->name,
 			 worst_a);
-	return worst_d < 1e-5 && worst_a < 1e-5;
+	return worst_d < 1e-5 && worst_a < 1e-5 && worst_g < 1e-5;
 }
 
 int main(void)
@@ -76,8 +102,12 @@ int main(void)
 		K[i] = (float)rand() / RAND_MAX - 0.5f;
 	for (i = 0; i < STRIDE; i++)
 		q[i] = (float)rand() / RAND_MAX;
-	for (i = 0; i < 80; i++)
+	for (i = 0; i < 80; i++) {
 		keys[i] = rand() % NROWS;
+		ukeys[i] = (i * 37 + 11) % NROWS;	/* distinct */
+		s_a[i] = (float)rand() / RAND_MAX - 0.5f;
+		s_b[i] = (float)rand() / RAND_MAX - 0.5f;
+	}
 	for (i = 0; i < 3; i++) {
 		if (fast_isa_force(isas[i])) {
 			ksft_test_result_skip("%s: not usable here\n", isas[i]);
