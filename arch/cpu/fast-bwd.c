@@ -539,17 +539,21 @@ static void bwd_dkv(void *arg, int64_t begin, int64_t end, int worker)
 int fast_bwd_run(struct fast_job *job, struct asam_pool *pool)
 {
 	const struct asam_problem *p = job->p;
+	int64_t items = (int64_t)p->B * p->Hkv;
+	int64_t waves = DIV_ROUND_UP(items, job->nthreads);
 
 	/*
-	 * Enough (b, kv head) items for every worker (two each; one for
-	 * row-only calls, whose heads all hold the same work, r keys a
-	 * row): one fused pass.  Otherwise dQ over query groups, then
-	 * dK/dV over key chunks, at the price of computing the scores
-	 * twice (fused was 30 % faster for RANDOM_ROWS at 2 heads on 2
-	 * workers on the build host).
+	 * Enough (b, kv head) items to keep every worker busy (whole waves
+	 * at least 3/4 full): one fused pass.  Otherwise dQ over query
+	 * groups, then dK/dV over key chunks, at the price of computing
+	 * the scores twice: measured 10-35 % slower than fused for every
+	 * pattern at 2 heads on 2 workers (build host), so it is worth it
+	 * only when fused would leave workers idle.
 	 */
-	job->nchunks = DIV_ROUND_UP((job->rows_only ? 1 : 2) * job->nthreads,
-				    p->B * p->Hkv);
+	if (items >= job->nthreads && 4 * items >= 3 * waves * job->nthreads)
+		job->nchunks = 1;
+	else
+		job->nchunks = DIV_ROUND_UP(2 * job->nthreads, items);
 	if (job->nchunks > job->nkb)
 		job->nchunks = job->nkb;
 	if (job->nchunks <= 1) {
