@@ -532,13 +532,38 @@ int fast_plan_group(const struct fast_plan *fp, int b, int h, int g,
 	return n;
 }
 
-bool fast_hier_near(const struct fast_plan *fp, int h, int64_t pos,
-		    int64_t j)
+/*
+ * The allowed keys of [lo, hi) for a query at @pos as bits: key j sets
+ * bit j % 64 of bits[(j / 64 - blo) FAST_TQ].  hier_bits() key by key,
+ * with j mod s_k stepped instead of divided (a division per scale and
+ * key was 7 % of the HIERARCHICAL forward).
+ */
+void fast_hier_band(const struct fast_plan *fp, int h, int64_t pos,
+		    int64_t lo, int64_t hi, uint64_t *bits, int64_t blo)
 {
 	const struct asam_pat *pat = &fp->p->pat;
+	const uint8_t *tab = fp->hier_tab + ((size_t)h << pat->nscales);
+	int64_t m[ASAM_MAX_SCALES], q[ASAM_MAX_SCALES], j, delta;
+	int k, ns = pat->nscales;
+	unsigned int b;
 
-	return fp->hier_tab[((size_t)h << pat->nscales) +
-			    hier_bits(pat, pos > j ? pos - j : j - pos, j)];
+	if (lo >= hi)
+		return;
+	for (k = 0; k < ns; k++) {
+		m[k] = lo % pat->scales[k];
+		q[k] = pat->scales[k] / 4;
+	}
+	for (j = lo; j < hi; j++) {
+		delta = pos > j ? pos - j : j - pos;
+		b = 0;
+		for (k = 0; k < ns; k++) {
+			b |= (unsigned int)(delta <= q[k] || !m[k]) << k;
+			if (++m[k] == pat->scales[k])
+				m[k] = 0;
+		}
+		if (tab[b])
+			bits[((j >> 6) - blo) * FAST_TQ] |= 1ull << (j & 63);
+	}
 }
 
 static int64_t emit_range(int32_t *out, int64_t n, int64_t lo, int64_t hi)
