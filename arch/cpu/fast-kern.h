@@ -378,6 +378,65 @@ static void F(dots)(const float *q, int dp, const float *base,
 	else
 		F(dots16)(q, dp, base, stride, keys, n, s, 0);
 }
+#elif VW == 8 && defined(__AVX2__)
+#include <immintrin.h>
+
+/*
+ * AVX2 dots: 8 keys a pass, each q vector loaded once for all 8 (16
+ * registers hold 8 accumulators but not a d = 64 query as well), and
+ * the 8 partial-sum vectors reduced with immediate shuffles (12
+ * shuffles, 7 adds); slot x takes key 4 (x % 2) + x / 2, the order the
+ * reduction leaves its lanes in.
+ */
+static void F(dots)(const float *q, int dp, const float *base,
+		    int64_t stride, const int32_t *keys, int n, float *s)
+{
+	int t, e, x;
+
+	for (t = 0; t < n; t += 8) {
+		const float *kr[8];
+		__m256 a[8];
+		int nk = n - t < 8 ? n - t : 8;
+
+		for (x = 0; x < 8; x++) {
+			int k = 4 * (x % 2) + x / 2;
+
+			kr[x] = base + (int64_t)keys[t + (k < nk ? k : 0)] *
+				stride;
+			a[x] = _mm256_setzero_ps();
+		}
+		for (e = 0; e < dp; e += 8) {
+			__m256 qv = _mm256_loadu_ps(q + e);
+
+			for (x = 0; x < 8; x++)
+				a[x] = _mm256_fmadd_ps(qv,
+						_mm256_loadu_ps(kr[x] + e), a[x]);
+		}
+		/* 8 -> 4: two slots' 4 partials, one a 128-bit lane */
+		for (x = 0; x < 4; x++)
+			a[x] = _mm256_add_ps(
+				_mm256_permute2f128_ps(a[2 * x], a[2 * x + 1],
+						       0x20),
+				_mm256_permute2f128_ps(a[2 * x], a[2 * x + 1],
+						       0x31));
+		/* 4 -> 2 -> 1, within the 128-bit lanes */
+		for (x = 0; x < 2; x++)
+			a[x] = _mm256_add_ps(
+				_mm256_unpacklo_ps(a[2 * x], a[2 * x + 1]),
+				_mm256_unpackhi_ps(a[2 * x], a[2 * x + 1]));
+		a[0] = _mm256_add_ps(_mm256_shuffle_ps(a[0], a[1], 0x44),
+				     _mm256_shuffle_ps(a[0], a[1], 0xee));
+		if (nk == 8) {
+			_mm256_storeu_ps(s + t, a[0]);
+		} else {
+			float tmp[8];
+
+			_mm256_storeu_ps(tmp, a[0]);
+			for (x = 0; x < nk; x++)
+				s[t + x] = tmp[x];
+		}
+	}
+}
 #else
 /*
  * One query row against scattered key rows (row t at base + keys[t] *
