@@ -79,8 +79,9 @@ int fast_rows_tile(const struct fast_job *job)
 
 	if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS)
 		most = 0;			/* read from the cache */
-	else if (p->pat.kind == ASAM_PATTERN_USER_INDEX && p->pat.r < most)
-		most = p->pat.r + 1;	/* uindex_row writes one more */
+	else if (p->pat.kind == ASAM_PATTERN_USER_INDEX)
+		/* uindex_row writes one past its count */
+		most = (p->pat.r < p->Nk ? p->pat.r : p->Nk) + 1;
 	t = most ? (int64_t)FAST_TQ * p->Nk / most : FAST_RT;
 	spread = DIV_ROUND_UP((int64_t)p->B * p->Hq * p->Nq,
 			      4 * (int64_t)job->nthreads);
