@@ -28,6 +28,8 @@ static const struct shape shapes[] = {
 	{ 2, 4, 150, 150, 32, false },
 	{ 2, 4, 90, 200, 40, true },	/* d padded, Nq != Nk, lengths */
 	{ 1, 4, 100, 60, 64, false },	/* causal: the first rows are empty */
+	/* USER_INDEX with more entries a row (20) than keys: every key */
+	{ 1, 4, 40, 12, 64, false },
 };
 
 struct kind {
@@ -336,6 +338,16 @@ int main(void)
 						 &shapes[n % 3], "chunked");
 	}
 	unsetenv("ASAM_CPU_ROWS_L2");
+	for (kk = 0; kk < nk; kk++) {
+		if (kinds[kk].k != ASAM_PATTERN_USER_INDEX)
+			continue;
+		for (gm = 0; gm < 4; gm++)
+			for (c = 0; c < 2; c++)
+				for (q = 0; q < 2; q++, n++)
+					run_case(n % 2 ? ctx16 : ctx, &kinds[kk],
+						 gm, c, q, dts[0], &shapes[3],
+						 "r>Nk");
+	}
 	asam_ctx_destroy(ctx);
 	asam_ctx_destroy(ctx16);
 	if (failures)
