@@ -85,7 +85,8 @@ struct fast_job {
 	int nthreads, dp, nw, group;
 	int rt;					/* rows per tile (fast-rows.c) */
 	int64_t rows_l2;			/* L2 bytes a key chunk may take */
-	bool rows_only;				/* no blocks: rows in place */
+	bool rows_only;				/* per-row patterns, sparse only */
+	bool no_blocks;				/* no transposed K/V blocks */
 	int64_t nkb;				/* key blocks per (b, kv head) */
 	float *KT, *VT;				/* [B][Hkv][nkb][dp][KB] */
 	float *K32, *V32;			/* [B][Hkv][nkb * KB][dp] */

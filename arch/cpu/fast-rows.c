@@ -48,6 +48,14 @@ void fast_rows_setup(struct fast_job *job)
 	}
 	job->rows_only = fast_rows_tiled(job) &&
 			 job->p->gate_mode == ASAM_GATE_SPARSE;
+	/*
+	 * ... and, like them, CLUSTERED ARGMAX with the sparse branch alone
+	 * gathers every key of its buckets (fast_build_keys): neither reads
+	 * a transposed block.
+	 */
+	job->no_blocks = job->rows_only ||
+			 (job->fp.sorted_groups &&
+			  job->p->gate_mode == ASAM_GATE_SPARSE);
 }
 
 bool fast_rows_tiled(const struct fast_job *job)

@@ -333,7 +333,7 @@ static void convert_blocks(void *arg, int64_t begin, int64_t end, int worker)
 				}
 			}
 		}
-		if (job->rows_only)
+		if (job->no_blocks)
 			continue;	/* rows only, no transposed blocks */
 		if (!kr)
 			kr = kc;
@@ -527,11 +527,13 @@ static int job_init(struct fast_job *job, struct asam_backend *be,
 	if (ret)
 		goto err;
 	/*
-	 * The per-row patterns with the sparse branch alone read K and V
-	 * rows in place (fast-rows.c): no blocks, no transposes to make.
+	 * The per-row patterns and cluster buckets with the sparse branch
+	 * alone read or gather K and V rows (fast-rows.c, fast_gather): no
+	 * transposed blocks to make, no copies when the rows are usable
+	 * in place.
 	 */
 	fast_rows_setup(job);
-	if (!(job->rows_only && job->kdirect && job->vdirect))
+	if (!(job->no_blocks && job->kdirect && job->vdirect))
 		asam_pool_for(*pool, (int64_t)p->B * p->Hkv * job->nkb, 4,
 			      convert_blocks, job);
 	return 0;
