@@ -58,7 +58,9 @@ asam_ctx *g_ctx;
 struct Tensor {
 	DLTensor dl{};
 	std::vector<int64_t> shape;
-	std::vector<uint8_t> buf;
+	std::vector<uint8_t> store;
+	uint8_t *buf;		/* the data: 64-byte aligned, as frameworks do */
+	size_t bytes;
 
 	Tensor(DLDataType dt, std::vector<int64_t> s) : shape(std::move(s))
 	{
@@ -66,8 +68,10 @@ struct Tensor {
 
 		for (int64_t x : shape)
 			n *= (size_t)x;
-		buf.resize(n * dt.bits / 8);
-		dl.data = buf.data();
+		bytes = n * dt.bits / 8;
+		store.resize(bytes + 64);
+		buf = store.data() + (-(uintptr_t)store.data() & 63);
+		dl.data = buf;
 		dl.device = { kDLCPU, 0 };
 		dl.ndim = (int)shape.size();
 		dl.dtype = dt;
@@ -77,7 +81,7 @@ struct Tensor {
 	void randn(std::mt19937 &rng)
 	{
 		std::normal_distribution<float> nd;
-		size_t n = buf.size() / (dl.dtype.bits / 8), i;
+		size_t n = bytes / (dl.dtype.bits / 8), i;
 
 		for (i = 0; i < n; i++) {
 			float x = nd(rng);
@@ -144,7 +148,7 @@ struct Problem {
 		pat.centroids = &mu->dl;
 		if (kind == ASAM_PATTERN_USER_INDEX) {
 			ix.reset(new Tensor({ kDLInt, 32, 1 }, { 1, H, N, 128 }));
-			for (size_t t = 0; t < ix->buf.size() / 4; t++) {
+			for (size_t t = 0; t < ix->bytes / 4; t++) {
 				int32_t j = (int32_t)(rng() % (unsigned)N);
 
 				std::memcpy(&ix->buf[t * 4], &j, 4);

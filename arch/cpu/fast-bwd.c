@@ -68,13 +68,19 @@ static void acc_tn(const struct fast_job *job, struct fast_ws *w,
 
 /*
  * A one-row group of the sparse branch alone (RANDOM_ROWS, USER_INDEX,
- * soft clusters), as the forward's fwd_row(): dot products and value
- * sums straight from the scattered key rows, no gathers into blocks.
+ * soft clusters), as the forward's rows: dot products and value sums
+ * straight from the scattered key rows, no gathers into blocks.
  * dS = P (dP - D); dQ = scale dS . K; dV[j] += P_j dO and dK[j] += dS_j
  * (scale q) for the keys of [k0, k1) (one writer per key chunk).
+ *
+ * @part (row-only calls, fused; 0 otherwise): [k0, k1) is one L2 chunk
+ * of several (bwd_keys_rows), 1 the first and 2 the last: D is computed
+ * at the first and kept in w->dD, dQ is summed in w->dqa and stored at
+ * the last.
  */
 static double bwd_row(struct fast_job *job, struct fast_ws *w,
-		      const struct group *gr, enum bwd_mode mode)
+		      const struct group *gr, enum bwd_mode mode, int part,
+		      int64_t slot)
 {
 	const struct asam_problem *p = job->p;
 	const struct fast_isa *isa = job->isa;
@@ -83,18 +89,15 @@ static double bwd_row(struct fast_job *job, struct fast_ws *w,
 	const float *kb = fast_rows_of(job, false, gr->b, gr->hk, &ks);
 	const float *vb = fast_rows_of(job, true, gr->b, gr->hk, &vs);
 	float *P = w->srow, *dS = w->srow2, *Dr, lse, D;
+	float *dq = part ? w->dqa + slot * dp : w->dq;
 	const int32_t *keys = w->rk;
+	bool first = part & 1, last = part & 2;
 
-	fast_plan_for(job, w, gr->b, gr->h);
-	if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS) {
-		keys = job->fp.rows + ((size_t)gr->h * p->Nq + i) *
-		       job->fp.rr;
-		n = fast_lower_bound(keys, job->fp.rr, gr->lim[0]);
-	} else {
-		n = fast_plan_row(&job->fp, gr->b, gr->h, i, gr->lim[0], w->rk,
-				  w->plan, w->bytes);
-	}
-	if (mode == BWD_DKV) {
+	if (part && first)
+		memset(dq, 0, sizeof(float) * dp);
+	/* one chunk: the list as it comes, no bucketing */
+	keys = fast_rows_keys(job, w, gr, INT64_MAX / 2, w->rk, &n);
+	if (mode == BWD_DKV || (part && part != 7)) {
 		/* this chunk's keys only: the other chunks have their pass */
 		int64_t m = 0;
 
@@ -107,6 +110,8 @@ static double bwd_row(struct fast_job *job, struct fast_ws *w,
 	lse = (float)tv_get(&p->lse_s, tv_off(&p->lse_s, gr->b, gr->h, i, 0));
 	if (!gr->lim[0] || lse == -INFINITY)
 		n = 0;
+	if (part && !n && !first && !last)
+		return 0;	/* nothing in this chunk, nothing to store */
 	fast_load_row(&p->q, tv_off(&p->q, gr->b, gr->h, i, 0), d, w->q);
 	for (e = 0; e < d; e++)
 		w->q[e] *= job->scale;
@@ -115,6 +120,8 @@ static double bwd_row(struct fast_job *job, struct fast_ws *w,
 				i) * 2 : NULL;
 	if (mode == BWD_DKV) {
 		D = Dr[0];
+	} else if (part && !first) {
+		D = w->dD[slot];
 	} else {
 		double acc = 0;
 
@@ -125,8 +132,11 @@ static double bwd_row(struct fast_job *job, struct fast_ws *w,
 		D = (float)acc;
 		if (mode == BWD_DQ)
 			Dr[0] = Dr[1] = D;
+		if (part)
+			w->dD[slot] = D;
 	}
-	memset(w->dq, 0, sizeof(float) * dp);
+	if (!part)
+		memset(dq, 0, sizeof(float) * dp);
 	if (n) {
 		isa->dots(w->q, dp, kb, ks, keys, (int)n, P);
 		for (t = 0; t < n; t++)
@@ -136,18 +146,120 @@ static double bwd_row(struct fast_job *job, struct fast_ws *w,
 		for (t = 0; t < n; t++)
 			dS[t] = P[t] * (dS[t] - D);
 		if (mode != BWD_DKV)
-			isa->axpys(dS, kb, ks, keys, (int)n, dp, w->dq);
+			isa->axpys(dS, kb, ks, keys, (int)n, dp, dq);
 	}
-	if (mode != BWD_DKV) {
+	if (mode != BWD_DKV && (!part || last)) {
 		for (e = 0; e < d; e++)
-			w->dq[e] *= job->scale;
+			w->o[e] = dq[e] * job->scale;
 		fast_store_row(&p->dq, tv_off(&p->dq, gr->b, gr->h, i, 0), d,
-			       w->dq);
+			       w->o);
 	}
 	/* FUSED: [k0, k1) is every key; DKV: keys were cut to it above */
 	if (n && mode != BWD_DQ)
 		isa->ger2s(P, w->dO, dS, w->q, w->dV, w->dK, keys, (int)n, dp);
 	return 0;
+}
+
+/*
+ * Row-only calls: dQ of rows [r0, r1) of (b, h) as one tile over L2-sized
+ * key chunks, like the forward's tiles; D of each row for the dK/dV pass.
+ */
+static void bwd_dq_tile(struct fast_job *job, struct fast_ws *w, int b,
+			int h, int64_t r0, int64_t r1)
+{
+	const struct asam_problem *p = job->p;
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, d = p->d, R = 0, t, e;
+	int64_t C = fast_rows_chunk(job, 2), off = 0, maxlim = 0, lo, i, n;
+	int64_t ks, vs;
+	const float *kb = fast_rows_of(job, false, b, h / job->group, &ks);
+	const float *vb = fast_rows_of(job, true, b, h / job->group, &vs);
+	float *P = w->srow, *dS = w->srow2;
+	int32_t rows[FAST_RT];
+	struct group gr;
+
+	for (i = r0; i < r1; i++) {
+		float *q = w->tq + (size_t)R * dp, *dO = w->tdo + (size_t)R * dp;
+		float *Dr = job->D + (((int64_t)b * p->Hq + h) * p->Nq + i) * 2;
+		double acc = 0;
+
+		if (!fast_group_init(job, &gr, b, h, (int)i))
+			continue;
+		w->tkeys[R] = fast_rows_keys(job, w, &gr, C, w->rk + off, &n);
+		if (w->tkeys[R] == w->rk + off)
+			off += n;
+		w->tm[R] = (float)tv_get(&p->lse_s,
+					 tv_off(&p->lse_s, b, h, i, 0));
+		if (!gr.lim[0] || w->tm[R] == -INFINITY)
+			n = 0;
+		w->tn[R] = (int32_t)n;
+		w->tcur[R] = 0;
+		fast_load_row(&p->q, tv_off(&p->q, b, h, i, 0), d, q);
+		for (e = 0; e < d; e++)
+			q[e] *= job->scale;
+		fast_load_row(&p->d_o, tv_off(&p->d_o, b, h, i, 0), d, dO);
+		fast_load_row(&p->o, tv_off(&p->o, b, h, i, 0), d, w->o);
+		for (e = 0; e < d; e++)
+			acc += (double)dO[e] * w->o[e];
+		w->tl[R] = Dr[0] = Dr[1] = (float)acc;
+		memset(w->tacc + (size_t)R * dp, 0, sizeof(float) * dp);
+		if (gr.lim[0] > maxlim)
+			maxlim = gr.lim[0];
+		rows[R++] = (int32_t)i;
+	}
+	for (lo = 0; lo < maxlim; lo += C) {
+		for (t = 0; t < R; t++) {
+			const int32_t *keys = w->tkeys[t] + w->tcur[t];
+			int rem = w->tn[t] - w->tcur[t], c = 0, x;
+
+			if (lo + C >= maxlim)
+				c = rem;	/* the last chunk: the rest */
+			while (c < rem && keys[c] < lo + C)
+				c++;
+			if (!c)
+				continue;
+			w->tcur[t] += c;
+			isa->dots(w->tq + (size_t)t * dp, dp, kb, ks, keys, c,
+				  P);
+			for (x = 0; x < c; x++)
+				P[x] -= w->tm[t];
+			isa->exp(P, c);
+			isa->dots(w->tdo + (size_t)t * dp, dp, vb, vs, keys, c,
+				  dS);
+			for (x = 0; x < c; x++)
+				dS[x] = P[x] * (dS[x] - w->tl[t]);
+			isa->axpys(dS, kb, ks, keys, c, dp,
+				   w->tacc + (size_t)t * dp);
+		}
+	}
+	for (t = 0; t < R; t++) {
+		const float *acc = w->tacc + (size_t)t * dp;
+
+		for (e = 0; e < d; e++)
+			w->o[e] = acc[e] * job->scale;
+		fast_store_row(&p->dq, tv_off(&p->dq, b, h, rows[t], 0), d,
+			       w->o);
+	}
+}
+
+/* items (b, h, tile of job->rt rows): row-only dQ and D */
+static void bwd_dq_tiles(void *arg, int64_t begin, int64_t end, int worker)
+{
+	struct fast_job *job = arg;
+	const struct asam_problem *p = job->p;
+	int64_t nt = DIV_ROUND_UP(p->Nq, job->rt), it;
+	struct fast_ws *w = fast_ws_get(job, worker);
+
+	if (!w) {
+		atomic_store(&job->err, -ENOMEM);
+		return;
+	}
+	for (it = begin; it < end; it++) {
+		int64_t bh = it / nt, r0 = it % nt * job->rt;
+		int64_t r1 = r0 + job->rt < p->Nq ? r0 + job->rt : p->Nq;
+
+		bwd_dq_tile(job, w, bh / p->Hq, bh % p->Hq, r0, r1);
+	}
 }
 
 static double bwd_group(struct fast_job *job, struct fast_ws *w,
@@ -163,7 +275,7 @@ static double bwd_group(struct fast_job *job, struct fast_ws *w,
 
 	if (gr->R == 1 && job->fp.group_rows == 1 && gr->want_s &&
 	    !gr->want_d && !gr->s_is_d)
-		return bwd_row(job, w, gr, mode);
+		return bwd_row(job, w, gr, mode, 0, 0);
 	fast_build_keys(job, w, gr, &ks);
 	for (r = 0; r < R; r++) {
 		int64_t i = gr->rows[r];
@@ -291,6 +403,40 @@ static double bwd_group(struct fast_job *job, struct fast_ws *w,
 	return dg;
 }
 
+/*
+ * Row-only calls: dK, dV of keys [k0, k1) of (b, hk) in L2-sized chunks,
+ * every row of the group's heads taking its keys of one chunk before the
+ * next (fast-rows.c); fused, each row's dQ is summed over the chunks.
+ */
+static void bwd_keys_rows(struct fast_job *job, struct fast_ws *w, int b,
+			  int hk, int64_t k0, int64_t k1, enum bwd_mode mode)
+{
+	const struct asam_problem *p = job->p;
+	int64_t C = fast_rows_chunk(job, 4), lo, hi, i;
+	struct group gr;
+	int h, part;
+
+	if (k1 > p->Nk)
+		k1 = p->Nk;
+	for (lo = k0; lo < k1 || lo == k0; lo += C) {
+		hi = lo + C < k1 ? lo + C : k1;
+		/* 4: a chunk of the row's keys; 1: the first; 2: the last */
+		part = 4 | (lo == k0 ? 1 : 0) | (hi >= k1 ? 2 : 0);
+		for (h = hk * job->group; h < (hk + 1) * job->group; h++)
+			for (i = 0; i < p->Nq; i++) {
+				if (!fast_group_init(job, &gr, b, h, (int)i))
+					continue;
+				gr.k0 = lo;
+				gr.k1 = hi;
+				bwd_row(job, w, &gr, mode,
+					mode == BWD_FUSED ? part : 0,
+					(h - hk * job->group) * p->Nq + i);
+			}
+		if (hi >= k1)
+			break;
+	}
+}
+
 /* dK, dV of keys [k0, k1) of (b, hk) over every query head sharing them */
 static void bwd_keys(struct fast_job *job, struct fast_ws *w, int b, int hk,
 		     int64_t k0, int64_t k1, enum bwd_mode mode)
@@ -302,7 +448,10 @@ static void bwd_keys(struct fast_job *job, struct fast_ws *w, int b, int hk,
 
 	memset(w->dK + k0 * dp, 0, sizeof(float) * (k1 - k0) * dp);
 	memset(w->dV + k0 * dp, 0, sizeof(float) * (k1 - k0) * dp);
-	for (h = hk * job->group; h < (hk + 1) * job->group; h++) {
+	if (job->rows_only)
+		bwd_keys_rows(job, w, b, hk, k0, k1, mode);
+	for (h = hk * job->group;
+	     h < (hk + 1) * job->group && !job->rows_only; h++) {
 		double dg = 0;
 
 		for (g = 0; g < job->fp.maxgroups; g++) {
@@ -390,13 +539,21 @@ static void bwd_dkv(void *arg, int64_t begin, int64_t end, int worker)
 int fast_bwd_run(struct fast_job *job, struct asam_pool *pool)
 {
 	const struct asam_problem *p = job->p;
+	int64_t items = (int64_t)p->B * p->Hkv;
+	int64_t waves = DIV_ROUND_UP(items, job->nthreads);
 
 	/*
-	 * Enough (b, kv head) items for every worker: one fused pass.
-	 * Otherwise dQ over query groups, then dK/dV over key chunks, at
-	 * the price of computing the scores twice.
+	 * Enough (b, kv head) items to keep every worker busy (whole waves
+	 * at least 3/4 full): one fused pass.  Otherwise dQ over query
+	 * groups, then dK/dV over key chunks, at the price of computing
+	 * the scores twice: measured 10-35 % slower than fused for every
+	 * pattern at 2 heads on 2 workers (build host), so it is worth it
+	 * only when fused would leave workers idle.
 	 */
-	job->nchunks = DIV_ROUND_UP(2 * job->nthreads, p->B * p->Hkv);
+	if (items >= job->nthreads && 4 * items >= 3 * waves * job->nthreads)
+		job->nchunks = 1;
+	else
+		job->nchunks = DIV_ROUND_UP(2 * job->nthreads, items);
 	if (job->nchunks > job->nkb)
 		job->nchunks = job->nkb;
 	if (job->nchunks <= 1) {
@@ -411,8 +568,15 @@ int fast_bwd_run(struct fast_job *job, struct asam_pool *pool)
 			atomic_store(&job->err, -ENOMEM);
 			goto out;
 		}
-		asam_pool_for(pool, nbh * job->fp.maxgroups,
-			      job->fp.group_rows == 1 ? 16 : 1, bwd_dq, job);
+		if (job->rows_only) {
+			job->rt = fast_rows_tile(job);
+			asam_pool_for(pool, nbh * DIV_ROUND_UP(p->Nq, job->rt),
+				      1, bwd_dq_tiles, job);
+		} else {
+			asam_pool_for(pool, nbh * job->fp.maxgroups,
+				      job->fp.group_rows == 1 ? 16 : 1,
+				      bwd_dq, job);
+		}
 		if (atomic_load(&job->err))
 			goto out;
 		asam_pool_for(pool, (int64_t)p->B * p->Hkv * job->nchunks, 1,

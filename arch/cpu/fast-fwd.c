@@ -2,8 +2,8 @@
 /*
  * The forward: per group, Q.K^T over each key segment, the masked online
  * softmax of one or two branches sharing the scores, P.V, and the gated
- * output with the log-sum-exps.  One-row sparse groups take a direct path
- * with no gather.
+ * output with the log-sum-exps.  The per-row patterns walk row tiles
+ * (fwd_tile) with no gather.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -63,55 +63,6 @@ const float *fast_rows_of(const struct fast_job *job, bool v, int b,
 	       ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB * job->dp;
 }
 
-/*
- * A one-row group of the sparse branch alone (RANDOM_ROWS, soft
- * clusters): dot products straight from the key rows and one exact
- * softmax, with no fast_gather or transpose.
- */
-static void fwd_row(struct fast_job *job, struct fast_ws *w,
-		    const struct group *gr)
-{
-	const struct asam_problem *p = job->p;
-	const struct fast_isa *isa = job->isa;
-	int dp = job->dp, d = p->d, e;
-	int64_t n, i = gr->rows[0], ks, vs;
-	const float *kb = fast_rows_of(job, false, gr->b, gr->hk, &ks);
-	const float *vb = fast_rows_of(job, true, gr->b, gr->hk, &vs);
-	float m = -INFINITY, l = 0, *s = w->srow;
-	const int32_t *keys = w->rk;
-
-	fast_plan_for(job, w, gr->b, gr->h);
-	if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS) {
-		/* the cached sorted list itself, cut at the limit: no copy */
-		const int32_t *row = job->fp.rows +
-				     ((size_t)gr->h * p->Nq + i) * job->fp.rr;
-
-		n = fast_lower_bound(row, job->fp.rr, gr->lim[0]);
-		keys = row;
-	} else {
-		n = fast_plan_row(&job->fp, gr->b, gr->h, i, gr->lim[0], w->rk,
-				  w->plan, w->bytes);
-	}
-	fast_load_row(&p->q, tv_off(&p->q, gr->b, gr->h, i, 0), d, w->q);
-	for (e = 0; e < d; e++)
-		w->q[e] *= job->scale;
-	memset(w->accS, 0, sizeof(float) * dp);
-	if (n) {
-		isa->dots(w->q, dp, kb, ks, keys, (int)n, s);
-		m = isa->row_exp(s, (int)n, &l);
-		isa->axpys(s, vb, vs, keys, (int)n, dp, w->accS);
-	}
-	for (e = 0; e < d; e++)
-		w->o[e] = l > 0 ? gr->g * w->accS[e] / l : 0;
-	fast_store_row(&p->o, tv_off(&p->o, gr->b, gr->h, i, 0), d, w->o);
-	if (p->lse_s.data)
-		tv_set(&p->lse_s, tv_off(&p->lse_s, gr->b, gr->h, i, 0),
-		       l > 0 ? (double)m + log(l) : -INFINITY);
-	if (p->lse_d.data)
-		tv_set(&p->lse_d, tv_off(&p->lse_d, gr->b, gr->h, i, 0),
-		       -INFINITY);
-}
-
 static void fwd_group(struct fast_job *job, struct fast_ws *w,
 		      const struct group *gr)
 {
@@ -166,6 +117,131 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 	}
 }
 
+/*
+ * One row's keys of one chunk into its running softmax: the chunk's
+ * exact softmax numerators against the chunk's own max, merged into the
+ * row's state by rescaling whichever side has the smaller max.
+ */
+static void fwd_row_chunk(struct fast_job *job, struct fast_ws *w, int t,
+			  const int32_t *keys, int n, const float *kb,
+			  int64_t ks, const float *vb, int64_t vs)
+{
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, e;
+	float *acc = w->tacc + (size_t)t * dp, *s = w->srow, mc, sc, a;
+
+	isa->dots(w->tq + (size_t)t * dp, dp, kb, ks, keys, n, s);
+	mc = isa->row_exp(s, n, &sc);
+	if (mc > w->tm[t]) {
+		a = w->tm[t] == -INFINITY ? 0 : expf(w->tm[t] - mc);
+		for (e = 0; e < dp; e++)
+			acc[e] *= a;
+		w->tl[t] *= a;
+		w->tm[t] = mc;
+	} else if (mc < w->tm[t]) {
+		a = expf(mc - w->tm[t]);
+		for (e = 0; e < n; e++)
+			s[e] *= a;
+		sc *= a;
+	}
+	w->tl[t] += sc;
+	isa->axpys(s, vb, vs, keys, n, dp, acc);
+}
+
+/*
+ * Rows [r0, r1) of (b, h) of a per-row pattern as one tile over L2-sized
+ * key chunks (fast-rows.c); rows whose head also wants the dense branch
+ * (HARD routing) take the group path.
+ */
+static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
+		     int64_t r0, int64_t r1)
+{
+	const struct asam_problem *p = job->p;
+	int dp = job->dp, d = p->d, R = 0, t, e;
+	int64_t C = fast_rows_chunk(job, 2), off = 0, maxlim = 0, lo, i, n;
+	int64_t ks, vs;
+	const float *kb = fast_rows_of(job, false, b, h / job->group, &ks);
+	const float *vb = fast_rows_of(job, true, b, h / job->group, &vs);
+	int32_t rows[FAST_RT];
+	struct group gr;
+	float g = 1;
+
+	for (i = r0; i < r1; i++) {
+		if (!fast_group_init(job, &gr, b, h, (int)i))
+			continue;
+		if (!gr.want_s || gr.want_d || gr.s_is_d) {
+			fwd_group(job, w, &gr);
+			continue;
+		}
+		w->tkeys[R] = fast_rows_keys(job, w, &gr, C, w->rk + off, &n);
+		if (w->tkeys[R] == w->rk + off)
+			off += n;
+		w->tn[R] = (int32_t)n;
+		w->tcur[R] = 0;
+		w->tm[R] = -INFINITY;
+		w->tl[R] = 0;
+		fast_load_row(&p->q, tv_off(&p->q, b, h, i, 0), d,
+			      w->tq + (size_t)R * dp);
+		for (e = 0; e < d; e++)
+			w->tq[(size_t)R * dp + e] *= job->scale;
+		memset(w->tacc + (size_t)R * dp, 0, sizeof(float) * dp);
+		if (gr.lim[0] > maxlim)
+			maxlim = gr.lim[0];
+		g = gr.g;
+		rows[R++] = (int32_t)i;
+	}
+	for (lo = 0; lo < maxlim; lo += C) {
+		for (t = 0; t < R; t++) {
+			const int32_t *keys = w->tkeys[t] + w->tcur[t];
+			int rem = w->tn[t] - w->tcur[t], c = 0;
+
+			if (lo + C >= maxlim)
+				c = rem;	/* the last chunk: the rest */
+			while (c < rem && keys[c] < lo + C)
+				c++;
+			if (!c)
+				continue;
+			w->tcur[t] += c;
+			fwd_row_chunk(job, w, t, keys, c, kb, ks, vb, vs);
+		}
+	}
+	for (t = 0; t < R; t++) {
+		const float *acc = w->tacc + (size_t)t * dp;
+		float l = w->tl[t];
+
+		for (e = 0; e < d; e++)
+			w->o[e] = l > 0 ? g * acc[e] / l : 0;
+		i = rows[t];
+		fast_store_row(&p->o, tv_off(&p->o, b, h, i, 0), d, w->o);
+		if (p->lse_s.data)
+			tv_set(&p->lse_s, tv_off(&p->lse_s, b, h, i, 0),
+			       l > 0 ? (double)w->tm[t] + log(l) : -INFINITY);
+		if (p->lse_d.data)
+			tv_set(&p->lse_d, tv_off(&p->lse_d, b, h, i, 0),
+			       -INFINITY);
+	}
+}
+
+/* items (b, h, tile of job->rt rows) of a per-row pattern */
+void fast_fwd_tiles(void *arg, int64_t begin, int64_t end, int worker)
+{
+	struct fast_job *job = arg;
+	const struct asam_problem *p = job->p;
+	int64_t nt = DIV_ROUND_UP(p->Nq, job->rt), it;
+	struct fast_ws *w = fast_ws_get(job, worker);
+
+	if (!w) {
+		atomic_store(&job->err, -ENOMEM);
+		return;
+	}
+	for (it = begin; it < end; it++) {
+		int64_t bh = it / nt, r0 = it % nt * job->rt;
+		int64_t r1 = r0 + job->rt < p->Nq ? r0 + job->rt : p->Nq;
+
+		fwd_tile(job, w, bh / p->Hq, bh % p->Hq, r0, r1);
+	}
+}
+
 void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker)
 {
 	struct fast_job *job = arg;
@@ -183,11 +259,7 @@ void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker)
 
 		if (!fast_group_init(job, &gr, bh / p->Hq, bh % p->Hq, it % per))
 			continue;
-		if (gr.R == 1 && job->fp.group_rows == 1 && gr.want_s &&
-		    !gr.want_d && !gr.s_is_d)
-			fwd_row(job, w, &gr);
-		else
-			fwd_group(job, w, &gr);
+		fwd_group(job, w, &gr);
 	}
 }
 

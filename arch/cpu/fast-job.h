@@ -47,6 +47,17 @@ struct fast_ws {
 	const int32_t *bu;
 	int64_t bn;
 	int bvalid, bb, bhk;
+	/*
+	 * Row tiles of the per-row patterns (fast-rows.c): each row's
+	 * scaled query (or dO), accumulator, running max and sum, key
+	 * list and cursor into it, for FAST_RT rows at most.
+	 */
+	float *tq, *tacc, *tm, *tl;		/* [RT][dp], [RT] */
+	const int32_t **tkeys;			/* [RT] */
+	int32_t *tn, *tcur;			/* [RT] */
+	float *tdo;				/* [RT][dp] (backward) */
+	float *dqa, *dD;		/* [group Nq][dp], [group Nq] (bwd) */
+	uint32_t *stamp, gen;		/* [Nk + 1] USER_INDEX repeats */
 	struct asam_pat_plan *plan;
 	int plan_b, plan_h;
 	bool failed;
@@ -72,6 +83,10 @@ struct fast_job {
 	struct fast_plan fp;
 	struct fast_ws **ws;			/* [nthreads] */
 	int nthreads, dp, nw, group;
+	int rt;					/* rows per tile (fast-rows.c) */
+	int64_t rows_l2;			/* L2 bytes a key chunk may take */
+	bool rows_only;				/* per-row patterns, sparse only */
+	bool no_blocks;				/* no transposed K/V blocks */
 	int64_t nkb;				/* key blocks per (b, kv head) */
 	float *KT, *VT;				/* [B][Hkv][nkb][dp][KB] */
 	float *K32, *V32;			/* [B][Hkv][nkb * KB][dp] */
@@ -178,8 +193,26 @@ bool fast_group_init(struct fast_job *job, struct group *gr, int b, int h,
 void fast_build_keys(struct fast_job *job, struct fast_ws *w,
 		     const struct group *gr, struct keyset *ks);
 
+/*
+ * The per-row patterns (group_rows == 1: RANDOM_ROWS, USER_INDEX, soft
+ * clusters) walk row tiles over key chunks sized for the L2 cache: a
+ * tile's rows take their keys of one chunk before any row moves to the
+ * next, so that the chunk's K and V rows are read from memory once a
+ * tile rather than once a row (fast-rows.c).
+ */
+#define FAST_RT 256		/* rows per tile at most */
+
+int fast_rows_tile(const struct fast_job *job);
+int64_t fast_rows_chunk(const struct fast_job *job, int arrays);
+const int32_t *fast_rows_keys(struct fast_job *job, struct fast_ws *w,
+			      const struct group *gr, int64_t chunk,
+			      int32_t *out, int64_t *n);
+bool fast_rows_tiled(const struct fast_job *job);
+void fast_rows_setup(struct fast_job *job);
+
 /* pool callbacks and schedules */
 void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker);
+void fast_fwd_tiles(void *arg, int64_t begin, int64_t end, int worker);
 int fast_bwd_run(struct fast_job *job, struct asam_pool *pool);
 
 #endif

@@ -106,8 +106,8 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 		 * prefix below its limit, less the columns inside its own
 		 * band, which the band's mask already counts.
 		 */
-		int64_t blo, bhi, j, end = gr->maxlim < gr->k1 ? gr->maxlim
-							       : gr->k1;
+		int64_t blo, bhi, end = gr->maxlim < gr->k1 ? gr->maxlim
+							    : gr->k1;
 		bool hr = pat->kind == ASAM_PATTERN_HIERARCHICAL;
 		int64_t ng, rad = pat->radius, nc, q0;
 		const int32_t *cols;
@@ -130,16 +130,11 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 		}
 		if (hr) {
 			memset(w->bits, 0, sizeof(uint64_t) * FAST_TQ * ns);
-			for (r = 0; r < gr->R; r++) {
-				int64_t pos = gr->rows[r] + job->fp.qoff;
-
-				for (j = w->slo[r]; j < w->shi[r]; j++)
-					if (fast_hier_near(&job->fp, gr->h, pos,
-							   j))
-						w->bits[((j >> 6) - blo) *
-							FAST_TQ + r] |=
-							1ull << (j & 63);
-			}
+			for (r = 0; r < gr->R; r++)
+				fast_hier_band(&job->fp, gr->h,
+					       gr->rows[r] + job->fp.qoff,
+					       w->slo[r], w->shi[r],
+					       w->bits + r, blo);
 		}
 		q0 = fast_lower_bound(cols, nc, gr->k0);
 		ks->u = cols + q0;

@@ -78,6 +78,17 @@ static void ws_free(struct fast_ws *w)
 	free(w->segn);
 	free(w->bkT);
 	free(w->bvb);
+	free(w->tq);
+	free(w->tacc);
+	free(w->tm);
+	free(w->tl);
+	free(w->tkeys);
+	free(w->tn);
+	free(w->tcur);
+	free(w->tdo);
+	free(w->dqa);
+	free(w->dD);
+	free(w->stamp);
 	asam_pat_plan_destroy(w->plan);
 	free(w);
 }
@@ -143,6 +154,32 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	}
 	if (job->fp.per_row_plan || p->pat.kind == ASAM_PATTERN_USER_INDEX)
 		w->bytes = walloc(p->Nk);	/* row flags, kept zero */
+	if (p->pat.kind == ASAM_PATTERN_USER_INDEX) {
+		w->stamp = walloc(sizeof(uint32_t) * ((size_t)p->Nk + 1));
+		if (!w->stamp)
+			w->failed = true;
+	}
+	if (fast_rows_tiled(job)) {
+		w->tq = walloc(sizeof(float) * FAST_RT * job->dp);
+		w->tacc = walloc(sizeof(float) * FAST_RT * job->dp);
+		w->tm = walloc(sizeof(float) * FAST_RT);
+		w->tl = walloc(sizeof(float) * FAST_RT);
+		w->tkeys = walloc(sizeof(*w->tkeys) * FAST_RT);
+		w->tn = walloc(sizeof(int32_t) * FAST_RT);
+		w->tcur = walloc(sizeof(int32_t) * FAST_RT);
+		if (!w->tq || !w->tacc || !w->tm || !w->tl || !w->tkeys ||
+		    !w->tn || !w->tcur)
+			w->failed = true;
+	}
+	if (job->rows_only && p->bwd) {
+		size_t rows = (size_t)job->group * p->Nq;
+
+		w->tdo = walloc(sizeof(float) * FAST_RT * job->dp);
+		w->dqa = walloc(sizeof(float) * rows * job->dp);
+		w->dD = walloc(sizeof(float) * rows);
+		if (!w->tdo || !w->dqa || !w->dD)
+			w->failed = true;
+	}
 	if (job->fp.per_row_plan) {
 		w->plan = asam_pat_plan_create(p);
 		if (IS_ERR(w->plan)) {
@@ -228,8 +265,16 @@ void fast_store_row(const struct asam_tv *t, int64_t off, int d,
  */
 static bool tv_direct(const struct asam_tv *t, int d, int dp)
 {
+	/*
+	 * ... and start on a cache line: a 64-byte load from a row that
+	 * does not crosses two lines, which costs the gathered-row kernels
+	 * (RANDOM_ROWS, USER_INDEX) about half their speed.  A large
+	 * malloc()ed buffer starts 16 bytes into a page: such a tensor is
+	 * converted into the aligned arena like any other.
+	 */
 	return t->dt == ASAM_DT_F32 && d == dp && t->stride[3] == 1 &&
-	       t->stride[2] == d;
+	       t->stride[2] == d && !((uintptr_t)t->data % 64) &&
+	       !(t->stride[1] % 16) && !(t->stride[0] % 16);
 }
 
 /* Rows of block @blk of (b, hk) in @t: in place, or NULL to copy. */
@@ -288,6 +333,8 @@ static void convert_blocks(void *arg, int64_t begin, int64_t end, int worker)
 				}
 			}
 		}
+		if (job->no_blocks)
+			continue;	/* rows only, no transposed blocks */
 		if (!kr)
 			kr = kc;
 		if (!vr)
@@ -479,8 +526,16 @@ static int job_init(struct fast_job *job, struct asam_backend *be,
 			     job->priv ? &job->priv->rows : NULL);
 	if (ret)
 		goto err;
-	asam_pool_for(*pool, (int64_t)p->B * p->Hkv * job->nkb, 4,
-		      convert_blocks, job);
+	/*
+	 * The per-row patterns and cluster buckets with the sparse branch
+	 * alone read or gather K and V rows (fast-rows.c, fast_gather): no
+	 * transposed blocks to make, no copies when the rows are usable
+	 * in place.
+	 */
+	fast_rows_setup(job);
+	if (!(job->no_blocks && job->kdirect && job->vdirect))
+		asam_pool_for(*pool, (int64_t)p->B * p->Hkv * job->nkb, 4,
+			      convert_blocks, job);
 	return 0;
 err:
 	job_arena_put(job);
@@ -526,8 +581,15 @@ static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
 
 	if (ret)
 		return ret;
-	asam_pool_for(pool, (int64_t)p->B * p->Hq * job.fp.maxgroups,
-		      fwd_chunk(&job), fast_fwd_items, &job);
+	if (fast_rows_tiled(&job)) {
+		job.rt = fast_rows_tile(&job);
+		asam_pool_for(pool, (int64_t)p->B * p->Hq *
+			      DIV_ROUND_UP(p->Nq, job.rt), 1, fast_fwd_tiles,
+			      &job);
+	} else {
+		asam_pool_for(pool, (int64_t)p->B * p->Hq * job.fp.maxgroups,
+			      fwd_chunk(&job), fast_fwd_items, &job);
+	}
 	ret = atomic_load(&job.err);
 	job_fini(&job);
 	return ret ? asam_err(ret, "cpu: forward out of memory") : 0;

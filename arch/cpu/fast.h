@@ -128,9 +128,10 @@ int fast_plan_group(const struct fast_plan *fp, int b, int h, int g,
  * branch; @tmp is an asam_pat_plan prepared for (b, h) when
  * per_row_plan is set, with @bytes an Nk scratch row.  Returns the count.
  */
-/* HIERARCHICAL: is key j allowed for a query at position pos (any delta)? */
-bool fast_hier_near(const struct fast_plan *fp, int h, int64_t pos,
-		    int64_t j);
+
+/* HIERARCHICAL: the allowed keys of [lo, hi) at @pos as a row's bits */
+void fast_hier_band(const struct fast_plan *fp, int h, int64_t pos,
+		    int64_t lo, int64_t hi, uint64_t *bits, int64_t blo);
 
 /* first index in sorted a[0..n) with a[t] >= x (gathered column lists) */
 int64_t fast_lower_bound(const int32_t *a, int64_t n, int64_t x);

@@ -7,7 +7,8 @@
  * fresh random draws each run.  The backward of both backends starts from
  * the reference's forward outputs, so each gradient is judged on its own.
  * Cases alternate between a 2- and a 16-worker context, which take
- * different backward paths.  The best ISA runs the whole grid; every
+ * different backward paths, and every other pair has K and V on cache
+ * lines (read in place) rather than calloc()'s alignment (converted).  The best ISA runs the whole grid; every
  * other usable ISA runs a slice of it.
  */
 #include <math.h>
@@ -28,6 +29,8 @@ static const struct shape shapes[] = {
 	{ 2, 4, 150, 150, 32, false },
 	{ 2, 4, 90, 200, 40, true },	/* d padded, Nq != Nk, lengths */
 	{ 1, 4, 100, 60, 64, false },	/* causal: the first rows are empty */
+	/* USER_INDEX with more entries a row (20) than keys: every key */
+	{ 1, 4, 40, 12, 64, false },
 };
 
 struct kind {
@@ -91,6 +94,24 @@ struct bufs {
 
 static int failures;
 
+/*
+ * Move @t's data to a 64-byte aligned copy: the backend reads fp32 K
+ * and V in place only when their rows start on a cache line (else it
+ * converts them), and calloc()'s 16-byte alignment would leave that
+ * path to chance.
+ */
+static void align64(struct tt *t)
+{
+	void *a = aligned_alloc(64, (t->bytes + 63) & ~(size_t)63);
+
+	if (!a)
+		return;
+	memcpy(a, t->buf, t->bytes);
+	free(t->buf);
+	t->buf = a;
+	t->dl.data = a;
+}
+
 static void check(bool ok, const char *what, const char *tag, double err)
 {
 	ksft_test_result(ok, "%s %s err %.3g\n", tag, what, err);
@@ -109,6 +130,7 @@ static void run_case(struct asam_ctx *ctx, const struct kind *kd,
 	struct asam_attn_params prm = { .sz = sizeof(prm) };
 	struct asam_fwd_args fa = { .sz = sizeof(fa) };
 	struct asam_bwd_args ba = { .sz = sizeof(ba) };
+	static int calls;
 	struct bufs x;
 	float wts[16];
 	char tag[160];
@@ -156,6 +178,10 @@ static void run_case(struct asam_ctx *ctx, const struct kind *kd,
 	tt_fill_randn(x.v, 1.0);
 	tt_fill_randn(x.mu, 1.0);
 	tt_fill_uniform(x.g, 0.05, 0.95);
+	if (calls++ / 2 % 2) {	/* both worker counts, in place and not */
+		align64(x.k);
+		align64(x.v);
+	}
 	pat.centroids = &x.mu->dl;
 	if (kd->k == ASAM_PATTERN_USER_INDEX) {
 		/*
@@ -316,6 +342,36 @@ int main(void)
 		first = false;
 	}
 	fast_isa_force(NULL);
+	/*
+	 * The per-row patterns again with their keys cut into chunks of 64
+	 * (arch/cpu/fast-rows.c), so that the small shapes cross several
+	 * chunks: the softmax merged across chunks, USER_INDEX lists
+	 * bucketed, dQ summed over chunks, dK/dV per chunk.
+	 */
+	setenv("ASAM_CPU_ROWS_L2", "1", 1);
+	for (kk = 0; kk < nk; kk++) {
+		if (kinds[kk].k != ASAM_PATTERN_RANDOM_ROWS &&
+		    kinds[kk].k != ASAM_PATTERN_USER_INDEX &&
+		    kinds[kk].cm != ASAM_CLUSTER_SOFT)
+			continue;
+		for (gm = 0; gm < 4; gm++)
+			for (c = 0; c < 2; c++)
+				for (q = 0; q < 2; q++, n++)
+					run_case(n % 2 ? ctx16 : ctx, &kinds[kk],
+						 gm, c, q, dts[n % 3 ? 0 : n % 2 + 1],
+						 &shapes[n % 3], "chunked");
+	}
+	unsetenv("ASAM_CPU_ROWS_L2");
+	for (kk = 0; kk < nk; kk++) {
+		if (kinds[kk].k != ASAM_PATTERN_USER_INDEX)
+			continue;
+		for (gm = 0; gm < 4; gm++)
+			for (c = 0; c < 2; c++)
+				for (q = 0; q < 2; q++, n++)
+					run_case(n % 2 ? ctx16 : ctx, &kinds[kk],
+						 gm, c, q, dts[0], &shapes[3],
+						 "r>Nk");
+	}
 	asam_ctx_destroy(ctx);
 	asam_ctx_destroy(ctx16);
 	if (failures)

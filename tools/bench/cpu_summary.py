@@ -91,3 +91,18 @@ for fname, kind in (("sparse.json", "fwd"), ("bwd.json", "bwd")):
             continue
         print("  %-13s %8.2f ms  density %.4f  ratio %.2f"
               % (pat, ms, b["density"], ms / (base[0] * b["density"])))
+
+# rows_l2.json: the per-row patterns again with ASAM_CPU_ROWS_L2 set
+# (key chunks sized for the L2, arch/cpu/fast-rows.c), against the
+# default (one chunk) in sparse.json / bwd.json of the same run
+l2 = runs("rows_l2.json")
+if l2:
+    print("per-row patterns, ASAM_CPU_ROWS_L2 chunks / default "
+          "(< 1: chunking pays on this host):")
+    for k, (ms, b) in sorted(l2.items()):
+        kind, pat = k.split("/")[0], k.split("/")[1]
+        ref = find(runs("sparse.json" if kind == "fwd" else "bwd.json"),
+                   k.split("/real_time")[0])
+        if ref:
+            print("  %s %-12s %8.2f ms vs %8.2f ms  %.2f"
+                  % (kind, pat, ms, ref[0], ms / ref[0]))

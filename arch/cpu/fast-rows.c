@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Row tiles for the per-row patterns (RANDOM_ROWS, USER_INDEX, soft
+ * clusters): one query row a group, each with its own scattered keys.
+ *
+ * Row by row, every key row a query reads comes from wherever the head's
+ * K and V are: one head at d = 64 is 2 MB of fp32 K and V, past a core's
+ * L2 on most hosts.  A tile of rows can instead walk the keys in chunks
+ * sized for the L2 (fast_rows_chunk): every row of the tile takes its
+ * keys of chunk c, then every row its keys of chunk c + 1, with the
+ * online softmax (or the dQ sums) carried across chunks in the tile's
+ * per-row state, so that a chunk's rows are fetched once a tile and
+ * read many times from L2.  Whether that pays depends on the host (see
+ * ROWS_L2_BYTES); with one chunk a tile is the rows in order.  Each row's list must be ordered by chunk: the
+ * RANDOM_ROWS and cluster lists are sorted, USER_INDEX lists (caller's
+ * order) are bucketed by chunk here, stable and O(r).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <internal/compiler.h>
+
+#include "fast-job.h"
+
+/*
+ * The L2 bytes one chunk's rows may take, all arrays together; 0: no
+ * chunking (the whole key range is one chunk, rows in order).  Off by
+ * default: on the AMD EPYC build host (1 MB L2, 32 MB L3) 512 KB chunks
+ * gained nothing on RANDOM_ROWS and cost USER_INDEX its bucketing and
+ * the backward a pass per chunk over every row (2x slower at N 4096).
+ * Whether a 2 MB-L2 Xeon with 16 busy cores (L3 bandwidth shared) gains
+ * is for ASAM_CPU_ROWS_L2=524288 to show there (bytes; 0 = no chunks);
+ * the tests force 64-key chunks with ASAM_CPU_ROWS_L2=1.
+ */
+#define ROWS_L2_BYTES	0
+
+void fast_rows_setup(struct fast_job *job)
+{
+	const char *env = getenv("ASAM_CPU_ROWS_L2");
+	char *end;
+	long long x;
+
+	job->rows_l2 = ROWS_L2_BYTES ? ROWS_L2_BYTES : INT64_MAX / 2;
+	if (env && *env) {
+		x = strtoll(env, &end, 0);
+		if (!*end && x >= 0)
+			job->rows_l2 = x ? x : INT64_MAX / 2;
+	}
+	job->rows_only = fast_rows_tiled(job) &&
+			 job->p->gate_mode == ASAM_GATE_SPARSE;
+	/*
+	 * ... and, like them, CLUSTERED ARGMAX with the sparse branch alone
+	 * gathers every key of its buckets (fast_build_keys): neither reads
+	 * a transposed block.
+	 */
+	job->no_blocks = job->rows_only ||
+			 (job->fp.sorted_groups &&
+			  job->p->gate_mode == ASAM_GATE_SPARSE);
+}
+
+bool fast_rows_tiled(const struct fast_job *job)
+{
+	return job->fp.group_rows == 1;
+}
+
+/* keys per chunk (a power of two) when @arrays rows of dp floats are
+ * live per key */
+int64_t fast_rows_chunk(const struct fast_job *job, int arrays)
+{
+	int64_t c = job->rows_l2 / ((int64_t)arrays * job->dp * 4), x;
+
+	/* a power of two: the bucket of key j is a shift */
+	for (x = FAST_KB; 2 * x <= c && x < ((int64_t)1 << 40); x *= 2)
+		;
+	return x;
+}
+
+/*
+ * Rows per tile: as many as the worker's key buffer (FAST_TQ x Nk ids)
+ * holds at the longest list a row can have, at most FAST_RT, and few
+ * enough that every worker gets about four tiles.
+ */
+int fast_rows_tile(const struct fast_job *job)
+{
+	const struct asam_problem *p = job->p;
+	int64_t most = p->Nk, t, spread;
+
+	if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS)
+		most = 0;			/* read from the cache */
+	else if (p->pat.kind == ASAM_PATTERN_USER_INDEX)
+		/* uindex_row writes one past its count */
+		most = (p->pat.r < p->Nk ? p->pat.r : p->Nk) + 1;
+	t = most ? (int64_t)FAST_TQ * p->Nk / most : FAST_RT;
+	spread = DIV_ROUND_UP((int64_t)p->B * p->Hq * p->Nq,
+			      4 * (int64_t)job->nthreads);
+	if (t > spread)
+		t = spread;
+	if (t > FAST_RT)
+		t = FAST_RT;
+	return t < 1 ? 1 : (int)t;
+}
+
+/*
+ * USER_INDEX: the caller's list of the row's KV head with -1, keys at or
+ * past the limit and repeats dropped, in the caller's order.  Branch-free
+ * (the entries are random, so every test would mispredict half the
+ * time), and repeats found by a per-worker stamp array: a key is new if
+ * its stamp is not this row's, so nothing is cleared between rows.
+ * Entries dropped still write out[n] (then overwritten): @out must hold
+ * min(r, Nk) + 1 ids.
+ */
+static int64_t uindex_row(struct fast_job *job, struct fast_ws *w,
+			  const struct group *gr, int32_t *out)
+{
+	const struct asam_problem *p = job->p;
+	const struct asam_tv *ix = &p->pat.index;
+	const int32_t *lst = (const int32_t *)ix->data +
+			     tv_off(ix, gr->b, gr->hk, gr->rows[0], 0);
+	int64_t st = ix->stride[3], t, n = 0;
+	uint32_t lim = (uint32_t)gr->lim[0], *mark = w->stamp, g;
+
+	if (++w->gen == 0) {
+		memset(mark, 0, sizeof(uint32_t) * ((size_t)p->Nk + 1));
+		w->gen = 1;
+	}
+	g = w->gen;
+	for (t = 0; t < p->pat.r; t++) {
+		int32_t j = lst[t * st];
+		uint32_t ok = (uint32_t)j < lim;	/* -1: no */
+		uint32_t slot = ok ? (uint32_t)j : (uint32_t)p->Nk;
+		uint32_t fresh = mark[slot] != g;
+
+		mark[slot] = g;
+		out[n] = j;
+		n += ok & fresh;
+	}
+	return n;
+}
+
+/*
+ * Row gr->rows[0]'s allowed keys below its limit, in ascending chunks of
+ * @chunk keys: the RANDOM_ROWS cache itself, else written to @out.
+ */
+const int32_t *fast_rows_keys(struct fast_job *job, struct fast_ws *w,
+			      const struct group *gr, int64_t chunk,
+			      int32_t *out, int64_t *n)
+{
+	const struct asam_problem *p = job->p;
+	int64_t i = gr->rows[0], nc, t, c, s;
+	int32_t *cnt = w->posn, *tmp = w->u;
+	int sh = __builtin_ctzll((uint64_t)chunk);
+
+	if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS) {
+		const int32_t *row = job->fp.rows +
+				     ((size_t)gr->h * p->Nq + i) * job->fp.rr;
+
+		/* sorted: a row below its limit (no causal cut) is whole */
+		*n = job->fp.rr && row[job->fp.rr - 1] < gr->lim[0] ?
+		     job->fp.rr :
+		     fast_lower_bound(row, job->fp.rr, gr->lim[0]);
+		return row;
+	}
+	if (p->pat.kind == ASAM_PATTERN_USER_INDEX) {
+		*n = uindex_row(job, w, gr, out);
+	} else {
+		fast_plan_for(job, w, gr->b, gr->h);
+		*n = fast_plan_row(&job->fp, gr->b, gr->h, i, gr->lim[0], out,
+				   w->plan, w->bytes);
+	}
+	nc = DIV_ROUND_UP(gr->lim[0], chunk);
+	if (p->pat.kind != ASAM_PATTERN_USER_INDEX || nc <= 1 || *n <= 1)
+		return out;
+	/* a stable counting sort by chunk: nc <= Nk / 64 + 1 counters */
+	memset(cnt, 0, sizeof(int32_t) * (nc + 1));
+	for (t = 0; t < *n; t++)
+		cnt[(out[t] >> sh) + 1]++;
+	for (c = 0, s = 0; c <= nc; c++) {
+		s += cnt[c];
+		cnt[c] = (int32_t)s;
+	}
+	for (t = 0; t < *n; t++)
+		tmp[cnt[out[t] >> sh]++] = out[t];
+	memcpy(out, tmp, sizeof(int32_t) * *n);
+	return out;
+}

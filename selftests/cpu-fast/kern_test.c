@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The gathered-row kernels of every usable ISA against plain loops in
+ * double: dots (one row against scattered key rows), axpys (scattered
+ * value rows summed into one), over head dims 16..160 (the AVX-512
+ * kernels have register paths for 32, 64 and 128 and a loop for the
+ * rest), 0..70 keys (partial 16-key passes), and a row stride wider
+ * than the row (keys read in place from a larger tensor); ger2s (two
+ * rank-one updates of scattered dK, dV rows) over the same head dims.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/kselftest.h"
+#include "../../arch/cpu/fast.h"
+
+#define STRIDE	176
+#define NROWS	300
+
+static float K[NROWS * STRIDE] __attribute__((aligned(64)));
+static float q[STRIDE] __attribute__((aligned(64)));
+static float s[96] __attribute__((aligned(64)));
+static float acc[STRIDE] __attribute__((aligned(64)));
+static int32_t keys[80], ukeys[80];	/* ukeys: distinct (ger2s) */
+static float G[NROWS * STRIDE], H[NROWS * STRIDE];
+static float s_a[80], s_b[80];
+
+static double rel(double x, double y)
+{
+	return fabs(x - y) / (1 + fabs(y));
+}
+
+static bool check_isa(const struct fast_isa *isa)
+{
+	double worst_d = 0, worst_a = 0, worst_g = 0, want;
+	int dp, n, t, e, i;
+
+	for (dp = 16; dp <= 160; dp += 16)
+		for (n = 0; n <= 70; n++) {
+			memset(s, 0, sizeof(s));
+			isa->dots(q, dp, K, STRIDE, keys, n, s);
+			for (t = 0; t < n; t++) {
+				want = 0;
+				for (e = 0; e < dp; e++)
+					want += (double)q[e] *
+						K[keys[t] * STRIDE + e];
+				if (rel(s[t], want) > worst_d)
+					worst_d = rel(s[t], want);
+			}
+			for (e = 0; e < dp; e++)
+				acc[e] = 0.01f * e;
+			isa->axpys(q, K, STRIDE, keys, n, dp, acc);
+			for (e = 0; e < dp; e++) {
+				want = 0.01f * e;
+				for (t = 0; t < n; t++)
+					want += (double)q[t] *
+						K[keys[t] * STRIDE + e];
+				if (rel(acc[e], want) > worst_a)
+					worst_a = rel(acc[e], want);
+			}
+		}
+	/* ger2s: rows of X (dp wide) += a[t] x and of Y += b[t] y */
+	for (dp = 16; dp <= 160; dp += 16)
+		for (n = 0; n <= 70; n += 7) {
+			int u, j;
+
+			for (i = 0; i < NROWS * dp; i++)
+				G[i] = H[i] = 0.001f * (i % 97);
+			isa->ger2s(s_a, q, s_b, K, G, H, ukeys, n, dp);
+			for (u = 0; u < n; u++)
+				for (e = 0; e < dp; e++) {
+					j = ukeys[u] * dp + e;
+					want = 0.001f * (j % 97) +
+					       (double)s_a[u] * q[e];
+					if (rel(G[j], want) > worst_g)
+						worst_g = rel(G[j], want);
+					want = 0.001f * (j % 97) +
+					       (double)s_b[u] * K[e];
+					if (rel(H[j], want) > worst_g)
+						worst_g = rel(H[j], want);
+				}
+		}
+	ksft_test_result(worst_g < 1e-5, "%s ger2s worst %.3g\n", isa->name,
+			 worst_g);
+	ksft_test_result(worst_d < 1e-5, "%s dots worst %.3g\n", isa->name,
+			 worst_d);
+	ksft_test_result(worst_a < 1e-5, "%s axpys worst %.3g\n", isa->name,
+			 worst_a);
+	return worst_d < 1e-5 && worst_a < 1e-5 && worst_g < 1e-5;
+}
+
+int main(void)
+{
+	static const char *isas[] = { "avx512", "avx2", "generic" };
+	int i;
+
+	ksft_print_header();
+	srand(7);
+	for (i = 0; i < NROWS * STRIDE; i++)
+		K[i] = (float)rand() / RAND_MAX - 0.5f;
+	for (i = 0; i < STRIDE; i++)
+		q[i] = (float)rand() / RAND_MAX;
+	for (i = 0; i < 80; i++) {
+		keys[i] = rand() % NROWS;
+		ukeys[i] = (i * 37 + 11) % NROWS;	/* distinct */
+		s_a[i] = (float)rand() / RAND_MAX - 0.5f;
+		s_b[i] = (float)rand() / RAND_MAX - 0.5f;
+	}
+	for (i = 0; i < 3; i++) {
+		if (fast_isa_force(isas[i])) {
+			ksft_test_result_skip("%s: not usable here\n", isas[i]);
+			continue;
+		}
+		check_isa(fast_isa_select());
+	}
+	fast_isa_force(NULL);
+	ksft_finished();
+}
