@@ -245,21 +245,7 @@ static void bwd_dq_tile(struct fast_job *job, struct fast_ws *w, int b,
 /* items (b, h, tile of job->rt rows): row-only dQ and D */
 static void bwd_dq_tiles(void *arg, int64_t begin, int64_t end, int worker)
 {
-	struct fast_job *job = arg;
-	const struct asam_problem *p = job->p;
-	int64_t nt = DIV_ROUND_UP(p->Nq, job->rt), it;
-	struct fast_ws *w = fast_ws_get(job, worker);
-
-	if (!w) {
-		atomic_store(&job->err, -ENOMEM);
-		return;
-	}
-	for (it = begin; it < end; it++) {
-		int64_t bh = it / nt, r0 = it % nt * job->rt;
-		int64_t r1 = r0 + job->rt < p->Nq ? r0 + job->rt : p->Nq;
-
-		bwd_dq_tile(job, w, bh / p->Hq, bh % p->Hq, r0, r1);
-	}
+	fast_rows_items(arg, begin, end, worker, bwd_dq_tile);
 }
 
 static double bwd_group(struct fast_job *job, struct fast_ws *w,

@@ -225,21 +225,7 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 /* items (b, h, tile of job->rt rows) of a per-row pattern */
 void fast_fwd_tiles(void *arg, int64_t begin, int64_t end, int worker)
 {
-	struct fast_job *job = arg;
-	const struct asam_problem *p = job->p;
-	int64_t nt = DIV_ROUND_UP(p->Nq, job->rt), it;
-	struct fast_ws *w = fast_ws_get(job, worker);
-
-	if (!w) {
-		atomic_store(&job->err, -ENOMEM);
-		return;
-	}
-	for (it = begin; it < end; it++) {
-		int64_t bh = it / nt, r0 = it % nt * job->rt;
-		int64_t r1 = r0 + job->rt < p->Nq ? r0 + job->rt : p->Nq;
-
-		fwd_tile(job, w, bh / p->Hq, bh % p->Hq, r0, r1);
-	}
+	fast_rows_items(arg, begin, end, worker, fwd_tile);
 }
 
 void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker)

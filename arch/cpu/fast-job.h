@@ -213,6 +213,10 @@ void fast_rows_setup(struct fast_job *job);
 /* pool callbacks and schedules */
 void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker);
 void fast_fwd_tiles(void *arg, int64_t begin, int64_t end, int worker);
+typedef void (*fast_tile_fn)(struct fast_job *job, struct fast_ws *w, int b,
+			     int h, int64_t r0, int64_t r1);
+void fast_rows_items(struct fast_job *job, int64_t begin, int64_t end,
+		     int worker, fast_tile_fn tile);
 int fast_bwd_run(struct fast_job *job, struct asam_pool *pool);
 
 #endif

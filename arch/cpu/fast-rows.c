@@ -15,6 +15,7 @@
  * RANDOM_ROWS and cluster lists are sorted, USER_INDEX lists (caller's
  * order) are bucketed by chunk here, stable and O(r).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -182,4 +183,27 @@ const int32_t *fast_rows_keys(struct fast_job *job, struct fast_ws *w,
 		tmp[cnt[out[t] >> sh]++] = out[t];
 	memcpy(out, tmp, sizeof(int32_t) * *n);
 	return out;
+}
+
+/*
+ * Items [begin, end) of a per-row pattern's pass, each a (b, h, tile of
+ * job->rt rows), through @tile on this worker's workspace
+ */
+void fast_rows_items(struct fast_job *job, int64_t begin, int64_t end,
+		     int worker, fast_tile_fn tile)
+{
+	const struct asam_problem *p = job->p;
+	int64_t nt = DIV_ROUND_UP(p->Nq, job->rt), it;
+	struct fast_ws *w = fast_ws_get(job, worker);
+
+	if (!w) {
+		atomic_store(&job->err, -ENOMEM);
+		return;
+	}
+	for (it = begin; it < end; it++) {
+		int64_t bh = it / nt, r0 = it % nt * job->rt;
+		int64_t r1 = r0 + job->rt < p->Nq ? r0 + job->rt : p->Nq;
+
+		tile(job, w, bh / p->Hq, bh % p->Hq, r0, r1);
+	}
 }
