@@ -209,16 +209,12 @@ static void bwd_dq_tile(struct fast_job *job, struct fast_ws *w, int b,
 	}
 	for (lo = 0; lo < maxlim; lo += C) {
 		for (t = 0; t < R; t++) {
-			const int32_t *keys = w->tkeys[t] + w->tcur[t];
-			int rem = w->tn[t] - w->tcur[t], c = 0, x;
+			int c, x;
+			const int32_t *keys = fast_rows_take(w, t, lo, C,
+							     maxlim, &c);
 
-			if (lo + C >= maxlim)
-				c = rem;	/* the last chunk: the rest */
-			while (c < rem && keys[c] < lo + C)
-				c++;
 			if (!c)
 				continue;
-			w->tcur[t] += c;
 			isa->dots(w->tq + (size_t)t * dp, dp, kb, ks, keys, c,
 				  P);
 			for (x = 0; x < c; x++)

@@ -192,16 +192,12 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 	}
 	for (lo = 0; lo < maxlim; lo += C) {
 		for (t = 0; t < R; t++) {
-			const int32_t *keys = w->tkeys[t] + w->tcur[t];
-			int rem = w->tn[t] - w->tcur[t], c = 0;
+			int c;
+			const int32_t *keys = fast_rows_take(w, t, lo, C,
+							     maxlim, &c);
 
-			if (lo + C >= maxlim)
-				c = rem;	/* the last chunk: the rest */
-			while (c < rem && keys[c] < lo + C)
-				c++;
 			if (!c)
 				continue;
-			w->tcur[t] += c;
 			fwd_row_chunk(job, w, t, keys, c, kb, ks, vb, vs);
 		}
 	}

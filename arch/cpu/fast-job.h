@@ -213,6 +213,27 @@ void fast_rows_setup(struct fast_job *job);
 /* pool callbacks and schedules */
 void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker);
 void fast_fwd_tiles(void *arg, int64_t begin, int64_t end, int worker);
+/*
+ * Row @t of a row tile: its keys in [lo, lo + chunk) (all that are left
+ * when that reaches @maxlim, the tile's last chunk), from its cursor on,
+ * which moves past them; the count in @c, the first key returned
+ */
+static inline const int32_t *fast_rows_take(struct fast_ws *w, int t,
+					    int64_t lo, int64_t chunk,
+					    int64_t maxlim, int *c)
+{
+	const int32_t *keys = w->tkeys[t] + w->tcur[t];
+	int rem = w->tn[t] - w->tcur[t], n = 0;
+
+	if (lo + chunk >= maxlim)
+		n = rem;
+	while (n < rem && keys[n] < lo + chunk)
+		n++;
+	w->tcur[t] += n;
+	*c = n;
+	return keys;
+}
+
 typedef void (*fast_tile_fn)(struct fast_job *job, struct fast_ws *w, int b,
 			     int h, int64_t r0, int64_t r1);
 void fast_rows_items(struct fast_job *job, int64_t begin, int64_t end,

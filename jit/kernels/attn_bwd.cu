@@ -337,10 +337,7 @@ asam_attn_bwd_dkdv_kernel(const attn_bwd_params p)
 		}
 	}
 	cp_async_wait_all();
-	store_rows((u16 *)p.dk + b * p.dk_sb + hk * p.dk_sh, p.dk_sn,
-		   k0 + warp * 16, p.Nk, dk, p.scale, lane, p.Nk);
-	store_rows((u16 *)p.dv + b * p.dv_sb + hk * p.dv_sh, p.dv_sn,
-		   k0 + warp * 16, p.Nk, dv, 1.f, lane, p.Nk);
+	store_dkdv(p, b, hk, k0 + warp * 16, dk, dv, lane);
 }
 
 /* ------------------------------------------------------------------------ */

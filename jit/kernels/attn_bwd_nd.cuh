@@ -273,10 +273,7 @@ static __device__ __forceinline__ void nd_tile(const attn_bwd_params &p,
 		nd_add_dq<NW, KN>(p, sds + ((t - 1) & 1) * KN * ND_LDS, sk,
 				  b, ph, pq0, warp, lane);
 	}
-	store_rows((u16 *)p.dk + b * p.dk_sb + hk * p.dk_sh, p.dk_sn,
-		   k0 + warp * 16, p.Nk, dk, p.scale, lane, p.Nk);
-	store_rows((u16 *)p.dv + b * p.dv_sb + hk * p.dv_sh, p.dv_sn,
-		   k0 + warp * 16, p.Nk, dv, 1.f, lane, p.Nk);
+	store_dkdv(p, b, hk, k0 + warp * 16, dk, dv, lane);
 }
 
 /* 64 keys, 4 warps: every pattern and gate (the lists' tile) */

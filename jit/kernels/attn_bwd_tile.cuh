@@ -40,6 +40,18 @@ static __device__ __forceinline__ void store_rows(u16 *g, i64 ld, int row0,
 }
 
 
+/* a key block's dK (times sigma) and dV: the warp's 16 rows from @j0 */
+static __device__ __forceinline__ void store_dkdv(const attn_bwd_params &p,
+						  int b, int hk, int j0,
+						  float (*dk)[4],
+						  float (*dv)[4], int lane)
+{
+	store_rows((u16 *)p.dk + b * p.dk_sb + hk * p.dk_sh, p.dk_sn, j0,
+		   p.Nk, dk, p.scale, lane, p.Nk);
+	store_rows((u16 *)p.dv + b * p.dv_sb + hk * p.dv_sh, p.dv_sn, j0,
+		   p.Nk, dv, 1.f, lane, p.Nk);
+}
+
 /*
  * Key tile @k0's walk over the query tiles: [*lo, *hi) (causal: the rows
  * before its diagonal never see it; keys past len_k get no gradient),
