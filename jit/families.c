@@ -193,10 +193,13 @@ static int attn_sm90_variants(const struct asam_jit_variant_ctx *vc,
 	return 0;
 }
 
-/* one variant of the Hopper backward: 64 keys a warpgroup */
+/*
+ * One variant of the Hopper backward: 64 keys a warpgroup; 128-row query
+ * tiles for the dense walk at d = 64 (@bm 0: what attn_sm90.c picks).
+ */
 static int bwd_sm90_one(const struct asam_jit_variant_ctx *vc, int arch,
 			int d, int dt, int causal, int gate, int pat, int bn,
-			asam_jit_variant_cb cb, void *arg)
+			int bm, asam_jit_variant_cb cb, void *arg)
 {
 	struct asam_jit_spec spec;
 	int err = asam_jit_spec_init(&spec, vc->family->name, arch);
@@ -206,14 +209,17 @@ static int bwd_sm90_one(const struct asam_jit_variant_ctx *vc, int arch,
 	err = err ?: asam_jit_spec_set(&spec, "CAUSAL", causal);
 	err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", gate);
 	err = err ?: asam_jit_spec_set(&spec, "PATTERN", pat);
-	err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", 64);
+	if (!bm)
+		bm = !pat && d == 64 && bn == 128 ? 128 : 64;
+	err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", bm);
 	err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", bn);
 	err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", bn / 16);
 	return err ?: cb(&spec, arg);
 }
 
 /*
- * The Hopper backward (arch/cuda/attn_sm90.c): 64-row query tiles;
+ * The Hopper backward (arch/cuda/attn_sm90.c): 64-row query tiles (128
+ * for the dense walk at d = 64, and 64 there once);
  * without lists (the DENSE pattern or gate) 128 keys a block, every head
  * dim, dtype and mask with the SPARSE gate, SOFT's two branches at bf16;
  * LOCAL's and RANDOM's lists with the SPARSE gate at bf16, 64 keys a
@@ -232,18 +238,23 @@ static int attn_bwd_sm90_variants(const struct asam_jit_variant_ctx *vc,
 	for (g = 0; g <= 2; g += 2) {
 		if (g && i != ndt - 1)
 			continue;
-		err = bwd_sm90_one(vc, arch, dims[j], dt[i], c, g, 0, 128, cb,
-				   arg);
+		err = bwd_sm90_one(vc, arch, dims[j], dt[i], c, g, 0, 128, 0,
+				   cb, arg);
 		if (err)
 			return err;
 	}
 	if (ndt < 2)
 		return 0;
+	/* d = 64's 64-row tiles (ASAM_CUDA_SM90_BWD_BM=1) */
+	err = bwd_sm90_one(vc, arch, 64, dt[ndt - 1], 0, 0, 0, 128, 64, cb,
+			   arg);
+	if (err)
+		return err;
 	for (i = 0; i < 2; i++)			/* LOCAL, RANDOM: lists */
 	for (j = 0; j < (int)ARRAY_SIZE(dims); j++)
 	for (c = 0; c < 2; c++) {
 		err = bwd_sm90_one(vc, arch, dims[j], dt[ndt - 1], c, 0,
-				   i ? 4 : 1, 64, cb, arg);
+				   i ? 4 : 1, 64, 64, cb, arg);
 		if (err)
 			return err;
 	}

@@ -32,6 +32,7 @@
 #define SM90_BN_LIST	64	/* the pattern lists' key tiles */
 #define SM90_WARPS	8
 #define SM90_BWD_BM	64	/* the backward's query tiles */
+#define SM90_BWD_BM_D64	128	/* the dense walk's at d = 64 */
 #define SM90_BWD_BN	128	/* the dense walk's keys a block: two
 				 * warpgroups of 64 */
 #define SM90_BWD_BN_LIST 64	/* the lists' walks: one, two blocks an SM */
@@ -190,10 +191,9 @@ int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
 }
 
 /* Q and dO twice, K, V, dS^T, the row statistics twice; 1024 to align */
-static unsigned sm90_bwd_smem(int d, int bn)
+static unsigned sm90_bwd_smem(int d, int bn, int bm)
 {
-	return (2 * bn + 4 * SM90_BWD_BM) * d * 2 + bn * SM90_BWD_BM * 2 +
-	       2 * 256 * 4 + 1024;
+	return (2 * bn + 4 * bm) * d * 2 + bn * bm * 2 + 2 * 4 * bm * 4 + 1024;
 }
 
 /*
@@ -205,7 +205,7 @@ int attn_sm90_bwd_fn(struct asam_cuda_device *d, const struct asam_problem *p,
 		     bool capturing, CUfunction *f, unsigned *smem, int *keys)
 {
 	struct asam_jit_spec spec;
-	int ret, bn;
+	int ret, bn, bm;
 
 	/* a walk without lists, or LOCAL's or RANDOM's with SPARSE */
 	bool list = p->pat.kind != ASAM_PATTERN_DENSE &&
@@ -217,7 +217,8 @@ int attn_sm90_bwd_fn(struct asam_cuda_device *d, const struct asam_problem *p,
 	    (list && (p->gate_mode != ASAM_GATE_SPARSE ||
 		      (p->pat.kind != ASAM_PATTERN_LOCAL &&
 		       p->pat.kind != ASAM_PATTERN_RANDOM))) ||
-	    sm90_bwd_smem(p->d, SM90_BWD_BN) > (unsigned)d->smem_per_block_optin)
+	    sm90_bwd_smem(p->d, SM90_BWD_BN, SM90_BWD_BM) >
+	    (unsigned)d->smem_per_block_optin)
 		return -EOPNOTSUPP;
 	/*
 	 * A list's walk is a few steps a block: one warpgroup a block, two
@@ -233,6 +234,23 @@ int attn_sm90_bwd_fn(struct asam_cuda_device *d, const struct asam_problem *p,
 		bn = 128;
 		break;
 	}
+	/*
+	 * The dense walk at d = 64 takes 128 queries a step: twice the MMA
+	 * work for the same barriers and waits (attn_bwd_sm90.cu).
+	 * ASAM_CUDA_SM90_BWD_BM=1 (64) or 2 (128, where it serves) forces.
+	 */
+	bm = !list && p->d == 64 && bn == 128 ? SM90_BWD_BM_D64 : SM90_BWD_BM;
+	switch (sm90_env("ASAM_CUDA_SM90_BWD_BM", 0)) {
+	case 1:
+		bm = 64;
+		break;
+	case 2:
+		if (!list && p->d == 64 && bn == 128)
+			bm = 128;
+		break;
+	}
+	if (sm90_bwd_smem(p->d, bn, bm) > (unsigned)d->smem_per_block_optin)
+		bm = SM90_BWD_BM;
 	ret = asam_jit_spec_init(&spec, "attn_bwd_sm90", attn_arch_of(d));
 	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);
 	ret = ret ?: asam_jit_spec_set(&spec, "DTYPE", p->dt);
@@ -240,14 +258,14 @@ int attn_sm90_bwd_fn(struct asam_cuda_device *d, const struct asam_problem *p,
 	ret = ret ?: asam_jit_spec_set(&spec, "GATE_MODE", p->gate_mode);
 	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN", list ? (int)p->pat.kind :
 				       ASAM_PATTERN_DENSE);
-	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_M", SM90_BWD_BM);
+	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_M", bm);
 	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_N", bn);
 	ret = ret ?: asam_jit_spec_set(&spec, "NUM_WARPS", bn / 16);
 	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_bwd_sm90_kernel",
 				 capturing, f);
 	if (ret)
 		return ret;
-	*smem = sm90_bwd_smem(p->d, bn);
+	*smem = sm90_bwd_smem(p->d, bn, bm);
 	*keys = bn;
 	__atomic_add_fetch(&attn_sm90_bwd_launches, 1, __ATOMIC_RELAXED);
 	return 0;

@@ -34,21 +34,35 @@
  * list (its dS^T half is zeroed for the dQ product).
  *
  * Preamble: HEAD_DIM, DTYPE, CAUSAL, GATE_MODE (SPARSE, DENSE, SOFT),
- * PATTERN (DENSE; LOCAL, RANDOM with SPARSE), BLOCK_M = 64, BLOCK_N = 128,
- * NUM_WARPS = 8.
+ * PATTERN (DENSE; LOCAL, RANDOM with SPARSE), BLOCK_M (64; 128 for the
+ * dense walk at d = 64), BLOCK_N (128, or 64 for lists), NUM_WARPS =
+ * BLOCK_N / 16.
+ *
+ * 128-row query tiles at d = 64: a step's five products are then twice
+ * as large (S^T, dP^T m64n128; dV, dK over 128 queries; dQ split by rows)
+ * for the same barriers, waits and list walking, which bound the 64-row
+ * step there (its MMAs ran ~1/4 of the time); at d = 128 the two
+ * 64 x 128 score tiles and the 64 x 128 dK, dV accumulators would not fit
+ * 255 registers a thread.  kv_begin, ds_tile and the walk go by BLOCK_M.
+ 
  */
 #include "attn_sm90.cuh"
 
 #define NWG (BLOCK_N / 64)	/* warpgroups: 64 keys each */
 #define ATTN_THREADS (NWG * 128)
-#define NT_S (BLOCK_M / 8)	/* S^T's 8-column blocks: the query tile */
+#define NT_S 8		/* S^T's 8-column blocks: 64 queries */
+#define KS_H 4		/* 16-query steps of 64 queries */
 #define NT_O (HEAD_DIM / 8)
 #define KS_D (HEAD_DIM / 16)
 #define KS_M (BLOCK_M / 16)
 
-#if BLOCK_M != 64 || (BLOCK_N != 64 && BLOCK_N != 128) || \
-	NUM_WARPS != NWG * 4
-#error "the Hopper backward runs 64-row query tiles by 64 or 128 keys"
+#if (BLOCK_N != 64 && BLOCK_N != 128) || NUM_WARPS != NWG * 4
+#error "the Hopper backward runs 64 or 128 keys a block"
+#endif
+/* 128-row query tiles: the dense walk at d = 64 (registers allow it) */
+#if BLOCK_M != 64 && (BLOCK_M != 128 || HEAD_DIM != 64 || BLOCK_N != 128 || \
+		      PATTERN != ATTN_P_DENSE)
+#error "BLOCK_M: 64, or 128 for the dense walk by 128 keys at d = 64"
 #endif
 #if HEAD_DIM != 64 && HEAD_DIM != 128
 #error "HEAD_DIM must be 64 or 128"
@@ -67,11 +81,14 @@
 /* tile bytes: every tile starts on a 1024-byte boundary */
 #define KV_BYTES (BLOCK_N * HEAD_DIM * 2)
 #define Q_BYTES (BLOCK_M * HEAD_DIM * 2)
-#define DS_BYTES (BLOCK_N * BLOCK_M * 2)	/* dS^T: a 128-byte row a key */
+/* dS^T: a 128-byte row a key per 64 queries (panels, as the head dim's) */
+#define DS_BYTES (BLOCK_N * BLOCK_M * 2)
+#define SL_FLOATS (4 * BLOCK_M)	/* a stage's row statistics */
 
 /*
  * s (64 keys x 64 queries) = A B^T, A = this warpgroup's 64 rows of the
- * 128-row tile at @a (K or V), B = the 64-row tile at @b (Q or dO)
+ * BLOCK_N-row tile at @a (K or V), B = 64 rows of the query tile from @b
+ * (Q or dO)
  */
 static __device__ __forceinline__ void gemm_t(float (*s)[4], u32 a, u32 b,
 					      int wg)
@@ -98,9 +115,10 @@ static __device__ __forceinline__ void gemm_acc(float (*acc)[4],
 }
 
 /*
- * This warp's rows of dS^T (16-bit, as the A fragments @da hold them) into
- * the swizzled [128 keys][64 queries] tile at @sds: key row r's 16-byte
- * chunk c at c ^ (r & 7), so each store instruction hits 32 banks.
+ * This warp's rows of a 64-query dS^T panel (16-bit, as the A fragments
+ * @da hold them) into the swizzled [BLOCK_N keys][64 queries] panel at
+ * @sds: key row r's 16-byte chunk c at c ^ (r & 7), so each store
+ * instruction hits 32 banks.
  */
 static __device__ __forceinline__ void store_dst(unsigned char *sds,
 						 u32 (*da)[4], int r0, int lane)
@@ -108,7 +126,7 @@ static __device__ __forceinline__ void store_dst(unsigned char *sds,
 	const int gr = lane >> 2, tg = lane & 3;
 
 #pragma unroll
-	for (int ks = 0; ks < KS_M; ks++)
+	for (int ks = 0; ks < KS_H; ks++)
 #pragma unroll
 		for (int x = 0; x < 4; x++) {
 			int r = r0 + gr + (x & 1) * 8, c = 2 * ks + (x >> 1);
@@ -153,14 +171,19 @@ static __device__ __forceinline__ void dq_pass(const attn_bwd_params &p,
 /*
  * This warpgroup's share of dQ(tile) = dS K.  Two warpgroups split the
  * head dim's columns (each half of them over all 128 keys: the fewest
- * reductions, which bound the kernel at d = 64); one warpgroup takes its
- * 64 keys, 64 columns a pass (32 accumulators a thread).
+ * reductions, which bound the kernel at d = 64), or with 128-row tiles
+ * the rows (each its 64 rows, every column, from its panel of dS^T); one
+ * warpgroup takes its 64 keys, 64 columns a pass (32 accumulators a
+ * thread).
  */
 static __device__ __forceinline__ void add_dq(const attn_bwd_params &p,
 					      u32 sds, u32 ck, int b, int h,
 					      int q0, int wg, int lane)
 {
-#if NWG == 2 && HEAD_DIM == 128
+#if BLOCK_M == 128
+	dq_pass<8, 64>(p, sds + wg * BLOCK_N * 128, ck, 0, b, h, q0 + wg * 64,
+		       lane);
+#elif NWG == 2 && HEAD_DIM == 128
 	dq_pass<8, 64>(p, sds, ck + wg * BLOCK_N * 128, wg * 64, b, h, q0,
 		       lane);
 #elif NWG == 2
@@ -184,13 +207,80 @@ static __device__ __forceinline__ void add_dq(const attn_bwd_params &p,
 struct bwd_walk {
 	int h, hend, qt, lo, hi;
 	int e[2];
-#if BWD_LIST
+#if PATTERN == ATTN_P_LOCAL
+	int t0[2];	/* the first query tile of each key tile's range */
+	int n[2], at[2];
+#elif BWD_LIST
 	const int *l[2];
 	int n[2], at[2];
 #endif
 };
 
-#if BWD_LIST
+#if PATTERN == ATTN_P_LOCAL
+/*
+ * LOCAL's transposed lists by arithmetic: the 64-row query tiles whose
+ * band (attn_plan.c's local_count over 64 x 64 tiles) reaches key tile
+ * @kt are one range, found without a global load.  A list's walk is a
+ * few steps a block: reading its offsets and then, one dependent load
+ * after another, its entries stood before every block's first Q load.
+ */
+static __device__ __forceinline__ bool local_has(const attn_bwd_params &p,
+						 int t, int kt, bool *past)
+{
+	const i64 off = (i64)p.Nk - p.Nq;
+	const i64 q1 = (i64)t * 64 + 63 < p.Nq ? (i64)t * 64 + 63 : p.Nq - 1;
+	i64 a = (i64)t * 64 + off - p.radius, z = q1 + off + p.radius;
+
+	a = a < 0 ? 0 : a;
+	z = z > p.Nk - 1 ? p.Nk - 1 : z;
+	*past = a / 64 > kt;	/* and every later tile */
+	return z >= a && a / 64 <= kt && z / 64 >= kt;
+}
+
+/* entry @t of key tile @kt's list: FULL when every pair is in the band */
+static __device__ __forceinline__ int local_entry(const attn_bwd_params &p,
+						  int t, int kt)
+{
+	const i64 off = (i64)p.Nk - p.Nq, k0 = (i64)kt * 64;
+	const i64 k1 = k0 + 63 < p.Nk ? k0 + 63 : p.Nk - 1;
+	const i64 q0 = (i64)t * 64, q1 = q0 + 63 < p.Nq ? q0 + 63 : p.Nq - 1;
+
+	return t | (q1 + off - k0 <= p.radius && k1 - (q0 + off) <= p.radius ?
+		    ATTN_E_FULL : 0);
+}
+
+#define WALK_AT(w, x, i) local_entry(p, (w).t0[x] + (i), kt0 + (x))
+
+/* the block's NWG key tiles' ranges of query tiles below @w.hi */
+static __device__ __forceinline__ void walk_lists(const attn_bwd_params &p,
+						  bwd_walk &w, int kt0)
+{
+	const i64 off = (i64)p.Nk - p.Nq;
+
+#pragma unroll
+	for (int x = 0; x < NWG; x++) {
+		const int kt = kt0 + x;
+		/* the first tile whose band's end can reach kt, less one */
+		i64 c = (i64)kt * 64 - off - p.radius - 63;
+		int t = c <= 0 ? 0 : (int)((c + 63) / 64);
+		bool past = false;
+		int n = 0;
+
+		t = t > 0 ? t - 1 : 0;
+		while (kt < p.nkt && t < w.hi && !local_has(p, t, kt, &past) &&
+		       !past)
+			t++;
+		w.t0[x] = t;
+		while (kt < p.nkt && t + n < w.hi &&
+		       local_has(p, t + n, kt, &past))
+			n++;
+		w.n[x] = n;
+		w.at[x] = 0;
+	}
+}
+#elif BWD_LIST
+#define WALK_AT(w, x, i) (w).l[x][i]
+
 /* head @w.h's lists of the block's NWG 64-key tiles from @kt0 */
 static __device__ __forceinline__ void walk_lists(const attn_bwd_params &p,
 						  bwd_walk &w, int kt0)
@@ -221,16 +311,16 @@ static __device__ __forceinline__ bool walk_next(const attn_bwd_params &p,
 {
 #if BWD_LIST
 	for (;;) {
-		int t0 = w.at[0] < w.n[0] ? ATTN_E_TILE(w.l[0][w.at[0]]) :
-			 0x7fffffff;
+		int t0 = w.at[0] < w.n[0] ?
+			 ATTN_E_TILE(WALK_AT(w, 0, w.at[0])) : 0x7fffffff;
 		int t1 = NWG > 1 && w.at[1] < w.n[1] ?
-			 ATTN_E_TILE(w.l[1][w.at[1]]) : 0x7fffffff;
+			 ATTN_E_TILE(WALK_AT(w, 1, w.at[1])) : 0x7fffffff;
 
 		if (t0 != 0x7fffffff || t1 != 0x7fffffff) {
 			w.qt = t0 < t1 ? t0 : t1;
-			w.e[0] = t0 == w.qt ? w.l[0][w.at[0]++] : -1;
-			w.e[1] = NWG > 1 && t1 == w.qt ? w.l[1][w.at[1]++] :
-				 -1;
+			w.e[0] = t0 == w.qt ? WALK_AT(w, 0, w.at[0]++) : -1;
+			w.e[1] = NWG > 1 && t1 == w.qt ?
+				 WALK_AT(w, 1, w.at[1]++) : -1;
 			return true;
 		}
 		if (++w.h >= w.hend)
@@ -300,7 +390,8 @@ asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 	const u32 sk = base, sv = sk + KV_BYTES, sq = sv + KV_BYTES;
 	const u32 sdo = sq + 2 * Q_BYTES, sds = sdo + 2 * Q_BYTES;
 	unsigned char *gds = attn_smem + (sds - raw);
-	float *sL = (float *)(attn_smem + (sds + DS_BYTES - raw)); /* [2][256] */
+	/* [2][4][BLOCK_M] */
+	float *sL = (float *)(attn_smem + (sds + DS_BYTES - raw));
 	const u16 *qg = (const u16 *)p.q + b * p.q_sb;
 	const u16 *dog = (const u16 *)p.d_o + b * p.do_sb;
 	/* SPARSE: the sparse branch only; SOFT: both, the same pairs */
@@ -326,7 +417,7 @@ asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 		if (tid < BLOCK_M) {
 			bwd_rowstats(p, b, cur.h, q0 + tid, nl);
 			for (int x = 0; x < 4; x++)
-				sL[x * 64 + tid] = nl[x];
+				sL[x * BLOCK_M + tid] = nl[x];
 		}
 	}
 	cp_async_commit();
@@ -344,8 +435,7 @@ asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 		const float ws = GATE_MODE == ATTN_G_SPARSE ? 1.f : g;
 		const float wd = GATE_MODE == ATTN_G_DENSE ? 1.f : 1.f - g;
 		const u32 cq = sq + buf * Q_BYTES, cdo = sdo + buf * Q_BYTES;
-		const float *cL = sL + buf * 256;
-		float st[NT_S][4], dpt[NT_S][4];
+		const float *cL = sL + buf * SL_FLOATS;
 		u32 pa[KS_M][4], da[KS_M][4];
 
 		nxt = cur;
@@ -370,22 +460,35 @@ asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 		cp_async_commit();
 
 		if (e >= 0) {
-			wg_fence();
-			gemm_t(st, sk, cq, wg);
-			gemm_t(dpt, sv, cdo, wg);
-			wg_commit();
-			wg_wait<0>();
-			wg_pin<NT_S>(st);
-			wg_pin<NT_S>(dpt);
-
-			ds_tile(p, st, dpt, cL, h, q0, k0 + wg * 64 + wq * 16,
-				lq, lk, off, in_s, e, wd, ws, lane);
+			/*
+			 * 64 queries at a time: a 128-row tile's second
+			 * half's scores then share the registers with the
+			 * first half's 16-bit fragments only.
+			 */
 #pragma unroll
-			for (int ks = 0; ks < KS_M; ks++) {
-				p_frag(pa[ks], st, ks);
-				p_frag(da[ks], dpt, ks);
+			for (int hf = 0; hf < BLOCK_M / 64; hf++) {
+				float st[NT_S][4], dpt[NT_S][4];
+
+				wg_fence();
+				gemm_t(st, sk, cq + hf * 64 * 128, wg);
+				gemm_t(dpt, sv, cdo + hf * 64 * 128, wg);
+				wg_commit();
+				wg_wait<0>();
+				wg_pin<NT_S>(st);
+				wg_pin<NT_S>(dpt);
+
+				ds_tile(p, st, dpt, cL + hf * 64, h,
+					q0 + hf * 64, k0 + wg * 64 + wq * 16,
+					lq, lk, off, in_s, e, wd, ws, lane);
+#pragma unroll
+				for (int ks = 0; ks < KS_H; ks++) {
+					p_frag(pa[hf * KS_H + ks], st, ks);
+					p_frag(da[hf * KS_H + ks], dpt, ks);
+				}
+				store_dst(gds + hf * BLOCK_N * 128,
+					  da + hf * KS_H, wg * 64 + wq * 16,
+					  lane);
 			}
-			store_dst(gds, da, wg * 64 + wq * 16, lane);
 
 			wg_fence();
 			gemm_acc(dv, pa, cdo);
@@ -403,7 +506,8 @@ asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 		wg_pin<NT_O>(dk);
 		if (more && tid < BLOCK_M)
 			for (int x = 0; x < 4; x++)
-				sL[(buf ^ 1) * 256 + x * 64 + tid] = nl[x];
+				sL[(buf ^ 1) * SL_FLOATS + x * BLOCK_M + tid] =
+					nl[x];
 	}
 	cp_async_wait_all();
 	store_dkdv(p, b, hk, k0 + wg * 64 + wq * 16, dk, dv, lane);

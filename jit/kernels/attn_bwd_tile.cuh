@@ -81,7 +81,7 @@ static __device__ __forceinline__ void kv_begin(int k0, int off, int lq,
  * The transposed tile (rows: 16 keys from @j0, columns: 64 queries from
  * @q0) of the dK/dV kernels: S^T in @st becomes the weighted probabilities
  * sum_x w_x P_x, dP^T in @dpt becomes dS^T.  @sL: the tile's log2 lse of
- * both branches and row sums D, [4][64].
+ * both branches and row sums D, [4][BLOCK_M].
  */
 static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 					       float (*st)[4],
@@ -108,10 +108,11 @@ static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 #endif
 			s2 = ok ? st[n][x] * p.scale_log2 : ATTN_NEG_INF;
 			if (GATE_MODE != ATTN_G_SPARSE) {
-				float pd = p_of(s2, sL[64 + c]);
+				float pd = p_of(s2, sL[BLOCK_M + c]);
 
 				pc += wd * pd;
-				ds += wd * pd * (dpt[n][x] - sL[192 + c]);
+				ds += wd * pd *
+				      (dpt[n][x] - sL[3 * BLOCK_M + c]);
 			}
 			if (in_s && ((e & ATTN_E_FULL) ||
 				     (pat_allows(e, i, j, q0, off, p.radius) &&
@@ -119,7 +120,8 @@ static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 				float ps = p_of(s2, sL[c]);
 
 				pc += ws * ps;
-				ds += ws * ps * (dpt[n][x] - sL[128 + c]);
+				ds += ws * ps *
+				      (dpt[n][x] - sL[2 * BLOCK_M + c]);
 			}
 			st[n][x] = pc;
 			dpt[n][x] = ds;
@@ -128,7 +130,7 @@ static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 }
 
 
-/* the tile's log2 lse of both branches and the row sums D: [4][64] */
+/* row @i's log2 lse of both branches and row sums D: v[0 .. 3] */
 static __device__ __forceinline__ void bwd_rowstats(const attn_bwd_params &p,
 						   int b, int h, int i,
 						   float *v)

@@ -280,6 +280,36 @@ static __device__ __forceinline__ int wg_need(int e, int wg, int r0, int k0,
 }
 
 /*
+ * LOCAL's list of a query tile is one range of key tiles (attn_plan.c's
+ * local_count): its first tile is found here, so the first K/V load of a
+ * block waits on no list load (two dependent global reads: the block's
+ * offsets, then its entries) and the walk reads none.  A short walk of a
+ * few tiles is latency, not MMAs: LOCAL at 64K keys had ~20 us a block.
+ * The entries carry no FULL flag: wg_need() decides from the radius.
+ */
+#if PATTERN == ATTN_P_LOCAL
+static __device__ __forceinline__ int local_range(const attn_fwd_params &p,
+						  int q0, int nkt, int *n)
+{
+	const i64 off = (i64)p.Nk - p.Nq;
+	const int q1 = q0 + BLOCK_M - 1 < p.Nq ? q0 + BLOCK_M - 1 : p.Nq - 1;
+	i64 lo = q0 + off - p.radius, hi = q1 + off + p.radius;
+	int t0, t1;
+
+	lo = lo < 0 ? 0 : lo;
+	hi = hi > p.Nk - 1 ? p.Nk - 1 : hi;
+	t0 = (int)(lo / BLOCK_N);
+	t1 = (int)(hi / BLOCK_N);
+	t1 = t1 < nkt - 1 ? t1 : nkt - 1;
+	*n = hi < lo || t1 < t0 ? 0 : t1 - t0 + 1;
+	return t0;
+}
+#define WALK_AT(it) (lt0 + (it))
+#else
+#define WALK_AT(it) list[it]
+#endif
+
+/*
  * K and V of walk step @it into the stages at @dk, @dv: key tile @kt of
  * the band or the dense walk, or past the list's @cnt steps the column
  * keys' tile it - cnt (@nc column keys in all).
@@ -335,9 +365,11 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	const u32 sq = base, sk = sq + Q_BYTES, sv = sk + 2 * KV_BYTES;
 	/* the staggered warpgroup runs one iteration behind on P V */
 	const int lag = STAGGER && wg == 1;
+#if PATTERN != ATTN_P_LOCAL
 	const int *list = 0;
+#endif
 	int cnt = nkt, need = 0, pk0 = 0, e0 = ATTN_E_FULL, e1 = ATTN_E_FULL;
-	int nc = 0, tot;
+	int nc = 0, tot, lt0 = 0;
 	wg_state st;
 	float s[NT_S][4];
 	u32 pa[KS_N][4];
@@ -346,10 +378,14 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	load_sw<BLOCK_M, ATTN_THREADS>(sq, qg, p.q_sn, q0, p.Nq);
 	cp_async_commit();
 	if (use_list) {
+#if PATTERN == ATTN_P_LOCAL
+		lt0 = local_range(p, q0, nkt, &cnt);
+#else
 		list = tile_list(p, h, qt, nkt, &cnt);
+#endif
 		/* entries it and it + 1 in registers, it + 2 in flight */
-		e0 = cnt > 0 ? list[0] : 0;
-		e1 = cnt > 1 ? list[1] : 0;
+		e0 = cnt > 0 ? WALK_AT(0) : 0;
+		e1 = cnt > 1 ? WALK_AT(1) : 0;
 	}
 	tot = cnt;
 	st.lim[0] = row_limit(w0 + gr, lq, lk, p.Nq, p.Nk);
@@ -395,7 +431,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 		 * iteration: the entry two ahead loads under this one */
 		if (use_list) {
 			e0 = e1;
-			e1 = it + 2 < cnt ? list[it + 2] : 0;
+			e1 = it + 2 < cnt ? WALK_AT(it + 2) : 0;
 		}
 		if (col && it < tot) {
 			nd = 1;
