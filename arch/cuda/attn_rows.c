@@ -174,7 +174,21 @@ static int rows_fn(struct asam_cuda_device *d, const struct asam_problem *p,
 	int ret = attn_make_spec(&s, "attn_rows", d, p, p->gate_mode,
 				 ROWS_WARPS, ROWS_WARPS, 0);
 
+	static const char *const knob[][2] = {
+		{ "ASAM_CUDA_ROWS_ROT", "ROTATE" },
+		{ "ASAM_CUDA_ROWS_TROT", "TROTATE" },
+		{ "ASAM_CUDA_ROWS_VB", "VBATCH" },
+	};
+	unsigned k;
+
 	ret = ret ?: asam_jit_spec_set(&s, "GROUP", rows_group(p));
+	/* measurements: the kernel's read-order switches (attn_rows.cu) */
+	for (k = 0; !ret && k < sizeof(knob) / sizeof(knob[0]); k++) {
+		const char *v = getenv(knob[k][0]);
+
+		if (v && (v[0] == '0' || v[0] == '1') && !v[1])
+			ret = asam_jit_spec_set(&s, knob[k][1], v[0] - '0');
+	}
 	return ret ?: attn_get_fn(d, &s, entry, cap, f);
 }
 

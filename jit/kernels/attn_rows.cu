@@ -34,6 +34,45 @@
 #endif
 
 #define FULL 0xffffffffu
+
+/*
+ * ROTATE: the chunk a warp takes at step cc of row i.  RANDOM_ROWS' rows
+ * are sorted, so in order every warp of the grid reads the lowest
+ * quarter of K and V at once (the rows of one head run together) and
+ * those lines become the bottleneck; starting each row at chunk i mod
+ * chunks spreads the reads.  TROTATE: the same for the dK/dV walk over
+ * the transposed lists, whose rows are sorted for both kinds.  The
+ * host's ASAM_CUDA_ROWS_ROT and ASAM_CUDA_ROWS_TROT (0 or 1) override
+ * them for measurements.
+ */
+#if defined(ASAM_JIT) && defined(ASAM_ROTATE)
+#define ROTATE ASAM_ROTATE
+#endif
+#ifndef ROTATE
+#define ROTATE (PATTERN == ATTN_P_RANDOM_ROWS)
+#endif
+#if defined(ASAM_JIT) && defined(ASAM_TROTATE)
+#define TROTATE ASAM_TROTATE
+#endif
+#ifndef TROTATE
+#define TROTATE 1
+#endif
+#define ROW_CHUNK(cc, i, nch) (ROTATE ? ((cc) + (i)) % (nch) : (cc))
+
+/*
+ * VBATCH: the forward loads a chunk's 32 V rows before their first use,
+ * as K's, rather than each row just before its FMAs: 32 reads in flight
+ * a warp instead of one.  With ROTATE, H200, B2 H16 16K d 128 r 128 bf16
+ * forward: RANDOM_ROWS 12.95 -> 5.15 ms (VBATCH alone 14.3: the sorted
+ * rows' shared lines), USER_INDEX 12.1 -> 5.8 ms.  ASAM_CUDA_ROWS_VB=0
+ * on the host turns it off (measurements).
+ */
+#if defined(ASAM_JIT) && defined(ASAM_VBATCH)
+#define VBATCH ASAM_VBATCH
+#endif
+#ifndef VBATCH
+#define VBATCH 1
+#endif
 #define LD (HEAD_DIM / 32)	/* dims per lane */
 #define LW (LD / 2)		/* 32-bit words per lane */
 #define THREADS (NUM_WARPS * 32)
@@ -268,15 +307,16 @@ asam_rows_fwd_kernel(const attn_rows_params p)
 	if (!any)	/* HARD: every head of the warp went dense */
 		return;
 
-	for (int c0 = 0; c0 < n && lim > 0; c0 += 32) {
+	for (int cc = 0, nch = (n + 31) / 32; cc < nch && lim > 0; cc++) {
+		const int c0 = ROW_CHUNK(cc, i, nch) * 32;
 		int j = entry_w(ix, st, c0, n, p.Nk, lane);
 		bool ok = j >= 0 && j < lim;
 		unsigned mask = __ballot_sync(FULL, ok);
 		u32 kw[32][LW];
 
 #if PATTERN == ATTN_P_RANDOM_ROWS
-		/* sorted rows: the rest lies past the mask's limit */
-		if (__shfl_sync(FULL, j, 0) >= lim)
+		/* sorted rows: in order, the rest lies past the mask's limit */
+		if (!ROTATE && __shfl_sync(FULL, j, 0) >= lim)
 			break;
 #endif
 		if (!mask)
@@ -316,16 +356,34 @@ asam_rows_fwd_kernel(const attn_rows_params p)
 			for (int x = 0; x < LD; x++)
 				acc[g][x] *= al;
 		}
+#if VBATCH
+		/* into K's registers, free now */
 #pragma unroll
 		for (int k = 0; k < 32; k++) {
 			int jk = __shfl_sync(FULL, j, k);
-			u32 w[LW];
+
+			if (mask >> k & 1)
+				ld_slice(kw[k], vg + (i64)jk * p.v_sn, lane);
+			else
+#pragma unroll
+				for (int x = 0; x < LW; x++)
+					kw[k][x] = 0;
+		}
+#endif
+#pragma unroll
+		for (int k = 0; k < 32; k++) {
 			float f[LD];
+#if VBATCH
+			to_f(f, kw[k]);
+#else
+			int jk = __shfl_sync(FULL, j, k);
+			u32 w[LW];
 
 			if (!(mask >> k & 1))
 				continue;
 			ld_slice(w, vg + (i64)jk * p.v_sn, lane);
 			to_f(f, w);
+#endif
 #pragma unroll
 			for (int g = 0; g < GROUP; g++) {
 				float pk = __shfl_sync(FULL, pr[g], k);
@@ -425,7 +483,8 @@ asam_rows_dq_kernel(const attn_rows_params p)
 		Dl[g] = 0.f;
 	}
 
-	for (int c0 = 0; c0 < n && lim > 0; c0 += 32) {
+	for (int cc = 0, nch = (n + 31) / 32; cc < nch && lim > 0; cc++) {
+		const int c0 = ROW_CHUNK(cc, i, nch) * 32;
 		int j = entry_w(ix, st, c0, n, p.Nk, lane);
 		bool ok = j >= 0 && j < lim;
 		unsigned mask = __ballot_sync(FULL, ok);
@@ -433,7 +492,7 @@ asam_rows_dq_kernel(const attn_rows_params p)
 		float pr[GROUP], pd[GROUP];
 
 #if PATTERN == ATTN_P_RANDOM_ROWS
-		if (__shfl_sync(FULL, j, 0) >= lim)
+		if (!ROTATE && __shfl_sync(FULL, j, 0) >= lim)
 			break;
 #endif
 		if (!mask)
@@ -557,8 +616,10 @@ asam_rows_dkdv_kernel(const attn_rows_params p)
 		const float *dsum = p.dsum + ((i64)b * p.Hq + h) * p.Nq;
 		const float wg = GATE_MODE == ATTN_G_SOFT ?
 				 p.gate[b * p.g_sb + h * p.g_sh] : 1.f;
+		const int tch = (t1 - t0 + 31) / 32;	/* 32-row chunks */
 
-		for (int c0 = t0; c0 < t1; c0 += 32) {
+		for (int cc = 0; cc < tch; cc++) {
+			const int c0 = t0 + 32 * (TROTATE ? (cc + j) % tch : cc);
 			int i = c0 + lane < t1 ? p.tlist[c0 + lane] : -1;
 			bool ok = i >= 0 && j < row_limit(i, lq, lk, p.Nq,
 							   p.Nk);
