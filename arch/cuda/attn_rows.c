@@ -176,7 +176,6 @@ static int rows_fn(struct asam_cuda_device *d, const struct asam_problem *p,
 
 	static const char *const knob[][2] = {
 		{ "ASAM_CUDA_ROWS_ROT", "ROTATE" },
-		{ "ASAM_CUDA_ROWS_TROT", "TROTATE" },
 		{ "ASAM_CUDA_ROWS_VB", "VBATCH" },
 	};
 	unsigned k;

@@ -40,22 +40,16 @@
  * are sorted, so in order every warp of the grid reads the lowest
  * quarter of K and V at once (the rows of one head run together) and
  * those lines become the bottleneck; starting each row at chunk i mod
- * chunks spreads the reads.  TROTATE: the same for the dK/dV walk over
- * the transposed lists, whose rows are sorted for both kinds.  The
- * host's ASAM_CUDA_ROWS_ROT and ASAM_CUDA_ROWS_TROT (0 or 1) override
- * them for measurements.
+ * chunks spreads the reads.  The host's ASAM_CUDA_ROWS_ROT (0 or 1)
+ * overrides it for measurements.  The same rotation of the dK/dV walk
+ * over the sorted transposed lists was measured and dropped: 1 % slower
+ * (RANDOM_ROWS forward + backward 25.9 -> 26.2 ms).
  */
 #if defined(ASAM_JIT) && defined(ASAM_ROTATE)
 #define ROTATE ASAM_ROTATE
 #endif
 #ifndef ROTATE
 #define ROTATE (PATTERN == ATTN_P_RANDOM_ROWS)
-#endif
-#if defined(ASAM_JIT) && defined(ASAM_TROTATE)
-#define TROTATE ASAM_TROTATE
-#endif
-#ifndef TROTATE
-#define TROTATE 1
 #endif
 #define ROW_CHUNK(cc, i, nch) (ROTATE ? ((cc) + (i)) % (nch) : (cc))
 
@@ -221,9 +215,9 @@ static __device__ __forceinline__ int entry(const int *ix, i64 st, int t,
  * entry() for a warp walking a row 32 slots at a time, lane l at slot c0
  * + l: the repeat test by shuffles instead of each lane's loop over the
  * earlier slots (up to r - 1 loads behind a branch a lane; H200, B2 H16
- * 16K d 128 r 128: USER_INDEX forward 18.0 -> 5.8 ms, forward + backward
- * 58.8 -> 33.9): a key against the lower lanes of its chunk
- * (__match_any_sync) and every slot of the earlier chunks.
+ * 16K d 128 r 128: USER_INDEX forward 18.0 -> 12.1 ms, forward +
+ * backward 58.8 -> 40.0, before VBATCH): a key against the lower lanes
+ * of its chunk (__match_any_sync) and every slot of the earlier chunks.
  */
 static __device__ __forceinline__ int entry_w(const int *ix, i64 st, int c0,
 					      int n, int Nk, int lane)
@@ -616,10 +610,8 @@ asam_rows_dkdv_kernel(const attn_rows_params p)
 		const float *dsum = p.dsum + ((i64)b * p.Hq + h) * p.Nq;
 		const float wg = GATE_MODE == ATTN_G_SOFT ?
 				 p.gate[b * p.g_sb + h * p.g_sh] : 1.f;
-		const int tch = (t1 - t0 + 31) / 32;	/* 32-row chunks */
 
-		for (int cc = 0; cc < tch; cc++) {
-			const int c0 = t0 + 32 * (TROTATE ? (cc + j) % tch : cc);
+		for (int c0 = t0; c0 < t1; c0 += 32) {
 			int i = c0 + lane < t1 ? p.tlist[c0 + lane] : -1;
 			bool ok = i >= 0 && j < row_limit(i, lq, lk, p.Nq,
 							   p.Nk);
