@@ -242,6 +242,28 @@ static __device__ __forceinline__ int entry_w(const int *ix, i64 st, int c0,
 	return j < 0 || j >= Nk ? -1 : j;
 }
 
+/*
+ * The warp's 32 rows of @base (@ld elements apart), row j of lane k into
+ * w[k], this lane's slice of each; zeros where @mask has no bit k.  The
+ * loads all go out before any use.
+ */
+static __device__ __forceinline__ void gather(u32 (*w)[LW], const u16 *base,
+					      i64 ld, int j, unsigned mask,
+					      int lane)
+{
+#pragma unroll
+	for (int k = 0; k < 32; k++) {
+		int jk = __shfl_sync(FULL, j, k);
+
+		if (mask >> k & 1)
+			ld_slice(w[k], base + (i64)jk * ld, lane);
+		else
+#pragma unroll
+			for (int x = 0; x < LW; x++)
+				w[k][x] = 0;
+	}
+}
+
 /* ------------------------------------------------------------------------ */
 /* forward                                                                  */
 
@@ -315,17 +337,7 @@ asam_rows_fwd_kernel(const attn_rows_params p)
 #endif
 		if (!mask)
 			continue;
-#pragma unroll
-		for (int k = 0; k < 32; k++) {
-			int jk = __shfl_sync(FULL, j, k);
-
-			if (mask >> k & 1)
-				ld_slice(kw[k], kg + (i64)jk * p.k_sn, lane);
-			else
-#pragma unroll
-				for (int x = 0; x < LW; x++)
-					kw[k][x] = 0;
-		}
+		gather(kw, kg, p.k_sn, j, mask, lane);
 		float pr[GROUP];
 
 #pragma unroll
@@ -351,18 +363,7 @@ asam_rows_fwd_kernel(const attn_rows_params p)
 				acc[g][x] *= al;
 		}
 #if VBATCH
-		/* into K's registers, free now */
-#pragma unroll
-		for (int k = 0; k < 32; k++) {
-			int jk = __shfl_sync(FULL, j, k);
-
-			if (mask >> k & 1)
-				ld_slice(kw[k], vg + (i64)jk * p.v_sn, lane);
-			else
-#pragma unroll
-				for (int x = 0; x < LW; x++)
-					kw[k][x] = 0;
-		}
+		gather(kw, vg, p.v_sn, j, mask, lane);	/* K's registers */
 #endif
 #pragma unroll
 		for (int k = 0; k < 32; k++) {
