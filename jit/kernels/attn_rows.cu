@@ -363,7 +363,8 @@ asam_rows_fwd_kernel(const attn_rows_params p)
 				acc[g][x] *= al;
 		}
 #if VBATCH
-		gather(kw, vg, p.v_sn, j, mask, lane);	/* K's registers */
+		/* into K's registers, free now */
+		gather(kw, vg, p.v_sn, j, mask, lane);
 #endif
 #pragma unroll
 		for (int k = 0; k < 32; k++) {
