@@ -58,6 +58,7 @@ struct fast_ws {
 	float *tdo;				/* [RT][dp] (backward) */
 	float *dqa, *dD;		/* [group Nq][dp], [group Nq] (bwd) */
 	uint32_t *stamp, gen;		/* [Nk + 1] USER_INDEX repeats */
+	uint64_t *ubits, *usum;		/* USER_INDEX sorted: key bits */
 	struct asam_pat_plan *plan;
 	int plan_b, plan_h;
 	bool failed;
@@ -87,6 +88,7 @@ struct fast_job {
 	int64_t rows_l2;			/* L2 bytes a key chunk may take */
 	bool rows_only;				/* per-row patterns, sparse only */
 	bool no_blocks;				/* no transposed K/V blocks */
+	bool usort;				/* USER_INDEX rows sorted */
 	int64_t nkb;				/* key blocks per (b, kv head) */
 	float *KT, *VT;				/* [B][Hkv][nkb][dp][KB] */
 	float *K32, *V32;			/* [B][Hkv][nkb * KB][dp] */

@@ -89,6 +89,8 @@ static void ws_free(struct fast_ws *w)
 	free(w->dqa);
 	free(w->dD);
 	free(w->stamp);
+	free(w->ubits);
+	free(w->usum);
 	asam_pat_plan_destroy(w->plan);
 	free(w);
 }
@@ -156,7 +158,12 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		w->bytes = walloc(p->Nk);	/* row flags, kept zero */
 	if (p->pat.kind == ASAM_PATTERN_USER_INDEX) {
 		w->stamp = walloc(sizeof(uint32_t) * ((size_t)p->Nk + 1));
-		if (!w->stamp)
+		/* one bit a key, one a 64-key word (fast-rows.c) */
+		w->ubits = walloc(sizeof(uint64_t) *
+				  ((size_t)p->Nk / 64 + 1));
+		w->usum = walloc(sizeof(uint64_t) *
+				 ((size_t)p->Nk / 4096 + 1));
+		if (!w->stamp || !w->ubits || !w->usum)
 			w->failed = true;
 	}
 	if (fast_rows_tiled(job)) {
