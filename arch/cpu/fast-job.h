@@ -57,6 +57,13 @@ struct fast_ws {
 	int32_t *tn, *tcur;			/* [RT] */
 	float *tdo;				/* [RT][dp] (backward) */
 	float *dqa, *dD;		/* [group Nq][dp], [group Nq] (bwd) */
+	/*
+	 * Chunked backward of RANDOM_ROWS, USER_INDEX: each row's list in
+	 * chunk order, built at the first chunk, and the cursor into it
+	 */
+	const int32_t **bkeys;		/* [group Nq] */
+	int32_t *brn, *bcur;		/* [group Nq] */
+	int32_t *blist;			/* [group Nq][ucap] USER_INDEX */
 	uint32_t *stamp, gen;		/* [Nk + 1] USER_INDEX repeats */
 	uint64_t *ubits, *usum;		/* USER_INDEX sorted: key bits */
 	struct asam_pat_plan *plan;
@@ -97,6 +104,8 @@ struct fast_job {
 	float *D;				/* [B][Hq][Nq][2] (split bwd) */
 	double *dgp;				/* [B][Hq][maxgroups] */
 	int64_t chunk;				/* keys per dK/dV item */
+	int64_t rchunk;				/* keys per L2 chunk (bwd rows) */
+	int64_t ucap;				/* ids a USER_INDEX list holds */
 	int nchunks;
 	float scale;
 	atomic_int err;

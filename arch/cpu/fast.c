@@ -88,6 +88,10 @@ static void ws_free(struct fast_ws *w)
 	free(w->tdo);
 	free(w->dqa);
 	free(w->dD);
+	free(w->bkeys);
+	free(w->brn);
+	free(w->bcur);
+	free(w->blist);
 	free(w->stamp);
 	free(w->ubits);
 	free(w->usum);
@@ -185,6 +189,21 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		w->dqa = walloc(sizeof(float) * rows * job->dp);
 		w->dD = walloc(sizeof(float) * rows);
 		if (!w->tdo || !w->dqa || !w->dD)
+			w->failed = true;
+		if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS ||
+		    p->pat.kind == ASAM_PATTERN_USER_INDEX) {
+			w->bkeys = walloc(sizeof(*w->bkeys) * rows);
+			w->brn = walloc(sizeof(int32_t) * rows);
+			w->bcur = walloc(sizeof(int32_t) * rows);
+			if (!w->bkeys || !w->brn || !w->bcur)
+				w->failed = true;
+		}
+	}
+	/* lists kept across key chunks only when there are chunks */
+	if (w->bkeys && job->ucap) {
+		w->blist = walloc(sizeof(int32_t) * (size_t)job->group *
+				  p->Nq * job->ucap);
+		if (!w->blist)
 			w->failed = true;
 	}
 	if (job->fp.per_row_plan) {
