@@ -44,6 +44,7 @@ struct fast_ws {
 	 * same cluster come to this worker.
 	 */
 	float *bkT, *bvb;			/* [nkb + 1][dp][KB], rows */
+	float *bkb, *bvT;		/* backward: K rows, V transposed */
 	const int32_t *bu;
 	int64_t bn;
 	int bvalid, bb, bhk;

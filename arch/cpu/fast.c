@@ -78,6 +78,8 @@ static void ws_free(struct fast_ws *w)
 	free(w->segn);
 	free(w->bkT);
 	free(w->bvb);
+	free(w->bkb);
+	free(w->bvT);
 	free(w->tq);
 	free(w->tacc);
 	free(w->tm);
@@ -156,6 +158,22 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		w->bkT = walloc(sizeof(float) * rows * job->dp);
 		w->bvb = walloc(sizeof(float) * rows * job->dp);
 		if (!w->bkT || !w->bvb)
+			w->failed = true;
+	} else if ((job->fp.sorted_groups || job->fp.str_cols ||
+		    job->fp.hier_cols) && !job->rows_only) {
+		/*
+		 * The backward keeps K and V rows and transposes of the
+		 * shared key set too.  Not cleared: only the segments the
+		 * worker gathers are touched (by it), often a small part.
+		 */
+		size_t bytes = sizeof(float) * (job->nkb + 1) * FAST_KB *
+			       job->dp;
+
+		w->bkT = aligned_alloc(64, bytes);
+		w->bvb = aligned_alloc(64, bytes);
+		w->bkb = aligned_alloc(64, bytes);
+		w->bvT = aligned_alloc(64, bytes);
+		if (!w->bkT || !w->bvb || !w->bkb || !w->bvT)
 			w->failed = true;
 	}
 	if (job->fp.per_row_plan || p->pat.kind == ASAM_PATTERN_USER_INDEX)
@@ -409,6 +427,26 @@ static void gather_rows(const struct fast_job *job, int b, int hk,
 		memset(kT + e * FAST_KB + n, 0, sizeof(float) * (FAST_KB - n));
 }
 
+/* ... and the backward's: K rows (for dQ), V into its transposed block */
+static void gather_rows_bwd(const struct fast_job *job, int b, int hk,
+			    const int32_t *keys, int n, float *kb, float *vT)
+{
+	const struct asam_problem *p = job->p;
+	int dp = job->dp, t, e;
+	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB;
+
+	for (t = 0; t < n; t++) {
+		const float *kr, *vr;
+
+		key_rows(job, b, hk, base, keys[t], &kr, &vr);
+		memcpy(kb + t * dp, kr, sizeof(float) * dp);
+		for (e = 0; e < dp; e++)
+			vT[e * FAST_KB + t] = vr[e];
+	}
+	for (e = 0; e < dp && n < FAST_KB; e++)
+		memset(vT + e * FAST_KB + n, 0, sizeof(float) * (FAST_KB - n));
+}
+
 /* Point the worker at segment @sg's K and V, gathering scattered keys. */
 void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		   const struct keyset *ks, int b, int hk, int sg,
@@ -435,28 +473,41 @@ void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		return;
 	}
 	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
-	if (ks->bucket && !want_vT && w->bkT) {
+	if (ks->bucket && w->bkT && (!want_vT || w->bkb)) {
 		/*
-		 * A cluster bucket: the groups of one cluster share it, so
-		 * keep each gathered segment and gather only the new ones.
+		 * A cluster bucket, or the global columns of STRIDED and
+		 * HIERARCHICAL: the groups of one cluster or head share it,
+		 * so keep each gathered segment and gather only the new
+		 * ones (the backward: K and V rows and transposes alike).
+		 * The same list grown or cut (causal groups take longer
+		 * prefixes) keeps its whole segments.
 		 */
 		size_t so = (size_t)(-ks->seg[sg] - 1) * FAST_KB * dp;
 
-		if (w->bu != ks->u || w->bn != ks->nu || w->bb != b ||
-		    w->bhk != hk) {
+		if (w->bu != ks->u || w->bb != b || w->bhk != hk) {
 			w->bu = ks->u;
 			w->bn = ks->nu;
 			w->bb = b;
 			w->bhk = hk;
 			w->bvalid = 0;
+		} else if (w->bn != ks->nu) {
+			int64_t whole = (w->bn < ks->nu ? w->bn : ks->nu) /
+					FAST_KB;
+
+			if (w->bvalid > whole)
+				w->bvalid = (int)whole;
+			w->bn = ks->nu;
 		}
 		w->pkT = w->bkT + so;
 		w->pvb = w->bvb + so;
-		w->pkb = NULL;
-		w->pvT = NULL;
+		w->pkb = w->bkb ? w->bkb + so : NULL;
+		w->pvT = w->bvT ? w->bvT + so : NULL;
 		if (-ks->seg[sg] - 1 < w->bvalid)
 			return;
 		gather_rows(job, b, hk, keys, nb, w->bkT + so, w->bvb + so);
+		if (w->bkb)
+			gather_rows_bwd(job, b, hk, keys, nb, w->bkb + so,
+					w->bvT + so);
 		if (-ks->seg[sg] - 1 == w->bvalid)
 			w->bvalid++;
 		return;
