@@ -43,19 +43,17 @@ static void acc_tn(const struct fast_job *job, struct fast_ws *w,
 		   const float *a, int R, const float *x,
 		   const struct keyset *ks, int sg, float *dst)
 {
-	int dp = job->dp, nb = ks->segn[sg], r, t, e;
+	int dp = job->dp, nb = ks->segn[sg], t, e;
 	const int32_t *keys;
 
-	for (t = 0; t < nb; t++)
-		for (r = 0; r < R; r++)
-			w->PT[t * FAST_TQ + r] = a[r * FAST_KB + t];
+	/* a read transposed: row t of the product is column t of a */
 	if (ks->seg[sg] >= 0) {
-		job->isa->mm_nn(w->PT, FAST_TQ, nb, R, x, dp,
+		job->isa->mm_tn(a, FAST_KB, nb, R, x, dp,
 				dst + (size_t)ks->seg[sg] * FAST_KB * dp);
 		return;
 	}
 	memset(w->tk, 0, sizeof(float) * FAST_KB * dp);
-	job->isa->mm_nn(w->PT, FAST_TQ, nb, R, x, dp, w->tk);
+	job->isa->mm_tn(a, FAST_KB, nb, R, x, dp, w->tk);
 	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
 	for (t = 0; t < nb; t++) {
 		float *row = dst + (size_t)keys[t] * dp;

@@ -26,7 +26,7 @@ struct fast_ws {
 	const float *pkT, *pvT, *pkb, *pvb;	/* this block's K, V */
 	float *kb, *vb, *tk, *tv;		/* [KB][dp] */
 	float *S, *Ps, *Pd, *dP;		/* [TQ][KB] */
-	float *PT, *dST;			/* [KB][TQ] */
+	float *dST;				/* [KB][TQ] */
 	float *dK, *dV;				/* [Nk][dp] (backward) */
 	int32_t *rk;				/* [TQ][Nk] row key lists */
 	int64_t rn[FAST_TQ];

@@ -62,7 +62,6 @@ static void ws_free(struct fast_ws *w)
 	free(w->Ps);
 	free(w->Pd);
 	free(w->dP);
-	free(w->PT);
 	free(w->dST);
 	free(w->dK);
 	free(w->dV);
@@ -132,7 +131,6 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	w->Ps = walloc(tk);
 	w->Pd = walloc(tk);
 	w->dP = walloc(tk);
-	w->PT = walloc(tk);
 	w->dST = walloc(tk);
 	w->rk = walloc(sizeof(int32_t) * FAST_TQ * (size_t)p->Nk);
 	w->u = walloc(sizeof(int32_t) * (size_t)p->Nk);
@@ -233,7 +231,7 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	}
 	if (!w->q || !w->dO || !w->o || !w->accS || !w->accA || !w->dq ||
 	    !w->kT || !w->vT || !w->kb || !w->vb || !w->tk || !w->tv ||
-	    !w->S || !w->Ps || !w->Pd || !w->dP || !w->PT || !w->dST ||
+	    !w->S || !w->Ps || !w->Pd || !w->dP || !w->dST ||
 	    !w->rk || !w->u || !w->srow || !w->srow2 || !w->posn || !w->flag || !w->bits ||
 	    !w->seg || !w->segn ||
 	    ((job->fp.per_row_plan ||
