@@ -414,7 +414,8 @@ int main(void)
 	for (kk = 0; kk < nk; kk++) {
 		if (kinds[kk].k != ASAM_PATTERN_STRIDED &&
 		    kinds[kk].k != ASAM_PATTERN_HIERARCHICAL &&
-		    kinds[kk].cm != ASAM_CLUSTER_ARGMAX)
+		    (kinds[kk].k != ASAM_PATTERN_CLUSTERED ||
+		     kinds[kk].cm != ASAM_CLUSTER_ARGMAX))
 			continue;
 		for (gm = 0; gm < 4; gm++)
 			for (c = 0; c < 2; c++, n++)
