@@ -150,28 +150,24 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 			w->failed = true;
 	}
 	if ((job->fp.sorted_groups || job->fp.str_cols || job->fp.hier_cols) &&
-	    !p->bwd) {
-		size_t rows = (size_t)(job->nkb + 1) * FAST_KB;
-
-		w->bkT = walloc(sizeof(float) * rows * job->dp);
-		w->bvb = walloc(sizeof(float) * rows * job->dp);
-		if (!w->bkT || !w->bvb)
-			w->failed = true;
-	} else if ((job->fp.sorted_groups || job->fp.str_cols ||
-		    job->fp.hier_cols) && !job->rows_only) {
+	    !job->rows_only) {
 		/*
-		 * The backward keeps K and V rows and transposes of the
-		 * shared key set too.  Not cleared: only the segments the
-		 * worker gathers are touched (by it), often a small part.
+		 * The segments of the shared key set (fast_gather), and in
+		 * the backward their K rows and V transposes too.  Not
+		 * cleared: only the segments the worker gathers are touched
+		 * (by it) and read, often a small part; clearing the whole
+		 * faulted in 2-4 MB a worker a call.
 		 */
 		size_t bytes = sizeof(float) * (job->nkb + 1) * FAST_KB *
 			       job->dp;
 
 		w->bkT = aligned_alloc(64, bytes);
 		w->bvb = aligned_alloc(64, bytes);
-		w->bkb = aligned_alloc(64, bytes);
-		w->bvT = aligned_alloc(64, bytes);
-		if (!w->bkT || !w->bvb || !w->bkb || !w->bvT)
+		if (p->bwd) {
+			w->bkb = aligned_alloc(64, bytes);
+			w->bvT = aligned_alloc(64, bytes);
+		}
+		if (!w->bkT || !w->bvb || (p->bwd && (!w->bkb || !w->bvT)))
 			w->failed = true;
 	}
 	if (job->fp.per_row_plan || p->pat.kind == ASAM_PATTERN_USER_INDEX)
