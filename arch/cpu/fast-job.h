@@ -70,6 +70,7 @@ struct fast_ws {
 	struct asam_pat_plan *plan;
 	int plan_b, plan_h;
 	bool failed;
+	bool scr;			/* the SCR_ buffers are the context's */
 };
 
 /*
@@ -79,11 +80,28 @@ struct fast_ws {
  * O(Nq Nk) by definition.  A concurrent call that finds the lock taken
  * allocates its own.
  */
+/*
+ * A worker's large scratch buffers (fast_scratch), kept between calls
+ * like the arena: allocated per call they cost a page fault per 4 KB
+ * whenever glibc hands them out from fresh mmap pages, which depends on
+ * what the process allocated before (20-40 % of a few-ms forward on the
+ * build host).  Every one is written before it is read in each call.
+ */
+enum { SCR_RK, SCR_DK, SCR_DV, SCR_DQA, SCR_BKT, SCR_BVB, SCR_BKB, SCR_BVT,
+       SCR_BLIST, SCR_N };
+
+struct cpu_scr {
+	void *p[SCR_N];
+	size_t bytes[SCR_N];
+};
+
 struct cpu_priv {
 	pthread_mutex_t lock;
 	float *arena;
 	size_t arena_bytes;
 	struct fast_rows_cache rows;
+	struct cpu_scr *scr;		/* [nscr], one per worker */
+	int nscr;
 };
 
 struct fast_job {

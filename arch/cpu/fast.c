@@ -42,10 +42,35 @@ static void *walloc(size_t bytes)
 	return x;
 }
 
+/*
+ * Worker @worker's scratch buffer @slot of at least @bytes: the one the
+ * context keeps for it (grown when short), or, for a call that could not
+ * take the context's lock, a fresh one that ws_free() frees.
+ */
+static void *scratch(struct fast_job *job, struct fast_ws *w, int worker,
+		     int slot, size_t bytes)
+{
+	struct cpu_scr *s;
+	size_t n = (bytes + 63) & ~(size_t)63;
+
+	if (!w->scr)
+		return aligned_alloc(64, n ? n : 64);
+	s = &job->priv->scr[worker];
+	if (s->bytes[slot] < n || !s->p[slot]) {
+		free(s->p[slot]);
+		s->p[slot] = aligned_alloc(64, n ? n : 64);
+		s->bytes[slot] = s->p[slot] ? n : 0;
+	}
+	return s->p[slot];
+}
+
 static void ws_free(struct fast_ws *w)
 {
 	if (!w)
 		return;
+	if (w->scr)
+		w->rk = NULL, w->dK = w->dV = w->dqa = NULL,
+		w->bkT = w->bvb = w->bkb = w->bvT = NULL, w->blist = NULL;
 	free(w->q);
 	free(w->dO);
 	free(w->o);
@@ -115,6 +140,8 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		return NULL;
 	job->ws[worker] = w;
 	w->plan_b = w->plan_h = -1;
+	/* job_init sized the context's scratch for every worker */
+	w->scr = job->priv && job->priv->scr && worker < job->priv->nscr;
 	w->q = walloc(td);
 	w->dO = walloc(td);
 	w->o = walloc(td);
@@ -132,7 +159,8 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	w->Pd = walloc(tk);
 	w->dP = walloc(tk);
 	w->dST = walloc(tk);
-	w->rk = walloc(sizeof(int32_t) * FAST_TQ * (size_t)p->Nk);
+	w->rk = scratch(job, w, worker, SCR_RK,
+			sizeof(int32_t) * FAST_TQ * (size_t)p->Nk);
 	w->u = walloc(sizeof(int32_t) * (size_t)p->Nk);
 	w->srow = walloc(sizeof(float) * ((size_t)p->Nk + 16));
 	w->srow2 = walloc(sizeof(float) * ((size_t)p->Nk + 16));
@@ -144,8 +172,11 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	if (p->bwd) {
 		size_t rows = (size_t)job->nkb * FAST_KB;
 
-		w->dK = walloc(sizeof(float) * rows * job->dp);
-		w->dV = walloc(sizeof(float) * rows * job->dp);
+		/* bwd_keys() clears the range it sums into */
+		w->dK = scratch(job, w, worker, SCR_DK,
+				sizeof(float) * rows * job->dp);
+		w->dV = scratch(job, w, worker, SCR_DV,
+				sizeof(float) * rows * job->dp);
 		if (!w->dK || !w->dV)
 			w->failed = true;
 	}
@@ -161,11 +192,11 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		size_t bytes = sizeof(float) * (job->nkb + 1) * FAST_KB *
 			       job->dp;
 
-		w->bkT = aligned_alloc(64, bytes);
-		w->bvb = aligned_alloc(64, bytes);
+		w->bkT = scratch(job, w, worker, SCR_BKT, bytes);
+		w->bvb = scratch(job, w, worker, SCR_BVB, bytes);
 		if (p->bwd) {
-			w->bkb = aligned_alloc(64, bytes);
-			w->bvT = aligned_alloc(64, bytes);
+			w->bkb = scratch(job, w, worker, SCR_BKB, bytes);
+			w->bvT = scratch(job, w, worker, SCR_BVT, bytes);
 		}
 		if (!w->bkT || !w->bvb || (p->bwd && (!w->bkb || !w->bvT)))
 			w->failed = true;
@@ -198,7 +229,9 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		size_t rows = (size_t)job->group * p->Nq;
 
 		w->tdo = walloc(sizeof(float) * FAST_RT * job->dp);
-		w->dqa = walloc(sizeof(float) * rows * job->dp);
+		/* cleared row by row at a row's first chunk (bwd_row) */
+		w->dqa = scratch(job, w, worker, SCR_DQA,
+				 sizeof(float) * rows * job->dp);
 		w->dD = walloc(sizeof(float) * rows);
 		if (!w->tdo || !w->dqa || !w->dD)
 			w->failed = true;
@@ -213,8 +246,9 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	}
 	/* lists kept across key chunks only when there are chunks */
 	if (w->bkeys && job->ucap) {
-		w->blist = walloc(sizeof(int32_t) * (size_t)job->group *
-				  p->Nq * job->ucap);
+		w->blist = scratch(job, w, worker, SCR_BLIST,
+				   sizeof(int32_t) * (size_t)job->group *
+				   p->Nq * job->ucap);
 		if (!w->blist)
 			w->failed = true;
 	}
@@ -575,6 +609,18 @@ static int job_init(struct fast_job *job, struct asam_backend *be,
 
 		if (priv && !pthread_mutex_trylock(&priv->lock)) {
 			job->priv = priv;
+			if (priv->nscr < job->nthreads) {
+				/* workers past nscr allocate their own */
+				struct cpu_scr *x = realloc(priv->scr,
+						sizeof(*x) * job->nthreads);
+
+				if (x) {
+					memset(x + priv->nscr, 0, sizeof(*x) *
+					       (job->nthreads - priv->nscr));
+					priv->scr = x;
+					priv->nscr = job->nthreads;
+				}
+			}
 			if (priv->arena_bytes < bytes) {
 				free(priv->arena);
 				priv->arena = aligned_alloc(64, bytes);
@@ -726,12 +772,17 @@ static int cpu_probe(struct asam_backend *be)
 static void cpu_remove(struct asam_backend *be)
 {
 	struct cpu_priv *priv = be->priv;
+	int i, j;
 
 	asam_pool_put(be->ctx);
 	if (priv) {
 		pthread_mutex_destroy(&priv->lock);
 		free(priv->arena);
 		free(priv->rows.rows);
+		for (i = 0; i < priv->nscr; i++)
+			for (j = 0; j < SCR_N; j++)
+				free(priv->scr[i].p[j]);
+		free(priv->scr);
 		free(priv);
 	}
 	be->priv = NULL;
