@@ -43,19 +43,17 @@ static void acc_tn(const struct fast_job *job, struct fast_ws *w,
 		   const float *a, int R, const float *x,
 		   const struct keyset *ks, int sg, float *dst)
 {
-	int dp = job->dp, nb = ks->segn[sg], r, t, e;
+	int dp = job->dp, nb = ks->segn[sg], t, e;
 	const int32_t *keys;
 
-	for (t = 0; t < nb; t++)
-		for (r = 0; r < R; r++)
-			w->PT[t * FAST_TQ + r] = a[r * FAST_KB + t];
+	/* a read transposed: row t of the product is column t of a */
 	if (ks->seg[sg] >= 0) {
-		job->isa->mm_nn(w->PT, FAST_TQ, nb, R, x, dp,
+		job->isa->mm_tn(a, FAST_KB, nb, R, x, dp,
 				dst + (size_t)ks->seg[sg] * FAST_KB * dp);
 		return;
 	}
 	memset(w->tk, 0, sizeof(float) * FAST_KB * dp);
-	job->isa->mm_nn(w->PT, FAST_TQ, nb, R, x, dp, w->tk);
+	job->isa->mm_tn(a, FAST_KB, nb, R, x, dp, w->tk);
 	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
 	for (t = 0; t < nb; t++) {
 		float *row = dst + (size_t)keys[t] * dp;
@@ -95,9 +93,36 @@ static double bwd_row(struct fast_job *job, struct fast_ws *w,
 
 	if (part && first)
 		memset(dq, 0, sizeof(float) * dp);
-	/* one chunk: the list as it comes, no bucketing */
-	keys = fast_rows_keys(job, w, gr, INT64_MAX / 2, w->rk, &n);
-	if (mode == BWD_DKV || (part && part != 7)) {
+	if (part && part != 7 && w->bkeys) {
+		/*
+		 * L2 chunks of a RANDOM_ROWS or USER_INDEX row: its list in
+		 * chunk order once, at the first chunk (kept for the head's
+		 * rows), then each chunk takes the keys below its end from
+		 * the cursor on: no list rebuilt, no scan of the whole list
+		 * a chunk.
+		 */
+		int64_t m = 0, rem;
+
+		if (first) {
+			int32_t *buf = w->blist ? w->blist + slot * job->ucap :
+				       w->rk;
+
+			w->bkeys[slot] = fast_rows_keys(job, w, gr, job->rchunk,
+							buf, &n);
+			w->brn[slot] = (int32_t)n;
+			w->bcur[slot] = 0;
+		}
+		keys = w->bkeys[slot] + w->bcur[slot];
+		rem = w->brn[slot] - w->bcur[slot];
+		while (m < rem && keys[m] < gr->k1)
+			m++;
+		w->bcur[slot] += (int32_t)m;
+		n = m;
+	} else {
+		/* one chunk: the list as it comes, no bucketing */
+		keys = fast_rows_keys(job, w, gr, INT64_MAX / 2, w->rk, &n);
+	}
+	if (mode == BWD_DKV || (part && part != 7 && !w->bkeys)) {
 		/* this chunk's keys only: the other chunks have their pass */
 		int64_t m = 0;
 
@@ -390,11 +415,44 @@ static double bwd_group(struct fast_job *job, struct fast_ws *w,
  * every row of the group's heads taking its keys of one chunk before the
  * next (fast-rows.c); fused, each row's dQ is summed over the chunks.
  */
+static void prefetch_row(const struct asam_tv *t, int b, int h, int64_t i,
+			 size_t bytes)
+{
+	const char *x = (const char *)t->data +
+			tv_off(t, b, h, i, 0) * asam_dtype_size(t->dt);
+	size_t o;
+
+	for (o = 0; o < bytes; o += 64)
+		__builtin_prefetch(x + o);
+}
+
+/*
+ * A chunk pass walks every row of the head for a few keys each: fetch
+ * row @i's q, dO, dQ sums and list position ahead, as the key rows are
+ * (mostly) in L2 and these are not.
+ */
+static void rows_prefetch(const struct fast_job *job,
+			  const struct fast_ws *w, int b, int h, int64_t i,
+			  int64_t slot, bool first)
+{
+	const struct asam_problem *p = job->p;
+	size_t row = asam_dtype_size(p->q.dt) * p->d;
+
+	if (i >= p->Nq)
+		return;
+	prefetch_row(&p->q, b, h, i, row);
+	prefetch_row(&p->d_o, b, h, i, row);
+	__builtin_prefetch(w->dqa + slot * job->dp);
+	__builtin_prefetch(w->dqa + slot * job->dp + job->dp - 1);
+	if (!first && w->bkeys)
+		__builtin_prefetch(w->bkeys[slot] + w->bcur[slot]);
+}
+
 static void bwd_keys_rows(struct fast_job *job, struct fast_ws *w, int b,
 			  int hk, int64_t k0, int64_t k1, enum bwd_mode mode)
 {
 	const struct asam_problem *p = job->p;
-	int64_t C = fast_rows_chunk(job, 4), lo, hi, i;
+	int64_t C = job->rchunk, lo, hi, i;
 	struct group gr;
 	int h, part;
 
@@ -406,6 +464,10 @@ static void bwd_keys_rows(struct fast_job *job, struct fast_ws *w, int b,
 		part = 4 | (lo == k0 ? 1 : 0) | (hi >= k1 ? 2 : 0);
 		for (h = hk * job->group; h < (hk + 1) * job->group; h++)
 			for (i = 0; i < p->Nq; i++) {
+				if (part != 7)
+					rows_prefetch(job, w, b, h, i + 2,
+						      (h - hk * job->group) *
+						      p->Nq + i + 2, part & 1);
 				if (!fast_group_init(job, &gr, b, h, (int)i))
 					continue;
 				gr.k0 = lo;
@@ -523,6 +585,12 @@ int fast_bwd_run(struct fast_job *job, struct asam_pool *pool)
 	const struct asam_problem *p = job->p;
 	int64_t items = (int64_t)p->B * p->Hkv;
 	int64_t waves = DIV_ROUND_UP(items, job->nthreads);
+
+	/* the fused row-only schedule's L2 chunks (bwd_keys_rows) */
+	job->rchunk = fast_rows_chunk(job, 4);
+	if (job->rows_only && p->pat.kind == ASAM_PATTERN_USER_INDEX &&
+	    job->rchunk < p->Nk)
+		job->ucap = (p->pat.r < p->Nk ? p->pat.r : p->Nk) + 1;
 
 	/*
 	 * Enough (b, kv head) items to keep every worker busy (whole waves

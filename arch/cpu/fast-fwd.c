@@ -193,8 +193,16 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 	for (lo = 0; lo < maxlim; lo += C) {
 		for (t = 0; t < R; t++) {
 			int c;
-			const int32_t *keys = fast_rows_take(w, t, lo, C,
-							     maxlim, &c);
+			const int32_t *keys;
+
+			/*
+			 * with chunks, each pass reads the next line of
+			 * every row's list: fetch it two rows ahead
+			 */
+			if (t + 2 < R && lo + C < maxlim)
+				__builtin_prefetch(w->tkeys[t + 2] +
+						   w->tcur[t + 2]);
+			keys = fast_rows_take(w, t, lo, C, maxlim, &c);
 
 			if (!c)
 				continue;

@@ -26,7 +26,7 @@ struct fast_ws {
 	const float *pkT, *pvT, *pkb, *pvb;	/* this block's K, V */
 	float *kb, *vb, *tk, *tv;		/* [KB][dp] */
 	float *S, *Ps, *Pd, *dP;		/* [TQ][KB] */
-	float *PT, *dST;			/* [KB][TQ] */
+	float *dST;				/* [KB][TQ] */
 	float *dK, *dV;				/* [Nk][dp] (backward) */
 	int32_t *rk;				/* [TQ][Nk] row key lists */
 	int64_t rn[FAST_TQ];
@@ -44,6 +44,7 @@ struct fast_ws {
 	 * same cluster come to this worker.
 	 */
 	float *bkT, *bvb;			/* [nkb + 1][dp][KB], rows */
+	float *bkb, *bvT;		/* backward: K rows, V transposed */
 	const int32_t *bu;
 	int64_t bn;
 	int bvalid, bb, bhk;
@@ -57,10 +58,19 @@ struct fast_ws {
 	int32_t *tn, *tcur;			/* [RT] */
 	float *tdo;				/* [RT][dp] (backward) */
 	float *dqa, *dD;		/* [group Nq][dp], [group Nq] (bwd) */
+	/*
+	 * Chunked backward of RANDOM_ROWS, USER_INDEX: each row's list in
+	 * chunk order, built at the first chunk, and the cursor into it
+	 */
+	const int32_t **bkeys;		/* [group Nq] */
+	int32_t *brn, *bcur;		/* [group Nq] */
+	int32_t *blist;			/* [group Nq][ucap] USER_INDEX */
 	uint32_t *stamp, gen;		/* [Nk + 1] USER_INDEX repeats */
+	uint64_t *ubits, *usum;		/* USER_INDEX sorted: key bits */
 	struct asam_pat_plan *plan;
 	int plan_b, plan_h;
 	bool failed;
+	bool scr;			/* the SCR_ buffers are the context's */
 };
 
 /*
@@ -70,11 +80,28 @@ struct fast_ws {
  * O(Nq Nk) by definition.  A concurrent call that finds the lock taken
  * allocates its own.
  */
+/*
+ * A worker's large scratch buffers (fast_scratch), kept between calls
+ * like the arena: allocated per call they cost a page fault per 4 KB
+ * whenever glibc hands them out from fresh mmap pages, which depends on
+ * what the process allocated before (20-40 % of a few-ms forward on the
+ * build host).  Every one is written before it is read in each call.
+ */
+enum { SCR_RK, SCR_DK, SCR_DV, SCR_DQA, SCR_BKT, SCR_BVB, SCR_BKB, SCR_BVT,
+       SCR_BLIST, SCR_N };
+
+struct cpu_scr {
+	void *p[SCR_N];
+	size_t bytes[SCR_N];
+};
+
 struct cpu_priv {
 	pthread_mutex_t lock;
 	float *arena;
 	size_t arena_bytes;
 	struct fast_rows_cache rows;
+	struct cpu_scr *scr;		/* [nscr], one per worker */
+	int nscr;
 };
 
 struct fast_job {
@@ -87,6 +114,7 @@ struct fast_job {
 	int64_t rows_l2;			/* L2 bytes a key chunk may take */
 	bool rows_only;				/* per-row patterns, sparse only */
 	bool no_blocks;				/* no transposed K/V blocks */
+	bool usort;				/* USER_INDEX rows sorted */
 	int64_t nkb;				/* key blocks per (b, kv head) */
 	float *KT, *VT;				/* [B][Hkv][nkb][dp][KB] */
 	float *K32, *V32;			/* [B][Hkv][nkb * KB][dp] */
@@ -95,6 +123,8 @@ struct fast_job {
 	float *D;				/* [B][Hq][Nq][2] (split bwd) */
 	double *dgp;				/* [B][Hq][maxgroups] */
 	int64_t chunk;				/* keys per dK/dV item */
+	int64_t rchunk;				/* keys per L2 chunk (bwd rows) */
+	int64_t ucap;				/* ids a USER_INDEX list holds */
 	int nchunks;
 	float scale;
 	atomic_int err;

@@ -95,10 +95,13 @@ static void F(mm_nt)(const float *a, int m, int dp, const float *bt, float *c)
 	}
 }
 
-/* c[r][e0..e0+nv*VW) += p[r][0..k) . x[0..k)[e0..] */
+/*
+ * c[r][e0..e0+nv*VW) += p[r][0..k) . x[0..k)[e0..]; with @tr, p is read
+ * transposed: p[r][j] at p[j * ldp + r]
+ */
 static inline __attribute__((always_inline)) void
 F(nn_block)(const float *p, int ldp, int k, const float *x, int dp,
-	    float *c, const int nr, const int nv)
+	    float *c, const int nr, const int nv, const int tr)
 {
 	vf acc[RB][NV];
 	int r, v, j;
@@ -112,7 +115,7 @@ F(nn_block)(const float *p, int ldp, int k, const float *x, int dp,
 		for (v = 0; v < nv; v++)
 			xv[v] = F(ld)(x + j * dp + v * VW);
 		for (r = 0; r < nr; r++) {
-			vf s = F(bc)(p[r * ldp + j]);
+			vf s = F(bc)(tr ? p[j * ldp + r] : p[r * ldp + j]);
 
 			for (v = 0; v < nv; v++)
 				acc[r][v] += s * xv[v];
@@ -123,30 +126,46 @@ F(nn_block)(const float *p, int ldp, int k, const float *x, int dp,
 			F(st)(c + r * dp + v * VW, acc[r][v]);
 }
 
-static void F(mm_nn)(const float *p, int ldp, int m, int k, const float *x,
-		     int dp, float *c)
+static inline __attribute__((always_inline)) void
+F(mm_nn_any)(const float *p, int ldp, int m, int k, const float *x, int dp,
+	     float *c, const int tr)
 {
+	/* row r of p: p + r * ldp, or column r of the transposed p */
+	const int rs = tr ? 1 : ldp;
 	int r, e;
 
 	for (e = 0; e < dp;) {
 		if (e + NV * VW <= dp) {
 			for (r = 0; r + RB <= m; r += RB)
-				F(nn_block)(p + r * ldp, ldp, k, x + e, dp,
-					    c + r * dp + e, RB, NV);
+				F(nn_block)(p + r * rs, ldp, k, x + e, dp,
+					    c + r * dp + e, RB, NV, tr);
 			for (; r < m; r++)
-				F(nn_block)(p + r * ldp, ldp, k, x + e, dp,
-					    c + r * dp + e, 1, NV);
+				F(nn_block)(p + r * rs, ldp, k, x + e, dp,
+					    c + r * dp + e, 1, NV, tr);
 			e += NV * VW;
 		} else {
 			for (r = 0; r + RB <= m; r += RB)
-				F(nn_block)(p + r * ldp, ldp, k, x + e, dp,
-					    c + r * dp + e, RB, 1);
+				F(nn_block)(p + r * rs, ldp, k, x + e, dp,
+					    c + r * dp + e, RB, 1, tr);
 			for (; r < m; r++)
-				F(nn_block)(p + r * ldp, ldp, k, x + e, dp,
-					    c + r * dp + e, 1, 1);
+				F(nn_block)(p + r * rs, ldp, k, x + e, dp,
+					    c + r * dp + e, 1, 1, tr);
 			e += VW;
 		}
 	}
+}
+
+static void F(mm_nn)(const float *p, int ldp, int m, int k, const float *x,
+		     int dp, float *c)
+{
+	F(mm_nn_any)(p, ldp, m, k, x, dp, c, 0);
+}
+
+/* the backward's dK, dV: P read transposed, no transposed copy */
+static void F(mm_tn)(const float *p, int ldp, int m, int k, const float *x,
+		     int dp, float *c)
+{
+	F(mm_nn_any)(p, ldp, m, k, x, dp, c, 1);
 }
 
 /*
@@ -741,6 +760,7 @@ const struct fast_isa CAT(fast_isa_, KERN) = {
 	.name = KERN_NAME,
 	.mm_nt = F(mm_nt),
 	.mm_nn = F(mm_nn),
+	.mm_tn = F(mm_tn),
 	.exp = F(exp),
 	.row_step = F(row_step),
 	.row_exp = F(row_exp),

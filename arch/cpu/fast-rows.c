@@ -47,6 +47,16 @@ void fast_rows_setup(struct fast_job *job)
 		if (!*end && x >= 0)
 			job->rows_l2 = x ? x : INT64_MAX / 2;
 	}
+	/*
+	 * USER_INDEX rows in ascending key order (uindex_sorted), as
+	 * RANDOM_ROWS rows are, with ASAM_CPU_UINDEX_SORT=1.  Off by
+	 * default: on the 2-core AMD build host sorting cost 8 % of the
+	 * forward and gained nothing; whether the Xeon's 2 x gap between
+	 * USER_INDEX and RANDOM_ROWS is their order is for
+	 * tools/bench/cpu-device-run.sh to show there.
+	 */
+	env = getenv("ASAM_CPU_UINDEX_SORT");
+	job->usort = env && *env && strcmp(env, "0");
 	job->rows_only = fast_rows_tiled(job) &&
 			 job->p->gate_mode == ASAM_GATE_SPARSE;
 	/*
@@ -89,7 +99,7 @@ int fast_rows_tile(const struct fast_job *job)
 	if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS)
 		most = 0;			/* read from the cache */
 	else if (p->pat.kind == ASAM_PATTERN_USER_INDEX)
-		/* uindex_row writes one past its count */
+		/* both USER_INDEX row builders write one past its count */
 		most = (p->pat.r < p->Nk ? p->pat.r : p->Nk) + 1;
 	t = most ? (int64_t)FAST_TQ * p->Nk / most : FAST_RT;
 	spread = DIV_ROUND_UP((int64_t)p->B * p->Hq * p->Nq,
@@ -139,6 +149,88 @@ static int64_t uindex_row(struct fast_job *job, struct fast_ws *w,
 }
 
 /*
+ * USER_INDEX, sorted: the same keys as uindex_row, in ascending order,
+ * through a bit a key and a bit a 64-key word of per-worker scratch
+ * (both all zero between rows): set the bits of the keys kept (repeats
+ * set a bit twice), then read the set words in order and clear them.
+ * O(r + lim / 64) with few branches, O(r + lim / 4096) past 4096 keys:
+ * an average word holds r / 64 keys at most (128 of 4096: 2), so its
+ * first four are taken without a test and a loop only takes the rest.  Sorted rows walk K and V in
+ * address order as RANDOM_ROWS rows do, and need no bucketing for the
+ * chunked walk.  @out must hold min(r, Nk) + 1 ids.
+ */
+static inline int64_t uindex_word(uint64_t *bits, int64_t wd, int32_t *out,
+				  int64_t n)
+{
+	uint64_t x = bits[wd];
+	int32_t base = (int32_t)(wd * 64);
+	int c;
+
+	bits[wd] = 0;
+	/* an empty word writes out[n] and keeps n: no branch */
+	for (c = 0; c < 4; c++) {
+		out[n] = base + __builtin_ctzll(x | (1ull << 63));
+		n += x != 0;
+		x &= x - 1;
+	}
+	while (x) {
+		out[n++] = base + __builtin_ctzll(x);
+		x &= x - 1;
+	}
+	return n;
+}
+
+static int64_t uindex_sorted(struct fast_job *job, struct fast_ws *w,
+			     const struct group *gr, int32_t *out)
+{
+	const struct asam_problem *p = job->p;
+	const struct asam_tv *ix = &p->pat.index;
+	const int32_t *lst = (const int32_t *)ix->data +
+			     tv_off(ix, gr->b, gr->hk, gr->rows[0], 0);
+	int64_t st = ix->stride[3], t, n = 0, a, wd;
+	int64_t nw = ((int64_t)gr->lim[0] + 63) >> 6;
+	uint32_t lim = (uint32_t)gr->lim[0];
+	uint64_t *bits = w->ubits, *sum = w->usum;
+
+	if (nw <= 64) {
+		/*
+		 * one summary word at most: scan the words themselves (a
+		 * summary word every key sets would chain its updates
+		 * through memory, ~5 cycles a key)
+		 */
+		for (t = 0; t < p->pat.r; t++) {
+			int32_t j = lst[t * st];
+			uint64_t ok = (uint32_t)j < lim;	/* -1: no */
+			uint32_t k = ok ? (uint32_t)j : 0;
+
+			bits[k >> 6] |= ok << (k & 63);
+		}
+		for (wd = 0; wd < nw; wd++)
+			n = uindex_word(bits, wd, out, n);
+		return n;
+	}
+	for (t = 0; t < p->pat.r; t++) {
+		int32_t j = lst[t * st];
+		uint64_t ok = (uint32_t)j < lim;
+		uint32_t k = ok ? (uint32_t)j : 0;
+
+		bits[k >> 6] |= ok << (k & 63);
+		sum[k >> 12] |= ok << ((k >> 6) & 63);
+	}
+	for (a = 0; a < (nw + 63) >> 6; a++) {
+		uint64_t s = sum[a];
+
+		sum[a] = 0;
+		while (s) {
+			n = uindex_word(bits, a * 64 + __builtin_ctzll(s),
+					out, n);
+			s &= s - 1;
+		}
+	}
+	return n;
+}
+
+/*
  * Row gr->rows[0]'s allowed keys below its limit, in ascending chunks of
  * @chunk keys: the RANDOM_ROWS cache itself, else written to @out.
  */
@@ -161,7 +253,10 @@ const int32_t *fast_rows_keys(struct fast_job *job, struct fast_ws *w,
 		     fast_lower_bound(row, job->fp.rr, gr->lim[0]);
 		return row;
 	}
-	if (p->pat.kind == ASAM_PATTERN_USER_INDEX) {
+	if (p->pat.kind == ASAM_PATTERN_USER_INDEX && job->usort) {
+		*n = uindex_sorted(job, w, gr, out);
+		return out;		/* ascending: in chunk order too */
+	} else if (p->pat.kind == ASAM_PATTERN_USER_INDEX) {
 		*n = uindex_row(job, w, gr, out);
 	} else {
 		fast_plan_for(job, w, gr->b, gr->h);

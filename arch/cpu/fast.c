@@ -42,10 +42,35 @@ static void *walloc(size_t bytes)
 	return x;
 }
 
+/*
+ * Worker @worker's scratch buffer @slot of at least @bytes: the one the
+ * context keeps for it (grown when short), or, for a call that could not
+ * take the context's lock, a fresh one that ws_free() frees.
+ */
+static void *scratch(struct fast_job *job, struct fast_ws *w, int worker,
+		     int slot, size_t bytes)
+{
+	struct cpu_scr *s;
+	size_t n = (bytes + 63) & ~(size_t)63;
+
+	if (!w->scr)
+		return aligned_alloc(64, n ? n : 64);
+	s = &job->priv->scr[worker];
+	if (s->bytes[slot] < n || !s->p[slot]) {
+		free(s->p[slot]);
+		s->p[slot] = aligned_alloc(64, n ? n : 64);
+		s->bytes[slot] = s->p[slot] ? n : 0;
+	}
+	return s->p[slot];
+}
+
 static void ws_free(struct fast_ws *w)
 {
 	if (!w)
 		return;
+	if (w->scr)
+		w->rk = NULL, w->dK = w->dV = w->dqa = NULL,
+		w->bkT = w->bvb = w->bkb = w->bvT = NULL, w->blist = NULL;
 	free(w->q);
 	free(w->dO);
 	free(w->o);
@@ -62,7 +87,6 @@ static void ws_free(struct fast_ws *w)
 	free(w->Ps);
 	free(w->Pd);
 	free(w->dP);
-	free(w->PT);
 	free(w->dST);
 	free(w->dK);
 	free(w->dV);
@@ -78,6 +102,8 @@ static void ws_free(struct fast_ws *w)
 	free(w->segn);
 	free(w->bkT);
 	free(w->bvb);
+	free(w->bkb);
+	free(w->bvT);
 	free(w->tq);
 	free(w->tacc);
 	free(w->tm);
@@ -88,7 +114,13 @@ static void ws_free(struct fast_ws *w)
 	free(w->tdo);
 	free(w->dqa);
 	free(w->dD);
+	free(w->bkeys);
+	free(w->brn);
+	free(w->bcur);
+	free(w->blist);
 	free(w->stamp);
+	free(w->ubits);
+	free(w->usum);
 	asam_pat_plan_destroy(w->plan);
 	free(w);
 }
@@ -108,6 +140,8 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		return NULL;
 	job->ws[worker] = w;
 	w->plan_b = w->plan_h = -1;
+	/* job_init sized the context's scratch for every worker */
+	w->scr = job->priv && job->priv->scr && worker < job->priv->nscr;
 	w->q = walloc(td);
 	w->dO = walloc(td);
 	w->o = walloc(td);
@@ -124,9 +158,9 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	w->Ps = walloc(tk);
 	w->Pd = walloc(tk);
 	w->dP = walloc(tk);
-	w->PT = walloc(tk);
 	w->dST = walloc(tk);
-	w->rk = walloc(sizeof(int32_t) * FAST_TQ * (size_t)p->Nk);
+	w->rk = scratch(job, w, worker, SCR_RK,
+			sizeof(int32_t) * FAST_TQ * (size_t)p->Nk);
 	w->u = walloc(sizeof(int32_t) * (size_t)p->Nk);
 	w->srow = walloc(sizeof(float) * ((size_t)p->Nk + 16));
 	w->srow2 = walloc(sizeof(float) * ((size_t)p->Nk + 16));
@@ -138,25 +172,45 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	if (p->bwd) {
 		size_t rows = (size_t)job->nkb * FAST_KB;
 
-		w->dK = walloc(sizeof(float) * rows * job->dp);
-		w->dV = walloc(sizeof(float) * rows * job->dp);
+		/* bwd_keys() clears the range it sums into */
+		w->dK = scratch(job, w, worker, SCR_DK,
+				sizeof(float) * rows * job->dp);
+		w->dV = scratch(job, w, worker, SCR_DV,
+				sizeof(float) * rows * job->dp);
 		if (!w->dK || !w->dV)
 			w->failed = true;
 	}
 	if ((job->fp.sorted_groups || job->fp.str_cols || job->fp.hier_cols) &&
-	    !p->bwd) {
-		size_t rows = (size_t)(job->nkb + 1) * FAST_KB;
+	    !job->rows_only) {
+		/*
+		 * The segments of the shared key set (fast_gather), and in
+		 * the backward their K rows and V transposes too.  Not
+		 * cleared: only the segments the worker gathers are touched
+		 * (by it) and read, often a small part; clearing the whole
+		 * faulted in 2-4 MB a worker a call.
+		 */
+		size_t bytes = sizeof(float) * (job->nkb + 1) * FAST_KB *
+			       job->dp;
 
-		w->bkT = walloc(sizeof(float) * rows * job->dp);
-		w->bvb = walloc(sizeof(float) * rows * job->dp);
-		if (!w->bkT || !w->bvb)
+		w->bkT = scratch(job, w, worker, SCR_BKT, bytes);
+		w->bvb = scratch(job, w, worker, SCR_BVB, bytes);
+		if (p->bwd) {
+			w->bkb = scratch(job, w, worker, SCR_BKB, bytes);
+			w->bvT = scratch(job, w, worker, SCR_BVT, bytes);
+		}
+		if (!w->bkT || !w->bvb || (p->bwd && (!w->bkb || !w->bvT)))
 			w->failed = true;
 	}
 	if (job->fp.per_row_plan || p->pat.kind == ASAM_PATTERN_USER_INDEX)
 		w->bytes = walloc(p->Nk);	/* row flags, kept zero */
 	if (p->pat.kind == ASAM_PATTERN_USER_INDEX) {
 		w->stamp = walloc(sizeof(uint32_t) * ((size_t)p->Nk + 1));
-		if (!w->stamp)
+		/* one bit a key, one a 64-key word (fast-rows.c) */
+		w->ubits = walloc(sizeof(uint64_t) *
+				  ((size_t)p->Nk / 64 + 1));
+		w->usum = walloc(sizeof(uint64_t) *
+				 ((size_t)p->Nk / 4096 + 1));
+		if (!w->stamp || !w->ubits || !w->usum)
 			w->failed = true;
 	}
 	if (fast_rows_tiled(job)) {
@@ -175,9 +229,27 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		size_t rows = (size_t)job->group * p->Nq;
 
 		w->tdo = walloc(sizeof(float) * FAST_RT * job->dp);
-		w->dqa = walloc(sizeof(float) * rows * job->dp);
+		/* cleared row by row at a row's first chunk (bwd_row) */
+		w->dqa = scratch(job, w, worker, SCR_DQA,
+				 sizeof(float) * rows * job->dp);
 		w->dD = walloc(sizeof(float) * rows);
 		if (!w->tdo || !w->dqa || !w->dD)
+			w->failed = true;
+		if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS ||
+		    p->pat.kind == ASAM_PATTERN_USER_INDEX) {
+			w->bkeys = walloc(sizeof(*w->bkeys) * rows);
+			w->brn = walloc(sizeof(int32_t) * rows);
+			w->bcur = walloc(sizeof(int32_t) * rows);
+			if (!w->bkeys || !w->brn || !w->bcur)
+				w->failed = true;
+		}
+	}
+	/* lists kept across key chunks only when there are chunks */
+	if (w->bkeys && job->ucap) {
+		w->blist = scratch(job, w, worker, SCR_BLIST,
+				   sizeof(int32_t) * (size_t)job->group *
+				   p->Nq * job->ucap);
+		if (!w->blist)
 			w->failed = true;
 	}
 	if (job->fp.per_row_plan) {
@@ -189,7 +261,7 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	}
 	if (!w->q || !w->dO || !w->o || !w->accS || !w->accA || !w->dq ||
 	    !w->kT || !w->vT || !w->kb || !w->vb || !w->tk || !w->tv ||
-	    !w->S || !w->Ps || !w->Pd || !w->dP || !w->PT || !w->dST ||
+	    !w->S || !w->Ps || !w->Pd || !w->dP || !w->dST ||
 	    !w->rk || !w->u || !w->srow || !w->srow2 || !w->posn || !w->flag || !w->bits ||
 	    !w->seg || !w->segn ||
 	    ((job->fp.per_row_plan ||
@@ -383,6 +455,26 @@ static void gather_rows(const struct fast_job *job, int b, int hk,
 		memset(kT + e * FAST_KB + n, 0, sizeof(float) * (FAST_KB - n));
 }
 
+/* ... and the backward's: K rows (for dQ), V into its transposed block */
+static void gather_rows_bwd(const struct fast_job *job, int b, int hk,
+			    const int32_t *keys, int n, float *kb, float *vT)
+{
+	const struct asam_problem *p = job->p;
+	int dp = job->dp, t, e;
+	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB;
+
+	for (t = 0; t < n; t++) {
+		const float *kr, *vr;
+
+		key_rows(job, b, hk, base, keys[t], &kr, &vr);
+		memcpy(kb + t * dp, kr, sizeof(float) * dp);
+		for (e = 0; e < dp; e++)
+			vT[e * FAST_KB + t] = vr[e];
+	}
+	for (e = 0; e < dp && n < FAST_KB; e++)
+		memset(vT + e * FAST_KB + n, 0, sizeof(float) * (FAST_KB - n));
+}
+
 /* Point the worker at segment @sg's K and V, gathering scattered keys. */
 void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		   const struct keyset *ks, int b, int hk, int sg,
@@ -409,28 +501,41 @@ void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		return;
 	}
 	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
-	if (ks->bucket && !want_vT && w->bkT) {
+	if (ks->bucket && w->bkT && (!want_vT || w->bkb)) {
 		/*
-		 * A cluster bucket: the groups of one cluster share it, so
-		 * keep each gathered segment and gather only the new ones.
+		 * A cluster bucket, or the global columns of STRIDED and
+		 * HIERARCHICAL: the groups of one cluster or head share it,
+		 * so keep each gathered segment and gather only the new
+		 * ones (the backward: K and V rows and transposes alike).
+		 * The same list grown or cut (causal groups take longer
+		 * prefixes) keeps its whole segments.
 		 */
 		size_t so = (size_t)(-ks->seg[sg] - 1) * FAST_KB * dp;
 
-		if (w->bu != ks->u || w->bn != ks->nu || w->bb != b ||
-		    w->bhk != hk) {
+		if (w->bu != ks->u || w->bb != b || w->bhk != hk) {
 			w->bu = ks->u;
 			w->bn = ks->nu;
 			w->bb = b;
 			w->bhk = hk;
 			w->bvalid = 0;
+		} else if (w->bn != ks->nu) {
+			int64_t whole = (w->bn < ks->nu ? w->bn : ks->nu) /
+					FAST_KB;
+
+			if (w->bvalid > whole)
+				w->bvalid = (int)whole;
+			w->bn = ks->nu;
 		}
 		w->pkT = w->bkT + so;
 		w->pvb = w->bvb + so;
-		w->pkb = NULL;
-		w->pvT = NULL;
+		w->pkb = w->bkb ? w->bkb + so : NULL;
+		w->pvT = w->bvT ? w->bvT + so : NULL;
 		if (-ks->seg[sg] - 1 < w->bvalid)
 			return;
 		gather_rows(job, b, hk, keys, nb, w->bkT + so, w->bvb + so);
+		if (w->bkb)
+			gather_rows_bwd(job, b, hk, keys, nb, w->bkb + so,
+					w->bvT + so);
 		if (-ks->seg[sg] - 1 == w->bvalid)
 			w->bvalid++;
 		return;
@@ -504,6 +609,18 @@ static int job_init(struct fast_job *job, struct asam_backend *be,
 
 		if (priv && !pthread_mutex_trylock(&priv->lock)) {
 			job->priv = priv;
+			if (priv->nscr < job->nthreads) {
+				/* workers past nscr allocate their own */
+				struct cpu_scr *x = realloc(priv->scr,
+						sizeof(*x) * job->nthreads);
+
+				if (x) {
+					memset(x + priv->nscr, 0, sizeof(*x) *
+					       (job->nthreads - priv->nscr));
+					priv->scr = x;
+					priv->nscr = job->nthreads;
+				}
+			}
 			if (priv->arena_bytes < bytes) {
 				free(priv->arena);
 				priv->arena = aligned_alloc(64, bytes);
@@ -655,12 +772,17 @@ static int cpu_probe(struct asam_backend *be)
 static void cpu_remove(struct asam_backend *be)
 {
 	struct cpu_priv *priv = be->priv;
+	int i, j;
 
 	asam_pool_put(be->ctx);
 	if (priv) {
 		pthread_mutex_destroy(&priv->lock);
 		free(priv->arena);
 		free(priv->rows.rows);
+		for (i = 0; i < priv->nscr; i++)
+			for (j = 0; j < SCR_N; j++)
+				free(priv->scr[i].p[j]);
+		free(priv->scr);
 		free(priv);
 	}
 	be->priv = NULL;

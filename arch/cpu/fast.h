@@ -28,6 +28,7 @@
  *
  * mm_nt: C[m][64] = A[m][dp] . BT[dp][64]
  * mm_nn: C[m][dp] += P[m][k] . X[k][dp]   (P row stride ldp)
+ * mm_tn: C[m][dp] += P[k][m]^T . X[k][dp] (P row stride ldp)
  * exp:   x[t] = exp(x[t]) for t < n, n a multiple of 16; x >= -87 is
  *	  accurate to a few ulp, smaller values flush towards 0
  * row_step: one row's masked softmax step over a 64-key block
@@ -37,6 +38,8 @@ struct fast_isa {
 	void (*mm_nt)(const float *a, int m, int dp, const float *bt,
 		      float *c);
 	void (*mm_nn)(const float *p, int ldp, int m, int k, const float *x,
+		      int dp, float *c);
+	void (*mm_tn)(const float *p, int ldp, int m, int k, const float *x,
 		      int dp, float *c);
 	void (*exp)(float *x, int n);
 	float (*row_step)(const float *s, uint64_t mask, float m,

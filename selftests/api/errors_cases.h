@@ -63,5 +63,8 @@ CASE(bwd_gate_range, -EINVAL, "gate[1][3] = 2", f->bwd = true; tt_set(f->gate, 7
 CASE(index_null, -EINVAL, "index is NULL", f->pat.kind = ASAM_PATTERN_USER_INDEX)
 CASE(index_range, -EINVAL, "pattern.index[1][0][2][1] = 16", user_index(f, 16))
 CASE(index_below, -EINVAL, "= -2 must be -1", user_index(f, -2))
+CASE(index_wide_range, -EINVAL, "pattern.index[1][0][2][6] = 16", user_index_wide(f, 16))
+CASE(index_wide_below, -EINVAL, "pattern.index[1][0][2][6] = -7", user_index_wide(f, -7))
+CASE(index_wide_max, -EINVAL, "= 2147483647 must be -1", user_index_wide(f, INT32_MAX))
 CASE(index_dtype, -EINVAL, "pattern.index: dtype", user_index(f, 0); f->index->dl.dtype = TT_F32)
 CASE(index_shape, -EINVAL, "pattern.index: shape", user_index(f, 0); own_shape(f, f->index)->shape[1] = 4)

@@ -112,6 +112,21 @@ static void user_index(struct fx *f, int bad)
 	f->pat.index = &f->index->dl;
 }
 
+/*
+ * ... with 11 entries a row and entry [1][0][2][6] @bad: the row check
+ * screens 8 entries at a time with vector compares (runtime/validate.c)
+ */
+static void user_index_wide(struct fx *f, int bad)
+{
+	int64_t shape[4] = { 2, 2, 16, 11 };
+
+	f->index = tt_new(TT_I32, 4, shape);
+	tt_fill(f->index, -1);
+	tt_set(f->index, ((1 * 2 + 0) * 16 + 2) * 11 + 6, bad);
+	f->pat.kind = ASAM_PATTERN_USER_INDEX;
+	f->pat.index = &f->index->dl;
+}
+
 #define CASE(name, err, word, body)					\
 	static void name(struct fx *f) { body; }
 #include "errors_cases.h"

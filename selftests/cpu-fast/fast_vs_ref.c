@@ -31,6 +31,10 @@ static const struct shape shapes[] = {
 	{ 1, 4, 100, 60, 64, false },	/* causal: the first rows are empty */
 	/* USER_INDEX with more entries a row (20) than keys: every key */
 	{ 1, 4, 40, 12, 64, false },
+	/* USER_INDEX over three 4096-key words of its sorted rows' bits */
+	{ 2, 2, 24, 9000, 32, true },
+	/* column sets and cluster buckets of several 64-key segments */
+	{ 1, 2, 800, 800, 32, false },
 };
 
 struct kind {
@@ -371,6 +375,52 @@ int main(void)
 					run_case(n % 2 ? ctx16 : ctx, &kinds[kk],
 						 gm, c, q, dts[0], &shapes[3],
 						 "r>Nk");
+	}
+	/*
+	 * USER_INDEX rows sorted through key bits (fast-rows.c,
+	 * ASAM_CPU_UINDEX_SORT=1): many keys with several bit words, then
+	 * the small shapes whole and in 64-key chunks.
+	 */
+	for (kk = 0; kk < nk; kk++) {
+		if (kinds[kk].k != ASAM_PATTERN_USER_INDEX)
+			continue;
+		setenv("ASAM_CPU_UINDEX_SORT", "1", 1);
+		for (gm = 0; gm < 4; gm++)
+			for (c = 0; c < 2; c++, n++)
+				run_case(n % 2 ? ctx16 : ctx, &kinds[kk], gm,
+					 c, 0, dts[0], &shapes[4],
+					 "sorted Nk 9000");
+		for (gm = 0; gm < 4; gm++)
+			for (c = 0; c < 2; c++)
+				for (q = 0; q < 2; q++, n++) {
+					if (q)
+						setenv("ASAM_CPU_ROWS_L2", "1", 1);
+					run_case(n % 2 ? ctx16 : ctx,
+						 &kinds[kk], gm, c, q,
+						 dts[0], &shapes[n % 3],
+						 q ? "sorted chunked" :
+						 "sorted");
+					unsetenv("ASAM_CPU_ROWS_L2");
+				}
+		unsetenv("ASAM_CPU_UINDEX_SORT");
+	}
+	/*
+	 * STRIDED / HIERARCHICAL global columns and ARGMAX cluster buckets
+	 * span several segments here: a worker keeps the segments it
+	 * gathered for the next groups (fast_gather), forward and
+	 * backward, causal groups reusing the whole ones of a shorter
+	 * prefix.
+	 */
+	for (kk = 0; kk < nk; kk++) {
+		if (kinds[kk].k != ASAM_PATTERN_STRIDED &&
+		    kinds[kk].k != ASAM_PATTERN_HIERARCHICAL &&
+		    (kinds[kk].k != ASAM_PATTERN_CLUSTERED ||
+		     kinds[kk].cm != ASAM_CLUSTER_ARGMAX))
+			continue;
+		for (gm = 0; gm < 4; gm++)
+			for (c = 0; c < 2; c++, n++)
+				run_case(n % 2 ? ctx16 : ctx, &kinds[kk], gm,
+					 c, 0, dts[0], &shapes[5], "segments");
 	}
 	asam_ctx_destroy(ctx);
 	asam_ctx_destroy(ctx16);

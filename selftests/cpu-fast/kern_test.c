@@ -6,7 +6,8 @@
  * kernels have register paths for 32, 64 and 128 and a loop for the
  * rest), 0..70 keys (partial 16-key passes), and a row stride wider
  * than the row (keys read in place from a larger tensor); ger2s (two
- * rank-one updates of scattered dK, dV rows) over the same head dims.
+ * rank-one updates of scattered dK, dV rows) over the same head dims;
+ * mm_tn (the backward's dK, dV products, P read transposed).
  */
 #include <math.h>
 #include <stdio.h>
@@ -34,7 +35,7 @@ static double rel(double x, double y)
 
 static bool check_isa(const struct fast_isa *isa)
 {
-	double worst_d = 0, worst_a = 0, worst_g = 0, want;
+	double worst_d = 0, worst_a = 0, worst_g = 0, worst_m = 0, want;
 	int dp, n, t, e, i;
 
 	for (dp = 16; dp <= 160; dp += 16)
@@ -82,13 +83,37 @@ static bool check_isa(const struct fast_isa *isa)
 						worst_g = rel(H[j], want);
 				}
 		}
+	/*
+	 * mm_tn: C[m][dp] += P^T X with P [k rows][64] (the backward's
+	 * 16 query rows by 64 keys), m keys, k rows (X and C dp wide)
+	 */
+	for (dp = 16; dp <= 160; dp += 16)
+		for (n = 1; n <= 64; n += 9) {
+			int r, kr = 1 + n % 16;
+
+			for (i = 0; i < 64 * dp; i++)
+				G[i] = 0.001f * (i % 97);
+			isa->mm_tn(K, 64, n, kr, K + 40 * STRIDE, dp, G);
+			for (t = 0; t < n; t++)
+				for (e = 0; e < dp; e++) {
+					want = 0.001f * ((t * dp + e) % 97);
+					for (r = 0; r < kr; r++)
+						want += (double)K[r * 64 + t] *
+							K[40 * STRIDE + r * dp + e];
+					if (rel(G[t * dp + e], want) > worst_m)
+						worst_m = rel(G[t * dp + e], want);
+				}
+		}
+	ksft_test_result(worst_m < 1e-5, "%s mm_tn worst %.3g\n", isa->name,
+			 worst_m);
 	ksft_test_result(worst_g < 1e-5, "%s ger2s worst %.3g\n", isa->name,
 			 worst_g);
 	ksft_test_result(worst_d < 1e-5, "%s dots worst %.3g\n", isa->name,
 			 worst_d);
 	ksft_test_result(worst_a < 1e-5, "%s axpys worst %.3g\n", isa->name,
 			 worst_a);
-	return worst_d < 1e-5 && worst_a < 1e-5 && worst_g < 1e-5;
+	return worst_d < 1e-5 && worst_a < 1e-5 && worst_g < 1e-5 &&
+	       worst_m < 1e-5;
 }
 
 int main(void)

@@ -3,7 +3,8 @@
 """The issue-7 ratios from one cpu-device-run.sh output folder.
 
 Reads dense.json, peak.json, sparse.json, bwd.json (Google Benchmark)
-and sdpa.jsonl (tools/bench/sdpa_cpu.py) and prints: dense forward
+and sdpa.jsonl (tools/bench/sdpa_cpu.py), or rows.json in "rows" mode,
+and the switch variants (rows_l2*.json, usort.json), and prints: dense forward
 against torch, the kernels' share of the one-core FMA peak, and each
 sparse pattern's time over (our dense time x its density), forward and
 backward.  Medians where the runs were repeated.
@@ -76,10 +77,23 @@ if one:
                       "(%3.0f %% of peak/fma1; target >= 50 %%)"
                       % (label, d, g, 100 * op, 100 * g / peak))
 
-for fname, kind in (("sparse.json", "fwd"), ("bwd.json", "bwd")):
-    res = runs(fname)
+# "rows" mode (cpu-device-run.sh OUT T rows): dense, random_rows and
+# user_index, forward and backward, in rows.json
+rows = runs("rows.json")
+
+
+def table(kind):
+    """the forward's or backward's results and its dense baseline"""
+    res = runs("sparse.json" if kind == "fwd" else "bwd.json") or \
+        {k: v for k, v in rows.items() if k.startswith(kind + "/")}
     base = find(res, "%s/dense/N:4096/d:64/" % kind) or \
-        find(dense, "%s/dense/N:4096/d:64/" % kind)
+        find(dense, "%s/dense/N:4096/d:64/" % kind) or \
+        find(rows, "%s/dense/N:4096/d:64/" % kind)
+    return res, base
+
+
+for kind in ("fwd", "bwd"):
+    res, base = table(kind)
     if not res or not base:
         continue
     print("%s N 4096 d 64, time / (dense %.2f ms x density), target <= 2:"
@@ -92,17 +106,21 @@ for fname, kind in (("sparse.json", "fwd"), ("bwd.json", "bwd")):
         print("  %-13s %8.2f ms  density %.4f  ratio %.2f"
               % (pat, ms, b["density"], ms / (base[0] * b["density"])))
 
-# rows_l2.json: the per-row patterns again with ASAM_CPU_ROWS_L2 set
-# (key chunks sized for the L2, arch/cpu/fast-rows.c), against the
-# default (one chunk) in sparse.json / bwd.json of the same run
-l2 = runs("rows_l2.json")
-if l2:
-    print("per-row patterns, ASAM_CPU_ROWS_L2 chunks / default "
-          "(< 1: chunking pays on this host):")
-    for k, (ms, b) in sorted(l2.items()):
+# The per-row patterns again with an ASAM_CPU_* switch (cpu-device-run.sh,
+# arch/cpu/fast-rows.c), against the default of the same run
+VARIANTS = (("rows_l2.json", "ASAM_CPU_ROWS_L2=524288 (512 KB key chunks)"),
+            ("rows_l2m.json", "ASAM_CPU_ROWS_L2=1048576 (1 MB key chunks)"),
+            ("usort.json", "ASAM_CPU_UINDEX_SORT=1 (sorted USER_INDEX rows)"))
+for fname, label in VARIANTS:
+    var = runs(fname)
+    if not var:
+        continue
+    print("%s / default (< 1: the switch pays on this host):" % label)
+    for k, (ms, b) in sorted(var.items()):
         kind, pat = k.split("/")[0], k.split("/")[1]
-        ref = find(runs("sparse.json" if kind == "fwd" else "bwd.json"),
-                   k.split("/real_time")[0])
-        if ref:
-            print("  %s %-12s %8.2f ms vs %8.2f ms  %.2f"
-                  % (kind, pat, ms, ref[0], ms / ref[0]))
+        res, base = table(kind)
+        ref = find(res, k.split("/real_time")[0])
+        if ref and base and "density" in b:
+            print("  %s %-12s %8.2f ms vs %8.2f ms  %.2f  (ratio %.2f)"
+                  % (kind, pat, ms, ref[0], ms / ref[0],
+                     ms / (base[0] * b["density"])))
