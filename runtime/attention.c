@@ -115,7 +115,7 @@ __public int asam_attn_fwd(struct asam_ctx *ctx,
 	asam_err_clear();
 	if (!ctx)
 		return asam_err(-EINVAL, "asam_attn_fwd: ctx is NULL");
-	ret = asam_problem_fwd(&p, params, args);
+	ret = asam_problem_fwd(&p, ctx, params, args);
 	if (!ret)
 		ret = dispatch(ctx, &p);
 	if (ret)
@@ -133,7 +133,7 @@ __public int asam_attn_bwd(struct asam_ctx *ctx,
 	asam_err_clear();
 	if (!ctx)
 		return asam_err(-EINVAL, "asam_attn_bwd: ctx is NULL");
-	ret = asam_problem_bwd(&p, params, args);
+	ret = asam_problem_bwd(&p, ctx, params, args);
 	if (!ret)
 		ret = dispatch(ctx, &p);
 	if (ret)
@@ -156,8 +156,8 @@ __public int asam_attn_workspace_size(struct asam_ctx *ctx,
 		return asam_err(-EINVAL, "asam_attn_workspace_size: %s",
 				!ctx ? "ctx is NULL" : !bytes ? "bytes is NULL" :
 				"exactly one of fwd and bwd must be given");
-	ret = fwd ? asam_problem_fwd(&p, params, fwd)
-		  : asam_problem_bwd(&p, params, bwd);
+	ret = fwd ? asam_problem_fwd(&p, ctx, params, fwd)
+		  : asam_problem_bwd(&p, ctx, params, bwd);
 	if (ret)
 		goto out;
 	be = pick_backend(ctx, &p);
@@ -198,7 +198,7 @@ __public int asam_pattern_stats(struct asam_ctx *ctx,
 		return asam_err(-EINVAL,
 				"asam_pattern_stats: stats->sz %zu is too small",
 				st->sz);
-	ret = asam_problem_stats(&p, params, args);
+	ret = asam_problem_stats(&p, ctx, params, args);
 	if (ret)
 		goto out;
 	/* q and k values (CLUSTERED) and lengths are read on the host */
@@ -279,7 +279,7 @@ __public int asam_cluster_update(struct asam_ctx *ctx,
 		ret = asam_err(-EINVAL, "decay %g must be in [0, 1)", decay);
 		goto out;
 	}
-	ret = asam_problem_stats(&p, &params, &args);
+	ret = asam_problem_stats(&p, ctx, &params, &args);
 	if (ret)
 		goto out;
 	if (p.pat.centroids.dt == ASAM_DT_I32) {

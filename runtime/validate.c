@@ -6,10 +6,12 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <internal/err.h>
 #include <internal/kconfig.h>
+#include <internal/threadpool.h>
 #include <internal/validate.h>
 
 static const struct {
@@ -59,11 +61,98 @@ static bool index_row_ok(const int32_t *row, int64_t n, int32_t nk)
 	return !(any | bad0[0] | bad0[1] | bad0[2] | bad0[3]);
 }
 
-/* USER_INDEX: int32 [B, Hkv, Nq, r], entries in [-1, Nk) (host-checked) */
-static int check_index(const struct asam_problem *p, struct asam_tv *tv,
-		       const DLTensor *t)
+/* rows [begin, end) of a USER_INDEX tensor: whether each is in range */
+struct index_scan {
+	const struct asam_problem *p;
+	const struct asam_tv *tv;
+	int64_t first_bad;	/* the lowest failing row, or INT64_MAX */
+};
+
+static bool index_row_at_ok(const struct asam_problem *p,
+			    const struct asam_tv *tv, int64_t row)
 {
-	int64_t b, h, i, r, n;
+	const int64_t i = row % p->Nq, bh = row / p->Nq;
+	const int64_t h = bh % p->Hkv, b = bh / p->Hkv, n = tv->shape[3];
+	int64_t r;
+
+	if (tv->stride[3] == 1)
+		return index_row_ok((const int32_t *)tv->data +
+				    tv_off(tv, b, h, i, 0), n, p->Nk);
+	for (r = 0; r < n; r++) {
+		int32_t j = ((const int32_t *)tv->data)[tv_off(tv, b, h, i, r)];
+
+		if (j < -1 || j >= p->Nk)
+			return false;
+	}
+	return true;
+}
+
+static void index_scan_rows(void *arg, int64_t begin, int64_t end,
+			    int worker)
+{
+	struct index_scan *s = arg;
+	int64_t row, seen;
+
+	(void)worker;
+	for (row = begin; row < end; row++) {
+		if (index_row_at_ok(s->p, s->tv, row))
+			continue;
+		seen = __atomic_load_n(&s->first_bad, __ATOMIC_RELAXED);
+		while (row < seen &&
+		       !__atomic_compare_exchange_n(&s->first_bad, &seen, row,
+						    false, __ATOMIC_RELAXED,
+						    __ATOMIC_RELAXED))
+			;
+		return;	/* later rows of this chunk cannot be lower */
+	}
+}
+
+/*
+ * Every call reads all B Hkv Nq r entries (8 M at the benchmark's 16
+ * heads, N 4096): on one thread that was a quarter of a 16-thread
+ * USER_INDEX forward on the 16-core host, so large tensors are screened
+ * on the context's pool, a row at a time with vector compares; the
+ * lowest failing row is then walked for the message, so the error is
+ * the same whatever the pool's order.
+ */
+#define INDEX_POOL_MIN	(1 << 16)	/* entries worth the pool */
+
+static int index_values_ok(const struct asam_problem *p,
+			   const struct asam_tv *tv, struct asam_ctx *ctx)
+{
+	struct index_scan s = { .p = p, .tv = tv, .first_bad = INT64_MAX };
+	const int64_t rows = (int64_t)p->B * p->Hkv * p->Nq;
+	struct asam_pool *pool = NULL;
+	int64_t b, h, i, r;
+
+	if (ctx && rows * tv->shape[3] >= INDEX_POOL_MIN)
+		pool = asam_pool_get(ctx);
+	if (pool)	/* chunks of ~32 K entries */
+		asam_pool_for(pool, rows, 1 + (1 << 15) / tv->shape[3],
+			      index_scan_rows, &s);
+	else
+		index_scan_rows(&s, 0, rows, 0);
+	if (s.first_bad == INT64_MAX)
+		return 0;
+	i = s.first_bad % p->Nq;
+	h = s.first_bad / p->Nq % p->Hkv;
+	b = s.first_bad / p->Nq / p->Hkv;
+	for (r = 0; r < tv->shape[3]; r++) {
+		int32_t j = ((const int32_t *)tv->data)[tv_off(tv, b, h, i, r)];
+
+		if (j < -1 || j >= p->Nk)
+			return asam_err(-EINVAL,
+					"pattern.index[%" PRId64 "][%" PRId64 "][%" PRId64 "][%" PRId64 "] = %d must be -1 or in [0, %d)",
+					b, h, i, r, j, p->Nk);
+	}
+	return asam_err(-EINVAL, "pattern.index: row %" PRId64 " failed its screen but has no bad entry",
+			s.first_bad);
+}
+
+/* USER_INDEX: int32 [B, Hkv, Nq, r], entries in [-1, Nk) (host-checked) */
+static int check_index(const struct asam_problem *p, struct asam_ctx *ctx,
+		       struct asam_tv *tv, const DLTensor *t)
+{
 	int ret;
 
 	if (!t)
@@ -86,37 +175,11 @@ static int check_index(const struct asam_problem *p, struct asam_tv *tv,
 		return asam_err(-EINVAL, "pattern.index: on another device than q");
 	if (tv->dev.device_type != kDLCPU)
 		return 0;
-	n = tv->shape[3];
-	for (b = 0; b < p->B; b++)
-		for (h = 0; h < p->Hkv; h++)
-			for (i = 0; i < p->Nq; i++) {
-				/*
-				 * Every call reads all B Hkv Nq r entries on
-				 * one thread (8 M at the benchmark's 16 heads,
-				 * N 4096, ~4 ms entry by entry on the build
-				 * host): a contiguous row is screened with
-				 * vector compares, and only a row that fails
-				 * is walked for the message.
-				 */
-				if (tv->stride[3] == 1 &&
-				    index_row_ok((const int32_t *)tv->data +
-						 tv_off(tv, b, h, i, 0), n,
-						 p->Nk))
-					continue;
-				for (r = 0; r < n; r++) {
-					int32_t j = ((const int32_t *)tv->data)[
-						tv_off(tv, b, h, i, r)];
-
-					if (j < -1 || j >= p->Nk)
-						return asam_err(-EINVAL,
-								"pattern.index[%" PRId64 "][%" PRId64 "][%" PRId64 "][%" PRId64 "] = %d must be -1 or in [0, %d)",
-								b, h, i, r, j, p->Nk);
-				}
-			}
-	return 0;
+	return index_values_ok(p, tv, ctx);
 }
 
-static int check_pattern(struct asam_problem *p, const struct asam_pattern *in)
+static int check_pattern(struct asam_problem *p, struct asam_ctx *ctx,
+			 const struct asam_pattern *in)
 {
 	struct asam_pat *out = &p->pat;
 	int Hq = p->Hq, d = p->d;
@@ -248,7 +311,7 @@ static int check_pattern(struct asam_problem *p, const struct asam_pattern *in)
 			return asam_err(-EINVAL,
 					"pattern: sz %zu has no index field (USER_INDEX)",
 					in->sz);
-		ret = check_index(p, &out->index, in->index);
+		ret = check_index(p, ctx, &out->index, in->index);
 		if (ret)
 			return ret;
 		out->r = out->index.shape[3];
@@ -453,7 +516,7 @@ static int check_qkv(struct asam_problem *p, const DLTensor *q,
 	return 0;
 }
 
-static int check_common(struct asam_problem *p,
+static int check_common(struct asam_problem *p, struct asam_ctx *ctx,
 			const struct asam_attn_params *params,
 			const DLTensor *gate, const DLTensor *len_q,
 			const DLTensor *len_k)
@@ -461,7 +524,7 @@ static int check_common(struct asam_problem *p,
 	int64_t bh[2] = { p->B, p->Hq }, b1[1] = { p->B };
 	int ret;
 
-	ret = check_pattern(p, params->pattern);
+	ret = check_pattern(p, ctx, params->pattern);
 	if (ret)
 		return ret;
 	p->scale = params->scale > 0 ? params->scale : 1.0 / sqrt(p->d);
@@ -511,7 +574,7 @@ static int check_head(struct asam_problem *p,
 
 #define ARGS_NEED(type) (offsetof(type, stream) + sizeof(void *))
 
-int asam_problem_fwd(struct asam_problem *p,
+int asam_problem_fwd(struct asam_problem *p, struct asam_ctx *ctx,
 		     const struct asam_attn_params *params,
 		     const struct asam_fwd_args *a)
 {
@@ -524,7 +587,8 @@ int asam_problem_fwd(struct asam_problem *p,
 		return ret;
 	ret = check_qkv(p, a->q, a->k, a->v, true);
 	if (!ret)
-		ret = check_common(p, params, a->gate, a->len_q, a->len_k);
+		ret = check_common(p, ctx, params, a->gate, a->len_q,
+				   a->len_k);
 	if (ret)
 		return ret;
 	if (!a->o)
@@ -546,7 +610,7 @@ int asam_problem_fwd(struct asam_problem *p,
 	return 0;
 }
 
-int asam_problem_bwd(struct asam_problem *p,
+int asam_problem_bwd(struct asam_problem *p, struct asam_ctx *ctx,
 		     const struct asam_attn_params *params,
 		     const struct asam_bwd_args *a)
 {
@@ -563,7 +627,8 @@ int asam_problem_bwd(struct asam_problem *p,
 	p->bwd = true;
 	ret = check_qkv(p, a->q, a->k, a->v, true);
 	if (!ret)
-		ret = check_common(p, params, a->gate, a->len_q, a->len_k);
+		ret = check_common(p, ctx, params, a->gate, a->len_q,
+				   a->len_k);
 	if (ret)
 		return ret;
 	if (!a->o || !a->d_o || !a->dq || !a->dk || !a->dv)
@@ -613,7 +678,7 @@ int asam_problem_bwd(struct asam_problem *p,
 	return 0;
 }
 
-int asam_problem_stats(struct asam_problem *p,
+int asam_problem_stats(struct asam_problem *p, struct asam_ctx *ctx,
 		       const struct asam_attn_params *params,
 		       const struct asam_fwd_args *a)
 {
@@ -627,6 +692,6 @@ int asam_problem_stats(struct asam_problem *p,
 	p->gate_mode = ASAM_GATE_SPARSE;
 	ret = check_qkv(p, a->q, a->k, NULL, false);
 	if (!ret)
-		ret = check_common(p, params, NULL, a->len_q, a->len_k);
+		ret = check_common(p, ctx, params, NULL, a->len_q, a->len_k);
 	return ret;
 }

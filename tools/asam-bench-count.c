@@ -274,7 +274,7 @@ int bench_count(const struct asam_attn_params *prm,
 	unsigned int t, started = 0;
 	int ret;
 
-	ret = asam_problem_stats(&p, prm, a);
+	ret = asam_problem_stats(&p, NULL, prm, a);
 	if (ret)
 		return ret;
 	if (p.dev.device_type != kDLCPU)

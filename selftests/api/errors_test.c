@@ -127,6 +127,23 @@ static void user_index_wide(struct fx *f, int bad)
 	f->pat.index = &f->index->dl;
 }
 
+/*
+ * ... with 4096 entries a row (past the size the context's pool screens)
+ * and two bad entries in rows far apart: the message must name the first
+ * in index order, [0][1][3][4000], whichever worker finds which
+ */
+static void user_index_pool(struct fx *f)
+{
+	int64_t shape[4] = { 2, 2, 16, 4096 };
+
+	f->index = tt_new(TT_I32, 4, shape);
+	tt_fill(f->index, -1);
+	tt_set(f->index, ((1 * 2 + 1) * 16 + 9) * 4096 + 5, -3);
+	tt_set(f->index, ((0 * 2 + 1) * 16 + 3) * 4096 + 4000, 16);
+	f->pat.kind = ASAM_PATTERN_USER_INDEX;
+	f->pat.index = &f->index->dl;
+}
+
 #define CASE(name, err, word, body)					\
 	static void name(struct fx *f) { body; }
 #include "errors_cases.h"

@@ -110,12 +110,12 @@ static void assign_case(int dt16, int d, int B, int Hq, int Hkv, int N,
 	fa.k = &k.dl;
 	cq = malloc(4 * (size_t)B * Hq * N);
 	ck = malloc(4 * (size_t)B * Hq * N);
-	ret = asam_problem_stats(&p, &ap, &fa);
+	ret = asam_problem_stats(&p, NULL, &ap, &fa);
 	ret = ret ?: asam_cuda_clus_assign_to_host(gc_dev, &p, cq, ck);
 	pt.centroids = &mu.h->dl;
 	fa.q = &q.h->dl;
 	fa.k = &k.h->dl;
-	ret = ret ?: asam_problem_stats(&ph, &ap, &fa);
+	ret = ret ?: asam_problem_stats(&ph, NULL, &ap, &fa);
 	for (b = 0; b < B && !ret; b++)
 		for (h = 0; h < Hq; h++)
 			for (t = 0; t < N; t++, n++) {
@@ -231,7 +231,7 @@ static int bench(void)
 	fa.lse_sparse = &ls.dl;
 	cq = malloc(4 * (size_t)B * H * N);
 	ck = malloc(4 * (size_t)B * H * N);
-	ret = asam_problem_stats(&p, &ap, &fa);
+	ret = asam_problem_stats(&p, NULL, &ap, &fa);
 	ret = ret ?: asam_cuda_clus_assign_to_host(gc_dev, &p, cq, ck);
 	for (b = 0; b < B && !ret; b++)
 		for (h = 0; h < H; h++) {

@@ -161,7 +161,7 @@ static int make_setup(struct setup *s, enum asam_pattern_kind kind, int B,
 					    .causal = causal };
 	s->args = (struct asam_fwd_args){ .sz = sizeof(s->args),
 					  .q = &s->q->dl, .k = &s->k->dl };
-	return asam_problem_stats(&s->p, &s->prm, &s->args);
+	return asam_problem_stats(&s->p, NULL, &s->prm, &s->args);
 }
 
 static void free_setup(struct setup *s)
@@ -247,7 +247,7 @@ static void test_kind(enum asam_pattern_kind kind)
 				s.pat.stride = 10, s.pat.radius = 2;
 			if (kind == ASAM_PATTERN_RANDOM)
 				s.pat.keys_per_row = 130;	/* 3 blocks */
-			asam_problem_stats(&s.p, &s.prm, &s.args);
+			asam_problem_stats(&s.p, NULL, &s.prm, &s.args);
 			check_pattern(&s, what);
 			free_setup(&s);
 		}
@@ -273,7 +273,7 @@ static void test_hier_weights(void)
 	s.weights[0] = 0.5f, s.weights[1] = 0.25f, s.weights[2] = 0.25f;
 	s.weights[3] = 0;
 	s.pat.scale_weights = s.weights;
-	asam_problem_stats(&s.p, &s.prm, &s.args);
+	asam_problem_stats(&s.p, NULL, &s.prm, &s.args);
 	check_pattern(&s, "hierarchical, 4 scales, per-head weights");
 	free_setup(&s);
 }
@@ -286,7 +286,7 @@ static void test_clustered_soft(void)
 	s.pat.cluster_mode = ASAM_CLUSTER_SOFT;
 	s.pat.cluster_temp = -0.1f;	/* |tau| is used */
 	s.pat.cluster_threshold = 0.3f;
-	asam_problem_stats(&s.p, &s.prm, &s.args);
+	asam_problem_stats(&s.p, NULL, &s.prm, &s.args);
 	check_pattern(&s, "clustered SOFT, B=2, GQA");
 	free_setup(&s);
 }
@@ -305,7 +305,7 @@ static void test_random_rows_seed(void)
 	make_setup(&s, ASAM_PATTERN_RANDOM_ROWS, 1, 2, 2, 300, 300, 4, false);
 	/* r = 6: the rows' first six entries, as a set */
 	s.pat.keys_per_row = 6;
-	asam_problem_stats(&s.p, &s.prm, &s.args);
+	asam_problem_stats(&s.p, NULL, &s.prm, &s.args);
 	pl = asam_pat_plan_create(&s.p);
 	row = malloc(300);
 	asam_pat_plan_bh(pl, 0, 0);
@@ -322,7 +322,7 @@ static void test_random_rows_seed(void)
 
 	/* r >= N: every row is a whole permutation, so the row is dense */
 	s.pat.keys_per_row = 1000;
-	asam_problem_stats(&s.p, &s.prm, &s.args);
+	asam_problem_stats(&s.p, NULL, &s.prm, &s.args);
 	asam_pat_plan_destroy(pl);
 	pl = asam_pat_plan_create(&s.p);
 	asam_pat_plan_bh(pl, 0, 1);
