@@ -435,9 +435,15 @@ static void key_rows(const struct fast_job *job, int b, int hk, int64_t base,
 		*vr = (const float *)p->v.data + tv_off(&p->v, b, hk, key, 0);
 }
 
-/* Gather @n keys of (b, hk): K into its transposed block, V rows. */
-static void gather_rows(const struct fast_job *job, int b, int hk,
-			const int32_t *keys, int n, float *kT, float *vb)
+/*
+ * Gather @n keys of (b, hk): one of K and V into the transposed block
+ * @T (V when @v_in_T), the other as rows into @rows.  The forward takes
+ * K transposed (S = Q K^T) and V rows, the backward K rows (dQ) and V
+ * transposed (dP = dO V^T).
+ */
+static void gather_keys(const struct fast_job *job, int b, int hk,
+			const int32_t *keys, int n, float *T, float *rows,
+			bool v_in_T)
 {
 	const struct asam_problem *p = job->p;
 	int dp = job->dp, t, e;
@@ -448,31 +454,11 @@ static void gather_rows(const struct fast_job *job, int b, int hk,
 
 		key_rows(job, b, hk, base, keys[t], &kr, &vr);
 		for (e = 0; e < dp; e++)
-			kT[e * FAST_KB + t] = kr[e];
-		memcpy(vb + t * dp, vr, sizeof(float) * dp);
+			T[e * FAST_KB + t] = (v_in_T ? vr : kr)[e];
+		memcpy(rows + t * dp, v_in_T ? kr : vr, sizeof(float) * dp);
 	}
 	for (e = 0; e < dp && n < FAST_KB; e++)
-		memset(kT + e * FAST_KB + n, 0, sizeof(float) * (FAST_KB - n));
-}
-
-/* ... and the backward's: K rows (for dQ), V into its transposed block */
-static void gather_rows_bwd(const struct fast_job *job, int b, int hk,
-			    const int32_t *keys, int n, float *kb, float *vT)
-{
-	const struct asam_problem *p = job->p;
-	int dp = job->dp, t, e;
-	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB;
-
-	for (t = 0; t < n; t++) {
-		const float *kr, *vr;
-
-		key_rows(job, b, hk, base, keys[t], &kr, &vr);
-		memcpy(kb + t * dp, kr, sizeof(float) * dp);
-		for (e = 0; e < dp; e++)
-			vT[e * FAST_KB + t] = vr[e];
-	}
-	for (e = 0; e < dp && n < FAST_KB; e++)
-		memset(vT + e * FAST_KB + n, 0, sizeof(float) * (FAST_KB - n));
+		memset(T + e * FAST_KB + n, 0, sizeof(float) * (FAST_KB - n));
 }
 
 /* Point the worker at segment @sg's K and V, gathering scattered keys. */
@@ -532,10 +518,11 @@ void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		w->pvT = w->bvT ? w->bvT + so : NULL;
 		if (-ks->seg[sg] - 1 < w->bvalid)
 			return;
-		gather_rows(job, b, hk, keys, nb, w->bkT + so, w->bvb + so);
+		gather_keys(job, b, hk, keys, nb, w->bkT + so, w->bvb + so,
+			    false);
 		if (w->bkb)
-			gather_rows_bwd(job, b, hk, keys, nb, w->bkb + so,
-					w->bvT + so);
+			gather_keys(job, b, hk, keys, nb, w->bvT + so,
+				    w->bkb + so, true);
 		if (-ks->seg[sg] - 1 == w->bvalid)
 			w->bvalid++;
 		return;
