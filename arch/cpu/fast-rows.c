@@ -133,6 +133,17 @@ int fast_rows_tile(const struct fast_job *job)
 	return t < 1 ? 1 : (int)t;
 }
 
+/* the caller's list of group @gr's row (its KV head's), @st apart */
+static const int32_t *uindex_list(const struct fast_job *job,
+				  const struct group *gr, int64_t *st)
+{
+	const struct asam_tv *ix = &job->p->pat.index;
+
+	*st = ix->stride[3];
+	return (const int32_t *)ix->data +
+	       tv_off(ix, gr->b, gr->hk, gr->rows[0], 0);
+}
+
 /*
  * USER_INDEX: the caller's list of the row's KV head with -1, keys at or
  * past the limit and repeats dropped, in the caller's order.  Branch-free
@@ -146,10 +157,8 @@ static int64_t uindex_row(struct fast_job *job, struct fast_ws *w,
 			  const struct group *gr, int32_t *out)
 {
 	const struct asam_problem *p = job->p;
-	const struct asam_tv *ix = &p->pat.index;
-	const int32_t *lst = (const int32_t *)ix->data +
-			     tv_off(ix, gr->b, gr->hk, gr->rows[0], 0);
-	int64_t st = ix->stride[3], t, n = 0;
+	int64_t st, t, n = 0;
+	const int32_t *lst = uindex_list(job, gr, &st);
 	uint32_t lim = (uint32_t)gr->lim[0], *mark = w->stamp, g;
 
 	if (++w->gen == 0) {
@@ -206,10 +215,8 @@ static int64_t uindex_sorted(struct fast_job *job, struct fast_ws *w,
 			     const struct group *gr, int32_t *out)
 {
 	const struct asam_problem *p = job->p;
-	const struct asam_tv *ix = &p->pat.index;
-	const int32_t *lst = (const int32_t *)ix->data +
-			     tv_off(ix, gr->b, gr->hk, gr->rows[0], 0);
-	int64_t st = ix->stride[3], t, n = 0, a, wd;
+	int64_t st, t, n = 0, a, wd;
+	const int32_t *lst = uindex_list(job, gr, &st);
 	int64_t nw = ((int64_t)gr->lim[0] + 63) >> 6;
 	uint32_t lim = (uint32_t)gr->lim[0];
 	uint64_t *bits = w->ubits, *sum = w->usum;
