@@ -172,7 +172,8 @@ int attn_sm90_fwd_mix(struct asam_cuda_device *d,
 		if (ret)
 			return ret;
 		attn_cols_fill_fwd(&a, &c);
-	} else if (pat != ASAM_PATTERN_DENSE) {
+	} else if (pat == ASAM_PATTERN_RANDOM) {
+		/* LOCAL's range is the kernel's arithmetic (local_range) */
 		ret = attn_get_plan(d, p, SM90_BM, &a.list_off, &a.list,
 				    &a.list_per_head);
 		if (ret)

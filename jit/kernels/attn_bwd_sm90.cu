@@ -29,7 +29,8 @@
  *
  * LOCAL and RANDOM with the SPARSE gate walk lists: each warpgroup's 64
  * keys are one 64-key tile of the transposed lists (arch/cuda/attn.c,
- * the ones of attn_bwd_nd.cuh), the block walks the union of its two
+ * the ones of attn_bwd_nd.cuh; LOCAL's found by arithmetic, the same
+ * entries), the block walks the union of its two
  * tiles' query tiles, and a warpgroup skips the steps its tile does not
  * list (its dS^T half is zeroed for the dQ product).
  *

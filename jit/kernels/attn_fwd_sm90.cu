@@ -30,9 +30,10 @@
  * (ATTN_MIX_DENSE, ATTN_MIX_SPARSE), causal (bottom-right), per-batch
  * lengths, GQA, d = 64 and 128.
  *
- * LOCAL and RANDOM walk the host-built list of the query tile's 64-key
- * tiles (arch/cuda/attn_plan.c, the one of attn_fwd.cu).  The list is the
- * union over the tile's 128 rows; each warpgroup skips the tiles its own
+ * RANDOM walks the host-built list of the query tile's 64-key tiles
+ * (arch/cuda/attn_plan.c, the one of attn_fwd.cu); LOCAL the same tiles,
+ * one range found by arithmetic (local_range).  The list is the union
+ * over the tile's 128 rows; each warpgroup skips the tiles its own
  * 64 rows have nothing in (a RANDOM key block is drawn per 64-row group,
  * so a warpgroup is exactly one group and needs no mask inside a tile it
  * takes; a LOCAL band of radius 64 covers three of the four tiles of the
