@@ -190,6 +190,24 @@ static int attn_sm90_variants(const struct asam_jit_variant_ctx *vc,
 		if (err)
 			return err;
 	}
+	/* CLUSTERED's SPARSE bucket walk (attn_bucket_sm90.cuh) */
+	for (j = 0; j < (int)ARRAY_SIZE(dims); j++)
+	for (c = 0; c < 2; c++) {
+		err = asam_jit_spec_init(&spec, vc->family->name, arch);
+		err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", dims[j]);
+		err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[ndt - 1]);
+		err = err ?: asam_jit_spec_set(&spec, "CAUSAL", c);
+		err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", 0);
+		err = err ?: asam_jit_spec_set(&spec, "PATTERN", 6);
+		err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", 128);
+		err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 64);
+		err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", 8);
+		err = err ?: asam_jit_spec_set(&spec, "STAGGER", 0);
+		err = err ?: asam_jit_spec_set(&spec, "MIN_BLOCKS", 2);
+		err = err ?: cb(&spec, arg);
+		if (err)
+			return err;
+	}
 	return 0;
 }
 
@@ -391,7 +409,8 @@ const struct asam_jit_family asam_jit_families[] = {
 	{
 		.name = "attn_clus",
 		.source = "attn_clus.cu",
-		.entries = { "asam_clus_assign_kernel",
+		.entries = { "asam_clus_prep_kernel",
+			     "asam_clus_assign_kernel",
 			     "asam_clus_sort_kernel",
 			     "asam_clus_update_kernel",
 			     "asam_clus_gqa_sum_kernel",

@@ -15,6 +15,7 @@
  * The DENSE gate is dense attention: it goes down the DENSE pattern's path.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <internal/cuda.h>
@@ -23,6 +24,7 @@
 
 #include "attn_clus.h"
 #include "attn_int.h"
+#include "attn_sm90.h"
 
 #define CL_FWD_BM	128
 #define CL_SOFT_BM	64
@@ -32,6 +34,7 @@
 struct clus_layout {
 	size_t cl[2], perm[2], off[2], tiles[2], ntile[2], nrm[2];
 	size_t dsum, part_k, part_v;
+	size_t cent, cent_stride;	/* prepared centroids, a head's bytes */
 	size_t soft[2], mask;		/* SOFT cluster mode */
 	int ntiles[2], tile[2], mw;
 	size_t bytes;
@@ -75,6 +78,13 @@ static void clus_layout(const struct asam_problem *p, int tq, int tk,
 			L->nrm[s] = take(&at, 8 * bh * N[s]);
 		if (soft)
 			L->soft[s] = take(&at, 8 * bh * N[s] * p->pat.C);
+	}
+	if (!soft) {
+		int C = p->pat.C, CP = (C + 31) / 32 * 32;
+
+		L->cent_stride = ((size_t)CP * (p->d + 8) * 4 + C * 8 + 15) &
+				 ~(size_t)15;
+		L->cent = take(&at, L->cent_stride * p->Hq);
 	}
 	if (soft) {
 		L->mw = (p->Nk + 31) / 32;
@@ -135,6 +145,15 @@ static int clus_spec(struct asam_jit_spec *s, const struct asam_cuda_device *d,
 	return ret;
 }
 
+/* a positive integer from the environment (tuning), else @def */
+static int clus_env(const char *name, int def)
+{
+	const char *v = getenv(name);
+	int x = v ? atoi(v) : 0;
+
+	return x > 0 ? x : def;
+}
+
 static void *dp(CUdeviceptr base, size_t off)
 {
 	return (void *)(uintptr_t)(base + off);
@@ -153,12 +172,14 @@ static int clus_prepare(struct asam_cuda_device *d,
 {
 	const struct asam_tv *mu = &p->pat.centroids;
 	struct asam_jit_spec spec;
-	CUfunction fa, fs, fsoft = NULL, fmask = NULL;
-	int C = p->pat.C, CP = (C + 31) / 32 * 32, side, ret;
+	CUfunction fa, fp = NULL, fs, fsoft = NULL, fmask = NULL;
+	int C = p->pat.C, side, ret;
 	size_t bh = (size_t)p->B * p->Hq;
 
 	ret = clus_spec(&spec, d, p);
 	ret = ret ?: attn_get_fn(d, &spec, "asam_clus_assign_kernel", cap, &fa);
+	if (!ret && !L->mask)
+		ret = attn_get_fn(d, &spec, "asam_clus_prep_kernel", cap, &fp);
 	ret = ret ?: attn_get_fn(d, &spec, "asam_clus_sort_kernel", cap, &fs);
 	if (!ret && L->mask) {
 		ret = attn_get_fn(d, &spec, "asam_clus_soft_kernel", cap,
@@ -194,6 +215,11 @@ static int clus_prepare(struct asam_cuda_device *d,
 		c->soft[side] = L->mask ? dp(base, L->soft[side]) : NULL;
 	}
 	c->mask = L->mask ? dp(base, L->mask) : NULL;
+	c->cent = L->mask ? NULL : dp(base, L->cent);
+	c->cent_stride = (long long)L->cent_stride;
+	/* the unit centroids once, for both sides' assignment */
+	if (fp)
+		ret = attn_launch(d, fp, p->Hq, 1, 1, 128, C * 8, s, c);
 	c->mw = L->mw;
 	c->temp = p->pat.temp;
 	c->thresh = p->pat.thresh;
@@ -201,18 +227,18 @@ static int clus_prepare(struct asam_cuda_device *d,
 		c->side = side;
 		if (!L->mask) {
 			/*
-			 * fp16: a token a thread, 128 a block (1024, the
-			 * centroids' prologue paid an eighth as often, was no
-			 * faster).  bf16 on the tensor cores: 16 tokens a warp
-			 * a pass, 512 a block.  Shared: the unit centroids
-			 * (fp32 rows, or bf16 hi and lo rows padded by 8),
-			 * then their fp64 norms.
+			 * fp16: a token a thread, 128 a block.  bf16 on the
+			 * tensor cores: 16 tokens a warp a pass, 512 a block
+			 * (ASAM_CUDA_CLUS_TPB, tuning).  Shared: the head's
+			 * prepared centroids, copied.
 			 */
-			int tpb = p->dt == ASAM_DT_BF16 ? 512 : 128;
+			int tpb = p->dt == ASAM_DT_BF16 ?
+				  clus_env("ASAM_CUDA_CLUS_TPB", 512) : 128;
 
-			ret = attn_launch(d, fa, (c->N[side] + tpb - 1) / tpb,
+			ret = ret ?: attn_launch(d, fa,
+					  (c->N[side] + tpb - 1) / tpb,
 					  p->Hq, p->B, 128,
-					  CP * (p->d + 8) * 4 + C * 8, s, c);
+					  (unsigned)L->cent_stride, s, c);
 			continue;
 		}
 		ret = asam_cuda_memset8(d, base + L->cl[side], 0,
@@ -295,17 +321,22 @@ int asam_cuda_clus_fwd(struct asam_backend *be, const struct asam_problem *p)
 	struct clus_layout L;
 	CUdeviceptr base = 0, own = 0;
 	CUstream s = p->stream;
-	CUfunction f;
-	bool cap;
+	CUfunction f = NULL;
+	bool cap, wg;
 
 	if (p->gate_mode == ASAM_GATE_DENSE)
 		return dense_twin(be, p, false);
 	ret = asam_cuda_attn_supports(be, p);
 	ret = ret ?: asam_cuda_device_enter(d);
 	ret = ret ?: attn_capturing_of(d, s, &cap);
-	ret = ret ?: attn_make_spec(&spec, "attn_fwd", d, p, p->gate_mode, bm,
-				    4, 0);
-	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_fwd_kernel", cap, &f);
+	/* SPARSE ARGMAX on Hopper: the wgmma bucket walk (attn_sm90.c) */
+	wg = !ret && attn_sm90_serves_clus(d, p);
+	if (!wg) {
+		ret = ret ?: attn_make_spec(&spec, "attn_fwd", d, p,
+					    p->gate_mode, bm, 4, 0);
+		ret = ret ?: attn_get_fn(d, &spec, "asam_attn_fwd_kernel", cap,
+					 &f);
+	}
 	if (ret)
 		return ret;
 	clus_layout(p, bm, 0, false, false, clus_soft(p), &L);
@@ -320,9 +351,12 @@ int asam_cuda_clus_fwd(struct asam_backend *be, const struct asam_problem *p)
 		a.lse_s = p->lse_s.data;
 		a.lse_d = p->lse_d.data;
 		fill_cl_fwd(&a, &c, p->pat.C);
-		ret = attn_launch(d, f, c.ntiles[0], p->Hq, p->B, 128,
-				  attn_smem_bytes(bm + 4 * 64, p->d) +
-				  2 * 64 * 4, s, &a);
+		if (wg)
+			ret = attn_sm90_clus_fwd(d, p, cap, &a, c.ntiles[0]);
+		else
+			ret = attn_launch(d, f, c.ntiles[0], p->Hq, p->B, 128,
+					  attn_smem_bytes(bm + 4 * 64, p->d) +
+					  2 * 64 * 4, s, &a);
 	}
 	return clus_release(d, s, own, ret);
 }
@@ -340,7 +374,7 @@ int asam_cuda_clus_bwd(struct asam_backend *be, const struct asam_problem *p)
 	CUdeviceptr base = 0, own = 0;
 	CUstream s = p->stream;
 	int ret, G = p->Hq / p->Hkv;
-	bool cap;
+	bool cap, rowdot = p->gate_mode == ASAM_GATE_SPARSE;
 
 	if (p->gate_mode == ASAM_GATE_DENSE)
 		return dense_twin(be, p, true);
@@ -351,7 +385,15 @@ int asam_cuda_clus_bwd(struct asam_backend *be, const struct asam_problem *p)
 				    4, 1);
 	ret = ret ?: attn_make_spec(&sb, "attn_bwd", d, p, p->gate_mode, CL_T,
 				    4, 0);
-	ret = ret ?: attn_get_fn(d, &sp, "asam_attn_fwd_kernel", cap, &fpre);
+	/*
+	 * SPARSE: O is the bucket branch's output, so D_i = <dO_i, O_i> is a
+	 * pass over O and dO (attn_fwd.cu's rowdot, ~60 us at B2 H16 16K
+	 * d128) instead of the bucket forward again (1.4 ms there).  SOFT
+	 * needs its two branches' sums apart, HARD its dense heads' from
+	 * the dense walk: both keep the recomputing preprocess.
+	 */
+	ret = ret ?: attn_get_fn(d, &sp, rowdot ? "asam_attn_rowdot_kernel" :
+				 "asam_attn_fwd_kernel", cap, &fpre);
 	ret = ret ?: attn_get_fn(d, &sb, "asam_attn_bwd_clus_dq_kernel", cap,
 				 &fdq);
 	ret = ret ?: attn_get_fn(d, &sb, "asam_attn_bwd_clus_dkdv_kernel", cap,
@@ -397,9 +439,17 @@ int asam_cuda_clus_bwd(struct asam_backend *be, const struct asam_problem *p)
 		a.cl_part_v = dp(base, L.part_v);
 	}
 
-	ret = attn_launch(d, fpre, c.ntiles[0], p->Hq, p->B, 128,
-			  attn_smem_bytes(CL_T + 4 * 64, p->d) + 2 * 64 * 4, s,
-			  &pre);
+	if (rowdot) {
+		int per = 256 / (p->d / 8);	/* a block's rows */
+
+		pre.o = p->o.data;
+		ret = attn_launch(d, fpre, (p->Nq + per - 1) / per, p->Hq,
+				  p->B, 256, 0, s, &pre);
+	} else {
+		ret = attn_launch(d, fpre, c.ntiles[0], p->Hq, p->B, 128,
+				  attn_smem_bytes(CL_T + 4 * 64, p->d) +
+				  2 * 64 * 4, s, &pre);
+	}
 	ret = ret ?: attn_launch(d, fdq, c.ntiles[0], p->Hq, p->B, 128,
 				 attn_smem_bytes(2 * CL_T + 4 * 64, p->d) +
 				 2 * 64 * 4, s, &a);

@@ -110,6 +110,24 @@ static void fill_tbl(struct attn_cols *c, const struct asam_pat *pat, int h)
 	}
 }
 
+/*
+ * The step of a column set that is every step-th key from 0 (STRIDED's
+ * multiples of s, a uniform HIERARCHICAL's multiples of its second
+ * scale), else 0: the kernels then find a column, the count under a
+ * limit and a tile's key range by arithmetic instead of dependent loads.
+ */
+static int col_step(const int *col, int n)
+{
+	int c, step = n > 1 ? col[1] : 0;
+
+	if (n < 2 || col[0] != 0 || step < 1)
+		return 0;
+	for (c = 2; c < n; c++)
+		if (col[c] != (int64_t)c * step)
+			return 0;
+	return step;
+}
+
 int attn_cols_build(struct attn_cols *c, const struct asam_pat *pat, int Hq,
 		    int Nk)
 {
@@ -145,5 +163,6 @@ int attn_cols_build(struct attn_cols *c, const struct asam_pat *pat, int Hq,
 		if (n < Hq)
 			c->vote = true;
 	}
+	c->step = col_step(c->col, c->ncol);
 	return 0;
 }

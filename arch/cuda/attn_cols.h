@@ -27,6 +27,7 @@ struct attn_cols {
 	int ncol;		/* keys < Nk some head takes beyond the band */
 	int *col;		/* [ncol], sorted */
 	bool vote;		/* some head takes fewer columns than ncol */
+	int step;		/* > 0: col[c] == c * step (kernels compute it) */
 };
 
 /* -EINVAL for a pattern without columns or bad parameters, -ENOMEM */
@@ -49,6 +50,7 @@ struct attn_cols_dev {
 	const int *col;
 	const unsigned int *tbl;
 	int ncol, vote, R, ns, s[ATTN_COLS_MAXS], r[ATTN_COLS_MAXS];
+	int step;
 };
 
 int attn_cols_get(struct asam_cuda_device *d, const struct asam_problem *p,

@@ -63,11 +63,17 @@ static int make(struct asam_cuda_device *d, const struct asam_problem *p,
 	struct attn_cols c;
 	size_t n, nl, at;
 	CUdeviceptr mem = 0;
+	const char *env;
 	int ret, x;
 
 	ret = attn_cols_build(&c, pat, p->Hq, p->Nk);
 	if (ret)
 		return ret;
+	/* ASAM_CUDA_COLS_STEP=0: gather by the list even where a step
+	 * would do (tuning: what the arithmetic saves) */
+	env = getenv("ASAM_CUDA_COLS_STEP");
+	if (env && !strcmp(env, "0"))
+		c.step = 0;
 	band.radius = c.R;
 	ret = attn_plan_build(&pl, &band, 1, p->Nq, p->Nk, bm, 64);
 	if (ret)
@@ -130,6 +136,7 @@ static int make(struct asam_cuda_device *d, const struct asam_problem *p,
 	e->dev.tbl = (const unsigned int *)(uintptr_t)(mem + at * sizeof(int));
 	e->dev.ncol = c.ncol;
 	e->dev.vote = c.vote;
+	e->dev.step = c.step;
 	e->dev.R = c.R;
 	e->dev.ns = c.ns;
 	memcpy(e->dev.s, c.s, sizeof(c.s));
@@ -178,6 +185,7 @@ int attn_cols_get(struct asam_cuda_device *d, const struct asam_problem *p,
 	(a)->col_tbl = (c)->tbl;					\
 	(a)->ncol = (c)->ncol;						\
 	(a)->col_vote = (c)->vote;					\
+	(a)->col_step = (c)->step;					\
 	(a)->col_ns = (c)->ns;						\
 	for (k_ = 0; k_ < ATTN_COLS_MAXS; k_++) {			\
 		(a)->col_s[k_] = (c)->s[k_] ? (c)->s[k_] : 1;		\

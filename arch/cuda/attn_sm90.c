@@ -184,6 +184,53 @@ int attn_sm90_fwd_mix(struct asam_cuda_device *d,
 			   sm90_smem_bytes(p->d, stagger, bn), p->stream, &a);
 }
 
+/*
+ * CLUSTERED's SPARSE branch in ARGMAX mode on wgmma
+ * (jit/kernels/attn_bucket_sm90.cuh); the SOFT rule's mask, the SOFT and
+ * HARD gates stay on the mma.sync bucket kernel.
+ */
+bool attn_sm90_serves_clus(const struct asam_cuda_device *d,
+			   const struct asam_problem *p)
+{
+	return p->pat.kind == ASAM_PATTERN_CLUSTERED &&
+	       p->pat.cmode == ASAM_CLUSTER_ARGMAX &&
+	       p->gate_mode == ASAM_GATE_SPARSE &&
+	       attn_sm90_serves_dense(d, p) &&
+	       sm90_smem_bytes(p->d, 0, SM90_BN_LIST) <=
+	       d->smem_per_block_optin;
+}
+
+/* @a: attn_clus.c's argument block; a block per tile of its 128-slot table */
+int attn_sm90_clus_fwd(struct asam_cuda_device *d,
+		       const struct asam_problem *p, bool capturing,
+		       struct attn_fwd_params *a, int ntiles)
+{
+	struct asam_jit_spec spec;
+	CUfunction f;
+	int ret, minb = sm90_env("ASAM_CUDA_SM90_MINB", 2);
+
+	ret = asam_jit_spec_init(&spec, "attn_fwd_sm90", attn_arch_of(d));
+	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);
+	ret = ret ?: asam_jit_spec_set(&spec, "DTYPE", p->dt);
+	ret = ret ?: asam_jit_spec_set(&spec, "CAUSAL", p->causal);
+	ret = ret ?: asam_jit_spec_set(&spec, "GATE_MODE", ASAM_GATE_SPARSE);
+	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN",
+				       ASAM_PATTERN_CLUSTERED);
+	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_M", SM90_BM);
+	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_N", SM90_BN_LIST);
+	ret = ret ?: asam_jit_spec_set(&spec, "NUM_WARPS", SM90_WARPS);
+	ret = ret ?: asam_jit_spec_set(&spec, "STAGGER", 0);
+	if (!ret && minb)
+		ret = asam_jit_spec_set(&spec, "MIN_BLOCKS", minb);
+	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_fwd_sm90_kernel",
+				 capturing, &f);
+	if (ret)
+		return ret;
+	__atomic_add_fetch(&attn_sm90_launches, 1, __ATOMIC_RELAXED);
+	return attn_launch(d, f, ntiles, p->Hq, p->B, SM90_WARPS * 32,
+			   sm90_smem_bytes(p->d, 0, SM90_BN_LIST), p->stream, a);
+}
+
 int attn_sm90_fwd(struct asam_cuda_device *d, const struct asam_problem *p,
 		  bool capturing)
 {

@@ -35,6 +35,12 @@ int attn_sm90_fwd_mix(struct asam_cuda_device *d,
 /* launches so far, for the selftests to see which path ran */
 int attn_sm90_bwd_fn(struct asam_cuda_device *d, const struct asam_problem *p,
 		     bool capturing, CUfunction *f, unsigned *smem, int *keys);
+struct attn_fwd_params;
+bool attn_sm90_serves_clus(const struct asam_cuda_device *d,
+			   const struct asam_problem *p);
+int attn_sm90_clus_fwd(struct asam_cuda_device *d,
+		       const struct asam_problem *p, bool capturing,
+		       struct attn_fwd_params *a, int ntiles);
 extern unsigned long attn_sm90_launches;
 extern unsigned long attn_sm90_bwd_launches;
 

@@ -258,6 +258,36 @@ static __device__ __forceinline__ void cl_merge(float &b, float &s, int &bc)
 	}
 }
 
+/*
+ * The fp32 score of row @x against a centroid's @hi + @lo row, for
+ * exact_pick's screen: 16-byte loads and eight partial sums (any order's
+ * rounding lies far under the screen's margin).  One product at a time,
+ * a load and a dependent add each, 32 clusters took ~16 k cycles.
+ */
+static __device__ float cl_screen(const u16 *x, const u16 *hi, const u16 *lo)
+{
+	float f[8] = { 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f };
+
+#pragma unroll 4
+	for (int e0 = 0; e0 < HEAD_DIM; e0 += 8) {
+		uint4 w = *(const uint4 *)(x + e0);
+		uint4 a = *(const uint4 *)(hi + e0);
+		uint4 b = *(const uint4 *)(lo + e0);
+		const u32 xw[4] = { w.x, w.y, w.z, w.w };
+		const u32 aw[4] = { a.x, a.y, a.z, a.w };
+		const u32 bw[4] = { b.x, b.y, b.z, b.w };
+
+#pragma unroll
+		for (int k = 0; k < 4; k++) {
+			f[2 * k] += unpack_lo(xw[k]) *
+				    (unpack_lo(aw[k]) + unpack_lo(bw[k]));
+			f[2 * k + 1] += unpack_hi(xw[k]) *
+					(unpack_hi(aw[k]) + unpack_hi(bw[k]));
+		}
+	}
+	return ((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]));
+}
+
 static __device__ void assign_mma(const attn_clus_params &p, int side,
 				  int h, int hx, int b, i64 bh, int N, int C,
 				  int CP, const u16 *shi, const u16 *slo,
@@ -339,13 +369,8 @@ static __device__ void assign_mma(const attn_clus_params &p, int side,
 			if (!((tg ? best - s1 : best - s0) > tol))
 				bc = exact_pick(p, x, h, C, scn, best, tol,
 						xn2 == 0.f, [&](int cc) {
-					float f = 0.f;
-
-					for (int e = 0; e < HEAD_DIM; e++)
-						f += x16(x[e]) *
-						     (x16(shi[cc * CL_LD + e]) +
-						      x16(slo[cc * CL_LD + e]));
-					return f;
+					return cl_screen(x, shi + cc * CL_LD,
+							 slo + cc * CL_LD);
 				});
 			p.cl[side][bh * N + r] = bc;
 			if (p.nrm[side])
@@ -356,11 +381,71 @@ static __device__ void assign_mma(const attn_clus_params &p, int side,
 #endif
 
 /*
+ * The unit centroids of head blockIdx.x in the layout the assignment
+ * copies into its shared memory (fp32 rows, or bf16 hi and lo rows padded
+ * to CL_LD, zero rows up to a multiple of CL_CB clusters), then their
+ * fp64 norms, at @p.cent + h * p.cent_stride bytes.  Once a call: when
+ * every assignment block did it in its prologue, a warp's fp64 sums and
+ * divides and their dependent loads ran 1024 times a side at B2 H16 16K.
+ * A thread sums a centroid's norm in the reference's order, then every
+ * thread takes elements.
+ */
+extern "C" __global__ void __launch_bounds__(CL_THREADS)
+asam_clus_prep_kernel(const attn_clus_params p)
+{
+	extern __shared__ __align__(16) float cl_smem[];
+	double *sn = (double *)cl_smem;			/* [C] */
+	const int h = blockIdx.x, C = p.C;
+	const int CP = (C + CL_CB - 1) / CL_CB * CL_CB;
+	unsigned char *out = (unsigned char *)p.cent + (i64)h * p.cent_stride;
+#if DTYPE == ATTN_BF16
+	u16 *shi = (u16 *)out, *slo = shi + CP * CL_LD;	/* [CP][CL_LD] */
+	double *scn = (double *)(slo + CP * CL_LD);	/* [C] */
+#else
+	float *smu = (float *)out;			/* [CP][HEAD_DIM] */
+	double *scn = (double *)(smu + CP * HEAD_DIM);	/* [C] */
+#endif
+
+	for (int c = threadIdx.x; c < C; c += CL_THREADS) {
+		const i64 at = h * p.mu_sh + c * p.mu_sc;
+		double n = 0;
+
+		/* eight loads in flight before their sums, in order */
+		for (int e0 = 0; e0 < HEAD_DIM; e0 += 8) {
+			double m[8];
+
+#pragma unroll
+			for (int k = 0; k < 8; k++)
+				m[k] = mu_get(p, at + (e0 + k) * p.mu_se);
+#pragma unroll
+			for (int k = 0; k < 8; k++)
+				n = __dadd_rn(n, __dmul_rn(m[k], m[k]));
+		}
+		n = fmax(__dsqrt_rn(n), 1e-12);
+		sn[c] = n;
+		scn[c] = n;
+	}
+	__syncthreads();
+	for (int x = threadIdx.x; x < CP * HEAD_DIM; x += CL_THREADS) {
+		const int c = x / HEAD_DIM, e = x % HEAD_DIM;
+		float u = c < C ? (float)(mu_get(p, h * p.mu_sh + c * p.mu_sc +
+						 e * p.mu_se) / sn[c]) : 0.f;
+#if DTYPE == ATTN_BF16
+		u16 hi = pack_one(u);
+
+		shi[c * CL_LD + e] = hi;
+		slo[c * CL_LD + e] = pack_one(u - x16(hi));
+#else
+		smu[c * HEAD_DIM + e] = u;
+#endif
+	}
+}
+
+/*
  * Grid (token blocks, Hq, B), CL_THREADS threads: fp16 a token a
  * thread per pass, bf16 16 tokens a warp per pass (assign_mma), over the
  * block's tokens (the host sizes the grid).  Dynamic shared memory: the
- * unit centroids of head h (fp32, or bf16 hi and lo rows), padded to a
- * multiple of CL_CB clusters with zeros, then their fp64 norms.
+ * head's block of asam_clus_prep_kernel, copied.
  */
 extern "C" __global__ void __launch_bounds__(CL_THREADS)
 asam_clus_assign_kernel(const attn_clus_params p)
@@ -378,52 +463,12 @@ asam_clus_assign_kernel(const attn_clus_params p)
 	double *scn = (double *)(smu + CP * HEAD_DIM);	/* [C] */
 #endif
 	const i64 bh = (i64)b * p.Hq + h;
+	const uint4 *src = (const uint4 *)((const unsigned char *)p.cent +
+					   (i64)h * p.cent_stride);
 
-	/*
-	 * fp64 norms in the reference's order; unit rows (fp32, or bf16 hi
-	 * and lo halves).  Eight loads go out together before their sums (in
-	 * order): one at a time, the 2 x HEAD_DIM dependent load latencies
-	 * of a centroid were a large share of the kernel's time.
-	 */
-	for (int c = threadIdx.x; c < CP; c += CL_THREADS) {
-		const i64 at = h * p.mu_sh + c * p.mu_sc;
-		double n = 0;
-
-		if (c < C) {
-			for (int e0 = 0; e0 < HEAD_DIM; e0 += 8) {
-				double m[8];
-
-#pragma unroll
-				for (int k = 0; k < 8; k++)
-					m[k] = mu_get(p, at + (e0 + k) * p.mu_se);
-#pragma unroll
-				for (int k = 0; k < 8; k++)
-					n = __dadd_rn(n, __dmul_rn(m[k], m[k]));
-			}
-			n = fmax(__dsqrt_rn(n), 1e-12);
-			scn[c] = n;
-		}
-		for (int e0 = 0; e0 < HEAD_DIM; e0 += 8) {
-			double m[8];
-
-#pragma unroll
-			for (int k = 0; k < 8; k++)
-				m[k] = c < C ? mu_get(p, at + (e0 + k) * p.mu_se) :
-				       0.;
-#pragma unroll
-			for (int k = 0; k < 8; k++) {
-				float u = c < C ? (float)(m[k] / n) : 0.f;
-#if DTYPE == ATTN_BF16
-				u16 hi = pack_one(u);
-
-				shi[c * CL_LD + e0 + k] = hi;
-				slo[c * CL_LD + e0 + k] = pack_one(u - x16(hi));
-#else
-				smu[c * HEAD_DIM + e0 + k] = u;
-#endif
-			}
-		}
-	}
+	/* the block is a multiple of 16 bytes (the host pads it) */
+	for (int x = threadIdx.x; x < p.cent_stride / 16; x += CL_THREADS)
+		((uint4 *)cl_smem)[x] = src[x];
 	__syncthreads();
 #if DTYPE == ATTN_BF16
 	assign_mma(p, side, h, hx, b, bh, N, C, CP, shi, slo, scn);

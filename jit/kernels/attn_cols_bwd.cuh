@@ -29,7 +29,7 @@ static __device__ __forceinline__ void dq_cols(const attn_bwd_params &p,
 #if ATTN_HAS_COLS
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	const int gr = lane >> 2, tg = lane & 3;
-	const int nc = cols_below(p.col, p.ncol, lim_max);
+	const int nc = cols_below(p, lim_max);
 	const int cnt = (nc + BLOCK_N - 1) / BLOCK_N;
 
 	if (GATE_MODE == ATTN_G_DENSE || cnt == 0)
@@ -62,7 +62,7 @@ static __device__ __forceinline__ void dq_cols(const attn_bwd_params &p,
 			for (int x = 0; x < 2; x++) {
 				int c = c0 + n * 8 + 2 * tg + x;
 
-				jj[n][x] = c < nc ? __ldg(p.col + c) : -1;
+				jj[n][x] = c < nc ? col_key(p, c) : -1;
 			}
 
 		const u16 *ck = sk + buf * BLOCK_N * ATTN_LDS;
@@ -132,7 +132,7 @@ asam_attn_bwd_cols_kernel(const attn_bwd_params p)
 	u16 *sq = sv + BLOCK_N * ATTN_LDS, *sdo = sq + BLOCK_M * ATTN_LDS;
 	float *sL = (float *)(sdo + BLOCK_M * ATTN_LDS);	/* [4][64] */
 	int *sj = (int *)(sL + 4 * 64);				/* [64] */
-	const int jmin = __ldg(p.col + c0);
+	const int jmin = col_key(p, c0);
 	float dk[NT_O][4], dv[NT_O][4];
 	int qt_lo = 0, qt_hi = (lq + BLOCK_M - 1) / BLOCK_M;
 	int jw[2];
@@ -143,7 +143,7 @@ asam_attn_bwd_cols_kernel(const attn_bwd_params p)
 	if (jmin >= lk)
 		return;		/* every column here is past len_k: adds 0 */
 	for (int t = threadIdx.x; t < BLOCK_N; t += ATTN_THREADS)
-		sj[t] = t < nc ? __ldg(p.col + c0 + t) : -1;
+		sj[t] = t < nc ? col_key(p, c0 + t) : -1;
 #pragma unroll
 	for (int n = 0; n < NT_O; n++) {
 		dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.f;

@@ -20,7 +20,7 @@ static __device__ __forceinline__ void fwd_cols(const attn_fwd_params &p,
 #if ATTN_HAS_COLS
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	const int gr = lane >> 2, tg = lane & 3;
-	const int nc = cols_below(p.col, p.ncol, lim_max);
+	const int nc = cols_below(p, lim_max);
 	const int cnt = (nc + BLOCK_N - 1) / BLOCK_N;
 
 	if (MODE == ATTN_G_DENSE || cnt == 0)
@@ -54,7 +54,7 @@ static __device__ __forceinline__ void fwd_cols(const attn_fwd_params &p,
 			for (int x = 0; x < 2; x++) {
 				int c = c0 + n * 8 + 2 * tg + x;
 
-				jj[n][x] = c < nc ? __ldg(p.col + c) : -1;
+				jj[n][x] = c < nc ? col_key(p, c) : -1;
 			}
 
 		const u16 *ck = sk + buf * BLOCK_N * ATTN_LDS;

@@ -24,6 +24,8 @@
  * do, instead of both waiting on the tensor cores and then both on the
  * exponentials.
  *
+ * CLUSTERED's SPARSE branch walks cluster buckets (attn_bucket_sm90.cuh).
+ *
  * Served: the DENSE, LOCAL and RANDOM patterns with the SPARSE, DENSE
  * or HARD gate (one branch per (b, h); the other branch's lse is -inf,
  * or NaN for HARD, as attn_fwd.cu writes it), either launch of SOFT's two
@@ -32,7 +34,9 @@
  *
  * RANDOM walks the host-built list of the query tile's 64-key tiles
  * (arch/cuda/attn_plan.c, the one of attn_fwd.cu); LOCAL the same tiles,
- * one range found by arithmetic (local_range).  The list is the union
+ * one range found by arithmetic (local_range), as the band of STRIDED
+ * and HIERARCHICAL, whose column keys follow (by arithmetic too where
+ * they are every step-th key, col_key).  The list is the union
  * over the tile's 128 rows; each warpgroup skips the tiles its own
  * 64 rows have nothing in (a RANDOM key block is drawn per 64-row group,
  * so a warpgroup is exactly one group and needs no mask inside a tile it
@@ -59,8 +63,12 @@
 #error "HEAD_DIM must be 64 or 128"
 #endif
 #if PATTERN != ATTN_P_DENSE && PATTERN != ATTN_P_LOCAL && \
-	PATTERN != ATTN_P_RANDOM && !ATTN_HAS_COLS
-#error "the sm_90 forward serves DENSE, LOCAL, RANDOM, STRIDED, HIERARCHICAL"
+	PATTERN != ATTN_P_RANDOM && !ATTN_HAS_COLS && \
+	PATTERN != ATTN_P_CLUSTERED
+#error "the sm_90 forward serves DENSE, LOCAL, RANDOM, STRIDED, HIERARCHICAL, CLUSTERED"
+#endif
+#if PATTERN == ATTN_P_CLUSTERED && GATE_MODE != ATTN_G_SPARSE
+#error "CLUSTERED on wgmma: the SPARSE gate (attn_bucket_fwd.cuh serves the others)"
 #endif
 /* LOCAL, STRIDED and HIERARCHICAL walk a band of radius p.radius */
 #define SM90_BAND (PATTERN == ATTN_P_LOCAL || ATTN_HAS_COLS)
@@ -186,7 +194,7 @@ static __device__ __forceinline__ void mask_cols(const attn_fwd_params &p,
 #pragma unroll
 		for (int x = 0; x < 2; x++) {
 			int c = c0 + n * 8 + 2 * tg + x;
-			int j = c < nc ? __ldg(p.col + c) : -1;
+			int j = c < nc ? col_key(p, c) : -1;
 
 			if (!cols_take(p, h, i0, j, st.lim[0], off))
 				s[n][x] = ATTN_NEG_INF;
@@ -281,14 +289,15 @@ static __device__ __forceinline__ int wg_need(int e, int wg, int r0, int k0,
 }
 
 /*
- * LOCAL's list of a query tile is one range of key tiles (attn_plan.c's
- * local_count): its first tile is found here, so the first K/V load of a
- * block waits on no list load (two dependent global reads: the block's
- * offsets, then its entries) and the walk reads none.  A short walk of a
- * few tiles is latency, not MMAs: LOCAL at 64K keys had ~20 us a block.
- * The entries carry no FULL flag: wg_need() decides from the radius.
+ * LOCAL's list of a query tile, and the band of STRIDED and HIERARCHICAL
+ * (radius R), is one range of key tiles (attn_plan.c's local_count): its
+ * first tile is found here, so the first K/V load of a block waits on no
+ * list load (two dependent global reads: the block's offsets, then its
+ * entries) and the walk reads none.  A short walk of a few tiles is
+ * latency, not MMAs: LOCAL at 64K keys had ~20 us a block.  The entries
+ * carry no FULL flag: wg_need() decides from the radius.
  */
-#if PATTERN == ATTN_P_LOCAL
+#if SM90_BAND
 static __device__ __forceinline__ int local_range(const attn_fwd_params &p,
 						  int q0, int nkt, int *n)
 {
@@ -323,7 +332,16 @@ static __device__ __forceinline__ void load_kv(const attn_fwd_params &p,
 #if ATTN_HAS_COLS
 	if (it >= cnt) {
 		const int c0 = (it - cnt) * BLOCK_N;
+		const int st = p.col_step;
 
+		/* every st-th key: a tile of rows st * ld apart */
+		if (st) {
+			load_sw<BLOCK_N, ATTN_THREADS>(dk, kg, p.k_sn * st, c0,
+						       nc);
+			load_sw<BLOCK_N, ATTN_THREADS>(dv, vg, p.v_sn * st, c0,
+						       nc);
+			return;
+		}
 		load_sw_idx<BLOCK_N, ATTN_THREADS>(dk, kg, p.k_sn, p.col + c0,
 						   nc - c0);
 		load_sw_idx<BLOCK_N, ATTN_THREADS>(dv, vg, p.v_sn, p.col + c0,
@@ -366,7 +384,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	const u32 sq = base, sk = sq + Q_BYTES, sv = sk + 2 * KV_BYTES;
 	/* the staggered warpgroup runs one iteration behind on P V */
 	const int lag = STAGGER && wg == 1;
-#if PATTERN != ATTN_P_LOCAL
+#if !SM90_BAND
 	const int *list = 0;
 #endif
 	int cnt = nkt, need = 0, pk0 = 0, e0 = ATTN_E_FULL, e1 = ATTN_E_FULL;
@@ -379,7 +397,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	load_sw<BLOCK_M, ATTN_THREADS>(sq, qg, p.q_sn, q0, p.Nq);
 	cp_async_commit();
 	if (use_list) {
-#if PATTERN == ATTN_P_LOCAL
+#if SM90_BAND
 		lt0 = local_range(p, q0, nkt, &cnt);
 #else
 		list = tile_list(p, h, qt, nkt, &cnt);
@@ -400,7 +418,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 
 #if ATTN_HAS_COLS
 	if (sp) {	/* the column keys under the block's largest limit */
-		nc = cols_below(p.col, p.ncol, lim_max);
+		nc = cols_below(p, lim_max);
 		tot = cnt + (nc + BLOCK_N - 1) / BLOCK_N;
 	}
 #endif
@@ -427,6 +445,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 		const u32 ck = sk + (it & 1) * KV_BYTES;
 		const bool col = ATTN_HAS_COLS && it >= cnt;
 		int e = e0, k0 = it * BLOCK_N, nd = 0, nx0 = e1;
+		bool clr = false;
 
 		/* a dependent global load per tile would stall every
 		 * iteration: the entry two ahead loads under this one */
@@ -436,6 +455,12 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 		}
 		if (col && it < tot) {
 			nd = 1;
+#if ATTN_HAS_COLS
+			/* most column tiles lie wholly outside the band */
+			clr = cols_clear(p, (it - cnt) * BLOCK_N, BLOCK_N, nc,
+					 q0 + wg * 64 + off,
+					 q0 + wg * 64 + 63 + off, lim_min);
+#endif
 		} else if (it < cnt) {
 			if (use_list)
 				k0 = ATTN_E_TILE(e) * BLOCK_N;
@@ -458,7 +483,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 		if (!lag) {
 			if (nd) {
 				gemm_s(s, sq, ck, wg);
-				if (col)
+				if (col && !clr)
 					mask_cols(p, st, s, h,
 						  (it - cnt) * BLOCK_N, nc,
 						  w0 + gr, off);
@@ -541,6 +566,10 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	}
 }
 
+#if PATTERN == ATTN_P_CLUSTERED
+#include "attn_bucket_sm90.cuh"
+#endif
+
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS, MIN_BLOCKS)
 asam_attn_fwd_sm90_kernel(const attn_fwd_params p)
 {
@@ -550,6 +579,12 @@ asam_attn_fwd_sm90_kernel(const attn_fwd_params p)
 	/* the dynamic window is 16-byte aligned: round up to 1024 */
 	const u32 base = (smem_u32(attn_smem) + 1023) & ~1023u;
 	float g = 0.f;
+
+#if PATTERN == ATTN_P_CLUSTERED
+	/* a block per tile of the cluster table (blockIdx.x) */
+	bucket_tile(p, b, h, blockIdx.x, base);
+	return;
+#endif
 
 	if (GATE_MODE == ATTN_G_HARD || p.mix == ATTN_MIX_DENSE ||
 	    p.mix == ATTN_MIX_SPARSE)

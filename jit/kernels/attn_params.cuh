@@ -76,6 +76,7 @@ struct attn_fwd_params {
 	int col_vote;			/* 1: a head may drop a column */
 	int col_ns;			/* scale terms */
 	int col_s[8], col_r[8];		/* period and radius of each term */
+	int col_step;			/* > 0: col[c] == c * col_step */
 
 	/* CLUSTERED (attn_bucket_fwd.cuh): per (b, h) sortings by cluster */
 	const int *cl_kcl;		/* [B, Hq, Nk] cluster of each key */
@@ -139,6 +140,7 @@ struct attn_bwd_params {
 	int col_vote;			/* 1: a head may drop a column */
 	int col_ns;			/* scale terms */
 	int col_s[8], col_r[8];		/* period and radius of each term */
+	int col_step;			/* > 0: col[c] == c * col_step */
 
 	/* CLUSTERED (attn_bucket_bwd.cuh): as in attn_fwd_params */
 	const int *cl_qcl, *cl_kcl;	/* [B, Hq, N] cluster of each token */
@@ -171,6 +173,8 @@ struct attn_clus_params {
 	int *tiles[2];			/* [B, Hq, ntiles][2] */
 	int *ntile[2];			/* [B, Hq] */
 	double *nrm[2];			/* [B, Hq, N] |x| (update) or NULL */
+	void *cent;			/* [Hq] unit centroids, fp64 norms */
+	long long cent_stride;		/* bytes a head, a multiple of 16 */
 	int N[2], Hx[2], tile[2], ntiles[2];
 	int B, Hq, C, side;
 	float decay;

@@ -49,6 +49,25 @@ static int check(const struct asam_pat *pat, int Hq, int Nq, int Nk,
 			goto out;
 		}
 		in[c.col[x]] = 1;
+		/* the kernels compute column x as x * step when step is set */
+		if (c.step && c.col[x] != (int64_t)x * c.step) {
+			snprintf(why, len, "column %d = %d, not %d x step %d",
+				 x, c.col[x], x, c.step);
+			ret = -1;
+			goto out;
+		}
+	}
+	/* and step is set whenever the set is 0, s, 2s, ... (>= 2 keys) */
+	if (!c.step && c.ncol >= 2 && c.col[0] == 0 && c.col[1] > 0) {
+		for (x = 2; x < c.ncol; x++)
+			if (c.col[x] != (int64_t)x * c.col[1])
+				break;
+		if (x == c.ncol) {
+			snprintf(why, len, "arithmetic set (step %d) not flagged",
+				 c.col[1]);
+			ret = -1;
+			goto out;
+		}
 	}
 	for (h = 0; h < Hq; h++)
 		for (i = 0; i < Nq; i++)
@@ -136,9 +155,9 @@ int main(void)
 		int ret = attn_cols_build(&c, &pat, 2, 1000);
 
 		ksft_test_result(!ret && !c.vote && c.R == 16 &&
-				 c.ncol == (1000 + 15) / 16,
-				 "uniform hierarchical: columns are the multiples of 16, R 16 (%d columns)\n",
-				 c.ncol);
+				 c.ncol == (1000 + 15) / 16 && c.step == 16,
+				 "uniform hierarchical: columns are the multiples of 16, R 16 (%d columns, step %d)\n",
+				 c.ncol, c.step);
 		attn_cols_free(&c);
 	}
 	ksft_finished();

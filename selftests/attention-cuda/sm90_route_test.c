@@ -6,7 +6,8 @@
  * the DENSE pattern or the DENSE gate, and LOCAL, RANDOM, STRIDED and
  * HIERARCHICAL with SPARSE and HARD; SOFT never as one launch, but its
  * dense launch always and its sparse launch for those four patterns; the
- * row and cluster patterns' sparse branch never (their own kernels).
+ * row patterns' sparse branch never (their own kernels), the cluster
+ * pattern's through its bucket walk only, SPARSE in ARGMAX mode.
  * Nothing on sm_80 or sm_100, at d 96, in fp32, with too little shared
  * memory, or with ASAM_CUDA_SM90=0.  Host only: runs without a GPU.
  */
@@ -35,7 +36,29 @@ static int table(const struct asam_cuda_device *d, int hd,
 
 	for (k = 0; k < ASAM_PATTERN_NR_KINDS; k++)
 		for (g = ASAM_GATE_SPARSE; g <= ASAM_GATE_HARD; g++) {
-			bool one, lst, dns;
+			bool one, lst, dns, cls;
+			int cm;
+
+			/* CLUSTERED's bucket walk: SPARSE in ARGMAX mode */
+			for (cm = ASAM_CLUSTER_ARGMAX; cm <= ASAM_CLUSTER_SOFT;
+			     cm++) {
+				memset(&p, 0, sizeof(p));
+				p.pat.kind = k;
+				p.pat.cmode = cm;
+				p.gate_mode = g;
+				p.d = hd;
+				p.dt = dt;
+				cls = on && k == ASAM_PATTERN_CLUSTERED &&
+				      g == ASAM_GATE_SPARSE &&
+				      cm == ASAM_CLUSTER_ARGMAX;
+				if (attn_sm90_serves_clus(d, &p) != cls) {
+					ksft_print_msg("%s: pattern %d gate %d cmode %d: clustered walk %d, want %d\n",
+						       what, k, g, cm,
+						       attn_sm90_serves_clus(d, &p),
+						       cls);
+					bad++;
+				}
+			}
 
 			memset(&p, 0, sizeof(p));
 			p.pat.kind = k;
