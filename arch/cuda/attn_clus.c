@@ -228,12 +228,15 @@ static int clus_prepare(struct asam_cuda_device *d,
 		if (!L->mask) {
 			/*
 			 * fp16: a token a thread, 128 a block.  bf16 on the
-			 * tensor cores: 16 tokens a warp a pass, 512 a block
-			 * (ASAM_CUDA_CLUS_TPB, tuning).  Shared: the head's
-			 * prepared centroids, copied.
+			 * tensor cores: 16 tokens a warp a pass, 128 a block
+			 * (ASAM_CUDA_CLUS_TPB, tuning): a warp's passes are
+			 * latency, so more blocks beat fewer (H200, B2 H16
+			 * 16K d128, CLUSTERED forward: 1.18 ms at 128 and
+			 * 256, 1.24-1.32 at 512, 1.57-1.61 at 2048).  Shared:
+			 * the head's prepared centroids, copied.
 			 */
 			int tpb = p->dt == ASAM_DT_BF16 ?
-				  clus_env("ASAM_CUDA_CLUS_TPB", 512) : 128;
+				  clus_env("ASAM_CUDA_CLUS_TPB", 128) : 128;
 
 			ret = ret ?: attn_launch(d, fa,
 					  (c->N[side] + tpb - 1) / tpb,

@@ -74,6 +74,11 @@ static int make(struct asam_cuda_device *d, const struct asam_problem *p,
 	env = getenv("ASAM_CUDA_COLS_STEP");
 	if (env && !strcmp(env, "0"))
 		c.step = 0;
+	/* ASAM_CUDA_COLS_CLEAR=0: every column tile through the vote (the
+	 * same pairs: a column passes its vote), no unmasked tiles */
+	env = getenv("ASAM_CUDA_COLS_CLEAR");
+	if (env && !strcmp(env, "0"))
+		c.vote = true;
 	band.radius = c.R;
 	ret = attn_plan_build(&pl, &band, 1, p->Nq, p->Nk, bm, 64);
 	if (ret)

@@ -111,6 +111,22 @@ static __device__ __forceinline__ int cols_below(const P &p, int lim)
 }
 
 /*
+ * The K or V rows of column entries [c0, c0 + ROWS) into an mma.sync
+ * tile (zeros past @nc): rows step * ld apart where the set has a step.
+ */
+template <int ROWS, int THREADS, class P>
+static __device__ __forceinline__ void cols_load(const P &p, u16 *dst,
+						 const u16 *src, i64 ld,
+						 int c0, int nc)
+{
+	if (p.col_step)
+		load_tile<ROWS, THREADS>(dst, src, ld * p.col_step, c0, nc);
+	else
+		load_rows_idx<ROWS, THREADS>(dst, src, ld, p.col + c0,
+					     nc - c0);
+}
+
+/*
  * Whether no pair of the column tile of entries [c0, c0 + n) needs a
  * mask for rows whose diagonal keys (i + Nk - Nq) lie in [d0, d1]: the
  * tile is whole, its keys are all under @lim (the rows' smallest key

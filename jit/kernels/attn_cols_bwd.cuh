@@ -32,12 +32,23 @@ static __device__ __forceinline__ void dq_cols(const attn_bwd_params &p,
 	const int nc = cols_below(p, lim_max);
 	const int cnt = (nc + BLOCK_N - 1) / BLOCK_N;
 
+	const int d0 = q0 + warp * 16 + off;
+	/* this warp's smallest row limit (0: a row past the lengths) */
+	int wl = lim[0] < lim[1] ? lim[0] : lim[1];
+
+#pragma unroll
+	for (int m = 16; m > 0; m >>= 1) {
+		int o = __shfl_xor_sync(0xffffffffu, wl, m);
+
+		wl = o < wl ? o : wl;
+	}
+
 	if (GATE_MODE == ATTN_G_DENSE || cnt == 0)
 		return;
 	cp_async_wait_all();
 	__syncthreads();
-	load_rows_idx<BLOCK_N, ATTN_THREADS>(sk, kg, p.k_sn, p.col, nc);
-	load_rows_idx<BLOCK_N, ATTN_THREADS>(sv, vg, p.v_sn, p.col, nc);
+	cols_load<BLOCK_N, ATTN_THREADS>(p, sk, kg, p.k_sn, 0, nc);
+	cols_load<BLOCK_N, ATTN_THREADS>(p, sv, vg, p.v_sn, 0, nc);
 	cp_async_commit();
 	for (int it = 0; it < cnt; it++) {
 		const int buf = it & 1, c0 = it * BLOCK_N;
@@ -46,14 +57,12 @@ static __device__ __forceinline__ void dq_cols(const attn_bwd_params &p,
 		cp_async_wait_all();
 		__syncthreads();
 		if (it + 1 < cnt) {
-			load_rows_idx<BLOCK_N, ATTN_THREADS>(
+			cols_load<BLOCK_N, ATTN_THREADS>(p,
 				sk + (buf ^ 1) * BLOCK_N * ATTN_LDS, kg,
-				p.k_sn, p.col + c0 + BLOCK_N,
-				nc - c0 - BLOCK_N);
-			load_rows_idx<BLOCK_N, ATTN_THREADS>(
+				p.k_sn, c0 + BLOCK_N, nc);
+			cols_load<BLOCK_N, ATTN_THREADS>(p,
 				sv + (buf ^ 1) * BLOCK_N * ATTN_LDS, vg,
-				p.v_sn, p.col + c0 + BLOCK_N,
-				nc - c0 - BLOCK_N);
+				p.v_sn, c0 + BLOCK_N, nc);
 		}
 		cp_async_commit();
 #pragma unroll
@@ -67,6 +76,9 @@ static __device__ __forceinline__ void dq_cols(const attn_bwd_params &p,
 
 		const u16 *ck = sk + buf * BLOCK_N * ATTN_LDS;
 		const u16 *cv = sv + buf * BLOCK_N * ATTN_LDS;
+		/* most column tiles lie wholly outside the warp's band */
+		const bool clr = cols_clear(p, c0, BLOCK_N, nc, d0, d0 + 15,
+					    wl);
 		float s[NT_S][4], dp[NT_S][4];
 
 		gemm_abt(s, sq, ck, warp * 16, lane);
@@ -77,8 +89,9 @@ static __device__ __forceinline__ void dq_cols(const attn_bwd_params &p,
 			for (int x = 0; x < 4; x++) {
 				int r = x >> 1;
 				int i = q0 + warp * 16 + gr + r * 8;
-				float s2 = cols_take(p, h, i, jj[n][x & 1],
-						     lim[r], off) ?
+				float s2 = clr || cols_take(p, h, i,
+							    jj[n][x & 1],
+							    lim[r], off) ?
 					   s[n][x] * p.scale_log2 :
 					   ATTN_NEG_INF;
 
@@ -149,14 +162,16 @@ asam_attn_bwd_cols_kernel(const attn_bwd_params p)
 		dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.f;
 		dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
 	}
-	load_rows_idx<BLOCK_N, ATTN_THREADS>(sk, (const u16 *)p.k +
-		b * p.k_sb + hk * p.k_sh, p.k_sn, p.col + c0, nc);
-	load_rows_idx<BLOCK_N, ATTN_THREADS>(sv, (const u16 *)p.v +
-		b * p.v_sb + hk * p.v_sh, p.v_sn, p.col + c0, nc);
+	cols_load<BLOCK_N, ATTN_THREADS>(p, sk, (const u16 *)p.k +
+		b * p.k_sb + hk * p.k_sh, p.k_sn, c0, p.ncol);
+	cols_load<BLOCK_N, ATTN_THREADS>(p, sv, (const u16 *)p.v +
+		b * p.v_sb + hk * p.v_sh, p.v_sn, c0, p.ncol);
 	cp_async_commit();
 	__syncthreads();
 	jw[0] = sj[warp * 16 + gr];
 	jw[1] = sj[warp * 16 + gr + 8];
+	/* this warp's 16 keys, sorted; -1 past the set's end */
+	const int ja = sj[warp * 16], jb = sj[warp * 16 + 15];
 
 	for (int h = hk * G; h < hk * G + G; h++) {
 		const float g = GATE_MODE == ATTN_G_SOFT ?
@@ -189,6 +204,17 @@ asam_attn_bwd_cols_kernel(const attn_bwd_params p)
 			cp_async_wait_all();
 			__syncthreads();
 
+			/*
+			 * No mask where the query tile is whole and live, every
+			 * key is under its first row's limit (the smallest) and
+			 * beyond every row's band, and no head votes: most query
+			 * tiles, for a column tile away from the diagonal.
+			 */
+			const bool clr = !p.col_vote && jb >= 0 &&
+				q0 + BLOCK_M <= lq && q0 + BLOCK_M <= p.Nq &&
+				jb < (int)sL[64] &&
+				(ja > q0 + BLOCK_M - 1 + off + p.radius ||
+				 jb < q0 + off - p.radius);
 			float st[NT_S][4], dpt[NT_S][4];
 
 			/* transposed: rows are this warp's keys, columns queries */
@@ -201,7 +227,8 @@ asam_attn_bwd_cols_kernel(const attn_bwd_params p)
 					int c = n * 8 + 2 * tg + (x & 1);
 					int i = q0 + c;
 					int j = jw[x >> 1];
-					bool ok = cols_take(p, h, i, j,
+					bool ok = clr ||
+						  cols_take(p, h, i, j,
 							    (int)sL[64 + c],
 							    off);
 					float ps = p_of(ok ? st[n][x] *

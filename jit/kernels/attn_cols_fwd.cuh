@@ -27,8 +27,8 @@ static __device__ __forceinline__ void fwd_cols(const attn_fwd_params &p,
 		return;
 	cp_async_wait_all();
 	__syncthreads();	/* the band's last tiles are consumed */
-	load_rows_idx<BLOCK_N, ATTN_THREADS>(sk, kg, p.k_sn, p.col, nc);
-	load_rows_idx<BLOCK_N, ATTN_THREADS>(sv, vg, p.v_sn, p.col, nc);
+	cols_load<BLOCK_N, ATTN_THREADS>(p, sk, kg, p.k_sn, 0, nc);
+	cols_load<BLOCK_N, ATTN_THREADS>(p, sv, vg, p.v_sn, 0, nc);
 	cp_async_commit();
 
 	for (int it = 0; it < cnt; it++) {
@@ -38,14 +38,12 @@ static __device__ __forceinline__ void fwd_cols(const attn_fwd_params &p,
 		cp_async_wait_all();
 		__syncthreads();
 		if (it + 1 < cnt) {
-			load_rows_idx<BLOCK_N, ATTN_THREADS>(
+			cols_load<BLOCK_N, ATTN_THREADS>(p,
 				sk + (buf ^ 1) * BLOCK_N * ATTN_LDS, kg,
-				p.k_sn, p.col + c0 + BLOCK_N,
-				nc - c0 - BLOCK_N);
-			load_rows_idx<BLOCK_N, ATTN_THREADS>(
+				p.k_sn, c0 + BLOCK_N, nc);
+			cols_load<BLOCK_N, ATTN_THREADS>(p,
 				sv + (buf ^ 1) * BLOCK_N * ATTN_LDS, vg,
-				p.v_sn, p.col + c0 + BLOCK_N,
-				nc - c0 - BLOCK_N);
+				p.v_sn, c0 + BLOCK_N, nc);
 		}
 		cp_async_commit();
 #pragma unroll

@@ -483,11 +483,12 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 		if (!lag) {
 			if (nd) {
 				gemm_s(s, sq, ck, wg);
+				/* a clear column tile takes no mask at all */
 				if (col && !clr)
 					mask_cols(p, st, s, h,
 						  (it - cnt) * BLOCK_N, nc,
 						  w0 + gr, off);
-				else
+				else if (!col)
 					mask_tile(p, st, s, h, k0, lim_min,
 						  nd == 1, w0 + gr + off, off);
 				softmax(st, s, pa, p.scale_log2);
