@@ -603,7 +603,7 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	if (!ret && fcols)
 		ret = attn_launch(d, fcols, (cl.ncol + BWD_T - 1) / BWD_T,
 				  p->Hkv, p->B, 128,
-				  attn_smem_bytes(4 * BWD_T, p->d) + 1280, s,
+				  attn_smem_bytes(6 * BWD_T, p->d) + 1792, s,
 				  &a);
 	if (!ret && fdg)
 		ret = attn_launch(d, fdg, p->Hq, p->B, 1, 32, 0, s, &a);

@@ -141,10 +141,12 @@ asam_attn_bwd_cols_kernel(const attn_bwd_params p)
 	const int lq = p.len_q ? p.len_q[b * p.lq_s] : p.Nq;
 	const int lk = p.len_k ? p.len_k[b * p.lk_s] : p.Nk;
 	const int off = p.Nk - p.Nq, nc = p.ncol - c0;
+	/* K, V; Q and dO in two stages; per stage lse, limit, D [2][3][64] */
 	u16 *sk = attn_smem, *sv = sk + BLOCK_N * ATTN_LDS;
-	u16 *sq = sv + BLOCK_N * ATTN_LDS, *sdo = sq + BLOCK_M * ATTN_LDS;
-	float *sL = (float *)(sdo + BLOCK_M * ATTN_LDS);	/* [4][64] */
-	int *sj = (int *)(sL + 4 * 64);				/* [64] */
+	u16 *sq = sv + BLOCK_N * ATTN_LDS;
+	u16 *sdo = sq + 2 * BLOCK_M * ATTN_LDS;
+	float *sL = (float *)(sdo + 2 * BLOCK_M * ATTN_LDS);
+	int *sj = (int *)(sL + 2 * 3 * 64);			/* [64] */
 	const int jmin = col_key(p, c0);
 	float dk[NT_O][4], dv[NT_O][4];
 	int qt_lo = 0, qt_hi = (lq + BLOCK_M - 1) / BLOCK_M;
@@ -166,84 +168,117 @@ asam_attn_bwd_cols_kernel(const attn_bwd_params p)
 		b * p.k_sb + hk * p.k_sh, p.k_sn, c0, p.ncol);
 	cols_load<BLOCK_N, ATTN_THREADS>(p, sv, (const u16 *)p.v +
 		b * p.v_sb + hk * p.v_sh, p.v_sn, c0, p.ncol);
+
+	/*
+	 * The walk is every (query head of the group, query tile) in turn;
+	 * step x's Q and dO load (cp.async) and its row statistics load
+	 * (into registers, stored after the MMAs) while step x - 1
+	 * computes: one load latency a walk, not one a step.
+	 */
+	const int nqt = qt_hi > qt_lo ? qt_hi - qt_lo : 0, nx = G * nqt;
+	float rl = 0.f, rm = 0.f, rd = 0.f;
+
+	/* step @x's Q and dO into stage @bf; its statistics into rl, rm, rd */
+#define COLS_STEP_LOAD(X_, BF_) do {					\
+	const int h_ = hk * G + (X_) / nqt;				\
+	const int q_ = (qt_lo + (X_) % nqt) * BLOCK_M;			\
+	const int t_ = threadIdx.x;					\
+									\
+	load_tile<BLOCK_M, ATTN_THREADS>(sq + (BF_) * BLOCK_M * ATTN_LDS,\
+		(const u16 *)p.q + b * p.q_sb + h_ * p.q_sh, p.q_sn, q_,	\
+		p.Nq);							\
+	load_tile<BLOCK_M, ATTN_THREADS>(sdo + (BF_) * BLOCK_M * ATTN_LDS,\
+		(const u16 *)p.d_o + b * p.do_sb + h_ * p.do_sh, p.do_sn,	\
+		q_, p.Nq);						\
+	if (t_ < BLOCK_M) {						\
+		const int i_ = q_ + t_;					\
+		const bool ok_ = i_ < p.Nq;				\
+									\
+		rl = ok_ && p.lse_s ? p.lse_s[b * p.l_sb + h_ * p.l_sh +	\
+					      i_] * ATTN_LOG2E :	\
+		     ATTN_NEG_INF;					\
+		rm = ok_ ? (float)row_limit(i_, lq, lk, p.Nq, p.Nk) : 0.f;\
+		rd = ok_ && p.dsum_s ?					\
+		     p.dsum_s[((i64)b * p.Hq + h_) * p.Nq + i_] : 0.f;	\
+	}								\
+} while (0)
+#define COLS_STEP_STATS(BF_) do {					\
+	if (threadIdx.x < BLOCK_M) {					\
+		sL[(BF_) * 192 + threadIdx.x] = rl;			\
+		sL[(BF_) * 192 + 64 + threadIdx.x] = rm;			\
+		sL[(BF_) * 192 + 128 + threadIdx.x] = rd;		\
+	}								\
+} while (0)
+	if (nx > 0)
+		COLS_STEP_LOAD(0, 0);
 	cp_async_commit();
+	COLS_STEP_STATS(0);
 	__syncthreads();
 	jw[0] = sj[warp * 16 + gr];
 	jw[1] = sj[warp * 16 + gr + 8];
 	/* this warp's 16 keys, sorted; -1 past the set's end */
 	const int ja = sj[warp * 16], jb = sj[warp * 16 + 15];
 
-	for (int h = hk * G; h < hk * G + G; h++) {
+	for (int x = 0; x < nx; x++) {
+		const int bf = x & 1, h = hk * G + x / nqt;
+		const int q0 = (qt_lo + x % nqt) * BLOCK_M;
 		const float g = GATE_MODE == ATTN_G_SOFT ?
 				p.gate[b * p.g_sb + h * p.g_sh] : 0.f;
 		const float ws = GATE_MODE == ATTN_G_SPARSE ? 1.f : g;
+		const u16 *cq = sq + bf * BLOCK_M * ATTN_LDS;
+		const u16 *cdo = sdo + bf * BLOCK_M * ATTN_LDS;
+		const float *cL = sL + bf * 192;
 
-		for (int qt = qt_lo; qt < qt_hi; qt++) {
-			const int q0 = qt * BLOCK_M;
+		/* step x landed (each thread its copies), then everyone's;
+		 * stage bf ^ 1 was last read by step x - 1, before this */
+		cp_async_wait_all();
+		__syncthreads();
+		if (x + 1 < nx)
+			COLS_STEP_LOAD(x + 1, bf ^ 1);
+		cp_async_commit();
 
-			__syncthreads();	/* the last chunk is consumed */
-			load_tile<BLOCK_M, ATTN_THREADS>(sq, (const u16 *)p.q +
-				b * p.q_sb + h * p.q_sh, p.q_sn, q0, p.Nq);
-			load_tile<BLOCK_M, ATTN_THREADS>(sdo,
-				(const u16 *)p.d_o + b * p.do_sb + h * p.do_sh,
-				p.do_sn, q0, p.Nq);
-			cp_async_commit();
-			for (int t = threadIdx.x; t < BLOCK_M; t += ATTN_THREADS) {
-				int i = q0 + t;
-				i64 lo = b * p.l_sb + h * p.l_sh + i;
-				i64 at = ((i64)b * p.Hq + h) * p.Nq + i;
-				bool ok = i < p.Nq;
+		/*
+		 * No mask where the query tile is whole and live, every key
+		 * is under its first row's limit (the smallest) and beyond
+		 * every row's band, and no head votes: most query tiles, for
+		 * a column tile away from the diagonal.
+		 */
+		const bool clr = !p.col_vote && jb >= 0 &&
+			q0 + BLOCK_M <= lq && q0 + BLOCK_M <= p.Nq &&
+			jb < (int)cL[64] &&
+			(ja > q0 + BLOCK_M - 1 + off + p.radius ||
+			 jb < q0 + off - p.radius);
+		float st[NT_S][4], dpt[NT_S][4];
 
-				sL[t] = ok && p.lse_s ?
-					p.lse_s[lo] * ATTN_LOG2E : ATTN_NEG_INF;
-				sL[64 + t] = ok ? (float)row_limit(i, lq, lk,
-								   p.Nq, p.Nk) :
-					     0.f;
-				sL[128 + t] = ok && p.dsum_s ? p.dsum_s[at] : 0.f;
-			}
-			cp_async_wait_all();
-			__syncthreads();
-
-			/*
-			 * No mask where the query tile is whole and live, every
-			 * key is under its first row's limit (the smallest) and
-			 * beyond every row's band, and no head votes: most query
-			 * tiles, for a column tile away from the diagonal.
-			 */
-			const bool clr = !p.col_vote && jb >= 0 &&
-				q0 + BLOCK_M <= lq && q0 + BLOCK_M <= p.Nq &&
-				jb < (int)sL[64] &&
-				(ja > q0 + BLOCK_M - 1 + off + p.radius ||
-				 jb < q0 + off - p.radius);
-			float st[NT_S][4], dpt[NT_S][4];
-
-			/* transposed: rows are this warp's keys, columns queries */
-			gemm_abt(st, sk, sq, warp * 16, lane);
-			gemm_abt(dpt, sv, sdo, warp * 16, lane);
+		/* transposed: rows are this warp's keys, columns queries */
+		gemm_abt(st, sk, cq, warp * 16, lane);
+		gemm_abt(dpt, sv, cdo, warp * 16, lane);
 #pragma unroll
-			for (int n = 0; n < NT_S; n++) {
+		for (int n = 0; n < NT_S; n++) {
 #pragma unroll
-				for (int x = 0; x < 4; x++) {
-					int c = n * 8 + 2 * tg + (x & 1);
-					int i = q0 + c;
-					int j = jw[x >> 1];
-					bool ok = clr ||
-						  cols_take(p, h, i, j,
-							    (int)sL[64 + c],
-							    off);
-					float ps = p_of(ok ? st[n][x] *
-							p.scale_log2 :
-							ATTN_NEG_INF, sL[c]);
+			for (int y = 0; y < 4; y++) {
+				int c = n * 8 + 2 * tg + (y & 1);
+				int i = q0 + c;
+				int j = jw[y >> 1];
+				bool ok = clr ||
+					  cols_take(p, h, i, j, (int)cL[64 + c],
+						    off);
+				float ps = p_of(ok ? st[n][y] * p.scale_log2 :
+						ATTN_NEG_INF, cL[c]);
 
-					st[n][x] = ws * ps;
-					dpt[n][x] = ws * ps *
-						    (dpt[n][x] - sL[128 + c]);
-				}
+				st[n][y] = ws * ps;
+				dpt[n][y] = ws * ps * (dpt[n][y] - cL[128 + c]);
 			}
-			gemm_ab(dv, st, sdo, lane);
-			gemm_ab(dk, dpt, sq, lane);
 		}
+		gemm_ab(dv, st, cdo, lane);
+		gemm_ab(dk, dpt, cq, lane);
+		/* stage bf ^ 1's statistics: nobody reads them before the
+		 * barrier at the top of the next step */
+		if (x + 1 < nx)
+			COLS_STEP_STATS(bf ^ 1);
 	}
+#undef COLS_STEP_LOAD
+#undef COLS_STEP_STATS
 	cp_async_wait_all();
 	cols_add_rows((u16 *)p.dk + b * p.dk_sb + hk * p.dk_sh, p.dk_sn,
 		      sj + warp * 16, dk, p.scale, lane);
