@@ -173,7 +173,7 @@ static int clus_prepare(struct asam_cuda_device *d,
 	const struct asam_tv *mu = &p->pat.centroids;
 	struct asam_jit_spec spec;
 	CUfunction fa, fp = NULL, fs, fsoft = NULL, fmask = NULL;
-	int C = p->pat.C, side, ret;
+	int C = p->pat.C, CP = (C + 31) / 32 * 32, side, ret;
 	size_t bh = (size_t)p->B * p->Hq;
 
 	ret = clus_spec(&spec, d, p);
@@ -237,11 +237,15 @@ static int clus_prepare(struct asam_cuda_device *d,
 			 */
 			int tpb = p->dt == ASAM_DT_BF16 ?
 				  clus_env("ASAM_CUDA_CLUS_TPB", 128) : 128;
+			/* bf16, up to 64 clusters: each warp's 16 rows of
+			 * scores (attn_clus.cu, CL_SC_MAX) */
+			size_t sc = p->dt == ASAM_DT_BF16 && CP <= 64 ?
+				    4 * 16 * (size_t)CP * 4 : 0;
 
 			ret = ret ?: attn_launch(d, fa,
 					  (c->N[side] + tpb - 1) / tpb,
 					  p->Hq, p->B, 128,
-					  (unsigned)L->cent_stride, s, c);
+					  (unsigned)(L->cent_stride + sc), s, c);
 			continue;
 		}
 		ret = asam_cuda_memset8(d, base + L->cl[side], 0,

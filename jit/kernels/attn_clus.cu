@@ -219,6 +219,12 @@ static __device__ __forceinline__ void assign_one(const attn_clus_params &p,
  * (padded: the B fragments' 32-bit reads hit 32 banks), then the norms.
  */
 #define CL_LD (HEAD_DIM + 8)
+/*
+ * Clusters up to which the assignment keeps each token's scores for the
+ * screen (16 KB a block at 64): otherwise the screen recomputed every
+ * cluster's score of a close token, ~40 % of the kernel's instructions.
+ */
+#define CL_SC_MAX 64
 
 /* one float to the dtype, rounded to nearest even */
 static __device__ __forceinline__ u16 pack_one(float f)
@@ -291,7 +297,7 @@ static __device__ float cl_screen(const u16 *x, const u16 *hi, const u16 *lo)
 static __device__ void assign_mma(const attn_clus_params &p, int side,
 				  int h, int hx, int b, i64 bh, int N, int C,
 				  int CP, const u16 *shi, const u16 *slo,
-				  const double *scn)
+				  const double *scn, float *sc)
 {
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	const int gr = lane >> 2, tg = lane & 3;
@@ -328,6 +334,7 @@ static __device__ void assign_mma(const attn_clus_params &p, int side,
 		}
 		n0 = quad_sum(n0);
 		n1 = quad_sum(n1);
+		__syncwarp();	/* the last pass' screen read sc */
 		for (int nt = 0; nt < CP / 8; nt++) {
 			const int c = nt * 8 + 2 * tg;
 			const u16 *bh_ = shi + (nt * 8 + gr) * CL_LD;
@@ -345,6 +352,12 @@ static __device__ void assign_mma(const attn_clus_params &p, int side,
 				mma16816(acc, a[ks], bhi);
 				mma16816(acc, a[ks], blo);
 			}
+			if (sc) {	/* the scores, for exact_pick's screen */
+				sc[gr * CP + c] = acc[0];
+				sc[gr * CP + c + 1] = acc[1];
+				sc[(gr + 8) * CP + c] = acc[2];
+				sc[(gr + 8) * CP + c + 1] = acc[3];
+			}
 			if (c < C) {
 				cl_fold(b0, s0, c0, acc[0], c);
 				cl_fold(b1, s1, c1, acc[2], c);
@@ -356,6 +369,7 @@ static __device__ void assign_mma(const attn_clus_params &p, int side,
 		}
 		cl_merge(b0, s0, c0);
 		cl_merge(b1, s1, c1);
+		__syncwarp();
 		/* lane tg 0 settles row gr, lane tg 1 row gr + 8 */
 		if (tg < 2) {
 			const int r = tg ? r1 : r0;
@@ -369,7 +383,9 @@ static __device__ void assign_mma(const attn_clus_params &p, int side,
 			if (!((tg ? best - s1 : best - s0) > tol))
 				bc = exact_pick(p, x, h, C, scn, best, tol,
 						xn2 == 0.f, [&](int cc) {
-					return cl_screen(x, shi + cc * CL_LD,
+					/* the MMA's own score where kept */
+					return sc ? sc[(gr + 8 * tg) * CP + cc] :
+					       cl_screen(x, shi + cc * CL_LD,
 							 slo + cc * CL_LD);
 				});
 			p.cl[side][bh * N + r] = bc;
@@ -471,7 +487,13 @@ asam_clus_assign_kernel(const attn_clus_params p)
 		((uint4 *)cl_smem)[x] = src[x];
 	__syncthreads();
 #if DTYPE == ATTN_BF16
-	assign_mma(p, side, h, hx, b, bh, N, C, CP, shi, slo, scn);
+	/* up to CL_SC_MAX clusters, each warp keeps its 16 rows' scores
+	 * [16][CP] after the centroids (the host sizes the window) */
+	float *sc = CP <= CL_SC_MAX ? (float *)((unsigned char *)cl_smem +
+					       p.cent_stride) +
+					(threadIdx.x >> 5) * 16 * CP : NULL;
+
+	assign_mma(p, side, h, hx, b, bh, N, C, CP, shi, slo, scn, sc);
 #else
 	/* a block takes several tokens a thread: the centroids once */
 	for (int t = t0; t < N; t += gridDim.x * CL_THREADS)
