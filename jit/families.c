@@ -190,14 +190,17 @@ static int attn_sm90_variants(const struct asam_jit_variant_ctx *vc,
 		if (err)
 			return err;
 	}
-	/* CLUSTERED's SPARSE bucket walk (attn_bucket_sm90.cuh) */
+	/* CLUSTERED's bucket walk, SPARSE and HARD (attn_bucket_sm90.cuh) */
 	for (j = 0; j < (int)ARRAY_SIZE(dims); j++)
+	for (g = 0; g < 2; g++)
 	for (c = 0; c < 2; c++) {
+		if (g && (c + j) & 1)
+			continue;	/* half the HARD variants */
 		err = asam_jit_spec_init(&spec, vc->family->name, arch);
 		err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", dims[j]);
 		err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[ndt - 1]);
 		err = err ?: asam_jit_spec_set(&spec, "CAUSAL", c);
-		err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", 0);
+		err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", 3 * g);
 		err = err ?: asam_jit_spec_set(&spec, "PATTERN", 6);
 		err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", 128);
 		err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 64);

@@ -185,16 +185,17 @@ int attn_sm90_fwd_mix(struct asam_cuda_device *d,
 }
 
 /*
- * CLUSTERED's SPARSE branch in ARGMAX mode on wgmma
- * (jit/kernels/attn_bucket_sm90.cuh); the SOFT rule's mask, the SOFT and
- * HARD gates stay on the mma.sync bucket kernel.
+ * CLUSTERED in ARGMAX mode under the SPARSE and HARD gates on wgmma
+ * (jit/kernels/attn_bucket_sm90.cuh); the SOFT rule's mask and the SOFT
+ * gate stay on the mma.sync bucket kernel.
  */
 bool attn_sm90_serves_clus(const struct asam_cuda_device *d,
 			   const struct asam_problem *p)
 {
 	return p->pat.kind == ASAM_PATTERN_CLUSTERED &&
 	       p->pat.cmode == ASAM_CLUSTER_ARGMAX &&
-	       p->gate_mode == ASAM_GATE_SPARSE &&
+	       (p->gate_mode == ASAM_GATE_SPARSE ||
+		p->gate_mode == ASAM_GATE_HARD) &&
 	       attn_sm90_serves_dense(d, p) &&
 	       sm90_smem_bytes(p->d, 0, SM90_BN_LIST) <=
 	       d->smem_per_block_optin;
@@ -213,7 +214,7 @@ int attn_sm90_clus_fwd(struct asam_cuda_device *d,
 	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);
 	ret = ret ?: asam_jit_spec_set(&spec, "DTYPE", p->dt);
 	ret = ret ?: asam_jit_spec_set(&spec, "CAUSAL", p->causal);
-	ret = ret ?: asam_jit_spec_set(&spec, "GATE_MODE", ASAM_GATE_SPARSE);
+	ret = ret ?: asam_jit_spec_set(&spec, "GATE_MODE", p->gate_mode);
 	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN",
 				       ASAM_PATTERN_CLUSTERED);
 	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_M", SM90_BM);

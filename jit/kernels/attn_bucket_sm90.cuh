@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * CLUSTERED (ARGMAX mode, SPARSE gate) on warpgroup MMA, included by
+ * CLUSTERED (ARGMAX mode, SPARSE and HARD gates) on warpgroup MMA, included by
  * attn_fwd_sm90.cu after its softmax and MMA helpers.
  *
  * The host sorted each (b, h)'s queries and keys by cluster
@@ -13,8 +13,9 @@
  * A cluster's slots hold its tokens in ascending order, so a key tile's
  * last token and the tile's first query decide whether any pair needs
  * the row limit (causal, lengths): most tiles take no mask.  Outputs and
- * log-sum-exps go to the original rows.  SOFT, HARD and the SOFT cluster
- * rule stay on attn_bucket_fwd.cuh (the host routes them).
+ * log-sum-exps go to the original rows.  HARD's dense heads take
+ * fwd_tile's dense walk (the kernel's entry decides); SOFT and the SOFT
+ * cluster rule stay on attn_bucket_fwd.cuh (the host routes them).
  */
 #ifndef ASAM_ATTN_BUCKET_SM90_CUH
 #define ASAM_ATTN_BUCKET_SM90_CUH
@@ -164,8 +165,12 @@ static __device__ __forceinline__ void bucket_tile(const attn_fwd_params &p,
 				p.lse_s[lo] = ls > 0.f && live ?
 					(st.m[r] + fast_log2(ls)) * ATTN_LN2 :
 					ATTN_NEG_INF;
+			/* HARD: the branch not computed, as the reference */
 			if (p.lse_d)
-				p.lse_d[lo] = ATTN_NEG_INF;
+				p.lse_d[lo] = GATE_MODE == ATTN_G_HARD && live &&
+					      st.lim[r] ?
+					      __int_as_float(0x7fc00000) :
+					      ATTN_NEG_INF;
 		}
 	}
 }

@@ -67,8 +67,9 @@
 	PATTERN != ATTN_P_CLUSTERED
 #error "the sm_90 forward serves DENSE, LOCAL, RANDOM, STRIDED, HIERARCHICAL, CLUSTERED"
 #endif
-#if PATTERN == ATTN_P_CLUSTERED && GATE_MODE != ATTN_G_SPARSE
-#error "CLUSTERED on wgmma: the SPARSE gate (attn_bucket_fwd.cuh serves the others)"
+#if PATTERN == ATTN_P_CLUSTERED && GATE_MODE != ATTN_G_SPARSE && \
+	GATE_MODE != ATTN_G_HARD
+#error "CLUSTERED on wgmma: SPARSE and HARD (attn_bucket_fwd.cuh serves SOFT)"
 #endif
 /* LOCAL, STRIDED and HIERARCHICAL walk a band of radius p.radius */
 #define SM90_BAND (PATTERN == ATTN_P_LOCAL || ATTN_HAS_COLS)
@@ -582,7 +583,19 @@ asam_attn_fwd_sm90_kernel(const attn_fwd_params p)
 	float g = 0.f;
 
 #if PATTERN == ATTN_P_CLUSTERED
-	/* a block per tile of the cluster table (blockIdx.x) */
+	/*
+	 * A block per tile of the cluster table (blockIdx.x); HARD sends a
+	 * head with g < tau down the dense walk instead, over ordinary
+	 * query tiles (the table has at least as many).
+	 */
+	if (GATE_MODE == ATTN_G_HARD) {
+		g = p.gate[b * p.g_sb + h * p.g_sh];
+		if (g < p.hard_tau) {
+			if (blockIdx.x < p.nqt)
+				fwd_tile(p, b, h, blockIdx.x, g, false, base);
+			return;
+		}
+	}
 	bucket_tile(p, b, h, blockIdx.x, base);
 	return;
 #endif

@@ -7,7 +7,7 @@
  * HIERARCHICAL with SPARSE and HARD; SOFT never as one launch, but its
  * dense launch always and its sparse launch for those four patterns; the
  * row patterns' sparse branch never (their own kernels), the cluster
- * pattern's through its bucket walk only, SPARSE in ARGMAX mode.
+ * pattern's through its bucket walk only, SPARSE and HARD in ARGMAX mode.
  * Nothing on sm_80 or sm_100, at d 96, in fp32, with too little shared
  * memory, or with ASAM_CUDA_SM90=0.  Host only: runs without a GPU.
  */
@@ -49,7 +49,8 @@ static int table(const struct asam_cuda_device *d, int hd,
 				p.d = hd;
 				p.dt = dt;
 				cls = on && k == ASAM_PATTERN_CLUSTERED &&
-				      g == ASAM_GATE_SPARSE &&
+				      (g == ASAM_GATE_SPARSE ||
+				       g == ASAM_GATE_HARD) &&
 				      cm == ASAM_CLUSTER_ARGMAX;
 				if (attn_sm90_serves_clus(d, &p) != cls) {
 					ksft_print_msg("%s: pattern %d gate %d cmode %d: clustered walk %d, want %d\n",
