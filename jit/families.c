@@ -167,41 +167,21 @@ static int attn_sm90_variants(const struct asam_jit_variant_ctx *vc,
 	}
 	if (ndt < 2)
 		return 0;
-	for (i = 0; i < 4; i++)			/* LOCAL, RANDOM, cols */
+	/* LOCAL, RANDOM, the column patterns, CLUSTERED's bucket walk */
+	for (i = 0; i < 5; i++)
 	for (j = 0; j < (int)ARRAY_SIZE(dims); j++)
 	for (g = 0; g < 2; g++)			/* SPARSE, HARD */
 	for (c = 0; c < 2; c++) {
-		static const int pats[] = { 1, 4, 2, 3 };
+		static const int pats[] = { 1, 4, 2, 3, 6 };
 
 		if (i >= 2 && (g + c + j) & 1)
-			continue;	/* half the column variants */
+			continue;	/* half the column and cluster ones */
 		err = asam_jit_spec_init(&spec, vc->family->name, arch);
 		err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", dims[j]);
 		err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[ndt - 1]);
 		err = err ?: asam_jit_spec_set(&spec, "CAUSAL", c);
 		err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", 3 * g);
 		err = err ?: asam_jit_spec_set(&spec, "PATTERN", pats[i]);
-		err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", 128);
-		err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 64);
-		err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", 8);
-		err = err ?: asam_jit_spec_set(&spec, "STAGGER", 0);
-		err = err ?: asam_jit_spec_set(&spec, "MIN_BLOCKS", 2);
-		err = err ?: cb(&spec, arg);
-		if (err)
-			return err;
-	}
-	/* CLUSTERED's bucket walk, SPARSE and HARD (attn_bucket_sm90.cuh) */
-	for (j = 0; j < (int)ARRAY_SIZE(dims); j++)
-	for (g = 0; g < 2; g++)
-	for (c = 0; c < 2; c++) {
-		if (g && (c + j) & 1)
-			continue;	/* half the HARD variants */
-		err = asam_jit_spec_init(&spec, vc->family->name, arch);
-		err = err ?: asam_jit_spec_set(&spec, "HEAD_DIM", dims[j]);
-		err = err ?: asam_jit_spec_set(&spec, "DTYPE", dt[ndt - 1]);
-		err = err ?: asam_jit_spec_set(&spec, "CAUSAL", c);
-		err = err ?: asam_jit_spec_set(&spec, "GATE_MODE", 3 * g);
-		err = err ?: asam_jit_spec_set(&spec, "PATTERN", 6);
 		err = err ?: asam_jit_spec_set(&spec, "BLOCK_M", 128);
 		err = err ?: asam_jit_spec_set(&spec, "BLOCK_N", 64);
 		err = err ?: asam_jit_spec_set(&spec, "NUM_WARPS", 8);

@@ -116,11 +116,34 @@ bool attn_sm90_serves(const struct asam_cuda_device *d,
 	return attn_sm90_serves_list(d, p);
 }
 
+/* the forward's function for @gate, @pat, @bn keys a tile, ... */
+static int sm90_fwd_fn(struct asam_cuda_device *d,
+		       const struct asam_problem *p, bool capturing, int gate,
+		       int pat, int bn, int stagger, int minb, CUfunction *f)
+{
+	struct asam_jit_spec spec;
+	int ret;
+
+	ret = asam_jit_spec_init(&spec, "attn_fwd_sm90", attn_arch_of(d));
+	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);
+	ret = ret ?: asam_jit_spec_set(&spec, "DTYPE", p->dt);
+	ret = ret ?: asam_jit_spec_set(&spec, "CAUSAL", p->causal);
+	ret = ret ?: asam_jit_spec_set(&spec, "GATE_MODE", gate);
+	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN", pat);
+	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_M", SM90_BM);
+	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_N", bn);
+	ret = ret ?: asam_jit_spec_set(&spec, "NUM_WARPS", SM90_WARPS);
+	ret = ret ?: asam_jit_spec_set(&spec, "STAGGER", stagger);
+	if (!ret && minb)
+		ret = asam_jit_spec_set(&spec, "MIN_BLOCKS", minb);
+	return ret ?: attn_get_fn(d, &spec, "asam_attn_fwd_sm90_kernel",
+				  capturing, f);
+}
+
 int attn_sm90_fwd_mix(struct asam_cuda_device *d,
 		      const struct asam_problem *p, bool capturing, int gate,
 		      int mix, float *lse_s, float *lse_d)
 {
-	struct asam_jit_spec spec;
 	struct attn_fwd_params a;
 	CUfunction f;
 	/* the pattern's lists when its sparse branch may run */
@@ -144,20 +167,7 @@ int attn_sm90_fwd_mix(struct asam_cuda_device *d,
 	int ret, stagger = sm90_mode() == 2 && !two;
 	int bn = pat == ASAM_PATTERN_DENSE ? SM90_BN : SM90_BN_LIST;
 
-	ret = asam_jit_spec_init(&spec, "attn_fwd_sm90", attn_arch_of(d));
-	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);
-	ret = ret ?: asam_jit_spec_set(&spec, "DTYPE", p->dt);
-	ret = ret ?: asam_jit_spec_set(&spec, "CAUSAL", p->causal);
-	ret = ret ?: asam_jit_spec_set(&spec, "GATE_MODE", gate);
-	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN", pat);
-	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_M", SM90_BM);
-	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_N", bn);
-	ret = ret ?: asam_jit_spec_set(&spec, "NUM_WARPS", SM90_WARPS);
-	ret = ret ?: asam_jit_spec_set(&spec, "STAGGER", stagger);
-	if (!ret && minb)
-		ret = asam_jit_spec_set(&spec, "MIN_BLOCKS", minb);
-	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_fwd_sm90_kernel",
-				 capturing, &f);
+	ret = sm90_fwd_fn(d, p, capturing, gate, pat, bn, stagger, minb, &f);
 	if (ret)
 		return ret;
 	attn_fill_fwd(&a, p);
@@ -206,25 +216,12 @@ int attn_sm90_clus_fwd(struct asam_cuda_device *d,
 		       const struct asam_problem *p, bool capturing,
 		       struct attn_fwd_params *a, int ntiles)
 {
-	struct asam_jit_spec spec;
 	CUfunction f;
-	int ret, minb = sm90_env("ASAM_CUDA_SM90_MINB", 2);
+	int ret;
 
-	ret = asam_jit_spec_init(&spec, "attn_fwd_sm90", attn_arch_of(d));
-	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);
-	ret = ret ?: asam_jit_spec_set(&spec, "DTYPE", p->dt);
-	ret = ret ?: asam_jit_spec_set(&spec, "CAUSAL", p->causal);
-	ret = ret ?: asam_jit_spec_set(&spec, "GATE_MODE", p->gate_mode);
-	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN",
-				       ASAM_PATTERN_CLUSTERED);
-	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_M", SM90_BM);
-	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_N", SM90_BN_LIST);
-	ret = ret ?: asam_jit_spec_set(&spec, "NUM_WARPS", SM90_WARPS);
-	ret = ret ?: asam_jit_spec_set(&spec, "STAGGER", 0);
-	if (!ret && minb)
-		ret = asam_jit_spec_set(&spec, "MIN_BLOCKS", minb);
-	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_fwd_sm90_kernel",
-				 capturing, &f);
+	ret = sm90_fwd_fn(d, p, capturing, p->gate_mode, ASAM_PATTERN_CLUSTERED,
+			  SM90_BN_LIST, 0, sm90_env("ASAM_CUDA_SM90_MINB", 2),
+			  &f);
 	if (ret)
 		return ret;
 	__atomic_add_fetch(&attn_sm90_launches, 1, __ATOMIC_RELAXED);

@@ -32,23 +32,17 @@ asam_attn_bwd_clus_dq_kernel(const attn_bwd_params p)
 	const int lk = p.len_k ? p.len_k[b * p.lk_s] : p.Nk;
 	const i64 bh = (i64)b * p.Hq + h;
 	const bool soft = GATE_MODE == ATTN_G_SOFT;
+	bucket_q bq;
 
-	if (t >= p.cl_nqtiles[bh])
+	if (!bucket_qtile(p, bh, t, lq, lk, bq))
 		return;
 
-	const int *tl = p.cl_qtiles + 2 * (bh * p.cl_ntq + t);
-	const int s0 = tl[0], c = tl[1];
-	const int *qo = p.cl_qoff + bh * (p.cl_C + 1);
-	const int *ko = p.cl_koff + bh * (p.cl_C + 1);
-	const int nrows = min((int)BLOCK_M, qo[c + 1] - s0);
-	const int *qp = p.cl_qperm + bh * p.Nq + s0;
-	const int *kp = p.cl_kperm + bh * p.Nk;
+	const int c = bq.c, nrows = bq.nrows;
+	const int *qp = bq.qp, *kp = bq.kp;
 	const int *kcl = p.cl_kcl + bh * p.Nk;
-	const int kbeg = soft ? 0 : ko[c];
-	const int lim_max = qp[0] < lq ?
-			    row_limit(min(qp[nrows - 1], lq - 1), lq, lk, p.Nq,
-				      p.Nk) : 0;
-	const int nk = soft ? lim_max : ko[c + 1] - kbeg;
+	const int kbeg = soft ? 0 : bq.kbeg;
+	const int lim_max = bq.lim_max;
+	const int nk = soft ? lim_max : bq.nkc;
 	const int cnt = (nk + BLOCK_N - 1) / BLOCK_N;
 	const float g = soft ? p.gate[b * p.g_sb + h * p.g_sh] : 0.f;
 	const float ws = soft ? g : 1.f, wd = 1.f - g;

@@ -35,24 +35,18 @@ static __device__ __forceinline__ void bucket_fwd_tile(const attn_fwd_params &p,
 	const int lq = p.len_q ? p.len_q[b * p.lq_s] : p.Nq;
 	const int lk = p.len_k ? p.len_k[b * p.lk_s] : p.Nk;
 	const i64 bh = (i64)b * p.Hq + h;
+	bucket_q bq;
 
-	if (t >= p.cl_nqtiles[bh])
+	if (!bucket_qtile(p, bh, t, lq, lk, bq))
 		return;
 
-	const int *tl = p.cl_qtiles + 2 * (bh * p.cl_ntq + t);
-	const int s0 = tl[0], c = tl[1];
-	const int *qo = p.cl_qoff + bh * (p.cl_C + 1);
-	const int *ko = p.cl_koff + bh * (p.cl_C + 1);
-	const int nrows = min((int)BLOCK_M, qo[c + 1] - s0);
-	const int *qp = p.cl_qperm + bh * p.Nq + s0;
-	const int *kp = p.cl_kperm + bh * p.Nk;
+	const int c = bq.c, nrows = bq.nrows;
+	const int *qp = bq.qp, *kp = bq.kp;
 	const int *kcl = p.cl_kcl + bh * p.Nk;
-	const int kbeg = MODE == ATTN_G_SPARSE ? ko[c] : 0;
-	const int qfirst = qp[0], qlast = qp[nrows - 1];
+	const int kbeg = MODE == ATTN_G_SPARSE ? bq.kbeg : 0;
 	/* rows ascend in token order: the last live row limits the most */
-	const int lim_max = qfirst < lq ?
-			    row_limit(min(qlast, lq - 1), lq, lk, p.Nq, p.Nk) : 0;
-	const int nk = MODE == ATTN_G_SPARSE ? ko[c + 1] - kbeg : lim_max;
+	const int lim_max = bq.lim_max;
+	const int nk = MODE == ATTN_G_SPARSE ? bq.nkc : lim_max;
 	const int cnt = (nk + BLOCK_N - 1) / BLOCK_N;
 	const u16 *qg = (const u16 *)p.q + b * p.q_sb + h * p.q_sh;
 	const u16 *kg = (const u16 *)p.k + b * p.k_sb + hk * p.k_sh;

@@ -20,6 +20,8 @@
 #ifndef ASAM_ATTN_BUCKET_SM90_CUH
 #define ASAM_ATTN_BUCKET_SM90_CUH
 
+#include "attn_bucket.cuh"
+
 /* the key tokens of slots [k0, k0 + BLOCK_N) against each row's limit */
 static __device__ __forceinline__ void bucket_mask(const wg_state &st,
 						   float (*s)[4],
@@ -51,26 +53,17 @@ static __device__ __forceinline__ void bucket_tile(const attn_fwd_params &p,
 	const int gr = lane >> 2, tg = lane & 3;
 	const int hk = h / (p.Hq / p.Hkv);
 	const i64 bh = (i64)b * p.Hq + h;
-
-	if (t >= p.cl_nqtiles[bh])
-		return;
-
-	const int *tl = p.cl_qtiles + 2 * (bh * p.cl_ntq + t);
-	const int s0 = tl[0], c = tl[1];
-	const int *qo = p.cl_qoff + bh * (p.cl_C + 1);
-	const int *ko = p.cl_koff + bh * (p.cl_C + 1);
-	const int nrows = min((int)BLOCK_M, qo[c + 1] - s0);
-	const int *qp = p.cl_qperm + bh * p.Nq + s0;
-	const int kbeg = ko[c], nk = ko[c + 1] - kbeg;
-	const int *kp = p.cl_kperm + bh * p.Nk + kbeg;
 	const int lq = p.len_q ? p.len_q[b * p.lq_s] : p.Nq;
 	const int lk = p.len_k ? p.len_k[b * p.lk_s] : p.Nk;
+	bucket_q bq;
+
+	if (!bucket_qtile(p, bh, t, lq, lk, bq))
+		return;
+
 	/* slots ascend in token order: the first row limits the least */
-	const int qfirst = qp[0], qlast = qp[nrows - 1];
-	const int lim_min = qfirst < lq ? row_limit(qfirst, lq, lk, p.Nq,
-						    p.Nk) : 0;
-	const int lim_max = qfirst < lq ? row_limit(min(qlast, lq - 1), lq,
-						    lk, p.Nq, p.Nk) : 0;
+	const int nrows = bq.nrows, nk = bq.nkc;
+	const int *qp = bq.qp, *kp = bq.kp + bq.kbeg;
+	const int lim_min = bq.lim_min, lim_max = bq.lim_max;
 	const int cnt = (nk + BLOCK_N - 1) / BLOCK_N;
 	const u16 *qg = (const u16 *)p.q + b * p.q_sb + h * p.q_sh;
 	const u16 *kg = (const u16 *)p.k + b * p.k_sb + hk * p.k_sh;
