@@ -732,6 +732,64 @@ static float F(row_exp)(float *s, int n, float *sum)
 	return m;
 }
 
+/*
+ * The cluster screen's running top two (fast-plan.c): row r's cosines
+ * over one chunk of columns, cs = c[r][t] * rx[r] * cn[t] for t < nc
+ * (nc <= 64, c rows FAST_KB apart), merged into best[r], second[r],
+ * arg[r] (columns numbered from @base) exactly as a scan of the columns
+ * in order leaves them: arg the first of equal bests, second the
+ * runner-up counting a tie, NaNs never taken.  Each lane scans its own
+ * columns; the lanes then merge by value, then by column.
+ */
+static void F(top2)(const float *c, int n, int nc, const float *rx,
+		    const float *cn, int base, float *best, float *second,
+		    int32_t *arg)
+{
+	const vf ninf = (vf){ 0 } - __builtin_inff();
+	vi lane;
+	int r, t, l;
+
+	for (l = 0; l < VW; l++)
+		lane[l] = l;
+	for (r = 0; r < n; r++) {
+		vf bv = ninf, sv = ninf, x, lo;
+		vi av = (vi){ 0 } - 1, in, up, col, oth;
+		float b1 = -__builtin_inff(), s1 = -__builtin_inff();
+		int32_t a1 = INT32_MAX;
+
+		for (t = 0; t < nc; t += VW) {
+			in = lane < (vi){ 0 } + (nc - t);
+			col = lane + t;
+			x = F(ld)(c + r * FAST_KB + t) * F(bc)(rx[r]) *
+			    F(ld)(cn + t);
+			x = (vf)(((vi)x & in) | ((vi)ninf & ~in));
+			up = x > bv;
+			lo = (vf)(((vi)bv & up) | ((vi)x & ~up));
+			sv = (vf)(((vi)lo & (lo > sv)) | ((vi)sv & ~(lo > sv)));
+			av = (col & up) | (av & ~up);
+			bv = (vf)(((vi)x & up) | ((vi)bv & ~up));
+		}
+		for (l = 0; l < VW; l++)
+			b1 = bv[l] > b1 ? bv[l] : b1;
+		for (l = 0; l < VW; l++)
+			a1 = bv[l] == b1 && av[l] >= 0 && av[l] < a1 ? av[l]
+								    : a1;
+		oth = av != (vi){ 0 } + a1;
+		lo = (vf)(((vi)bv & oth) | ((vi)ninf & ~oth));
+		for (l = 0; l < VW; l++) {
+			s1 = sv[l] > s1 ? sv[l] : s1;
+			s1 = lo[l] > s1 ? lo[l] : s1;
+		}
+		if (b1 > best[r]) {
+			second[r] = best[r] > s1 ? best[r] : s1;
+			best[r] = b1;
+			arg[r] = base + a1;
+		} else {
+			second[r] = b1 > second[r] ? b1 : second[r];
+		}
+	}
+}
+
 /* FMA throughput probe: 12 independent chains; returns the flops done */
 static double F(peak)(long iters)
 {
@@ -764,4 +822,5 @@ const struct fast_isa CAT(fast_isa_, KERN) = {
 	.exp = F(exp),
 	.row_step = F(row_step),
 	.row_exp = F(row_exp),
+	.top2 = F(top2),
 };

@@ -273,6 +273,32 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 /* ------------------------------------------------------------------------ */
 /* Storage conversion                                                       */
 
+/*
+ * Ask for row @off..@off + d of @t ahead of its use (@write: for a
+ * store).  Rows read or written in an order of the pattern's (the
+ * queries of a cluster, the keys of a bucket) are scattered over the
+ * tensor: the hardware prefetchers see no stream, and each row's first
+ * touch waits on memory.
+ */
+void fast_prefetch_row(const struct asam_tv *t, int64_t off, int d,
+		       bool write)
+{
+	size_t es = asam_dtype_size(t->dt);
+	const char *a = (const char *)t->data + off * es;
+	size_t n = (size_t)d * es, x;
+
+	/* the last byte too: a row need not start on a line */
+	if (write) {
+		for (x = 0; x < n; x += 64)
+			__builtin_prefetch(a + x, 1, 3);
+		__builtin_prefetch(a + n - 1, 1, 3);
+	} else {
+		for (x = 0; x < n; x += 64)
+			__builtin_prefetch(a + x, 0, 3);
+		__builtin_prefetch(a + n - 1, 0, 3);
+	}
+}
+
 void fast_load_row(const struct asam_tv *t, int64_t off, int d, float *dst)
 {
 	int e;
@@ -435,6 +461,17 @@ static void key_rows(const struct fast_job *job, int b, int hk, int64_t base,
 		*vr = (const float *)p->v.data + tv_off(&p->v, b, hk, key, 0);
 }
 
+#define GATHER_AHEAD	6	/* keys */
+
+static inline void prefetch_f32(const float *r, int dp)
+{
+	int x;
+
+	for (x = 0; x < dp; x += 16)
+		__builtin_prefetch(r + x);
+	__builtin_prefetch(r + dp - 1);
+}
+
 /*
  * Gather @n keys of (b, hk): one of K and V into the transposed block
  * @T (V when @v_in_T), the other as rows into @rows.  The forward takes
@@ -452,6 +489,16 @@ static void gather_keys(const struct fast_job *job, int b, int hk,
 	for (t = 0; t < n; t++) {
 		const float *kr, *vr;
 
+		/*
+		 * the keys of a bucket are scattered: ask for the rows a few
+		 * keys ahead, or each key's first touch waits on memory
+		 */
+		if (t + GATHER_AHEAD < n) {
+			key_rows(job, b, hk, base, keys[t + GATHER_AHEAD], &kr,
+				 &vr);
+			prefetch_f32(kr, dp);
+			prefetch_f32(vr, dp);
+		}
 		key_rows(job, b, hk, base, keys[t], &kr, &vr);
 		for (e = 0; e < dp; e++)
 			T[e * FAST_KB + t] = (v_in_T ? vr : kr)[e];

@@ -56,6 +56,13 @@ struct fast_isa {
 	void (*ger2s)(const float *a, const float *x, const float *b,
 		      const float *y, float *X, float *Y,
 		      const int32_t *keys, int n, int dp);
+	/*
+	 * CLUSTERED's screen: each row's best, runner-up and argmax of
+	 * c[r][t] * rx[r] * cn[t] over t < nc, merged into the running ones
+	 */
+	void (*top2)(const float *c, int n, int nc, const float *rx,
+		     const float *cn, int base, float *best, float *second,
+		     int32_t *arg);
 };
 
 /*
