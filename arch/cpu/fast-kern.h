@@ -732,6 +732,14 @@ static float F(row_exp)(float *s, int n, float *sum)
 	return m;
 }
 
+/* lane-wise max as x > m ? x : m (NaN never taken over a number in m) */
+static inline vf F(vmax)(vf m, vf x)
+{
+	vi up = x > m;
+
+	return (vf)(((vi)x & up) | ((vi)m & ~up));
+}
+
 /*
  * The cluster screen's running top two (fast-plan.c): row r's cosines
  * over one chunk of columns, cs = c[r][t] * rx[r] * cn[t] for t < nc
@@ -747,15 +755,15 @@ static void F(top2)(const float *c, int n, int nc, const float *rx,
 {
 	const vf ninf = (vf){ 0 } - __builtin_inff();
 	vi lane;
-	int r, t, l;
+	int r, t, l, k;
 
 	for (l = 0; l < VW; l++)
 		lane[l] = l;
 	for (r = 0; r < n; r++) {
-		vf bv = ninf, sv = ninf, x, lo;
-		vi av = (vi){ 0 } - 1, in, up, col, oth;
-		float b1 = -__builtin_inff(), s1 = -__builtin_inff();
-		int32_t a1 = INT32_MAX;
+		vf bv = ninf, sv = ninf, x, lo, mx;
+		vi av = (vi){ 0 } - 1, in, up, col, oth, mi;
+		float b1, s1;
+		int32_t a1;
 
 		for (t = 0; t < nc; t += VW) {
 			in = lane < (vi){ 0 } + (nc - t);
@@ -769,17 +777,25 @@ static void F(top2)(const float *c, int n, int nc, const float *rx,
 			av = (col & up) | (av & ~up);
 			bv = (vf)(((vi)x & up) | ((vi)bv & ~up));
 		}
-		for (l = 0; l < VW; l++)
-			b1 = bv[l] > b1 ? bv[l] : b1;
-		for (l = 0; l < VW; l++)
-			a1 = bv[l] == b1 && av[l] >= 0 && av[l] < a1 ? av[l]
-								    : a1;
-		oth = av != (vi){ 0 } + a1;
-		lo = (vf)(((vi)bv & oth) | ((vi)ninf & ~oth));
-		for (l = 0; l < VW; l++) {
-			s1 = sv[l] > s1 ? sv[l] : s1;
-			s1 = lo[l] > s1 ? lo[l] : s1;
+		/* butterflies: every lane ends with the whole vector's */
+		mx = bv;
+		for (k = VW / 2; k; k /= 2)
+			mx = F(vmax)(mx, __builtin_shuffle(mx, lane ^ k));
+		b1 = mx[0];
+		in = (bv == mx) & (av >= 0);
+		mi = (av & in) | (~in & INT32_MAX);
+		for (k = VW / 2; k; k /= 2) {
+			vi o = __builtin_shuffle(mi, lane ^ k);
+
+			mi = (mi & (mi < o)) | (o & ~(mi < o));
 		}
+		a1 = mi[0];
+		oth = av != mi;
+		lo = (vf)(((vi)bv & oth) | ((vi)ninf & ~oth));
+		mx = F(vmax)(sv, lo);
+		for (k = VW / 2; k; k /= 2)
+			mx = F(vmax)(mx, __builtin_shuffle(mx, lane ^ k));
+		s1 = mx[0];
 		if (b1 > best[r]) {
 			second[r] = best[r] > s1 ? best[r] : s1;
 			best[r] = b1;
