@@ -270,8 +270,8 @@ void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker)
 
 		if (!fast_group_init(job, &gr, bh / p->Hq, bh % p->Hq, it % per))
 			continue;
-		if (job->fp.sorted_groups && it + 1 < end)
-			fwd_prefetch_group(job, it + 1);
+		if (job->fp.sorted_groups && it + 2 < end)
+			fwd_prefetch_group(job, it + 2);
 		fwd_group(job, w, &gr);
 	}
 }

@@ -56,42 +56,78 @@ static inline __attribute__((always_inline)) vf F(bc)(float x)
 #define NB	(NC < 4 ? NC : 4)
 
 static inline __attribute__((always_inline)) void
-F(nt_block)(const float *a, int dp, const float *bt, float *c, const int nr)
+F(nt_block)(const float *a, int dp, const float *bt, float *c, const int nr,
+	    const int nb)
 {
 	vf acc[RB][NB];
 	int r, v, e;
 
 	for (r = 0; r < nr; r++)
-		for (v = 0; v < NB; v++)
+		for (v = 0; v < nb; v++)
 			acc[r][v] = (vf){ 0 };
 	for (e = 0; e < dp; e++) {
 		vf b[NB];
 
-		for (v = 0; v < NB; v++)
+		for (v = 0; v < nb; v++)
 			b[v] = F(ld)(bt + e * FAST_KB + v * VW);
 		for (r = 0; r < nr; r++) {
 			vf x = F(bc)(a[r * dp + e]);
 
-			for (v = 0; v < NB; v++)
+			for (v = 0; v < nb; v++)
 				acc[r][v] += x * b[v];
 		}
 	}
 	for (r = 0; r < nr; r++)
-		for (v = 0; v < NB; v++)
+		for (v = 0; v < nb; v++)
 			F(st)(c + r * FAST_KB + v * VW, acc[r][v]);
+}
+
+static inline __attribute__((always_inline)) void
+F(nt_cols)(const float *a, int m, int dp, const float *bt, float *c,
+	   const int nb)
+{
+	int r;
+
+	for (r = 0; r + RB <= m; r += RB)
+		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, RB, nb);
+	for (; r < m; r++)
+		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, 1, nb);
 }
 
 static void F(mm_nt)(const float *a, int m, int dp, const float *bt, float *c)
 {
-	int r, c0;
+	int c0;
 
-	for (c0 = 0; c0 < FAST_KB; c0 += NB * VW) {
-		for (r = 0; r + RB <= m; r += RB)
-			F(nt_block)(a + r * dp, dp, bt + c0, c + r * FAST_KB + c0,
-				    RB);
-		for (; r < m; r++)
-			F(nt_block)(a + r * dp, dp, bt + c0, c + r * FAST_KB + c0,
-				    1);
+	for (c0 = 0; c0 < FAST_KB; c0 += NB * VW)
+		F(nt_cols)(a, m, dp, bt + c0, c + c0, NB);
+}
+
+/*
+ * mm_nt's first @nc columns only (rounded up to whole vectors; the rest
+ * of c's rows is left as it was): the cluster screen's 32 centroids
+ * would otherwise pay for 64
+ */
+static void F(mm_ntc)(const float *a, int m, int dp, const float *bt,
+		      float *c, int nc)
+{
+	int c0, nv;
+
+	for (c0 = 0; c0 < nc && c0 < FAST_KB; c0 += NB * VW) {
+		nv = (nc - c0 + VW - 1) / VW;
+		if (nv >= NB)
+			F(nt_cols)(a, m, dp, bt + c0, c + c0, NB);
+#if NB > 1
+		else if (nv == 1)
+			F(nt_cols)(a, m, dp, bt + c0, c + c0, 1);
+#endif
+#if NB > 2
+		else if (nv == 2)
+			F(nt_cols)(a, m, dp, bt + c0, c + c0, 2);
+#endif
+#if NB > 3
+		else if (nv == 3)
+			F(nt_cols)(a, m, dp, bt + c0, c + c0, 3);
+#endif
 	}
 }
 
@@ -833,6 +869,7 @@ const struct fast_isa CAT(fast_isa_, KERN) = {
 	.ger2s = F(ger2s),
 	.name = KERN_NAME,
 	.mm_nt = F(mm_nt),
+	.mm_ntc = F(mm_ntc),
 	.mm_nn = F(mm_nn),
 	.mm_tn = F(mm_tn),
 	.exp = F(exp),

@@ -298,8 +298,12 @@ static void cmu32_batch(const struct cmu32 *f, const struct cmu *m,
 		arg[r] = 0;
 	}
 	for (ch = 0; ch < f->nch; ch++) {
-		f->isa->mm_nt(f->a, n, f->dp, f->bt + (size_t)ch * f->dp *
-			      FAST_KB, f->c);
+		int nc = C - ch * FAST_KB < FAST_KB ? C - ch * FAST_KB
+						     : FAST_KB;
+
+		/* only the centroids' columns: C = 32 is half a block */
+		f->isa->mm_ntc(f->a, n, f->dp, f->bt + (size_t)ch * f->dp *
+			       FAST_KB, f->c, nc);
 		/*
 		 * The ISA's vector scan (the scalar one's float compares
 		 * were branches that mispredicted about every other step:
@@ -307,8 +311,7 @@ static void cmu32_batch(const struct cmu32 *f, const struct cmu *m,
 		 * best, runner-up and argmax (first of equals) as a scan in
 		 * order.
 		 */
-		f->isa->top2(f->c, n, C - ch * FAST_KB < FAST_KB ?
-			     C - ch * FAST_KB : FAST_KB, rx,
+		f->isa->top2(f->c, n, nc, rx,
 			     f->cn + (size_t)ch * FAST_KB, ch * FAST_KB, best,
 			     second, arg);
 	}

@@ -461,7 +461,7 @@ static void key_rows(const struct fast_job *job, int b, int hk, int64_t base,
 		*vr = (const float *)p->v.data + tv_off(&p->v, b, hk, key, 0);
 }
 
-#define GATHER_AHEAD	6	/* keys */
+#define GATHER_AHEAD	12	/* keys */
 
 static inline void prefetch_f32(const float *r, int dp)
 {

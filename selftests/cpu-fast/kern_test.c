@@ -9,7 +9,8 @@
  * rank-one updates of scattered dK, dV rows) over the same head dims;
  * mm_tn (the backward's dK, dV products, P read transposed); top2 (the
  * cluster screen's running best, runner-up and first argmax) against the
- * scalar scan in order, value for value, with ties, NaNs and masked columns.
+ * scalar scan in order, value for value, with ties, NaNs and masked
+ * columns; mm_ntc (mm_nt's first columns) against mm_nt.
  */
 #include <math.h>
 #include <stdio.h>
@@ -179,7 +180,20 @@ static bool check_top2(const struct fast_isa *isa)
 		}
 	ksft_test_result(!bad, "%s top2 %d of %d rows differ\n", isa->name,
 			 bad, runs);
-	return !bad;
+	/* mm_ntc: mm_nt's first nc columns, the same sums in the same order */
+	for (nc = 1, runs = 0; nc <= 64; nc++) {
+		static float full[13 * 64], part[13 * 64];
+		int dp = 16 * (1 + nc % 5), m = 1 + nc % 13;
+
+		isa->mm_nt(K, m, dp, K + 50 * STRIDE, full);
+		isa->mm_ntc(K, m, dp, K + 50 * STRIDE, part, nc);
+		for (r = 0; r < m; r++)
+			for (i = 0; i < nc; i++)
+				runs += full[r * 64 + i] != part[r * 64 + i];
+	}
+	ksft_test_result(!runs, "%s mm_ntc %d values differ\n", isa->name,
+			 runs);
+	return !bad && !runs;
 }
 
 int main(void)
