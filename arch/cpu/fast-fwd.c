@@ -86,7 +86,15 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 	for (sg = 0; sg < ks.nseg; sg++) {
 		nb = ks.segn[sg];
 		fast_gather(job, w, &ks, gr->b, gr->hk, sg, false);
-		isa->mm_nt(w->q, R, dp, w->pkT, w->S);
+		/*
+		 * a segment's columns past its keys are outside every mask
+		 * (row_step never takes them): a bucket's last segment, a
+		 * gathered list's tail, need not be scored
+		 */
+		if (nb < FAST_KB)
+			isa->mm_ntc(w->q, R, dp, w->pkT, w->S, nb);
+		else
+			isa->mm_nt(w->q, R, dp, w->pkT, w->S);
 		if (gr->want_s &&
 		    online_step(job, w, &ks, gr, sg, true, ms, ls, w->accS,
 				w->Ps))
