@@ -166,7 +166,8 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 {
 	const struct asam_problem *p = job->p;
 	int dp = job->dp, d = p->d, R = 0, t, e;
-	int64_t C = fast_rows_chunk(job, 2), off = 0, maxlim = 0, lo, i, n;
+	int64_t C = job->kmajor ? INT64_MAX / 2 : fast_rows_chunk(job, 2);
+	int64_t off = 0, maxlim = 0, lo, i, n;
 	int64_t ks, vs;
 	const float *kb = fast_rows_of(job, false, b, h / job->group, &ks);
 	const float *vb = fast_rows_of(job, true, b, h / job->group, &vs);
@@ -198,7 +199,9 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 		g = gr.g;
 		rows[R++] = (int32_t)i;
 	}
-	for (lo = 0; lo < maxlim; lo += C) {
+	if (job->kmajor)
+		fast_km_fwd(job, w, R, kb, ks, vb, vs);
+	for (lo = 0; lo < maxlim && !job->kmajor; lo += C) {
 		for (t = 0; t < R; t++) {
 			int c;
 			const int32_t *keys;

@@ -768,6 +768,34 @@ static float F(row_exp)(float *s, int n, float *sum)
 	return m;
 }
 
+/*
+ * X[rows[t]][0..dp) += a[t] x for t < n (X rows dp apart, rows[] may not
+ * repeat within a call): one key's row into the accumulators of the
+ * query rows that take it (fast-kmajor.c).  x is held in registers for
+ * up to 4 vectors a pass.
+ */
+static void F(scatter)(const float *a, const float *x, float *X,
+		       const int32_t *rows, int n, int dp)
+{
+	int t, e, c;
+
+	for (e = 0; e < dp; e += 4 * VW) {
+		int w = dp - e < 4 * VW ? (dp - e) / VW : 4;
+		vf xv[4];
+
+		for (c = 0; c < w; c++)
+			xv[c] = F(ld)(x + e + c * VW);
+		for (t = 0; t < n; t++) {
+			float *r = X + (int64_t)rows[t] * dp + e;
+			vf s = F(bc)(a[t]);
+
+			for (c = 0; c < w; c++)
+				F(st)(r + c * VW, F(ld)(r + c * VW) +
+				      s * xv[c]);
+		}
+	}
+}
+
 /* lane-wise max as x > m ? x : m (NaN never taken over a number in m) */
 static inline vf F(vmax)(vf m, vf x)
 {
@@ -876,4 +904,5 @@ const struct fast_isa CAT(fast_isa_, KERN) = {
 	.row_step = F(row_step),
 	.row_exp = F(row_exp),
 	.top2 = F(top2),
+	.scatter = F(scatter),
 };

@@ -70,7 +70,8 @@ static void ws_free(struct fast_ws *w)
 		return;
 	if (w->scr)
 		w->rk = NULL, w->dK = w->dV = w->dqa = NULL,
-		w->bkT = w->bvb = w->bkb = w->bvT = NULL, w->blist = NULL;
+		w->bkT = w->bvb = w->bkb = w->bvT = NULL, w->blist = NULL,
+		w->kmrow = w->kmpos = NULL, w->kms = NULL;
 	free(w->q);
 	free(w->dO);
 	free(w->o);
@@ -121,6 +122,13 @@ static void ws_free(struct fast_ws *w)
 	free(w->stamp);
 	free(w->ubits);
 	free(w->usum);
+	free(w->kmoff);
+	free(w->kmcst);
+	free(w->kmrow);
+	free(w->kmpos);
+	free(w->kms);
+	free(w->kmt);
+	free(w->kmt2);
 	asam_pat_plan_destroy(w->plan);
 	free(w);
 }
@@ -250,6 +258,25 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 				   sizeof(int32_t) * (size_t)job->group *
 				   p->Nq * job->ucap);
 		if (!w->blist)
+			w->failed = true;
+	}
+	if (job->kmajor) {
+		size_t cap = (size_t)job->kmcap;
+
+		w->kmoff = walloc(sizeof(int32_t) * (FAST_RT + 1));
+		w->kmcst = walloc(sizeof(int32_t) * ((size_t)p->Nk + 2));
+		w->kmrow = scratch(job, w, worker, SCR_KMROW,
+				   sizeof(int32_t) * cap);
+		w->kmt = walloc(sizeof(float) * (FAST_RT + 16));
+		w->kmt2 = walloc(sizeof(float) * (FAST_RT + 16));
+		if (!p->bwd) {
+			w->kmpos = scratch(job, w, worker, SCR_KMPOS,
+					   sizeof(int32_t) * cap);
+			w->kms = scratch(job, w, worker, SCR_KMS,
+					 sizeof(float) * cap);
+		}
+		if (!w->kmoff || !w->kmcst || !w->kmrow || !w->kmt ||
+		    !w->kmt2 || (!p->bwd && (!w->kmpos || !w->kms)))
 			w->failed = true;
 	}
 	if (job->fp.per_row_plan) {
@@ -684,6 +711,7 @@ static int job_init(struct fast_job *job, struct asam_backend *be,
 	 * in place.
 	 */
 	fast_rows_setup(job);
+	fast_km_setup(job);
 	if (!(job->no_blocks && job->kdirect && job->vdirect))
 		asam_pool_for(*pool, (int64_t)p->B * p->Hkv * job->nkb, 4,
 			      convert_blocks, job);
@@ -733,7 +761,8 @@ static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
 	if (ret)
 		return ret;
 	if (fast_rows_tiled(&job)) {
-		job.rt = fast_rows_tile(&job);
+		if (!job.kmajor)
+			job.rt = fast_rows_tile(&job, FAST_RT_ROWS, true);
 		asam_pool_for(pool, (int64_t)p->B * p->Hq *
 			      DIV_ROUND_UP(p->Nq, job.rt), 1, fast_fwd_tiles,
 			      &job);

@@ -66,6 +66,9 @@ struct fast_isa {
 	void (*top2)(const float *c, int n, int nc, const float *rx,
 		     const float *cn, int base, float *best, float *second,
 		     int32_t *arg);
+	/* X[rows[t]] += a[t] x (rows of dp, rows[] distinct) */
+	void (*scatter)(const float *a, const float *x, float *X,
+			const int32_t *rows, int n, int dp);
 };
 
 /*

@@ -10,7 +10,8 @@
  * mm_tn (the backward's dK, dV products, P read transposed); top2 (the
  * cluster screen's running best, runner-up and first argmax) against the
  * scalar scan in order, value for value, with ties, NaNs and masked
- * columns; mm_ntc (mm_nt's first columns) against mm_nt.
+ * columns; mm_ntc (mm_nt's first columns) against mm_nt; scatter (one
+ * key's row added into the rows that take it) in double.
  */
 #include <math.h>
 #include <stdio.h>
@@ -193,6 +194,31 @@ static bool check_top2(const struct fast_isa *isa)
 	}
 	ksft_test_result(!runs, "%s mm_ntc %d values differ\n", isa->name,
 			 runs);
+	/* scatter: rows ukeys[t] of G (dp wide) += s_a[t] q, in double */
+	{
+		double worst = 0, want;
+		int dp, e, u, j;
+
+		for (dp = 16; dp <= 160; dp += 16)
+			for (nc = 0; nc <= 70; nc += 7) {
+				for (i = 0; i < NROWS * dp; i++)
+					G[i] = 0.001f * (i % 97);
+				isa->scatter(s_a, q, G, ukeys, nc, dp);
+				for (u = 0; u < NROWS; u++)
+					for (e = 0; e < dp; e++) {
+						j = u * dp + e;
+						want = 0.001f * (j % 97);
+						for (i = 0; i < nc; i++)
+							if (ukeys[i] == u)
+								want += (double)s_a[i] * q[e];
+						if (rel(G[j], want) > worst)
+							worst = rel(G[j], want);
+					}
+			}
+		ksft_test_result(worst < 1e-5, "%s scatter worst %.3g\n",
+				 isa->name, worst);
+		bad += worst >= 1e-5;
+	}
 	return !bad && !runs;
 }
 
