@@ -269,7 +269,7 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 				   sizeof(int32_t) * cap);
 		w->kmt = walloc(sizeof(float) * (FAST_RT + 16));
 		w->kmt2 = walloc(sizeof(float) * (FAST_RT + 16));
-		if (!p->bwd) {
+		if (!p->bwd) {	/* the forward's scores, by row */
 			w->kmpos = scratch(job, w, worker, SCR_KMPOS,
 					   sizeof(int32_t) * cap);
 			w->kms = scratch(job, w, worker, SCR_KMS,
