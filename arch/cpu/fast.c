@@ -139,7 +139,7 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	struct fast_ws *w = job->ws[worker];
 	size_t td = sizeof(float) * FAST_TQ * job->dp;
 	size_t kd = sizeof(float) * FAST_KB * job->dp;
-	size_t tk = sizeof(float) * FAST_TQ * FAST_KB;
+	size_t tk = sizeof(float) * FAST_TQ * FAST_KB, rt;
 
 	if (w)
 		return w->failed ? NULL : w;
@@ -221,14 +221,19 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		if (!w->stamp || !w->ubits || !w->usum)
 			w->failed = true;
 	}
+	/*
+	 * the call's tile rows (job->rt, set before the workers start), not
+	 * FAST_RT: these are cleared at allocation, every call
+	 */
+	rt = job->rt > 0 && job->rt <= FAST_RT ? job->rt : FAST_RT_ROWS;
 	if (fast_rows_tiled(job)) {
-		w->tq = walloc(sizeof(float) * FAST_RT * job->dp);
-		w->tacc = walloc(sizeof(float) * FAST_RT * job->dp);
-		w->tm = walloc(sizeof(float) * FAST_RT);
-		w->tl = walloc(sizeof(float) * FAST_RT);
-		w->tkeys = walloc(sizeof(*w->tkeys) * FAST_RT);
-		w->tn = walloc(sizeof(int32_t) * FAST_RT);
-		w->tcur = walloc(sizeof(int32_t) * FAST_RT);
+		w->tq = walloc(sizeof(float) * rt * job->dp);
+		w->tacc = walloc(sizeof(float) * rt * job->dp);
+		w->tm = walloc(sizeof(float) * rt);
+		w->tl = walloc(sizeof(float) * rt);
+		w->tkeys = walloc(sizeof(*w->tkeys) * rt);
+		w->tn = walloc(sizeof(int32_t) * rt);
+		w->tcur = walloc(sizeof(int32_t) * rt);
 		if (!w->tq || !w->tacc || !w->tm || !w->tl || !w->tkeys ||
 		    !w->tn || !w->tcur)
 			w->failed = true;
@@ -236,7 +241,7 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	if (job->rows_only && p->bwd) {
 		size_t rows = (size_t)job->group * p->Nq;
 
-		w->tdo = walloc(sizeof(float) * FAST_RT * job->dp);
+		w->tdo = walloc(sizeof(float) * rt * job->dp);
 		/* cleared row by row at a row's first chunk (bwd_row) */
 		w->dqa = scratch(job, w, worker, SCR_DQA,
 				 sizeof(float) * rows * job->dp);
@@ -263,12 +268,12 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	if (job->kmajor) {
 		size_t cap = (size_t)job->kmcap;
 
-		w->kmoff = walloc(sizeof(int32_t) * (FAST_RT + 1));
+		w->kmoff = walloc(sizeof(int32_t) * (rt + 1));
 		w->kmcst = walloc(sizeof(int32_t) * ((size_t)p->Nk + 2));
 		w->kmrow = scratch(job, w, worker, SCR_KMROW,
 				   sizeof(int32_t) * cap);
-		w->kmt = walloc(sizeof(float) * (FAST_RT + 16));
-		w->kmt2 = walloc(sizeof(float) * (FAST_RT + 16));
+		w->kmt = walloc(sizeof(float) * (rt + 16));
+		w->kmt2 = walloc(sizeof(float) * (rt + 16));
 		if (!p->bwd) {	/* the forward's scores, by row */
 			w->kmpos = scratch(job, w, worker, SCR_KMPOS,
 					   sizeof(int32_t) * cap);
