@@ -74,10 +74,19 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 
 	fast_build_keys(job, w, gr, &ks);
 	for (r = 0; r < R; r++) {
-		fast_load_row(&p->q, tv_off(&p->q, gr->b, gr->h, gr->rows[r], 0), d,
-			 w->q + r * dp);
-		for (e = 0; e < d; e++)
-			w->q[r * dp + e] *= job->scale;
+		int64_t qo = tv_off(&p->q, gr->b, gr->h, gr->rows[r], 0);
+
+		if (p->q.dt == ASAM_DT_F32) {
+			/* scaled as read: no copy to read back */
+			const float *src = (const float *)p->q.data + qo;
+
+			for (e = 0; e < d; e++)
+				w->q[r * dp + e] = src[e] * job->scale;
+		} else {
+			fast_load_row(&p->q, qo, d, w->q + r * dp);
+			for (e = 0; e < d; e++)
+				w->q[r * dp + e] *= job->scale;
+		}
 		ms[r] = md[r] = -INFINITY;
 		ls[r] = ld[r] = 0;
 	}
@@ -108,12 +117,16 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 		int64_t i = gr->rows[r];
 		float cs = ls[r] > 0 ? gr->g / ls[r] : 0;
 		float cd = ld[r] > 0 ? (1 - gr->g) / ld[r] : 0;
-		float *out = w->o + r * dp;
+		int64_t oo = tv_off(&p->o, gr->b, gr->h, i, 0);
+		/* fp32 output written in place, as the queries are read */
+		float *out = p->o.dt == ASAM_DT_F32 ? (float *)p->o.data + oo :
+			     w->o + r * dp;
 
 		for (e = 0; e < d; e++)
 			out[e] = cs * w->accS[r * dp + e] +
 				 cd * w->accA[r * dp + e];
-		fast_store_row(&p->o, tv_off(&p->o, gr->b, gr->h, i, 0), d, out);
+		if (p->o.dt != ASAM_DT_F32)
+			fast_store_row(&p->o, oo, d, out);
 		if (p->lse_s.data)
 			tv_set(&p->lse_s, tv_off(&p->lse_s, gr->b, gr->h, i, 0),
 			       gr->want_s && ls[r] > 0 ?
