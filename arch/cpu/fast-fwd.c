@@ -74,19 +74,9 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 
 	fast_build_keys(job, w, gr, &ks);
 	for (r = 0; r < R; r++) {
-		int64_t qo = tv_off(&p->q, gr->b, gr->h, gr->rows[r], 0);
-
-		if (p->q.dt == ASAM_DT_F32) {
-			/* scaled as read: no copy to read back */
-			const float *src = (const float *)p->q.data + qo;
-
-			for (e = 0; e < d; e++)
-				w->q[r * dp + e] = src[e] * job->scale;
-		} else {
-			fast_load_row(&p->q, qo, d, w->q + r * dp);
-			for (e = 0; e < d; e++)
-				w->q[r * dp + e] *= job->scale;
-		}
+		fast_load_scaled(&p->q, tv_off(&p->q, gr->b, gr->h,
+					       gr->rows[r], 0), d, job->scale,
+				 w->q + r * dp);
 		ms[r] = md[r] = -INFINITY;
 		ls[r] = ld[r] = 0;
 	}
@@ -202,10 +192,8 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 		w->tcur[R] = 0;
 		w->tm[R] = -INFINITY;
 		w->tl[R] = 0;
-		fast_load_row(&p->q, tv_off(&p->q, b, h, i, 0), d,
-			      w->tq + (size_t)R * dp);
-		for (e = 0; e < d; e++)
-			w->tq[(size_t)R * dp + e] *= job->scale;
+		fast_load_scaled(&p->q, tv_off(&p->q, b, h, i, 0), d,
+				 job->scale, w->tq + (size_t)R * dp);
 		memset(w->tacc + (size_t)R * dp, 0, sizeof(float) * dp);
 		if (gr.lim[0] > maxlim)
 			maxlim = gr.lim[0];
@@ -235,12 +223,16 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 	}
 	for (t = 0; t < R; t++) {
 		const float *acc = w->tacc + (size_t)t * dp;
-		float l = w->tl[t];
+		float l = w->tl[t], *out;
+		int64_t oo;
 
-		for (e = 0; e < d; e++)
-			w->o[e] = l > 0 ? g * acc[e] / l : 0;
 		i = rows[t];
-		fast_store_row(&p->o, tv_off(&p->o, b, h, i, 0), d, w->o);
+		oo = tv_off(&p->o, b, h, i, 0);
+		out = p->o.dt == ASAM_DT_F32 ? (float *)p->o.data + oo : w->o;
+		for (e = 0; e < d; e++)
+			out[e] = l > 0 ? g * acc[e] / l : 0;
+		if (p->o.dt != ASAM_DT_F32)
+			fast_store_row(&p->o, oo, d, out);
 		if (p->lse_s.data)
 			tv_set(&p->lse_s, tv_off(&p->lse_s, b, h, i, 0),
 			       l > 0 ? (double)w->tm[t] + log(l) : -INFINITY);

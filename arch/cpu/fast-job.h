@@ -218,6 +218,8 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker);
 const float *fast_rows_of(const struct fast_job *job, bool v, int b,
 			  int hk, int64_t *stride);
 void fast_load_row(const struct asam_tv *t, int64_t off, int d, float *dst);
+void fast_load_scaled(const struct asam_tv *t, int64_t off, int d,
+		      float scale, float *dst);
 void fast_prefetch_row(const struct asam_tv *t, int64_t off, int d,
 		       bool write);
 void fast_store_row(const struct asam_tv *t, int64_t off, int d,
