@@ -265,7 +265,7 @@ static float F(row_step)(const float *s, uint64_t mask, float m, bool find_max,
 	const vf ninf = (vf){ 0 } - __builtin_inff();
 	vf acc = (vf){ 0 };
 	float tot = 0;
-	int c, l;
+	int c, l, nv;
 
 	if (mask == ~0ull) {
 		/* a full block (dense, band interiors): no lane selects */
@@ -292,10 +292,17 @@ static float F(row_step)(const float *s, uint64_t mask, float m, bool find_max,
 		*sum = tot;
 		return m;
 	}
+	/*
+	 * vectors past the mask's last key (a partial segment's tail, a
+	 * row's causal end) hold no key: zeros, no exp
+	 */
+	nv = mask ? (64 - __builtin_clzll(mask) + VW - 1) / VW : 0;
+	for (c = nv; c < NC; c++)
+		F(st)(P + c * VW, (vf){ 0 });
 	if (find_max) {
 		vf mx = ninf;
 
-		for (c = 0; c < NC; c++) {
+		for (c = 0; c < nv; c++) {
 			vi sel = F(lanes)(mask, c);
 			vf x = (vf)(((vi)F(ld)(s + c * VW) & sel) |
 				    ((vi)ninf & ~sel));
@@ -306,7 +313,7 @@ static float F(row_step)(const float *s, uint64_t mask, float m, bool find_max,
 		for (l = 0; l < VW; l++)
 			m = mx[l] > m ? mx[l] : m;
 	}
-	for (c = 0; c < NC; c++) {
+	for (c = 0; c < nv; c++) {
 		vi sel = F(lanes)(mask, c);
 		vf x = F(ld)(s + c * VW) - m;
 
