@@ -59,7 +59,7 @@ static inline __attribute__((always_inline)) void
 F(nt_block)(const float *a, int dp, const float *bt, float *c, const int nr,
 	    const int nb)
 {
-	vf acc[RB][NB];
+	vf acc[2 * RB][NB];	/* 2 RB rows only when nb <= NB / 2 */
 	int r, v, e;
 
 	for (r = 0; r < nr; r++)
@@ -86,9 +86,14 @@ static inline __attribute__((always_inline)) void
 F(nt_cols)(const float *a, int m, int dp, const float *bt, float *c,
 	   const int nb)
 {
-	int r;
+	int r = 0;
 
-	for (r = 0; r + RB <= m; r += RB)
+	/* half the columns: twice the rows, the same accumulators */
+	if (2 * nb <= NB)
+		for (; r + 2 * RB <= m; r += 2 * RB)
+			F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB,
+				    2 * RB, nb);
+	for (; r + RB <= m; r += RB)
 		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, RB, nb);
 	for (; r < m; r++)
 		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, 1, nb);
