@@ -284,6 +284,9 @@ void fast_rows_items(struct fast_job *job, int64_t begin, int64_t end,
 		     int worker, fast_tile_fn tile);
 int fast_bwd_run(struct fast_job *job, struct asam_pool *pool);
 
+/* a core's L2 bytes (fast-rows.c; 0: unknown) */
+long fast_l2_bytes(void);
+
 /* key-major row tiles (fast-kmajor.c) */
 void fast_km_setup(struct fast_job *job);
 void fast_km_fwd(struct fast_job *job, struct fast_ws *w, int R,

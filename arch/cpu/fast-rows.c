@@ -41,7 +41,7 @@
 #define ROWS_L2_MIN	(2 << 20)
 
 /* a core's L2 bytes as the C library reports them (0: unknown) */
-static long rows_l2_cache(void)
+long fast_l2_bytes(void)
 {
 	static long bytes = -1;
 	long b = __atomic_load_n(&bytes, __ATOMIC_RELAXED);
@@ -62,7 +62,7 @@ void fast_rows_setup(struct fast_job *job)
 
 	job->rows_l2 = INT64_MAX / 2;
 	if (job->p->bwd && job->p->pat.kind == ASAM_PATTERN_RANDOM_ROWS &&
-	    rows_l2_cache() >= ROWS_L2_MIN)
+	    fast_l2_bytes() >= ROWS_L2_MIN)
 		job->rows_l2 = ROWS_L2_BYTES;
 	if (env && *env) {
 		x = strtoll(env, &end, 0);
