@@ -263,6 +263,58 @@ static void bwd_dq_tile(struct fast_job *job, struct fast_ws *w, int b,
 	}
 }
 
+/*
+ * Row-only calls, fused, key-major (fast-kmajor.c): rows [r0, r1) of
+ * (b, h) as one tile, their dQ stored, their dK and dV added into the
+ * worker's head sums.
+ */
+static void bwd_tile_km(struct fast_job *job, struct fast_ws *w, int b,
+			int h, int64_t r0, int64_t r1)
+{
+	const struct asam_problem *p = job->p;
+	int dp = job->dp, d = p->d, R = 0, t, e;
+	int64_t off = 0, i, n, ks, vs;
+	const float *kb = fast_rows_of(job, false, b, h / job->group, &ks);
+	const float *vb = fast_rows_of(job, true, b, h / job->group, &vs);
+	int32_t rows[FAST_RT];
+	struct group gr;
+
+	for (i = r0; i < r1; i++) {
+		float *q = w->tq + (size_t)R * dp, *dO = w->tdo + (size_t)R * dp;
+		double acc = 0;
+
+		if (!fast_group_init(job, &gr, b, h, (int)i))
+			continue;
+		w->tkeys[R] = fast_rows_keys(job, w, &gr, INT64_MAX / 2,
+					     w->rk + off, &n);
+		if (w->tkeys[R] == w->rk + off)
+			off += n;
+		w->tm[R] = (float)tv_get(&p->lse_s,
+					 tv_off(&p->lse_s, b, h, i, 0));
+		if (!gr.lim[0] || w->tm[R] == -INFINITY)
+			n = 0;
+		w->tn[R] = (int32_t)n;
+		fast_load_row(&p->q, tv_off(&p->q, b, h, i, 0), d, q);
+		for (e = 0; e < d; e++)
+			q[e] *= job->scale;
+		fast_load_row(&p->d_o, tv_off(&p->d_o, b, h, i, 0), d, dO);
+		fast_load_row(&p->o, tv_off(&p->o, b, h, i, 0), d, w->o);
+		for (e = 0; e < d; e++)
+			acc += (double)dO[e] * w->o[e];
+		w->tl[R] = (float)acc;
+		rows[R++] = (int32_t)i;
+	}
+	fast_km_bwd(job, w, R, kb, ks, vb, vs);
+	for (t = 0; t < R; t++) {
+		const float *acc = w->tacc + (size_t)t * dp;
+
+		for (e = 0; e < d; e++)
+			w->o[e] = acc[e] * job->scale;
+		fast_store_row(&p->dq, tv_off(&p->dq, b, h, rows[t], 0), d,
+			       w->o);
+	}
+}
+
 /* items (b, h, tile of job->rt rows): row-only dQ and D */
 static void bwd_dq_tiles(void *arg, int64_t begin, int64_t end, int worker)
 {
@@ -492,8 +544,17 @@ static void bwd_keys(struct fast_job *job, struct fast_ws *w, int b, int hk,
 
 	memset(w->dK + k0 * dp, 0, sizeof(float) * (k1 - k0) * dp);
 	memset(w->dV + k0 * dp, 0, sizeof(float) * (k1 - k0) * dp);
-	if (job->rows_only)
+	if (job->rows_only && job->kmajor && mode == BWD_FUSED) {
+		int64_t r0;
+
+		for (h = hk * job->group; h < (hk + 1) * job->group; h++)
+			for (r0 = 0; r0 < p->Nq; r0 += job->rt)
+				bwd_tile_km(job, w, b, h, r0,
+					    r0 + job->rt < p->Nq ?
+					    r0 + job->rt : p->Nq);
+	} else if (job->rows_only) {
 		bwd_keys_rows(job, w, b, hk, k0, k1, mode);
+	}
 	for (h = hk * job->group;
 	     h < (hk + 1) * job->group && !job->rows_only; h++) {
 		double dg = 0;
@@ -619,7 +680,7 @@ int fast_bwd_run(struct fast_job *job, struct asam_pool *pool)
 			goto out;
 		}
 		if (job->rows_only) {
-			job->rt = fast_rows_tile(job);
+			job->rt = fast_rows_tile(job, FAST_RT_ROWS, true);
 			asam_pool_for(pool, nbh * DIV_ROUND_UP(p->Nq, job->rt),
 				      1, bwd_dq_tiles, job);
 		} else {

@@ -74,10 +74,9 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 
 	fast_build_keys(job, w, gr, &ks);
 	for (r = 0; r < R; r++) {
-		fast_load_row(&p->q, tv_off(&p->q, gr->b, gr->h, gr->rows[r], 0), d,
-			 w->q + r * dp);
-		for (e = 0; e < d; e++)
-			w->q[r * dp + e] *= job->scale;
+		fast_load_scaled(&p->q, tv_off(&p->q, gr->b, gr->h,
+					       gr->rows[r], 0), d, job->scale,
+				 w->q + r * dp);
 		ms[r] = md[r] = -INFINITY;
 		ls[r] = ld[r] = 0;
 	}
@@ -86,7 +85,15 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 	for (sg = 0; sg < ks.nseg; sg++) {
 		nb = ks.segn[sg];
 		fast_gather(job, w, &ks, gr->b, gr->hk, sg, false);
-		isa->mm_nt(w->q, R, dp, w->pkT, w->S);
+		/*
+		 * a segment's columns past its keys are outside every mask
+		 * (row_step never takes them): a bucket's last segment, a
+		 * gathered list's tail, need not be scored
+		 */
+		if (nb < FAST_KB)
+			isa->mm_ntc(w->q, R, dp, w->pkT, w->S, nb);
+		else
+			isa->mm_nt(w->q, R, dp, w->pkT, w->S);
 		if (gr->want_s &&
 		    online_step(job, w, &ks, gr, sg, true, ms, ls, w->accS,
 				w->Ps))
@@ -100,12 +107,16 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 		int64_t i = gr->rows[r];
 		float cs = ls[r] > 0 ? gr->g / ls[r] : 0;
 		float cd = ld[r] > 0 ? (1 - gr->g) / ld[r] : 0;
-		float *out = w->o + r * dp;
+		int64_t oo = tv_off(&p->o, gr->b, gr->h, i, 0);
+		/* fp32 output written in place, as the queries are read */
+		float *out = p->o.dt == ASAM_DT_F32 ? (float *)p->o.data + oo :
+			     w->o + r * dp;
 
 		for (e = 0; e < d; e++)
 			out[e] = cs * w->accS[r * dp + e] +
 				 cd * w->accA[r * dp + e];
-		fast_store_row(&p->o, tv_off(&p->o, gr->b, gr->h, i, 0), d, out);
+		if (p->o.dt != ASAM_DT_F32)
+			fast_store_row(&p->o, oo, d, out);
 		if (p->lse_s.data)
 			tv_set(&p->lse_s, tv_off(&p->lse_s, gr->b, gr->h, i, 0),
 			       gr->want_s && ls[r] > 0 ?
@@ -158,7 +169,8 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 {
 	const struct asam_problem *p = job->p;
 	int dp = job->dp, d = p->d, R = 0, t, e;
-	int64_t C = fast_rows_chunk(job, 2), off = 0, maxlim = 0, lo, i, n;
+	int64_t C = job->kmajor ? INT64_MAX / 2 : fast_rows_chunk(job, 2);
+	int64_t off = 0, maxlim = 0, lo, i, n;
 	int64_t ks, vs;
 	const float *kb = fast_rows_of(job, false, b, h / job->group, &ks);
 	const float *vb = fast_rows_of(job, true, b, h / job->group, &vs);
@@ -180,17 +192,17 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 		w->tcur[R] = 0;
 		w->tm[R] = -INFINITY;
 		w->tl[R] = 0;
-		fast_load_row(&p->q, tv_off(&p->q, b, h, i, 0), d,
-			      w->tq + (size_t)R * dp);
-		for (e = 0; e < d; e++)
-			w->tq[(size_t)R * dp + e] *= job->scale;
+		fast_load_scaled(&p->q, tv_off(&p->q, b, h, i, 0), d,
+				 job->scale, w->tq + (size_t)R * dp);
 		memset(w->tacc + (size_t)R * dp, 0, sizeof(float) * dp);
 		if (gr.lim[0] > maxlim)
 			maxlim = gr.lim[0];
 		g = gr.g;
 		rows[R++] = (int32_t)i;
 	}
-	for (lo = 0; lo < maxlim; lo += C) {
+	if (job->kmajor)
+		fast_km_fwd(job, w, R, kb, ks, vb, vs);
+	for (lo = 0; lo < maxlim && !job->kmajor; lo += C) {
 		for (t = 0; t < R; t++) {
 			int c;
 			const int32_t *keys;
@@ -211,12 +223,16 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 	}
 	for (t = 0; t < R; t++) {
 		const float *acc = w->tacc + (size_t)t * dp;
-		float l = w->tl[t];
+		float l = w->tl[t], *out;
+		int64_t oo;
 
-		for (e = 0; e < d; e++)
-			w->o[e] = l > 0 ? g * acc[e] / l : 0;
 		i = rows[t];
-		fast_store_row(&p->o, tv_off(&p->o, b, h, i, 0), d, w->o);
+		oo = tv_off(&p->o, b, h, i, 0);
+		out = p->o.dt == ASAM_DT_F32 ? (float *)p->o.data + oo : w->o;
+		for (e = 0; e < d; e++)
+			out[e] = l > 0 ? g * acc[e] / l : 0;
+		if (p->o.dt != ASAM_DT_F32)
+			fast_store_row(&p->o, oo, d, out);
 		if (p->lse_s.data)
 			tv_set(&p->lse_s, tv_off(&p->lse_s, b, h, i, 0),
 			       l > 0 ? (double)w->tm[t] + log(l) : -INFINITY);
@@ -230,6 +246,27 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 void fast_fwd_tiles(void *arg, int64_t begin, int64_t end, int worker)
 {
 	fast_rows_items(arg, begin, end, worker, fwd_tile);
+}
+
+/*
+ * CLUSTERED's query groups take the rows of a cluster, scattered over Q
+ * and O: ask for group @it's rows while the one before computes (their
+ * first touch was the largest single cost of the forward, 2026-11-27)
+ */
+static void fwd_prefetch_group(struct fast_job *job, int64_t it)
+{
+	const struct asam_problem *p = job->p;
+	int64_t per = job->fp.maxgroups, bh = it / per;
+	int b = (int)(bh / p->Hq), h = (int)(bh % p->Hq), n, r;
+	int32_t rows[FAST_TQ];
+
+	n = fast_plan_group(&job->fp, b, h, (int)(it % per), rows);
+	for (r = 0; r < n; r++) {
+		fast_prefetch_row(&p->q, tv_off(&p->q, b, h, rows[r], 0), p->d,
+				  false);
+		fast_prefetch_row(&p->o, tv_off(&p->o, b, h, rows[r], 0), p->d,
+				  true);
+	}
 }
 
 void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker)
@@ -249,6 +286,8 @@ void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker)
 
 		if (!fast_group_init(job, &gr, bh / p->Hq, bh % p->Hq, it % per))
 			continue;
+		if (job->fp.sorted_groups && it + 2 < end)
+			fwd_prefetch_group(job, it + 2);
 		fwd_group(job, w, &gr);
 	}
 }

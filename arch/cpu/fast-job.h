@@ -67,6 +67,13 @@ struct fast_ws {
 	int32_t *blist;			/* [group Nq][ucap] USER_INDEX */
 	uint32_t *stamp, gen;		/* [Nk + 1] USER_INDEX repeats */
 	uint64_t *ubits, *usum;		/* USER_INDEX sorted: key bits */
+	/*
+	 * Key-major tiles (fast-kmajor.c): each row's score offset, key
+	 * starts, each pair's row and score slot, the scores, and a key's
+	 * pairs' values
+	 */
+	int32_t *kmoff, *kmcst, *kmrow, *kmpos;	/* [RT + 1], [Nk + 2], [cap] */
+	float *kms, *kmt, *kmt2;		/* [cap], [RT + 16] */
 	struct asam_pat_plan *plan;
 	int plan_b, plan_h;
 	bool failed;
@@ -88,7 +95,7 @@ struct fast_ws {
  * build host).  Every one is written before it is read in each call.
  */
 enum { SCR_RK, SCR_DK, SCR_DV, SCR_DQA, SCR_BKT, SCR_BVB, SCR_BKB, SCR_BVT,
-       SCR_BLIST, SCR_N };
+       SCR_BLIST, SCR_KMROW, SCR_KMPOS, SCR_KMS, SCR_N };
 
 struct cpu_scr {
 	void *p[SCR_N];
@@ -115,6 +122,8 @@ struct fast_job {
 	bool rows_only;				/* per-row patterns, sparse only */
 	bool no_blocks;				/* no transposed K/V blocks */
 	bool usort;				/* USER_INDEX rows sorted */
+	bool kmajor;				/* key-major row tiles */
+	int64_t kmcap;				/* pairs a key-major tile holds */
 	int64_t nkb;				/* key blocks per (b, kv head) */
 	float *KT, *VT;				/* [B][Hkv][nkb][dp][KB] */
 	float *K32, *V32;			/* [B][Hkv][nkb * KB][dp] */
@@ -209,6 +218,10 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker);
 const float *fast_rows_of(const struct fast_job *job, bool v, int b,
 			  int hk, int64_t *stride);
 void fast_load_row(const struct asam_tv *t, int64_t off, int d, float *dst);
+void fast_load_scaled(const struct asam_tv *t, int64_t off, int d,
+		      float scale, float *dst);
+void fast_prefetch_row(const struct asam_tv *t, int64_t off, int d,
+		       bool write);
 void fast_store_row(const struct asam_tv *t, int64_t off, int d,
 		    const float *src);
 void fast_gather(const struct fast_job *job, struct fast_ws *w,
@@ -230,9 +243,10 @@ void fast_build_keys(struct fast_job *job, struct fast_ws *w,
  * next, so that the chunk's K and V rows are read from memory once a
  * tile rather than once a row (fast-rows.c).
  */
-#define FAST_RT 256		/* rows per tile at most */
+#define FAST_RT 1024		/* rows per tile at most (key-major) */
+#define FAST_RT_ROWS 256	/* ... for the row walk */
 
-int fast_rows_tile(const struct fast_job *job);
+int fast_rows_tile(const struct fast_job *job, int cap, bool spread_out);
 int64_t fast_rows_chunk(const struct fast_job *job, int arrays);
 const int32_t *fast_rows_keys(struct fast_job *job, struct fast_ws *w,
 			      const struct group *gr, int64_t chunk,
@@ -269,5 +283,15 @@ typedef void (*fast_tile_fn)(struct fast_job *job, struct fast_ws *w, int b,
 void fast_rows_items(struct fast_job *job, int64_t begin, int64_t end,
 		     int worker, fast_tile_fn tile);
 int fast_bwd_run(struct fast_job *job, struct asam_pool *pool);
+
+/* a core's L2 bytes (fast-rows.c; 0: unknown) */
+long fast_l2_bytes(void);
+
+/* key-major row tiles (fast-kmajor.c) */
+void fast_km_setup(struct fast_job *job);
+void fast_km_fwd(struct fast_job *job, struct fast_ws *w, int R,
+		 const float *kb, int64_t ks, const float *vb, int64_t vs);
+void fast_km_bwd(struct fast_job *job, struct fast_ws *w, int R,
+		 const float *kb, int64_t ks, const float *vb, int64_t vs);
 
 #endif

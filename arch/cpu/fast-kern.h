@@ -56,42 +56,83 @@ static inline __attribute__((always_inline)) vf F(bc)(float x)
 #define NB	(NC < 4 ? NC : 4)
 
 static inline __attribute__((always_inline)) void
-F(nt_block)(const float *a, int dp, const float *bt, float *c, const int nr)
+F(nt_block)(const float *a, int dp, const float *bt, float *c, const int nr,
+	    const int nb)
 {
-	vf acc[RB][NB];
+	vf acc[2 * RB][NB];	/* 2 RB rows only when nb <= NB / 2 */
 	int r, v, e;
 
 	for (r = 0; r < nr; r++)
-		for (v = 0; v < NB; v++)
+		for (v = 0; v < nb; v++)
 			acc[r][v] = (vf){ 0 };
 	for (e = 0; e < dp; e++) {
 		vf b[NB];
 
-		for (v = 0; v < NB; v++)
+		for (v = 0; v < nb; v++)
 			b[v] = F(ld)(bt + e * FAST_KB + v * VW);
 		for (r = 0; r < nr; r++) {
 			vf x = F(bc)(a[r * dp + e]);
 
-			for (v = 0; v < NB; v++)
+			for (v = 0; v < nb; v++)
 				acc[r][v] += x * b[v];
 		}
 	}
 	for (r = 0; r < nr; r++)
-		for (v = 0; v < NB; v++)
+		for (v = 0; v < nb; v++)
 			F(st)(c + r * FAST_KB + v * VW, acc[r][v]);
+}
+
+static inline __attribute__((always_inline)) void
+F(nt_cols)(const float *a, int m, int dp, const float *bt, float *c,
+	   const int nb)
+{
+	int r = 0;
+
+	/* half the columns: twice the rows, the same accumulators */
+	if (2 * nb <= NB)
+		for (; r + 2 * RB <= m; r += 2 * RB)
+			F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB,
+				    2 * RB, nb);
+	for (; r + RB <= m; r += RB)
+		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, RB, nb);
+	for (; r < m; r++)
+		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, 1, nb);
 }
 
 static void F(mm_nt)(const float *a, int m, int dp, const float *bt, float *c)
 {
-	int r, c0;
+	int c0;
 
-	for (c0 = 0; c0 < FAST_KB; c0 += NB * VW) {
-		for (r = 0; r + RB <= m; r += RB)
-			F(nt_block)(a + r * dp, dp, bt + c0, c + r * FAST_KB + c0,
-				    RB);
-		for (; r < m; r++)
-			F(nt_block)(a + r * dp, dp, bt + c0, c + r * FAST_KB + c0,
-				    1);
+	for (c0 = 0; c0 < FAST_KB; c0 += NB * VW)
+		F(nt_cols)(a, m, dp, bt + c0, c + c0, NB);
+}
+
+/*
+ * mm_nt's first @nc columns only (rounded up to whole vectors; the rest
+ * of c's rows is left as it was): the cluster screen's 32 centroids
+ * would otherwise pay for 64
+ */
+static void F(mm_ntc)(const float *a, int m, int dp, const float *bt,
+		      float *c, int nc)
+{
+	int c0, nv;
+
+	for (c0 = 0; c0 < nc && c0 < FAST_KB; c0 += NB * VW) {
+		nv = (nc - c0 + VW - 1) / VW;
+		if (nv >= NB)
+			F(nt_cols)(a, m, dp, bt + c0, c + c0, NB);
+#if NB > 1
+		else if (nv == 1)
+			F(nt_cols)(a, m, dp, bt + c0, c + c0, 1);
+#endif
+#if NB > 2
+		else if (nv == 2)
+			F(nt_cols)(a, m, dp, bt + c0, c + c0, 2);
+#endif
+#if NB > 3
+		else if (nv == 3)
+			F(nt_cols)(a, m, dp, bt + c0, c + c0, 3);
+#endif
 	}
 }
 
@@ -229,7 +270,7 @@ static float F(row_step)(const float *s, uint64_t mask, float m, bool find_max,
 	const vf ninf = (vf){ 0 } - __builtin_inff();
 	vf acc = (vf){ 0 };
 	float tot = 0;
-	int c, l;
+	int c, l, nv;
 
 	if (mask == ~0ull) {
 		/* a full block (dense, band interiors): no lane selects */
@@ -256,10 +297,17 @@ static float F(row_step)(const float *s, uint64_t mask, float m, bool find_max,
 		*sum = tot;
 		return m;
 	}
+	/*
+	 * vectors past the mask's last key (a partial segment's tail, a
+	 * row's causal end) hold no key: zeros, no exp
+	 */
+	nv = mask ? (64 - __builtin_clzll(mask) + VW - 1) / VW : 0;
+	for (c = nv; c < NC; c++)
+		F(st)(P + c * VW, (vf){ 0 });
 	if (find_max) {
 		vf mx = ninf;
 
-		for (c = 0; c < NC; c++) {
+		for (c = 0; c < nv; c++) {
 			vi sel = F(lanes)(mask, c);
 			vf x = (vf)(((vi)F(ld)(s + c * VW) & sel) |
 				    ((vi)ninf & ~sel));
@@ -270,7 +318,7 @@ static float F(row_step)(const float *s, uint64_t mask, float m, bool find_max,
 		for (l = 0; l < VW; l++)
 			m = mx[l] > m ? mx[l] : m;
 	}
-	for (c = 0; c < NC; c++) {
+	for (c = 0; c < nv; c++) {
 		vi sel = F(lanes)(mask, c);
 		vf x = F(ld)(s + c * VW) - m;
 
@@ -732,6 +780,108 @@ static float F(row_exp)(float *s, int n, float *sum)
 	return m;
 }
 
+/*
+ * X[rows[t]][0..dp) += a[t] x for t < n (X rows dp apart, rows[] may not
+ * repeat within a call): one key's row into the accumulators of the
+ * query rows that take it (fast-kmajor.c).  x is held in registers for
+ * up to 4 vectors a pass.
+ */
+static void F(scatter)(const float *a, const float *x, float *X,
+		       const int32_t *rows, int n, int dp)
+{
+	int t, e, c;
+
+	for (e = 0; e < dp; e += 4 * VW) {
+		int w = dp - e < 4 * VW ? (dp - e) / VW : 4;
+		vf xv[4];
+
+		for (c = 0; c < w; c++)
+			xv[c] = F(ld)(x + e + c * VW);
+		for (t = 0; t < n; t++) {
+			float *r = X + (int64_t)rows[t] * dp + e;
+			vf s = F(bc)(a[t]);
+
+			for (c = 0; c < w; c++)
+				F(st)(r + c * VW, F(ld)(r + c * VW) +
+				      s * xv[c]);
+		}
+	}
+}
+
+/* lane-wise max as x > m ? x : m (NaN never taken over a number in m) */
+static inline vf F(vmax)(vf m, vf x)
+{
+	vi up = x > m;
+
+	return (vf)(((vi)x & up) | ((vi)m & ~up));
+}
+
+/*
+ * The cluster screen's running top two (fast-plan.c): row r's cosines
+ * over one chunk of columns, cs = c[r][t] * rx[r] * cn[t] for t < nc
+ * (nc <= 64, c rows FAST_KB apart), merged into best[r], second[r],
+ * arg[r] (columns numbered from @base) exactly as a scan of the columns
+ * in order leaves them: arg the first of equal bests, second the
+ * runner-up counting a tie, NaNs never taken.  Each lane scans its own
+ * columns; the lanes then merge by value, then by column.
+ */
+static void F(top2)(const float *c, int n, int nc, const float *rx,
+		    const float *cn, int base, float *best, float *second,
+		    int32_t *arg)
+{
+	const vf ninf = (vf){ 0 } - __builtin_inff();
+	vi lane;
+	int r, t, l, k;
+
+	for (l = 0; l < VW; l++)
+		lane[l] = l;
+	for (r = 0; r < n; r++) {
+		vf bv = ninf, sv = ninf, x, lo, mx;
+		vi av = (vi){ 0 } - 1, in, up, col, oth, mi;
+		float b1, s1;
+		int32_t a1;
+
+		for (t = 0; t < nc; t += VW) {
+			in = lane < (vi){ 0 } + (nc - t);
+			col = lane + t;
+			x = F(ld)(c + r * FAST_KB + t) * F(bc)(rx[r]) *
+			    F(ld)(cn + t);
+			x = (vf)(((vi)x & in) | ((vi)ninf & ~in));
+			up = x > bv;
+			lo = (vf)(((vi)bv & up) | ((vi)x & ~up));
+			sv = (vf)(((vi)lo & (lo > sv)) | ((vi)sv & ~(lo > sv)));
+			av = (col & up) | (av & ~up);
+			bv = (vf)(((vi)x & up) | ((vi)bv & ~up));
+		}
+		/* butterflies: every lane ends with the whole vector's */
+		mx = bv;
+		for (k = VW / 2; k; k /= 2)
+			mx = F(vmax)(mx, __builtin_shuffle(mx, lane ^ k));
+		b1 = mx[0];
+		in = (bv == mx) & (av >= 0);
+		mi = (av & in) | (~in & INT32_MAX);
+		for (k = VW / 2; k; k /= 2) {
+			vi o = __builtin_shuffle(mi, lane ^ k);
+
+			mi = (mi & (mi < o)) | (o & ~(mi < o));
+		}
+		a1 = mi[0];
+		oth = av != mi;
+		lo = (vf)(((vi)bv & oth) | ((vi)ninf & ~oth));
+		mx = F(vmax)(sv, lo);
+		for (k = VW / 2; k; k /= 2)
+			mx = F(vmax)(mx, __builtin_shuffle(mx, lane ^ k));
+		s1 = mx[0];
+		if (b1 > best[r]) {
+			second[r] = best[r] > s1 ? best[r] : s1;
+			best[r] = b1;
+			arg[r] = base + a1;
+		} else {
+			second[r] = b1 > second[r] ? b1 : second[r];
+		}
+	}
+}
+
 /* FMA throughput probe: 12 independent chains; returns the flops done */
 static double F(peak)(long iters)
 {
@@ -759,9 +909,12 @@ const struct fast_isa CAT(fast_isa_, KERN) = {
 	.ger2s = F(ger2s),
 	.name = KERN_NAME,
 	.mm_nt = F(mm_nt),
+	.mm_ntc = F(mm_ntc),
 	.mm_nn = F(mm_nn),
 	.mm_tn = F(mm_tn),
 	.exp = F(exp),
 	.row_step = F(row_step),
 	.row_exp = F(row_exp),
+	.top2 = F(top2),
+	.scatter = F(scatter),
 };

@@ -275,43 +275,45 @@ static void cmu32_batch(const struct cmu32 *f, const struct cmu *m,
 			int b, int hx, int64_t t0, int n, int d, int32_t *ids)
 {
 	float xn[FAST_TQ], rx[FAST_TQ], best[FAST_TQ], second[FAST_TQ];
-	int arg[FAST_TQ], r, ch, t, e, C = pat->C;
+	int32_t arg[FAST_TQ];
+	int r, ch, e, k, C = pat->C;
 
 	for (r = 0; r < n; r++) {
-		float *a = f->a + (size_t)r * f->dp, s2 = 0;
+		float *a = f->a + (size_t)r * f->dp, s2 = 0, ps[8] = { 0 };
 
 		fast_load_row(x, tv_off(x, b, hx, t0 + r, 0), d, a);
-		for (e = 0; e < d; e++)
-			s2 += a[e] * a[e];
+		/*
+		 * eight partial sums over the zero-padded row: one chain of
+		 * d dependent adds was ~4 cycles a term, a few per cent of
+		 * the forward; any order does for a screen
+		 */
+		for (e = 0; e < f->dp; e += 8)
+			for (k = 0; k < 8; k++)
+				ps[k] += a[e + k] * a[e + k];
+		for (k = 0; k < 8; k++)
+			s2 += ps[k];
 		xn[r] = sqrtf(s2);
 		rx[r] = xn[r] > 0 ? 1 / xn[r] : 0;
 		best[r] = second[r] = -INFINITY;
 		arg[r] = 0;
 	}
 	for (ch = 0; ch < f->nch; ch++) {
-		f->isa->mm_nt(f->a, n, f->dp, f->bt + (size_t)ch * f->dp *
-			      FAST_KB, f->c);
+		int nc = C - ch * FAST_KB < FAST_KB ? C - ch * FAST_KB
+						     : FAST_KB;
+
+		/* only the centroids' columns: C = 32 is half a block */
+		f->isa->mm_ntc(f->a, n, f->dp, f->bt + (size_t)ch * f->dp *
+			       FAST_KB, f->c, nc);
 		/*
-		 * Rows across, centroids down, and no branch: which centroid
-		 * wins is a coin toss per token, so the old if/else chain
-		 * mispredicted about every other step (a fifth of a
-		 * CLUSTERED forward).  Same order of updates per row, so the
-		 * same best, runner-up and argmax (first of equals).
+		 * The ISA's vector scan (the scalar one's float compares
+		 * were branches that mispredicted about every other step:
+		 * which centroid wins is a coin toss per token); the same
+		 * best, runner-up and argmax (first of equals) as a scan in
+		 * order.
 		 */
-		for (t = 0; t < FAST_KB && ch * FAST_KB + t < C; t++) {
-			int c = ch * FAST_KB + t;
-
-			for (r = 0; r < n; r++) {
-				float cs = f->c[r * FAST_KB + t] * rx[r] *
-					   f->cn[c];
-				bool up = cs > best[r];
-				float lo = up ? best[r] : cs;
-
-				second[r] = lo > second[r] ? lo : second[r];
-				arg[r] = up ? c : arg[r];
-				best[r] = up ? cs : best[r];
-			}
-		}
+		f->isa->top2(f->c, n, nc, rx,
+			     f->cn + (size_t)ch * FAST_KB, ch * FAST_KB, best,
+			     second, arg);
 	}
 	for (r = 0; r < n; r++)
 		ids[r] = xn[r] > 1e-6f && best[r] - second[r] > CMU_MARGIN ?

@@ -41,7 +41,7 @@
 #define ROWS_L2_MIN	(2 << 20)
 
 /* a core's L2 bytes as the C library reports them (0: unknown) */
-static long rows_l2_cache(void)
+long fast_l2_bytes(void)
 {
 	static long bytes = -1;
 	long b = __atomic_load_n(&bytes, __ATOMIC_RELAXED);
@@ -62,7 +62,7 @@ void fast_rows_setup(struct fast_job *job)
 
 	job->rows_l2 = INT64_MAX / 2;
 	if (job->p->bwd && job->p->pat.kind == ASAM_PATTERN_RANDOM_ROWS &&
-	    rows_l2_cache() >= ROWS_L2_MIN)
+	    fast_l2_bytes() >= ROWS_L2_MIN)
 		job->rows_l2 = ROWS_L2_BYTES;
 	if (env && *env) {
 		x = strtoll(env, &end, 0);
@@ -110,10 +110,10 @@ int64_t fast_rows_chunk(const struct fast_job *job, int arrays)
 
 /*
  * Rows per tile: as many as the worker's key buffer (FAST_TQ x Nk ids)
- * holds at the longest list a row can have, at most FAST_RT, and few
- * enough that every worker gets about four tiles.
+ * holds at the longest list a row can have, at most @cap (<= FAST_RT),
+ * and, with @spread, few enough that every worker gets about four tiles.
  */
-int fast_rows_tile(const struct fast_job *job)
+int fast_rows_tile(const struct fast_job *job, int cap, bool spread_out)
 {
 	const struct asam_problem *p = job->p;
 	int64_t most = p->Nk, t, spread;
@@ -126,10 +126,10 @@ int fast_rows_tile(const struct fast_job *job)
 	t = most ? (int64_t)FAST_TQ * p->Nk / most : FAST_RT;
 	spread = DIV_ROUND_UP((int64_t)p->B * p->Hq * p->Nq,
 			      4 * (int64_t)job->nthreads);
-	if (t > spread)
+	if (t > spread && spread_out)
 		t = spread;
-	if (t > FAST_RT)
-		t = FAST_RT;
+	if (t > cap)
+		t = cap;
 	return t < 1 ? 1 : (int)t;
 }
 

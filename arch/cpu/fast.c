@@ -70,7 +70,8 @@ static void ws_free(struct fast_ws *w)
 		return;
 	if (w->scr)
 		w->rk = NULL, w->dK = w->dV = w->dqa = NULL,
-		w->bkT = w->bvb = w->bkb = w->bvT = NULL, w->blist = NULL;
+		w->bkT = w->bvb = w->bkb = w->bvT = NULL, w->blist = NULL,
+		w->kmrow = w->kmpos = NULL, w->kms = NULL;
 	free(w->q);
 	free(w->dO);
 	free(w->o);
@@ -121,6 +122,13 @@ static void ws_free(struct fast_ws *w)
 	free(w->stamp);
 	free(w->ubits);
 	free(w->usum);
+	free(w->kmoff);
+	free(w->kmcst);
+	free(w->kmrow);
+	free(w->kmpos);
+	free(w->kms);
+	free(w->kmt);
+	free(w->kmt2);
 	asam_pat_plan_destroy(w->plan);
 	free(w);
 }
@@ -131,7 +139,7 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	struct fast_ws *w = job->ws[worker];
 	size_t td = sizeof(float) * FAST_TQ * job->dp;
 	size_t kd = sizeof(float) * FAST_KB * job->dp;
-	size_t tk = sizeof(float) * FAST_TQ * FAST_KB;
+	size_t tk = sizeof(float) * FAST_TQ * FAST_KB, rt;
 
 	if (w)
 		return w->failed ? NULL : w;
@@ -213,14 +221,19 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		if (!w->stamp || !w->ubits || !w->usum)
 			w->failed = true;
 	}
+	/*
+	 * the call's tile rows (job->rt, set before the workers start), not
+	 * FAST_RT: these are cleared at allocation, every call
+	 */
+	rt = job->rt > 0 && job->rt <= FAST_RT ? job->rt : FAST_RT_ROWS;
 	if (fast_rows_tiled(job)) {
-		w->tq = walloc(sizeof(float) * FAST_RT * job->dp);
-		w->tacc = walloc(sizeof(float) * FAST_RT * job->dp);
-		w->tm = walloc(sizeof(float) * FAST_RT);
-		w->tl = walloc(sizeof(float) * FAST_RT);
-		w->tkeys = walloc(sizeof(*w->tkeys) * FAST_RT);
-		w->tn = walloc(sizeof(int32_t) * FAST_RT);
-		w->tcur = walloc(sizeof(int32_t) * FAST_RT);
+		w->tq = walloc(sizeof(float) * rt * job->dp);
+		w->tacc = walloc(sizeof(float) * rt * job->dp);
+		w->tm = walloc(sizeof(float) * rt);
+		w->tl = walloc(sizeof(float) * rt);
+		w->tkeys = walloc(sizeof(*w->tkeys) * rt);
+		w->tn = walloc(sizeof(int32_t) * rt);
+		w->tcur = walloc(sizeof(int32_t) * rt);
 		if (!w->tq || !w->tacc || !w->tm || !w->tl || !w->tkeys ||
 		    !w->tn || !w->tcur)
 			w->failed = true;
@@ -228,7 +241,7 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 	if (job->rows_only && p->bwd) {
 		size_t rows = (size_t)job->group * p->Nq;
 
-		w->tdo = walloc(sizeof(float) * FAST_RT * job->dp);
+		w->tdo = walloc(sizeof(float) * rt * job->dp);
 		/* cleared row by row at a row's first chunk (bwd_row) */
 		w->dqa = scratch(job, w, worker, SCR_DQA,
 				 sizeof(float) * rows * job->dp);
@@ -252,6 +265,25 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		if (!w->blist)
 			w->failed = true;
 	}
+	if (job->kmajor) {
+		size_t cap = (size_t)job->kmcap;
+
+		w->kmoff = walloc(sizeof(int32_t) * (rt + 1));
+		w->kmcst = walloc(sizeof(int32_t) * ((size_t)p->Nk + 2));
+		w->kmrow = scratch(job, w, worker, SCR_KMROW,
+				   sizeof(int32_t) * cap);
+		w->kmt = walloc(sizeof(float) * (rt + 16));
+		w->kmt2 = walloc(sizeof(float) * (rt + 16));
+		if (!p->bwd) {	/* the forward's scores, by row */
+			w->kmpos = scratch(job, w, worker, SCR_KMPOS,
+					   sizeof(int32_t) * cap);
+			w->kms = scratch(job, w, worker, SCR_KMS,
+					 sizeof(float) * cap);
+		}
+		if (!w->kmoff || !w->kmcst || !w->kmrow || !w->kmt ||
+		    !w->kmt2 || (!p->bwd && (!w->kmpos || !w->kms)))
+			w->failed = true;
+	}
 	if (job->fp.per_row_plan) {
 		w->plan = asam_pat_plan_create(p);
 		if (IS_ERR(w->plan)) {
@@ -272,6 +304,50 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 
 /* ------------------------------------------------------------------------ */
 /* Storage conversion                                                       */
+
+/*
+ * Ask for row @off..@off + d of @t ahead of its use (@write: for a
+ * store).  Rows read or written in an order of the pattern's (the
+ * queries of a cluster, the keys of a bucket) are scattered over the
+ * tensor: the hardware prefetchers see no stream, and each row's first
+ * touch waits on memory.
+ */
+void fast_prefetch_row(const struct asam_tv *t, int64_t off, int d,
+		       bool write)
+{
+	size_t es = asam_dtype_size(t->dt);
+	const char *a = (const char *)t->data + off * es;
+	size_t n = (size_t)d * es, x;
+
+	/* the last byte too: a row need not start on a line */
+	if (write) {
+		for (x = 0; x < n; x += 64)
+			__builtin_prefetch(a + x, 1, 3);
+		__builtin_prefetch(a + n - 1, 1, 3);
+	} else {
+		for (x = 0; x < n; x += 64)
+			__builtin_prefetch(a + x, 0, 3);
+		__builtin_prefetch(a + n - 1, 0, 3);
+	}
+}
+
+/* a row times @scale; fp32 rows scaled as they are read, no copy */
+void fast_load_scaled(const struct asam_tv *t, int64_t off, int d,
+		      float scale, float *dst)
+{
+	int e;
+
+	if (t->dt == ASAM_DT_F32) {
+		const float *src = (const float *)t->data + off;
+
+		for (e = 0; e < d; e++)
+			dst[e] = src[e] * scale;
+		return;
+	}
+	fast_load_row(t, off, d, dst);
+	for (e = 0; e < d; e++)
+		dst[e] *= scale;
+}
 
 void fast_load_row(const struct asam_tv *t, int64_t off, int d, float *dst)
 {
@@ -435,6 +511,17 @@ static void key_rows(const struct fast_job *job, int b, int hk, int64_t base,
 		*vr = (const float *)p->v.data + tv_off(&p->v, b, hk, key, 0);
 }
 
+#define GATHER_AHEAD	12	/* keys */
+
+static inline void prefetch_f32(const float *r, int dp)
+{
+	int x;
+
+	for (x = 0; x < dp; x += 16)
+		__builtin_prefetch(r + x);
+	__builtin_prefetch(r + dp - 1);
+}
+
 /*
  * Gather @n keys of (b, hk): one of K and V into the transposed block
  * @T (V when @v_in_T), the other as rows into @rows.  The forward takes
@@ -452,6 +539,16 @@ static void gather_keys(const struct fast_job *job, int b, int hk,
 	for (t = 0; t < n; t++) {
 		const float *kr, *vr;
 
+		/*
+		 * the keys of a bucket are scattered: ask for the rows a few
+		 * keys ahead, or each key's first touch waits on memory
+		 */
+		if (t + GATHER_AHEAD < n) {
+			key_rows(job, b, hk, base, keys[t + GATHER_AHEAD], &kr,
+				 &vr);
+			prefetch_f32(kr, dp);
+			prefetch_f32(vr, dp);
+		}
 		key_rows(job, b, hk, base, keys[t], &kr, &vr);
 		for (e = 0; e < dp; e++)
 			T[e * FAST_KB + t] = (v_in_T ? vr : kr)[e];
@@ -637,6 +734,7 @@ static int job_init(struct fast_job *job, struct asam_backend *be,
 	 * in place.
 	 */
 	fast_rows_setup(job);
+	fast_km_setup(job);
 	if (!(job->no_blocks && job->kdirect && job->vdirect))
 		asam_pool_for(*pool, (int64_t)p->B * p->Hkv * job->nkb, 4,
 			      convert_blocks, job);
@@ -686,7 +784,8 @@ static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
 	if (ret)
 		return ret;
 	if (fast_rows_tiled(&job)) {
-		job.rt = fast_rows_tile(&job);
+		if (!job.kmajor)
+			job.rt = fast_rows_tile(&job, FAST_RT_ROWS, true);
 		asam_pool_for(pool, (int64_t)p->B * p->Hq *
 			      DIV_ROUND_UP(p->Nq, job.rt), 1, fast_fwd_tiles,
 			      &job);

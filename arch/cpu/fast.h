@@ -37,6 +37,9 @@ struct fast_isa {
 	const char *name;
 	void (*mm_nt)(const float *a, int m, int dp, const float *bt,
 		      float *c);
+	/* mm_nt's first nc columns (whole vectors), the rest untouched */
+	void (*mm_ntc)(const float *a, int m, int dp, const float *bt,
+		       float *c, int nc);
 	void (*mm_nn)(const float *p, int ldp, int m, int k, const float *x,
 		      int dp, float *c);
 	void (*mm_tn)(const float *p, int ldp, int m, int k, const float *x,
@@ -56,6 +59,16 @@ struct fast_isa {
 	void (*ger2s)(const float *a, const float *x, const float *b,
 		      const float *y, float *X, float *Y,
 		      const int32_t *keys, int n, int dp);
+	/*
+	 * CLUSTERED's screen: each row's best, runner-up and argmax of
+	 * c[r][t] * rx[r] * cn[t] over t < nc, merged into the running ones
+	 */
+	void (*top2)(const float *c, int n, int nc, const float *rx,
+		     const float *cn, int base, float *best, float *second,
+		     int32_t *arg);
+	/* X[rows[t]] += a[t] x (rows of dp, rows[] distinct) */
+	void (*scatter)(const float *a, const float *x, float *X,
+			const int32_t *rows, int n, int dp);
 };
 
 /*

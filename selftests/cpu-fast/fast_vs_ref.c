@@ -366,6 +366,32 @@ int main(void)
 						 &shapes[n % 3], "chunked");
 	}
 	unsetenv("ASAM_CPU_ROWS_L2");
+	/*
+	 * RANDOM_ROWS and USER_INDEX by key-major tiles (fast-kmajor.c):
+	 * the backward's default, here the forward too (=1) and, with =0,
+	 * the row walk, which the default backward no longer takes.  Tiles
+	 * of 7 rows, so that the small shapes cross several.
+	 */
+	for (t = 0; t < 2; t++) {
+		setenv("ASAM_CPU_ROWS_KMAJOR", t ? "0" : "1", 1);
+		setenv("ASAM_CPU_KM_RT", "7", 1);
+		for (kk = 0; kk < nk; kk++) {
+			if (kinds[kk].k != ASAM_PATTERN_RANDOM_ROWS &&
+			    kinds[kk].k != ASAM_PATTERN_USER_INDEX)
+				continue;
+			for (gm = 0; gm < 4; gm++)
+				for (c = 0; c < 2; c++)
+					for (q = 0; q < 2; q++, n++)
+						run_case(n % 2 ? ctx16 : ctx,
+							 &kinds[kk], gm, c, q,
+							 dts[n % 3],
+							 &shapes[n % 3],
+							 t ? "row walk" :
+							 "key-major");
+		}
+		unsetenv("ASAM_CPU_KM_RT");
+	}
+	unsetenv("ASAM_CPU_ROWS_KMAJOR");
 	for (kk = 0; kk < nk; kk++) {
 		if (kinds[kk].k != ASAM_PATTERN_USER_INDEX)
 			continue;

@@ -7,7 +7,11 @@
  * rest), 0..70 keys (partial 16-key passes), and a row stride wider
  * than the row (keys read in place from a larger tensor); ger2s (two
  * rank-one updates of scattered dK, dV rows) over the same head dims;
- * mm_tn (the backward's dK, dV products, P read transposed).
+ * mm_tn (the backward's dK, dV products, P read transposed); top2 (the
+ * cluster screen's running best, runner-up and first argmax) against the
+ * scalar scan in order, value for value, with ties, NaNs and masked
+ * columns; mm_ntc (mm_nt's first columns) against mm_nt; scatter (one
+ * key's row added into the rows that take it) in double.
  */
 #include <math.h>
 #include <stdio.h>
@@ -116,6 +120,108 @@ static bool check_isa(const struct fast_isa *isa)
 	       worst_m < 1e-5;
 }
 
+/* the scan top2 replaces: columns in order, as cmu32_batch ran it */
+static void top2_scan(const float *c, int n, int nc, const float *rx,
+		      const float *cn, int base, float *best, float *second,
+		      int32_t *arg)
+{
+	int r, t;
+
+	for (t = 0; t < nc; t++)
+		for (r = 0; r < n; r++) {
+			float cs = c[r * 64 + t] * rx[r] * cn[t];
+			bool up = cs > best[r];
+			float lo = up ? best[r] : cs;
+
+			second[r] = lo > second[r] ? lo : second[r];
+			arg[r] = up ? base + t : arg[r];
+			best[r] = up ? cs : best[r];
+		}
+}
+
+static float C2[16 * 64 * 3] __attribute__((aligned(64)));
+static float cn2[64 * 3] __attribute__((aligned(64)));
+
+/*
+ * 1..3 chunks of 1..64 columns (the last chunk partial), values from a
+ * few levels so that ties are common, a NaN now and then, rows scaled by
+ * 0 (all zeros of either sign: equal, though a tie may keep the other
+ * zero); every result must equal the scan's
+ */
+static bool check_top2(const struct fast_isa *isa)
+{
+	float b1[16], s1[16], b2[16], s2[16], rx[16];
+	int32_t a1[16], a2[16];
+	int nc, nch, ch, r, i, bad = 0, runs = 0;
+
+	for (nch = 1; nch <= 3; nch++)
+		for (nc = 1; nc <= 64; nc++) {
+			for (i = 0; i < 16 * 64 * nch; i++)
+				C2[i] = (float)(rand() % 9) - 4;
+			if (nc % 5 == 0)
+				C2[rand() % (16 * 64 * nch)] = NAN;
+			for (i = 0; i < 64 * nch; i++)
+				cn2[i] = 0.25f * (1 + rand() % 3);
+			for (r = 0; r < 16; r++) {
+				rx[r] = r % 7 ? 0.5f : 0;
+				b1[r] = b2[r] = s1[r] = s2[r] = -INFINITY;
+				a1[r] = a2[r] = 0;
+			}
+			for (ch = 0; ch < nch; ch++) {
+				int w = ch + 1 < nch ? 64 : nc;
+
+				top2_scan(C2 + ch * 16 * 64, 16, w, rx,
+					  cn2 + ch * 64, ch * 64, b1, s1, a1);
+				isa->top2(C2 + ch * 16 * 64, 16, w, rx,
+					  cn2 + ch * 64, ch * 64, b2, s2, a2);
+			}
+			for (r = 0; r < 16; r++, runs++)
+				bad += b1[r] != b2[r] || s1[r] != s2[r] ||
+				       a1[r] != a2[r];
+		}
+	ksft_test_result(!bad, "%s top2 %d of %d rows differ\n", isa->name,
+			 bad, runs);
+	/* mm_ntc: mm_nt's first nc columns, the same sums in the same order */
+	for (nc = 1, runs = 0; nc <= 64; nc++) {
+		static float full[13 * 64], part[13 * 64];
+		int dp = 16 * (1 + nc % 5), m = 1 + nc % 13;
+
+		isa->mm_nt(K, m, dp, K + 50 * STRIDE, full);
+		isa->mm_ntc(K, m, dp, K + 50 * STRIDE, part, nc);
+		for (r = 0; r < m; r++)
+			for (i = 0; i < nc; i++)
+				runs += full[r * 64 + i] != part[r * 64 + i];
+	}
+	ksft_test_result(!runs, "%s mm_ntc %d values differ\n", isa->name,
+			 runs);
+	/* scatter: rows ukeys[t] of G (dp wide) += s_a[t] q, in double */
+	{
+		double worst = 0, want;
+		int dp, e, u, j;
+
+		for (dp = 16; dp <= 160; dp += 16)
+			for (nc = 0; nc <= 70; nc += 7) {
+				for (i = 0; i < NROWS * dp; i++)
+					G[i] = 0.001f * (i % 97);
+				isa->scatter(s_a, q, G, ukeys, nc, dp);
+				for (u = 0; u < NROWS; u++)
+					for (e = 0; e < dp; e++) {
+						j = u * dp + e;
+						want = 0.001f * (j % 97);
+						for (i = 0; i < nc; i++)
+							if (ukeys[i] == u)
+								want += (double)s_a[i] * q[e];
+						if (rel(G[j], want) > worst)
+							worst = rel(G[j], want);
+					}
+			}
+		ksft_test_result(worst < 1e-5, "%s scatter worst %.3g\n",
+				 isa->name, worst);
+		bad += worst >= 1e-5;
+	}
+	return !bad && !runs;
+}
+
 int main(void)
 {
 	static const char *isas[] = { "avx512", "avx2", "generic" };
@@ -139,6 +245,7 @@ int main(void)
 			continue;
 		}
 		check_isa(fast_isa_select());
+		check_top2(fast_isa_select());
 	}
 	fast_isa_force(NULL);
 	ksft_finished();

@@ -17,8 +17,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 export LD_LIBRARY_PATH="$here${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 b="$here/asam-bench --asam_threads=$T --asam_heads=16 --benchmark_min_time=0.3"
 # bounded so that the whole run stays under 240 s (the timeouts sum to
-# 260 s, 80 s with "rows"; the steps take well under theirs: 67 s for
-# the first five on the Xeon, 2026-11-27)
+# 265 s, 85 s with "rows"; the steps take well under theirs: 86 s for
+# the whole on the Xeon, 2026-11-27)
 set -x
 date -u
 lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Socket|NUMA|MHz|Flags|L2|L3' | cut -c1-200
@@ -39,21 +39,28 @@ else
 	timeout 45 $b --benchmark_filter='bwd/(dense|local|strided|hierarchical|random|random_rows|clustered|user_index)/N:4096/d:64/' \
 		--benchmark_out="$out/bwd.json" --benchmark_out_format=json
 fi
-# The per-row patterns' switches (arch/cpu/fast-rows.c), each measured
-# no better on the 2-core AMD build host (1 MB L2, fast L3), so off by
-# default; cpu_summary.py prints each over the default of this run:
-# key chunks sized for a 512 KB / 1 MB share of the L2 (a 2 MB-L2 Xeon
-# with a slow mesh L3 may gain, the backward most: K, V, dK, dV of a
-# head are 4 MB), and USER_INDEX rows sorted (RANDOM_ROWS' are).
+# The per-row patterns' switches (arch/cpu/fast-rows.c, fast-kmajor.c),
+# each ranked on the 2-core AMD build host (1 MB L2, fast L3), which may
+# rank them otherwise than this host; cpu_summary.py prints each over the
+# default of this run: key chunks sized for a 512 KB share of the L2 (the
+# row walk, chunked: RANDOM_ROWS' backward default before key-major tiles
+# where the L2 is 2 MB), the row walk as it was the default
+# (ASAM_CPU_ROWS_KMAJOR=0), key-major tiles in the forward too (=1), and
+# key-major tiles of 1024 rows (default 512).  The 1 MB chunks and the
+# sorted USER_INDEX rows were dropped after the 2026-11-27 07:17 run
+# (0.92-1.17 and 1.18-1.32 x the default there).
 ASAM_CPU_ROWS_L2=524288 timeout 15 $b --benchmark_min_time=0.2 \
 	--benchmark_filter="$rows" \
 	--benchmark_out="$out/rows_l2.json" --benchmark_out_format=json
-ASAM_CPU_ROWS_L2=1048576 timeout 15 $b --benchmark_min_time=0.2 \
-	--benchmark_filter="$rows" \
-	--benchmark_out="$out/rows_l2m.json" --benchmark_out_format=json
-ASAM_CPU_UINDEX_SORT=1 timeout 10 $b --benchmark_min_time=0.2 \
-	--benchmark_filter='(fwd|bwd)/user_index/N:4096/d:64/' \
-	--benchmark_out="$out/usort.json" --benchmark_out_format=json
+ASAM_CPU_ROWS_KMAJOR=0 timeout 10 $b --benchmark_min_time=0.2 \
+	--benchmark_filter='bwd/(random_rows|user_index)/N:4096/d:64/' \
+	--benchmark_out="$out/kmoff.json" --benchmark_out_format=json
+ASAM_CPU_ROWS_KMAJOR=1 timeout 10 $b --benchmark_min_time=0.2 \
+	--benchmark_filter='fwd/(random_rows|user_index)/N:4096/d:64/' \
+	--benchmark_out="$out/kmfwd.json" --benchmark_out_format=json
+ASAM_CPU_KM_RT=1024 timeout 10 $b --benchmark_min_time=0.2 \
+	--benchmark_filter='bwd/(random_rows|user_index)/N:4096/d:64/' \
+	--benchmark_out="$out/kmrt.json" --benchmark_out_format=json
 [ "$mode" = rows ] || ASAM_CPU_ISA=avx2 timeout 10 $b --benchmark_filter='fwd/dense/N:4096/d:64/'
 date -u
 set +x

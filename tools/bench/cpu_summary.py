@@ -4,10 +4,10 @@
 
 Reads dense.json, peak.json, sparse.json, bwd.json (Google Benchmark)
 and sdpa.jsonl (tools/bench/sdpa_cpu.py), or rows.json in "rows" mode,
-and the switch variants (rows_l2*.json, usort.json), and prints: dense forward
-against torch, the kernels' share of the one-core FMA peak, and each
-sparse pattern's time over (our dense time x its density), forward and
-backward.  Medians where the runs were repeated.
+and the switch variants (rows_l2*.json, usort.json, km*.json), and
+prints: dense forward against torch, the kernels' share of the one-core
+FMA peak, and each sparse pattern's time over (our dense time x its
+density), forward and backward.  Medians where the runs were repeated.
 """
 import json
 import os
@@ -107,10 +107,14 @@ for kind in ("fwd", "bwd"):
               % (pat, ms, b["density"], ms / (base[0] * b["density"])))
 
 # The per-row patterns again with an ASAM_CPU_* switch (cpu-device-run.sh,
-# arch/cpu/fast-rows.c), against the default of the same run
+# arch/cpu/fast-rows.c, fast-kmajor.c), against the default of the same
+# run; files an older script wrote are read too
 VARIANTS = (("rows_l2.json", "ASAM_CPU_ROWS_L2=524288 (512 KB key chunks)"),
             ("rows_l2m.json", "ASAM_CPU_ROWS_L2=1048576 (1 MB key chunks)"),
-            ("usort.json", "ASAM_CPU_UINDEX_SORT=1 (sorted USER_INDEX rows)"))
+            ("usort.json", "ASAM_CPU_UINDEX_SORT=1 (sorted USER_INDEX rows)"),
+            ("kmoff.json", "ASAM_CPU_ROWS_KMAJOR=0 (the row walk)"),
+            ("kmfwd.json", "ASAM_CPU_ROWS_KMAJOR=1 (key-major forward)"),
+            ("kmrt.json", "ASAM_CPU_KM_RT=1024 (key-major tiles of 1024 rows)"))
 for fname, label in VARIANTS:
     var = runs(fname)
     if not var:
