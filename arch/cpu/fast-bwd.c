@@ -185,6 +185,59 @@ static double bwd_row(struct fast_job *job, struct fast_ws *w,
 	return 0;
 }
 
+/* the tile's @R rows of dQ (w->tacc, unscaled) to rows @rows of (b, h) */
+static void bwd_store_dq(struct fast_job *job, struct fast_ws *w, int b,
+			 int h, const int32_t *rows, int R)
+{
+	const struct asam_problem *p = job->p;
+	int dp = job->dp, d = p->d, t, e;
+
+	for (t = 0; t < R; t++) {
+		const float *acc = w->tacc + (size_t)t * dp;
+
+		for (e = 0; e < d; e++)
+			w->o[e] = acc[e] * job->scale;
+		fast_store_row(&p->dq, tv_off(&p->dq, b, h, rows[t], 0), d,
+			       w->o);
+	}
+}
+
+/*
+ * Row @i of (b, h) as row @R of a row-list backward tile: its key list
+ * (in chunks of @C keys; kept in w->rk from *@off when built here), its
+ * lse, q scaled, dO and D = <dO, O>; false when the row takes no part.
+ * @gr gets the row's limits.
+ */
+static bool bwd_row_init(struct fast_job *job, struct fast_ws *w, int b,
+			 int h, int64_t i, int R, int64_t C, int64_t *off,
+			 struct group *gr)
+{
+	const struct asam_problem *p = job->p;
+	int dp = job->dp, d = p->d, e;
+	float *q = w->tq + (size_t)R * dp, *dO = w->tdo + (size_t)R * dp;
+	double acc = 0;
+	int64_t n;
+
+	if (!fast_group_init(job, gr, b, h, (int)i))
+		return false;
+	w->tkeys[R] = fast_rows_keys(job, w, gr, C, w->rk + *off, &n);
+	if (w->tkeys[R] == w->rk + *off)
+		*off += n;
+	w->tm[R] = (float)tv_get(&p->lse_s, tv_off(&p->lse_s, b, h, i, 0));
+	if (!gr->lim[0] || w->tm[R] == -INFINITY)
+		n = 0;
+	w->tn[R] = (int32_t)n;
+	fast_load_row(&p->q, tv_off(&p->q, b, h, i, 0), d, q);
+	for (e = 0; e < d; e++)
+		q[e] *= job->scale;
+	fast_load_row(&p->d_o, tv_off(&p->d_o, b, h, i, 0), d, dO);
+	fast_load_row(&p->o, tv_off(&p->o, b, h, i, 0), d, w->o);
+	for (e = 0; e < d; e++)
+		acc += (double)dO[e] * w->o[e];
+	w->tl[R] = (float)acc;
+	return true;
+}
+
 /*
  * Row-only calls: dQ of rows [r0, r1) of (b, h) as one tile over L2-sized
  * key chunks, like the forward's tiles; D of each row for the dK/dV pass.
@@ -194,8 +247,8 @@ static void bwd_dq_tile(struct fast_job *job, struct fast_ws *w, int b,
 {
 	const struct asam_problem *p = job->p;
 	const struct fast_isa *isa = job->isa;
-	int dp = job->dp, d = p->d, R = 0, t, e;
-	int64_t C = fast_rows_chunk(job, 2), off = 0, maxlim = 0, lo, i, n;
+	int dp = job->dp, R = 0, t;
+	int64_t C = fast_rows_chunk(job, 2), off = 0, maxlim = 0, lo, i;
 	int64_t ks, vs;
 	const float *kb = fast_rows_of(job, false, b, h / job->group, &ks);
 	const float *vb = fast_rows_of(job, true, b, h / job->group, &vs);
@@ -204,29 +257,12 @@ static void bwd_dq_tile(struct fast_job *job, struct fast_ws *w, int b,
 	struct group gr;
 
 	for (i = r0; i < r1; i++) {
-		float *q = w->tq + (size_t)R * dp, *dO = w->tdo + (size_t)R * dp;
 		float *Dr = job->D + (((int64_t)b * p->Hq + h) * p->Nq + i) * 2;
-		double acc = 0;
 
-		if (!fast_group_init(job, &gr, b, h, (int)i))
+		if (!bwd_row_init(job, w, b, h, i, R, C, &off, &gr))
 			continue;
-		w->tkeys[R] = fast_rows_keys(job, w, &gr, C, w->rk + off, &n);
-		if (w->tkeys[R] == w->rk + off)
-			off += n;
-		w->tm[R] = (float)tv_get(&p->lse_s,
-					 tv_off(&p->lse_s, b, h, i, 0));
-		if (!gr.lim[0] || w->tm[R] == -INFINITY)
-			n = 0;
-		w->tn[R] = (int32_t)n;
 		w->tcur[R] = 0;
-		fast_load_row(&p->q, tv_off(&p->q, b, h, i, 0), d, q);
-		for (e = 0; e < d; e++)
-			q[e] *= job->scale;
-		fast_load_row(&p->d_o, tv_off(&p->d_o, b, h, i, 0), d, dO);
-		fast_load_row(&p->o, tv_off(&p->o, b, h, i, 0), d, w->o);
-		for (e = 0; e < d; e++)
-			acc += (double)dO[e] * w->o[e];
-		w->tl[R] = Dr[0] = Dr[1] = (float)acc;
+		Dr[0] = Dr[1] = w->tl[R];
 		memset(w->tacc + (size_t)R * dp, 0, sizeof(float) * dp);
 		if (gr.lim[0] > maxlim)
 			maxlim = gr.lim[0];
@@ -253,14 +289,7 @@ static void bwd_dq_tile(struct fast_job *job, struct fast_ws *w, int b,
 				   w->tacc + (size_t)t * dp);
 		}
 	}
-	for (t = 0; t < R; t++) {
-		const float *acc = w->tacc + (size_t)t * dp;
-
-		for (e = 0; e < d; e++)
-			w->o[e] = acc[e] * job->scale;
-		fast_store_row(&p->dq, tv_off(&p->dq, b, h, rows[t], 0), d,
-			       w->o);
-	}
+	bwd_store_dq(job, w, b, h, rows, R);
 }
 
 /*
@@ -271,48 +300,18 @@ static void bwd_dq_tile(struct fast_job *job, struct fast_ws *w, int b,
 static void bwd_tile_km(struct fast_job *job, struct fast_ws *w, int b,
 			int h, int64_t r0, int64_t r1)
 {
-	const struct asam_problem *p = job->p;
-	int dp = job->dp, d = p->d, R = 0, t, e;
-	int64_t off = 0, i, n, ks, vs;
+	int R = 0;
+	int64_t off = 0, i, ks, vs;
 	const float *kb = fast_rows_of(job, false, b, h / job->group, &ks);
 	const float *vb = fast_rows_of(job, true, b, h / job->group, &vs);
 	int32_t rows[FAST_RT];
 	struct group gr;
 
-	for (i = r0; i < r1; i++) {
-		float *q = w->tq + (size_t)R * dp, *dO = w->tdo + (size_t)R * dp;
-		double acc = 0;
-
-		if (!fast_group_init(job, &gr, b, h, (int)i))
-			continue;
-		w->tkeys[R] = fast_rows_keys(job, w, &gr, INT64_MAX / 2,
-					     w->rk + off, &n);
-		if (w->tkeys[R] == w->rk + off)
-			off += n;
-		w->tm[R] = (float)tv_get(&p->lse_s,
-					 tv_off(&p->lse_s, b, h, i, 0));
-		if (!gr.lim[0] || w->tm[R] == -INFINITY)
-			n = 0;
-		w->tn[R] = (int32_t)n;
-		fast_load_row(&p->q, tv_off(&p->q, b, h, i, 0), d, q);
-		for (e = 0; e < d; e++)
-			q[e] *= job->scale;
-		fast_load_row(&p->d_o, tv_off(&p->d_o, b, h, i, 0), d, dO);
-		fast_load_row(&p->o, tv_off(&p->o, b, h, i, 0), d, w->o);
-		for (e = 0; e < d; e++)
-			acc += (double)dO[e] * w->o[e];
-		w->tl[R] = (float)acc;
-		rows[R++] = (int32_t)i;
-	}
+	for (i = r0; i < r1; i++)
+		if (bwd_row_init(job, w, b, h, i, R, INT64_MAX / 2, &off, &gr))
+			rows[R++] = (int32_t)i;
 	fast_km_bwd(job, w, R, kb, ks, vb, vs);
-	for (t = 0; t < R; t++) {
-		const float *acc = w->tacc + (size_t)t * dp;
-
-		for (e = 0; e < d; e++)
-			w->o[e] = acc[e] * job->scale;
-		fast_store_row(&p->dq, tv_off(&p->dq, b, h, rows[t], 0), d,
-			       w->o);
-	}
+	bwd_store_dq(job, w, b, h, rows, R);
 }
 
 /* items (b, h, tile of job->rt rows): row-only dQ and D */
