@@ -49,18 +49,18 @@ fi
 # key-major tiles of 1024 rows (default 512).  The 1 MB chunks and the
 # sorted USER_INDEX rows were dropped after the 2026-11-27 07:17 run
 # (0.92-1.17 and 1.18-1.32 x the default there).
-ASAM_CPU_ROWS_L2=524288 timeout 15 $b --benchmark_min_time=0.2 \
-	--benchmark_filter="$rows" \
-	--benchmark_out="$out/rows_l2.json" --benchmark_out_format=json
-ASAM_CPU_ROWS_KMAJOR=0 timeout 10 $b --benchmark_min_time=0.2 \
-	--benchmark_filter='bwd/(random_rows|user_index)/N:4096/d:64/' \
-	--benchmark_out="$out/kmoff.json" --benchmark_out_format=json
-ASAM_CPU_ROWS_KMAJOR=1 timeout 10 $b --benchmark_min_time=0.2 \
-	--benchmark_filter='fwd/(random_rows|user_index)/N:4096/d:64/' \
-	--benchmark_out="$out/kmfwd.json" --benchmark_out_format=json
-ASAM_CPU_KM_RT=1024 timeout 10 $b --benchmark_min_time=0.2 \
-	--benchmark_filter='bwd/(random_rows|user_index)/N:4096/d:64/' \
-	--benchmark_out="$out/kmrt.json" --benchmark_out_format=json
+# switch VAR=VALUE SECONDS FILTER NAME: the rows under FILTER with the
+# switch set, into $out/NAME.json
+switch() {
+	env "$1" timeout "$2" $b --benchmark_min_time=0.2 \
+		--benchmark_filter="$3" \
+		--benchmark_out="$out/$4.json" --benchmark_out_format=json
+}
+km='/(random_rows|user_index)/N:4096/d:64/'
+switch ASAM_CPU_ROWS_L2=524288 15 "$rows" rows_l2
+switch ASAM_CPU_ROWS_KMAJOR=0 10 "bwd$km" kmoff
+switch ASAM_CPU_ROWS_KMAJOR=1 10 "fwd$km" kmfwd
+switch ASAM_CPU_KM_RT=1024 10 "bwd$km" kmrt
 [ "$mode" = rows ] || ASAM_CPU_ISA=avx2 timeout 10 $b --benchmark_filter='fwd/dense/N:4096/d:64/'
 date -u
 set +x
