@@ -223,8 +223,10 @@ static int bwd_sm90_one(const struct asam_jit_variant_ctx *vc, int arch,
  * for the dense walk at d = 64, and 64 there once);
  * without lists (the DENSE pattern or gate) 128 keys a block, every head
  * dim, dtype and mask with the SPARSE gate, SOFT's two branches at bf16;
- * LOCAL's and RANDOM's lists with the SPARSE gate at bf16, 64 keys a
- * block (one warpgroup).
+ * LOCAL's, RANDOM's and HIERARCHICAL's (the band; STRIDED is the same
+ * source without the vote) lists with the SPARSE gate at bf16, 64 keys a
+ * block (one warpgroup); HIERARCHICAL's column entries' kernel, 128 a
+ * block.
  */
 static int attn_bwd_sm90_variants(const struct asam_jit_variant_ctx *vc,
 				  int arch, asam_jit_variant_cb cb, void *arg)
@@ -251,11 +253,20 @@ static int attn_bwd_sm90_variants(const struct asam_jit_variant_ctx *vc,
 			   arg);
 	if (err)
 		return err;
-	for (i = 0; i < 2; i++)			/* LOCAL, RANDOM: lists */
+	for (i = 0; i < 3; i++)		/* LOCAL, RANDOM, HIERARCHICAL */
 	for (j = 0; j < (int)ARRAY_SIZE(dims); j++)
 	for (c = 0; c < 2; c++) {
+		static const int pats[] = { 1, 4, 3 };
+
 		err = bwd_sm90_one(vc, arch, dims[j], dt[ndt - 1], c, 0,
-				   i ? 4 : 1, 64, 64, cb, arg);
+				   pats[i], 64, 64, cb, arg);
+		if (err)
+			return err;
+	}
+	/* the column entries' kernel: 128 a block (two warpgroups) */
+	for (j = 0; j < (int)ARRAY_SIZE(dims); j++) {
+		err = bwd_sm90_one(vc, arch, dims[j], dt[ndt - 1], 1, 0, 3,
+				   128, 64, cb, arg);
 		if (err)
 			return err;
 	}

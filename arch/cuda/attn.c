@@ -593,14 +593,19 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 		ret = attn_launch(d, fpre, (p->Nq + per - 1) / per, p->Hq,
 				  p->B, 256, 0, s, &pre);
 	}
-	if (nd) {
-		ret = ret ?: attn_bwd_nd_launch(d, &sb, cap, &a, p,
-						ws + attn_bwd_nd_offset(p), s);
-	} else {
-		ret = ret ?: attn_bwd_launch_det(d, fdq, fkv, p, s, &a);
+	if (!ret && nd) {
+		ret = attn_bwd_nd_launch(d, &sb, cap, &a, p,
+					 ws + attn_bwd_nd_offset(p), s);
+		/* the columns' walks on wgmma only: else the pair below */
+		if (ret == -EOPNOTSUPP && fcols) {
+			nd = false;
+			ret = 0;
+		}
 	}
+	if (!ret && !nd)
+		ret = attn_bwd_launch_det(d, fdq, fkv, p, s, &a);
 	/* after the band's dK, dV: the columns add to their rows */
-	if (!ret && fcols)
+	if (!ret && fcols && !nd)
 		ret = attn_launch(d, fcols, (cl.ncol + BWD_T - 1) / BWD_T,
 				  p->Hkv, p->B, 128,
 				  attn_smem_bytes(6 * BWD_T, p->d) + 1792, s,

@@ -5,11 +5,12 @@
  * ASAM_F_DETERMINISTIC.  One kernel per (b, kv head, 64-key tile) computes
  * dK, dV and adds each query tile's dS K into an fp32 dQ workspace, so S
  * and dP are computed once instead of twice (the deterministic pair of
- * kernels recomputes both in its dQ kernel).  STRIDED and HIERARCHICAL
- * keep the deterministic kernels: their column keys have a kernel of
- * their own that this one does not cover.  On Hopper the wgmma kernel
+ * kernels recomputes both in its dQ kernel).  On Hopper the wgmma kernel
  * (jit/kernels/attn_bwd_sm90.cu, 128 keys a block) takes the walks it
- * serves: no lists, or LOCAL's and RANDOM's with the SPARSE gate.
+ * serves: no lists, or LOCAL's, RANDOM's, STRIDED's and HIERARCHICAL's
+ * with the SPARSE gate.  The column patterns have no mma.sync kernel
+ * here (their column keys have a deterministic one of their own):
+ * attn_bwd_nd_launch() refuses them where the wgmma one does not serve.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include <internal/problem.h>
 
 #include "attn_bwd_nd.h"
+#include "attn_cols.h"
 #include "attn_sm90.h"
 
 #define ND_T		64	/* key and query tiles, as the dK/dV kernel */
@@ -42,7 +44,9 @@ bool attn_bwd_nd_use(const struct asam_problem *p)
 		return false;
 	return p->pat.kind == ASAM_PATTERN_DENSE ||
 	       p->pat.kind == ASAM_PATTERN_LOCAL ||
-	       p->pat.kind == ASAM_PATTERN_RANDOM;
+	       p->pat.kind == ASAM_PATTERN_RANDOM ||
+	       (attn_cols_kind(p->pat.kind) &&
+		p->gate_mode == ASAM_GATE_SPARSE);
 }
 
 size_t attn_bwd_nd_offset(const struct asam_problem *p)
@@ -75,16 +79,23 @@ int attn_bwd_nd_launch(struct asam_cuda_device *d,
 	/* K, V; Q, dO twice; row statistics twice; dS once or twice */
 	unsigned smem = attn_smem_bytes(2 * kn + 4 * ND_T, p->d) + 2048 +
 			(wide ? 2 : 1) * kn * (ND_T + 8) * 2;
+	struct attn_sm90_bwd w = { 0 };
 	CUfunction fnd, fcvt;
 	int ret;
 
 	/* Hopper: the same walk on wgmma where it serves */
-	ret = attn_sm90_bwd_fn(d, p, cap, &fnd, &smem, &kn);
-	if (!ret)
+	ret = attn_sm90_bwd_fn(d, p, cap, true, &w);
+	if (!ret) {
+		fnd = w.f;
+		smem = w.smem;
+		kn = w.keys;
 		threads = 2 * kn;	/* a warpgroup per 64 keys */
-	else if (ret == -EOPNOTSUPP)
+	} else if (ret == -EOPNOTSUPP && attn_cols_kind(p->pat.kind)) {
+		return ret;	/* nothing launched: the caller's pair runs */
+	} else if (ret == -EOPNOTSUPP) {
 		ret = attn_get_fn(d, spec, wide ? "asam_attn_bwd_nd128_kernel" :
 				  "asam_attn_bwd_nd_kernel", cap, &fnd);
+	}
 	ret = ret ?: attn_get_fn(d, spec, "asam_attn_bwd_dqcvt_kernel", cap,
 				 &fcvt);
 	if (ret)
@@ -95,6 +106,10 @@ int attn_bwd_nd_launch(struct asam_cuda_device *d,
 				    "cuMemsetD32Async");
 	ret = ret ?: attn_launch(d, fnd, (p->Nk + kn - 1) / kn, p->Hkv,
 				 p->B, threads, smem, s, a);
+	/* the column entries after the band: they add to its dK, dV rows */
+	if (!ret && w.fcols && a->ncol > 0)
+		ret = attn_launch(d, w.fcols, (a->ncol + w.ckeys - 1) / w.ckeys,
+				  p->Hkv, p->B, 2 * w.ckeys, w.csmem, s, a);
 	return ret ?: attn_launch(d, fcvt, (unsigned)((eights + 255) / 256),
 				  p->Hq, p->B, 256, 0, s, a);
 }

@@ -25,8 +25,10 @@ void attn_cols_free(struct attn_cols *c)
 {
 	free(c->tbl);
 	free(c->col);
+	free(c->band);
 	c->tbl = NULL;
 	c->col = NULL;
+	c->band = NULL;
 }
 
 static bool tbl_bit(const uint32_t *t, int m)
@@ -128,6 +130,47 @@ static int col_step(const int *col, int n)
 	return step;
 }
 
+static int64_t gcd64(int64_t a, int64_t b)
+{
+	while (b) {
+		int64_t t = a % b;
+
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
+/*
+ * HIERARCHICAL's band words (attn_cols.h): the vote of every distance
+ * up to R for each key residue, so a kernel reads one word a key and
+ * shifts it a pair instead of voting a pair.  None where R >= 32 or the
+ * scales' period is long: the kernels then vote per pair.
+ */
+static int fill_band(struct attn_cols *c, const struct asam_pat *pat)
+{
+	int64_t L = 1;
+	int h, rho, dl, k;
+
+	if (pat->kind != ASAM_PATTERN_HIERARCHICAL || c->R >= 32)
+		return 0;
+	for (k = 0; k < c->ns && L <= ATTN_COLS_MAXL; k++)
+		L = L / gcd64(L, c->s[k]) * c->s[k];
+	if (L > ATTN_COLS_MAXL)
+		return 0;
+	c->band = calloc((size_t)c->Hq * L, sizeof(*c->band));
+	if (!c->band)
+		return -ENOMEM;
+	c->L = (int)L;
+	for (h = 0; h < c->Hq; h++)
+		for (rho = 0; rho < L; rho++)
+			for (dl = 0; dl <= c->R; dl++)
+				if (attn_cols_allows(c, h, dl, rho))
+					c->band[(size_t)h * L + rho] |=
+						1u << dl;
+	return 0;
+}
+
 int attn_cols_build(struct attn_cols *c, const struct asam_pat *pat, int Hq,
 		    int Nk)
 {
@@ -147,6 +190,11 @@ int attn_cols_build(struct attn_cols *c, const struct asam_pat *pat, int Hq,
 	}
 	for (h = 0; h < Hq; h++)
 		fill_tbl(c, pat, h);
+	ret = fill_band(c, pat);
+	if (ret) {
+		attn_cols_free(c);
+		return ret;
+	}
 	/*
 	 * Beyond R the radius tests are false: a key is a column of head h
 	 * iff the terms its residues make pass h's vote.  The kernels take

@@ -28,7 +28,17 @@ struct attn_cols {
 	int *col;		/* [ncol], sorted */
 	bool vote;		/* some head takes fewer columns than ncol */
 	int step;		/* > 0: col[c] == c * step (kernels compute it) */
+	/*
+	 * HIERARCHICAL's band by key residue, where R < 32 and the scales'
+	 * least common multiple L <= ATTN_COLS_MAXL (else L = 0): bit delta
+	 * of band[h * L + j mod L] is P_h(i, j) for |i + Nk - Nq - j| =
+	 * delta <= R (term k's j mod s_k is (j mod L) mod s_k)
+	 */
+	int L;
+	uint32_t *band;
 };
+
+#define ATTN_COLS_MAXL	1024
 
 /* -EINVAL for a pattern without columns or bad parameters, -ENOMEM */
 int attn_cols_build(struct attn_cols *c, const struct asam_pat *pat, int Hq,
@@ -51,6 +61,8 @@ struct attn_cols_dev {
 	const unsigned int *tbl;
 	int ncol, vote, R, ns, s[ATTN_COLS_MAXS], r[ATTN_COLS_MAXS];
 	int step;
+	const unsigned int *band;
+	int L;
 };
 
 int attn_cols_get(struct asam_cuda_device *d, const struct asam_problem *p,

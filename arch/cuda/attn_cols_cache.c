@@ -61,7 +61,7 @@ static int make(struct asam_cuda_device *d, const struct asam_problem *p,
 	struct asam_pat band = { .kind = ASAM_PATTERN_LOCAL };
 	struct attn_plan pl, tp, *use = &pl;
 	struct attn_cols c;
-	size_t n, nl, at;
+	size_t n, nl, at, bw;
 	CUdeviceptr mem = 0;
 	const char *env;
 	int ret, x;
@@ -79,6 +79,10 @@ static int make(struct asam_cuda_device *d, const struct asam_problem *p,
 	env = getenv("ASAM_CUDA_COLS_CLEAR");
 	if (env && !strcmp(env, "0"))
 		c.vote = true;
+	/* ASAM_CUDA_COLS_BAND=0: HIERARCHICAL's band votes per pair */
+	env = getenv("ASAM_CUDA_COLS_BAND");
+	if (env && !strcmp(env, "0"))
+		c.L = 0;
 	band.radius = c.R;
 	ret = attn_plan_build(&pl, &band, 1, p->Nq, p->Nk, bm, 64);
 	if (ret)
@@ -95,10 +99,11 @@ static int make(struct asam_cuda_device *d, const struct asam_problem *p,
 	if (pat->kind == ASAM_PATTERN_HIERARCHICAL)
 		for (x = 0; x < (int)nl; x++)
 			use->list[x] &= ~ATTN_E_FULL;
-	/* off | list (+1) | col (+1) | tables */
+	/* off | list (+1) | col (+1) | tables | band words */
 	at = n + nl + 1 + c.ncol + 1;
-	ret = asam_cuda_malloc(d, sizeof(int) * (at + (size_t)p->Hq *
-						 ATTN_COLS_TBL), &mem);
+	bw = at + (size_t)p->Hq * ATTN_COLS_TBL;
+	ret = asam_cuda_malloc(d, sizeof(int) * (bw + (size_t)p->Hq * c.L),
+			       &mem);
 	ret = ret ?: asam_cuda_memcpy_htod(d, mem, use->off, n * sizeof(int),
 					   NULL, false);
 	ret = ret ?: asam_cuda_memcpy_htod(d, mem + n * sizeof(int), use->list,
@@ -110,6 +115,10 @@ static int make(struct asam_cuda_device *d, const struct asam_problem *p,
 	ret = ret ?: asam_cuda_memcpy_htod(d, mem + at * sizeof(int), c.tbl,
 					   sizeof(int) * (size_t)p->Hq *
 					   ATTN_COLS_TBL, NULL, false);
+	if (!ret && c.L)
+		ret = asam_cuda_memcpy_htod(d, mem + bw * sizeof(int), c.band,
+					    sizeof(int) * (size_t)p->Hq * c.L,
+					    NULL, false);
 	if (!ret && pat->kind == ASAM_PATTERN_HIERARCHICAL && pat->weights) {
 		e->weights = malloc(sizeof(float) * p->Hq * pat->nscales);
 		if (!e->weights)
@@ -143,6 +152,10 @@ static int make(struct asam_cuda_device *d, const struct asam_problem *p,
 	e->dev.vote = c.vote;
 	e->dev.step = c.step;
 	e->dev.R = c.R;
+	e->dev.L = c.L;
+	e->dev.band = c.L ? (const unsigned int *)(uintptr_t)(mem + bw *
+							      sizeof(int)) :
+		      NULL;
 	e->dev.ns = c.ns;
 	memcpy(e->dev.s, c.s, sizeof(c.s));
 	memcpy(e->dev.r, c.r, sizeof(c.r));
@@ -191,6 +204,8 @@ int attn_cols_get(struct asam_cuda_device *d, const struct asam_problem *p,
 	(a)->ncol = (c)->ncol;						\
 	(a)->col_vote = (c)->vote;					\
 	(a)->col_step = (c)->step;					\
+	(a)->col_band = (c)->band;					\
+	(a)->col_L = (c)->L;						\
 	(a)->col_ns = (c)->ns;						\
 	for (k_ = 0; k_ < ATTN_COLS_MAXS; k_++) {			\
 		(a)->col_s[k_] = (c)->s[k_] ? (c)->s[k_] : 1;		\

@@ -13,8 +13,10 @@
  * lists' and the dense d = 64 kernels (tuning; 2 otherwise).
  *
  * It also hosts the wgmma backward (jit/kernels/attn_bwd_sm90.cu), the
- * non-deterministic mode's kernel where the walk has no lists;
- * ASAM_CUDA_SM90_BWD=0 sends that walk back to mma.sync (attn_bwd_nd.cuh).
+ * non-deterministic mode's kernel for walks without lists and for
+ * LOCAL's, RANDOM's, STRIDED's and HIERARCHICAL's with the SPARSE gate;
+ * ASAM_CUDA_SM90_BWD=0 sends them back to mma.sync (attn_bwd_nd.cuh; the
+ * column patterns to the deterministic kernels).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -242,27 +244,49 @@ static unsigned sm90_bwd_smem(int d, int bn, int bm)
 	return (2 * bn + 4 * bm) * d * 2 + bn * bm * 2 + 2 * 4 * bm * 4 + 1024;
 }
 
+/* the wgmma backward's spec for @p: @bn keys a block, @bm query rows */
+static int sm90_bwd_spec(struct asam_cuda_device *d,
+			 const struct asam_problem *p, bool list, int bn,
+			 int bm, struct asam_jit_spec *spec)
+{
+	int ret = asam_jit_spec_init(spec, "attn_bwd_sm90", attn_arch_of(d));
+
+	ret = ret ?: asam_jit_spec_set(spec, "HEAD_DIM", p->d);
+	ret = ret ?: asam_jit_spec_set(spec, "DTYPE", p->dt);
+	ret = ret ?: asam_jit_spec_set(spec, "CAUSAL", p->causal);
+	ret = ret ?: asam_jit_spec_set(spec, "GATE_MODE", p->gate_mode);
+	ret = ret ?: asam_jit_spec_set(spec, "PATTERN", list ?
+				       (int)p->pat.kind : ASAM_PATTERN_DENSE);
+	ret = ret ?: asam_jit_spec_set(spec, "BLOCK_M", bm);
+	ret = ret ?: asam_jit_spec_set(spec, "BLOCK_N", bn);
+	return ret ?: asam_jit_spec_set(spec, "NUM_WARPS", bn / 16);
+}
+
 /*
- * The wgmma backward's kernel for @p, or -EOPNOTSUPP where it does not
- * serve (SOFT over lists, STRIDED and HIERARCHICAL, HARD, no Hopper, too
- * little shared memory): the caller then runs the mma.sync one.
+ * The wgmma backward's kernels for @p, or -EOPNOTSUPP where they do not
+ * serve (SOFT over lists, HARD, no Hopper, too little shared memory): the
+ * caller then runs the mma.sync ones.  STRIDED and HIERARCHICAL with the
+ * SPARSE gate also get the column entries' kernel (@b->fcols; @cols_ok
+ * false refuses them).
  */
 int attn_sm90_bwd_fn(struct asam_cuda_device *d, const struct asam_problem *p,
-		     bool capturing, CUfunction *f, unsigned *smem, int *keys)
+		     bool capturing, bool cols_ok, struct attn_sm90_bwd *b)
 {
 	struct asam_jit_spec spec;
-	int ret, bn, bm;
+	int ret, bn, bm, cn;
 
-	/* a walk without lists, or LOCAL's or RANDOM's with SPARSE */
+	/* a walk without lists, or LOCAL's, RANDOM's, the band's with SPARSE */
 	bool list = p->pat.kind != ASAM_PATTERN_DENSE &&
 		    p->gate_mode != ASAM_GATE_DENSE;
+	bool cols = list && attn_cols_kind(p->pat.kind);
 
 	if (!sm90_env("ASAM_CUDA_SM90_BWD", 1) ||
 	    !attn_sm90_serves_dense(d, p) ||
 	    p->gate_mode == ASAM_GATE_HARD ||
 	    (list && (p->gate_mode != ASAM_GATE_SPARSE ||
 		      (p->pat.kind != ASAM_PATTERN_LOCAL &&
-		       p->pat.kind != ASAM_PATTERN_RANDOM))) ||
+		       p->pat.kind != ASAM_PATTERN_RANDOM && !cols))) ||
+	    (cols && !cols_ok) ||
 	    sm90_bwd_smem(p->d, SM90_BWD_BN, SM90_BWD_BM) >
 	    (unsigned)d->smem_per_block_optin)
 		return -EOPNOTSUPP;
@@ -297,22 +321,30 @@ int attn_sm90_bwd_fn(struct asam_cuda_device *d, const struct asam_problem *p,
 	}
 	if (sm90_bwd_smem(p->d, bn, bm) > (unsigned)d->smem_per_block_optin)
 		bm = SM90_BWD_BM;
-	ret = asam_jit_spec_init(&spec, "attn_bwd_sm90", attn_arch_of(d));
-	ret = ret ?: asam_jit_spec_set(&spec, "HEAD_DIM", p->d);
-	ret = ret ?: asam_jit_spec_set(&spec, "DTYPE", p->dt);
-	ret = ret ?: asam_jit_spec_set(&spec, "CAUSAL", p->causal);
-	ret = ret ?: asam_jit_spec_set(&spec, "GATE_MODE", p->gate_mode);
-	ret = ret ?: asam_jit_spec_set(&spec, "PATTERN", list ? (int)p->pat.kind :
-				       ASAM_PATTERN_DENSE);
-	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_M", bm);
-	ret = ret ?: asam_jit_spec_set(&spec, "BLOCK_N", bn);
-	ret = ret ?: asam_jit_spec_set(&spec, "NUM_WARPS", bn / 16);
+	ret = sm90_bwd_spec(d, p, list, bn, bm, &spec);
 	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_bwd_sm90_kernel",
-				 capturing, f);
+				 capturing, &b->f);
 	if (ret)
 		return ret;
-	*smem = sm90_bwd_smem(p->d, bn, bm);
-	*keys = bn;
+	b->smem = sm90_bwd_smem(p->d, bn, bm);
+	b->keys = bn;
+	b->fcols = NULL;
+	/*
+	 * The column walk is every query tile: 128 entries a block (two
+	 * warpgroups) halve its dQ reductions per MMA against 64, which
+	 * bound it (ASAM_CUDA_SM90_BWD_CN=1: 64, for measurements).
+	 */
+	cn = sm90_env("ASAM_CUDA_SM90_BWD_CN", 2) == 1 ? 64 : SM90_BWD_BN;
+	if (cols) {
+		ret = sm90_bwd_spec(d, p, list, cn, SM90_BWD_BM, &spec);
+		ret = ret ?: attn_get_fn(d, &spec,
+					 "asam_attn_bwd_sm90_cols_kernel",
+					 capturing, &b->fcols);
+		if (ret)
+			return ret;
+		b->csmem = sm90_bwd_smem(p->d, cn, SM90_BWD_BM);
+		b->ckeys = cn;
+	}
 	__atomic_add_fetch(&attn_sm90_bwd_launches, 1, __ATOMIC_RELAXED);
 	return 0;
 }

@@ -32,15 +32,28 @@ bool attn_sm90_serves_list(const struct asam_cuda_device *d,
 int attn_sm90_fwd_mix(struct asam_cuda_device *d,
 		      const struct asam_problem *p, bool capturing, int gate,
 		      int mix, float *lse_s, float *lse_d);
-/* launches so far, for the selftests to see which path ran */
+/*
+ * A backward on the wgmma kernels: the key blocks' walk over (Nk / keys,
+ * Hkv, B), two threads a key; for STRIDED and HIERARCHICAL then the
+ * column entries' over (ncol / ckeys, Hkv, B), NULL otherwise.
+ */
+struct attn_sm90_bwd {
+	CUfunction f, fcols;
+	unsigned smem, csmem;
+	int keys, ckeys;
+};
+
+/* -EOPNOTSUPP where the wgmma backward does not serve @p (attn_sm90.c) */
 int attn_sm90_bwd_fn(struct asam_cuda_device *d, const struct asam_problem *p,
-		     bool capturing, CUfunction *f, unsigned *smem, int *keys);
+		     bool capturing, bool cols_ok, struct attn_sm90_bwd *b);
 struct attn_fwd_params;
+/* CLUSTERED's SPARSE and HARD forward on wgmma (attn_bucket_sm90.cuh) */
 bool attn_sm90_serves_clus(const struct asam_cuda_device *d,
 			   const struct asam_problem *p);
 int attn_sm90_clus_fwd(struct asam_cuda_device *d,
 		       const struct asam_problem *p, bool capturing,
 		       struct attn_fwd_params *a, int ntiles);
+/* launches so far, for the selftests to see which path ran */
 extern unsigned long attn_sm90_launches;
 extern unsigned long attn_sm90_bwd_launches;
 

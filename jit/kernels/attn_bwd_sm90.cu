@@ -34,6 +34,18 @@
  * tiles' query tiles, and a warpgroup skips the steps its tile does not
  * list (its dS^T half is zeroed for the dQ product).
  *
+ * STRIDED and HIERARCHICAL with SPARSE (attn_cols.cuh) take two launches
+ * of this file: the band as LOCAL's walk of radius R (HIERARCHICAL's
+ * tiles never full: its vote is per pair), which writes every key row's
+ * dK, dV; then asam_attn_bwd_sm90_cols_kernel, whose block owns 64
+ * column entries gathered as one key tile (cols_load_sw) and walks every
+ * query tile that can see them, of every head of the group.  A step's
+ * tile is whole (no mask) where cols_clear() says so, else each pair
+ * takes cols_take() (beyond the band, under the limits, the head's
+ * vote); the walk ends by adding its dK, dV to the band's rows
+ * (cols_add_rows: each column row has one owner, the stream orders the
+ * launches) and its dQ goes to the same fp32 sums as the band's.
+ *
  * Preamble: HEAD_DIM, DTYPE, CAUSAL, GATE_MODE (SPARSE, DENSE, SOFT),
  * PATTERN (DENSE; LOCAL, RANDOM with SPARSE), BLOCK_M (64; 128 for the
  * dense walk at d = 64), BLOCK_N (128, or 64 for lists), NUM_WARPS =
@@ -70,9 +82,12 @@
 #endif
 #define BWD_LIST (PATTERN != ATTN_P_DENSE)
 #if BWD_LIST && (GATE_MODE != ATTN_G_SPARSE || \
-		 (PATTERN != ATTN_P_LOCAL && PATTERN != ATTN_P_RANDOM))
-#error "the Hopper backward's lists: LOCAL or RANDOM, the SPARSE gate"
+		 (PATTERN != ATTN_P_LOCAL && PATTERN != ATTN_P_RANDOM && \
+		  !ATTN_HAS_COLS))
+#error "the Hopper backward's lists: LOCAL, RANDOM, STRIDED, HIERARCHICAL; SPARSE"
 #endif
+/* LOCAL's walk by arithmetic: LOCAL, and the band of the column patterns */
+#define BWD_BAND (PATTERN == ATTN_P_LOCAL || ATTN_HAS_COLS)
 #if GATE_MODE == ATTN_G_HARD
 #error "HARD has no backward"
 #endif
@@ -206,9 +221,10 @@ static __device__ __forceinline__ void add_dq(const attn_bwd_params &p,
  * of each head, below hi.
  */
 struct bwd_walk {
+	static constexpr bool cols = false;
 	int h, hend, qt, lo, hi;
 	int e[2];
-#if PATTERN == ATTN_P_LOCAL
+#if BWD_BAND
 	int t0[2];	/* the first query tile of each key tile's range */
 	int n[2], at[2];
 #elif BWD_LIST
@@ -217,7 +233,7 @@ struct bwd_walk {
 #endif
 };
 
-#if PATTERN == ATTN_P_LOCAL
+#if BWD_BAND
 /*
  * LOCAL's transposed lists by arithmetic: the 64-row query tiles whose
  * band (attn_plan.c's local_count over 64 x 64 tiles) reaches key tile
@@ -238,7 +254,10 @@ static __device__ __forceinline__ bool local_has(const attn_bwd_params &p,
 	return z >= a && a / 64 <= kt && z / 64 >= kt;
 }
 
-/* entry @t of key tile @kt's list: FULL when every pair is in the band */
+/*
+ * entry @t of key tile @kt's list: FULL when every pair is in the band
+ * (never for HIERARCHICAL: its band pairs take the head's vote)
+ */
 static __device__ __forceinline__ int local_entry(const attn_bwd_params &p,
 						  int t, int kt)
 {
@@ -246,7 +265,8 @@ static __device__ __forceinline__ int local_entry(const attn_bwd_params &p,
 	const i64 k1 = k0 + 63 < p.Nk ? k0 + 63 : p.Nk - 1;
 	const i64 q0 = (i64)t * 64, q1 = q0 + 63 < p.Nq ? q0 + 63 : p.Nq - 1;
 
-	return t | (q1 + off - k0 <= p.radius && k1 - (q0 + off) <= p.radius ?
+	return t | (PATTERN != ATTN_P_HIERARCHICAL &&
+		    q1 + off - k0 <= p.radius && k1 - (q0 + off) <= p.radius ?
 		    ATTN_E_FULL : 0);
 }
 
@@ -342,7 +362,8 @@ static __device__ __forceinline__ bool walk_next(const attn_bwd_params &p,
 /* the walk's first step; false when it has none */
 static __device__ __forceinline__ bool walk_begin(const attn_bwd_params &p,
 						  bwd_walk &w, int hk, int G,
-						  int lo, int hi, int kt0)
+						  int lo, int hi, int kt0,
+						  int lk, int off)
 {
 	w.h = hk * G;
 	w.hend = w.h + G;
@@ -358,6 +379,125 @@ static __device__ __forceinline__ bool walk_begin(const attn_bwd_params &p,
 	return walk_next(p, w, kt0);
 }
 
+#if ATTN_HAS_COLS
+/*
+ * The column kernel's walk: every query tile of [lo, hi) of every head
+ * of the group, as the dense walk, and for warpgroup x the entry of its
+ * 64 column entries from 64 (kt0 + x): -1 where it has no pair there
+ * (past the set; causal: every key past every row's diagonal), FULL
+ * where the tile is clear (cols_clear), else a partial tile.  Steps
+ * where no warpgroup has a pair are skipped.
+ */
+struct cols_walk {
+	static constexpr bool cols = true;
+	int h, hend, qt, lo, hi;
+	int e[2];
+	int lk, off;
+};
+
+static __device__ __forceinline__ int cols_entry(const attn_bwd_params &p,
+						 const cols_walk &w, int ct)
+{
+	const int c0 = ct * 64, d0 = w.qt * BLOCK_M + w.off;
+	const int d1 = d0 + BLOCK_M - 1;
+	int lim = w.lk, jlo;
+
+	if (c0 >= p.ncol)
+		return -1;
+	jlo = col_key(p, c0);
+	if (jlo >= w.lk)
+		return -1;
+#if CAUSAL
+	if (jlo > d1)
+		return -1;
+	lim = d0 + 1 < lim ? d0 + 1 : lim;	/* the tile's first row's */
+#endif
+	return w.qt | (cols_clear(p, c0, 64, p.ncol, d0, d1, lim) ?
+		       ATTN_E_FULL : 0);
+}
+
+static __device__ __forceinline__ bool walk_next(const attn_bwd_params &p,
+						 cols_walk &w, int kt0)
+{
+	for (;;) {
+		bool any = false;
+
+		if (++w.qt >= w.hi) {
+			w.qt = w.lo;
+			if (++w.h >= w.hend)
+				return false;
+		}
+#pragma unroll
+		for (int x = 0; x < NWG; x++) {
+			w.e[x] = cols_entry(p, w, kt0 + x);
+			any |= w.e[x] >= 0;
+		}
+		if (any)
+			return true;
+	}
+}
+
+static __device__ __forceinline__ bool walk_begin(const attn_bwd_params &p,
+						  cols_walk &w, int hk, int G,
+						  int lo, int hi, int kt0,
+						  int lk, int off)
+{
+	w.h = hk * G;
+	w.hend = w.h + G;
+	w.lo = lo;
+	w.hi = hi;
+	w.lk = lk;
+	w.off = off;
+	w.qt = lo - 1;
+	w.e[0] = w.e[1] = -1;
+	if (lo >= hi)
+		return false;
+	return walk_next(p, w, kt0);
+}
+#endif
+
+/* the block's key tile: BLOCK_N keys from @k0, or column entries */
+template <class W>
+static __device__ __forceinline__ void load_keys(const attn_bwd_params &p,
+						 u32 dst, const u16 *src,
+						 i64 ld, int k0)
+{
+#if ATTN_HAS_COLS
+	if (W::cols) {
+		cols_load_sw<BLOCK_N, ATTN_THREADS>(p, dst, src, ld, k0,
+						    p.ncol);
+		return;
+	}
+#endif
+	load_sw<BLOCK_N, ATTN_THREADS>(dst, src, ld, k0, p.Nk);
+}
+
+/*
+ * The warp's 16 rows of dK, dV from key @j0: stored, or for column
+ * entries added to the band's rows
+ */
+template <class W>
+static __device__ __forceinline__ void end_dkdv(const attn_bwd_params &p,
+						int b, int hk, int j0,
+						float (*dk)[4], float (*dv)[4],
+						int lane)
+{
+#if ATTN_HAS_COLS
+	if (W::cols) {
+		const int c = j0 + (lane >> 2);
+		const int j = c < p.ncol ? col_key(p, c) : -1;
+		const int j8 = c + 8 < p.ncol ? col_key(p, c + 8) : -1;
+
+		cols_add_rows((u16 *)p.dk + b * p.dk_sb + hk * p.dk_sh,
+			      p.dk_sn, j, j8, dk, p.scale, lane);
+		cols_add_rows((u16 *)p.dv + b * p.dv_sb + hk * p.dv_sh,
+			      p.dv_sn, j, j8, dv, 1.f, lane);
+		return;
+	}
+#endif
+	store_dkdv(p, b, hk, j0, dk, dv, lane);
+}
+
 /* a skipped warpgroup's half of dS^T: zeros, so dQ = dS K stays right */
 static __device__ __forceinline__ void zero_dst(unsigned char *sds, int wg)
 {
@@ -369,15 +509,12 @@ static __device__ __forceinline__ void zero_dst(unsigned char *sds, int wg)
 			make_uint4(0, 0, 0, 0);
 }
 
-/*
- * One warpgroup a block runs two blocks an SM (its registers and shared
- * memory allow it): one block's loads, barriers and element-wise work
- * then overlap the other's MMAs.
- */
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS, NWG == 1 ? 2 : 1)
-asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
+extern __shared__ __align__(1024) unsigned char attn_smem[];
+
+/* the kernels' body: the walk @W over key tiles or column entries */
+template <class W>
+static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
 {
-	extern __shared__ __align__(1024) unsigned char attn_smem[];
 	const int b = blockIdx.z, hk = blockIdx.y, kt = blockIdx.x;
 	const int tid = threadIdx.x, lane = tid & 31;
 	const int wg = tid >> 7, wq = (tid >> 5) & 3;
@@ -385,6 +522,8 @@ asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 	const int lq = p.len_q ? p.len_q[b * p.lq_s] : p.Nq;
 	const int lk = p.len_k ? p.len_k[b * p.lk_s] : p.Nk;
 	const int k0 = kt * BLOCK_N, off = p.Nk - p.Nq;
+	/* the block's smallest key */
+	const int kmin = W::cols ? col_key(p, k0) : k0;
 	/* the dynamic window is 16-byte aligned: round up to 1024 */
 	const u32 raw = smem_u32(attn_smem);
 	const u32 base = (raw + 1023) & ~1023u;
@@ -399,15 +538,15 @@ asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 	const bool in_s = GATE_MODE != ATTN_G_DENSE;
 	float dk[NT_O][4], dv[NT_O][4], nl[4];
 	int qt_lo, qt_hi, t;
-	bwd_walk cur, nxt;
+	W cur, nxt;
 	bool more;
 
-	kv_begin(k0, off, lq, lk, &qt_lo, &qt_hi, dk, dv);
-	more = walk_begin(p, cur, hk, G, qt_lo, qt_hi, NWG * kt);
-	load_sw<BLOCK_N, ATTN_THREADS>(sk, (const u16 *)p.k + b * p.k_sb +
-				       hk * p.k_sh, p.k_sn, k0, p.Nk);
-	load_sw<BLOCK_N, ATTN_THREADS>(sv, (const u16 *)p.v + b * p.v_sb +
-				       hk * p.v_sh, p.v_sn, k0, p.Nk);
+	kv_begin(kmin, off, lq, lk, &qt_lo, &qt_hi, dk, dv);
+	more = walk_begin(p, cur, hk, G, qt_lo, qt_hi, NWG * kt, lk, off);
+	load_keys<W>(p, sk, (const u16 *)p.k + b * p.k_sb + hk * p.k_sh,
+		     p.k_sn, k0);
+	load_keys<W>(p, sv, (const u16 *)p.v + b * p.v_sb + hk * p.v_sh,
+		     p.v_sn, k0);
 	if (more) {
 		int q0 = cur.qt * BLOCK_M;
 
@@ -478,7 +617,7 @@ asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 				wg_pin<NT_S>(st);
 				wg_pin<NT_S>(dpt);
 
-				ds_tile(p, st, dpt, cL + hf * 64, h,
+				ds_tile<W::cols>(p, st, dpt, cL + hf * 64, h,
 					q0 + hf * 64, k0 + wg * 64 + wq * 16,
 					lq, lk, off, in_s, e, wd, ws, lane);
 #pragma unroll
@@ -511,5 +650,25 @@ asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 					nl[x];
 	}
 	cp_async_wait_all();
-	store_dkdv(p, b, hk, k0 + wg * 64 + wq * 16, dk, dv, lane);
+	end_dkdv<W>(p, b, hk, k0 + wg * 64 + wq * 16, dk, dv, lane);
 }
+
+/*
+ * One warpgroup a block runs two blocks an SM (its registers and shared
+ * memory allow it): one block's loads, barriers and element-wise work
+ * then overlap the other's MMAs.
+ */
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, NWG == 1 ? 2 : 1)
+asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
+{
+	bwd_body<bwd_walk>(p);
+}
+
+#if ATTN_HAS_COLS && BWD_LIST
+/* the column entries' dK, dV and dQ, after the band's launch */
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, NWG == 1 ? 2 : 1)
+asam_attn_bwd_sm90_cols_kernel(const attn_bwd_params p)
+{
+	bwd_body<cols_walk>(p);
+}
+#endif

@@ -53,6 +53,34 @@ static __device__ __forceinline__ void store_dkdv(const attn_bwd_params &p,
 }
 
 /*
+ * Key rows @j (the warp's row gr) and @j8 (row gr + 8), -1 for none, of
+ * the 16-bit slice @g += acc * mul: STRIDED's and HIERARCHICAL's column
+ * keys add their sums to the rows the band's kernel wrote.
+ */
+static __device__ __forceinline__ void cols_add_rows(u16 *g, i64 ld, int j,
+						     int j8, float (*acc)[4],
+						     float mul, int lane)
+{
+	const int tg = lane & 3;
+
+#pragma unroll
+	for (int r = 0; r < 2; r++) {
+		int jr = r ? j8 : j;
+
+		if (jr < 0)
+			continue;
+#pragma unroll
+		for (int c = 0; c < NT_O; c++) {
+			u32 *at = (u32 *)(g + (i64)jr * ld + c * 8 + 2 * tg);
+			u32 w = *at;
+
+			*at = pack2(unpack_lo(w) + acc[c][2 * r] * mul,
+				    unpack_hi(w) + acc[c][2 * r + 1] * mul);
+		}
+	}
+}
+
+/*
  * Key tile @k0's walk over the query tiles: [*lo, *hi) (causal: the rows
  * before its diagonal never see it; keys past len_k get no gradient),
  * and its dK, dV accumulators cleared.
@@ -81,8 +109,11 @@ static __device__ __forceinline__ void kv_begin(int k0, int off, int lq,
  * The transposed tile (rows: 16 keys from @j0, columns: 64 queries from
  * @q0) of the dK/dV kernels: S^T in @st becomes the weighted probabilities
  * sum_x w_x P_x, dP^T in @dpt becomes dS^T.  @sL: the tile's log2 lse of
- * both branches and row sums D, [4][BLOCK_M].
+ * both branches and row sums D, [4][BLOCK_M].  COLS: the rows are column
+ * entries from @j0 of STRIDED's or HIERARCHICAL's set (attn_cols.cuh),
+ * whose pairs beyond the band a partial tile takes (cols_take).
  */
+template <bool COLS = false>
 static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 					       float (*st)[4],
 					       float (*dpt)[4],
@@ -92,6 +123,11 @@ static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 					       float ws, int lane)
 {
 	const int gr = lane >> 2, tg = lane & 3;
+	/* HIERARCHICAL's band words of this thread's two keys */
+	const u32 bw[2] = {
+		COLS || (e & ATTN_E_FULL) ? 0 : cols_band_word(p, h, j0 + gr),
+		COLS || (e & ATTN_E_FULL) ? 0 :
+		cols_band_word(p, h, j0 + gr + 8) };
 
 #pragma unroll
 	for (int n = 0; n < NT_S; n++) {
@@ -100,7 +136,11 @@ static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 			int c = n * 8 + 2 * tg + (x & 1);
 			int i = q0 + c;
 			int j = j0 + gr + (x >> 1) * 8;
-			bool ok = i < lq && j < lk;
+			bool ok;
+
+			if (COLS)	/* past the set: -1, no pair */
+				j = j < p.ncol ? col_key(p, j) : -1;
+			ok = i < lq && (unsigned)j < (unsigned)lk;
 			float s2, pc = 0.f, ds = 0.f;
 
 #if CAUSAL
@@ -115,8 +155,10 @@ static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 				      (dpt[n][x] - sL[3 * BLOCK_M + c]);
 			}
 			if (in_s && ((e & ATTN_E_FULL) ||
-				     (pat_allows(e, i, j, q0, off, p.radius) &&
-				      cols_band(p, h, i, j, off)))) {
+				     (COLS ? cols_take(p, h, i, j, lk, off) :
+				      pat_allows(e, i, j, q0, off, p.radius) &&
+				      cols_band_w(p, h, bw[x >> 1],
+						  i + off - j, j)))) {
 				float ps = p_of(s2, sL[c]);
 
 				pc += ws * ps;

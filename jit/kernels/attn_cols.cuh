@@ -51,20 +51,48 @@ static __device__ __forceinline__ bool cols_allows(const P &p, int h,
 }
 
 /*
- * Inside a band tile, on top of the radius test of pat_allows(): STRIDED
- * allows the whole band; HIERARCHICAL votes per pair.
+ * HIERARCHICAL's band word of key @j for head @h (the host's table by
+ * residue: bit delta says whether the pair at |delta| <= R passes), or 0
+ * where there is none.  A kernel reads it once a key, not once a pair.
  */
+template <class P>
+static __device__ __forceinline__ u32 cols_band_word(const P &p, int h, int j)
+{
+#if PATTERN == ATTN_P_HIERARCHICAL
+	const int L = p.col_L;
+
+	if (!L)
+		return 0;
+	return __ldg(p.col_band + h * L + ((L & (L - 1)) ? j % L :
+					   j & (L - 1)));
+#else
+	return 0;
+#endif
+}
+
+/*
+ * Inside a band tile, on top of the radius test of pat_allows() (|@dl|
+ * <= R, @dl = i + Nk - Nq - j): STRIDED allows the whole band;
+ * HIERARCHICAL takes bit |dl| of key @j's band word @bw, or votes.
+ */
+template <class P>
+static __device__ __forceinline__ bool cols_band_w(const P &p, int h, u32 bw,
+						   int dl, int j)
+{
+#if PATTERN == ATTN_P_HIERARCHICAL
+	dl = dl < 0 ? -dl : dl;
+	return p.col_L ? (bw >> dl) & 1 : cols_allows(p, h, dl, j);
+#else
+	return true;
+#endif
+}
+
+/* the same for one pair (i, j) */
 template <class P>
 static __device__ __forceinline__ bool cols_band(const P &p, int h, int i,
 						 int j, int off)
 {
-#if PATTERN == ATTN_P_HIERARCHICAL
-	int dl = i + off - j;
-
-	return cols_allows(p, h, dl < 0 ? -dl : dl, j);
-#else
-	return true;
-#endif
+	return cols_band_w(p, h, cols_band_word(p, h, j), i + off - j, j);
 }
 
 /*

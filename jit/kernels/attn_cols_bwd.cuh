@@ -104,31 +104,6 @@ static __device__ __forceinline__ void dq_cols(const attn_bwd_params &p,
 #endif
 }
 
-/* dst row (16-bit) += acc * mul, for the rows this warp owns */
-static __device__ __forceinline__ void cols_add_rows(u16 *g, i64 ld,
-						     const int *rows,
-						     float (*acc)[4],
-						     float mul, int lane)
-{
-	const int gr = lane >> 2, tg = lane & 3;
-
-#pragma unroll
-	for (int r = 0; r < 2; r++) {
-		int j = rows[gr + r * 8];
-
-		if (j < 0)
-			continue;
-#pragma unroll
-		for (int c = 0; c < NT_O; c++) {
-			u32 *at = (u32 *)(g + (i64)j * ld + c * 8 + 2 * tg);
-			u32 w = *at;
-
-			*at = pack2(unpack_lo(w) + acc[c][2 * r] * mul,
-				    unpack_hi(w) + acc[c][2 * r + 1] * mul);
-		}
-	}
-}
-
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
 asam_attn_bwd_cols_kernel(const attn_bwd_params p)
 {
@@ -281,9 +256,9 @@ asam_attn_bwd_cols_kernel(const attn_bwd_params p)
 #undef COLS_STEP_STATS
 	cp_async_wait_all();
 	cols_add_rows((u16 *)p.dk + b * p.dk_sb + hk * p.dk_sh, p.dk_sn,
-		      sj + warp * 16, dk, p.scale, lane);
+		      jw[0], jw[1], dk, p.scale, lane);
 	cols_add_rows((u16 *)p.dv + b * p.dv_sb + hk * p.dv_sh, p.dv_sn,
-		      sj + warp * 16, dv, 1.f, lane);
+		      jw[0], jw[1], dv, 1.f, lane);
 #endif
 }
 

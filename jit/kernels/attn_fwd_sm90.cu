@@ -163,17 +163,24 @@ static __device__ __forceinline__ void mask_tile(const attn_fwd_params &p,
 #pragma unroll
 	for (int n = 0; n < NT_S; n++)
 #pragma unroll
-		for (int x = 0; x < 4; x++) {
-			int j = k0 + n * 8 + 2 * tg + (x & 1);
-			int dl = band0 + (x >> 1) * 8 - j;
+		for (int xj = 0; xj < 2; xj++) {
+			const int j = k0 + n * 8 + 2 * tg + xj;
+			/* HIERARCHICAL: one band word a key, both rows */
+			const u32 bw = SM90_BAND && pmask ?
+				       cols_band_word(p, h, j) : 0;
 
-			if (umask && j >= st.lim[x >> 1])
-				s[n][x] = ATTN_NEG_INF;
-			if (SM90_BAND && pmask &&
-			    (dl > p.radius || -dl > p.radius ||
-			     !cols_band(p, h, band0 - off + (x >> 1) * 8, j,
-					off)))
-				s[n][x] = ATTN_NEG_INF;
+#pragma unroll
+			for (int r = 0; r < 2; r++) {
+				const int x = 2 * r + xj;
+				const int dl = band0 + r * 8 - j;
+
+				if (umask && j >= st.lim[r])
+					s[n][x] = ATTN_NEG_INF;
+				if (SM90_BAND && pmask &&
+				    (dl > p.radius || -dl > p.radius ||
+				     !cols_band_w(p, h, bw, dl, j)))
+					s[n][x] = ATTN_NEG_INF;
+			}
 		}
 }
 
@@ -333,20 +340,9 @@ static __device__ __forceinline__ void load_kv(const attn_fwd_params &p,
 #if ATTN_HAS_COLS
 	if (it >= cnt) {
 		const int c0 = (it - cnt) * BLOCK_N;
-		const int st = p.col_step;
 
-		/* every st-th key: a tile of rows st * ld apart */
-		if (st) {
-			load_sw<BLOCK_N, ATTN_THREADS>(dk, kg, p.k_sn * st, c0,
-						       nc);
-			load_sw<BLOCK_N, ATTN_THREADS>(dv, vg, p.v_sn * st, c0,
-						       nc);
-			return;
-		}
-		load_sw_idx<BLOCK_N, ATTN_THREADS>(dk, kg, p.k_sn, p.col + c0,
-						   nc - c0);
-		load_sw_idx<BLOCK_N, ATTN_THREADS>(dv, vg, p.v_sn, p.col + c0,
-						   nc - c0);
+		cols_load_sw<BLOCK_N, ATTN_THREADS>(p, dk, kg, p.k_sn, c0, nc);
+		cols_load_sw<BLOCK_N, ATTN_THREADS>(p, dv, vg, p.v_sn, c0, nc);
 		return;
 	}
 #endif

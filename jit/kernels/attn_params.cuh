@@ -77,6 +77,13 @@ struct attn_fwd_params {
 	int col_ns;			/* scale terms */
 	int col_s[8], col_r[8];		/* period and radius of each term */
 	int col_step;			/* > 0: col[c] == c * col_step */
+	/*
+	 * HIERARCHICAL's band by key residue: bit delta of word
+	 * [h][j mod col_L] says whether head h takes the pair (i, j) at
+	 * |delta| <= R; col_L 0: no table, vote per pair
+	 */
+	const unsigned int *col_band;
+	int col_L;
 
 	/* CLUSTERED (attn_bucket_fwd.cuh): per (b, h) sortings by cluster */
 	const int *cl_kcl;		/* [B, Hq, Nk] cluster of each key */
@@ -141,6 +148,13 @@ struct attn_bwd_params {
 	int col_ns;			/* scale terms */
 	int col_s[8], col_r[8];		/* period and radius of each term */
 	int col_step;			/* > 0: col[c] == c * col_step */
+	/*
+	 * HIERARCHICAL's band by key residue: bit delta of word
+	 * [h][j mod col_L] says whether head h takes the pair (i, j) at
+	 * |delta| <= R; col_L 0: no table, vote per pair
+	 */
+	const unsigned int *col_band;
+	int col_L;
 
 	/* CLUSTERED (attn_bucket_bwd.cuh): as in attn_fwd_params */
 	const int *cl_qcl, *cl_kcl;	/* [B, Hq, N] cluster of each token */

@@ -129,6 +129,26 @@ static __device__ __forceinline__ void load_sw_idx(u32 dst, const u16 *src,
 	}
 }
 
+#if ATTN_HAS_COLS
+/*
+ * Column entries [c0, c0 + ROWS) of STRIDED's or HIERARCHICAL's set as
+ * such a tile, zeros from entry @nc: every step-th key is an ordinary
+ * tile of rows step * ld apart, no index loads in front of the copies;
+ * else gathered.
+ */
+template <int ROWS, int THREADS, class P>
+static __device__ __forceinline__ void cols_load_sw(const P &p, u32 dst,
+						    const u16 *src, i64 ld,
+						    int c0, int nc)
+{
+	if (p.col_step)
+		load_sw<ROWS, THREADS>(dst, src, ld * p.col_step, c0, nc);
+	else
+		load_sw_idx<ROWS, THREADS>(dst, src, ld, p.col + c0,
+					   nc - c0);
+}
+#endif
+
 static __device__ __forceinline__ void wgmma_ss_n128(float (*d)[4], u64 da,
 						   u64 db, int acc)
 {

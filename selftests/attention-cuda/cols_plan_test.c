@@ -4,8 +4,10 @@
  * attn_cols.c) against SPEC 3 pair by pair: for every head, query and key,
  * "in the band (delta <= R) and the kernels' predicate holds" or "beyond
  * the band, a listed column, and (when heads differ) its vote holds" must
- * be exactly the pattern, and never both.  Random strides, radii, scales
- * and per-head weights, Nq != Nk.  Pure host code: no GPU needed.
+ * be exactly the pattern, and never both; HIERARCHICAL's band through its
+ * words by key residue (the kernels' path) where the host made them (and
+ * it must for the scales 4, 16, 64).  Random strides, radii, scales and
+ * per-head weights, Nq != Nk.  Pure host code: no GPU needed.
  */
 #include <math.h>
 #include <stdio.h>
@@ -69,6 +71,14 @@ static int check(const struct asam_pat *pat, int Hq, int Nq, int Nk,
 			goto out;
 		}
 	}
+	if (pat->kind == ASAM_PATTERN_HIERARCHICAL && pat->nscales == 3 &&
+	    pat->scales[0] == 4 && pat->scales[1] == 16 &&
+	    pat->scales[2] == 64 && c.L != 64) {
+		snprintf(why, len, "scales 4, 16, 64: band words of period %d, not 64",
+			 c.L);
+		ret = -1;
+		goto out;
+	}
 	for (h = 0; h < Hq; h++)
 		for (i = 0; i < Nq; i++)
 			for (j = 0; j < Nk; j++) {
@@ -78,7 +88,9 @@ static int check(const struct asam_pat *pat, int Hq, int Nq, int Nk,
 				dl = dl < 0 ? -dl : dl;
 				want = spec_allows(pat, h, dl, j);
 				band = dl <= c.R &&
-				       attn_cols_allows(&c, h, dl, j);
+				       (c.L ? (c.band[(size_t)h * c.L +
+						      j % c.L] >> dl) & 1 :
+					attn_cols_allows(&c, h, dl, j));
 				cols = dl > c.R && in[j] &&
 				       (!c.vote || attn_cols_allows(&c, h, dl, j));
 				if (want == (band || cols))
