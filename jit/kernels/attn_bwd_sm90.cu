@@ -617,9 +617,21 @@ static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
 				wg_pin<NT_S>(st);
 				wg_pin<NT_S>(dpt);
 
-				ds_tile<W::cols>(p, st, dpt, cL + hf * 64, h,
-					q0 + hf * 64, k0 + wg * 64 + wq * 16,
-					lq, lk, off, in_s, e, wd, ws, lane);
+				if (!W::cols)
+					ds_tile(p, st, dpt, cL + hf * 64, h,
+						q0 + hf * 64,
+						k0 + wg * 64 + wq * 16, lq, lk,
+						off, in_s, e, wd, ws, lane);
+				else if (e & ATTN_E_FULL)	/* most */
+					ds_tile<true, 0>(p, st, dpt,
+						cL + hf * 64, h, q0 + hf * 64,
+						k0 + wg * 64 + wq * 16, lq, lk,
+						off, in_s, e, wd, ws, lane);
+				else
+					ds_tile<true, 1>(p, st, dpt,
+						cL + hf * 64, h, q0 + hf * 64,
+						k0 + wg * 64 + wq * 16, lq, lk,
+						off, in_s, e, wd, ws, lane);
 #pragma unroll
 				for (int ks = 0; ks < KS_H; ks++) {
 					p_frag(pa[hf * KS_H + ks], st, ks);

@@ -111,9 +111,13 @@ static __device__ __forceinline__ void kv_begin(int k0, int off, int lq,
  * sum_x w_x P_x, dP^T in @dpt becomes dS^T.  @sL: the tile's log2 lse of
  * both branches and row sums D, [4][BLOCK_M].  COLS: the rows are column
  * entries from @j0 of STRIDED's or HIERARCHICAL's set (attn_cols.cuh),
- * whose pairs beyond the band a partial tile takes (cols_take).
+ * whose pairs beyond the band a partial tile takes (cols_take).  MASK:
+ * 2, the entry @e says whether the tile is whole; 0 or 1, the caller
+ * knows it is (1: partial), and the other path is not compiled in (the
+ * column walk's pattern test, evaluated for a whole tile and thrown away,
+ * was a third of its instructions).
  */
-template <bool COLS = false>
+template <bool COLS = false, int MASK = 2>
 static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 					       float (*st)[4],
 					       float (*dpt)[4],
@@ -123,11 +127,24 @@ static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 					       float ws, int lane)
 {
 	const int gr = lane >> 2, tg = lane & 3;
-	/* HIERARCHICAL's band words of this thread's two keys */
-	const u32 bw[2] = {
-		COLS || (e & ATTN_E_FULL) ? 0 : cols_band_word(p, h, j0 + gr),
-		COLS || (e & ATTN_E_FULL) ? 0 :
-		cols_band_word(p, h, j0 + gr + 8) };
+	const bool full = MASK == 0 || (MASK == 2 && (e & ATTN_E_FULL));
+	int jk[2];
+	bool jl[2];
+	u32 bw[2];
+
+	/*
+	 * This thread's two keys, once a tile (COLS: the entries' keys, -1
+	 * past the set), whether they are live, and HIERARCHICAL's band
+	 * words for them
+	 */
+#pragma unroll
+	for (int r = 0; r < 2; r++) {
+		jk[r] = j0 + gr + r * 8;
+		if (COLS)
+			jk[r] = jk[r] < p.ncol ? col_key(p, jk[r]) : -1;
+		jl[r] = (unsigned)jk[r] < (unsigned)lk;
+		bw[r] = COLS || full ? 0 : cols_band_word(p, h, jk[r]);
+	}
 
 #pragma unroll
 	for (int n = 0; n < NT_S; n++) {
@@ -135,12 +152,8 @@ static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 		for (int x = 0; x < 4; x++) {
 			int c = n * 8 + 2 * tg + (x & 1);
 			int i = q0 + c;
-			int j = j0 + gr + (x >> 1) * 8;
-			bool ok;
-
-			if (COLS)	/* past the set: -1, no pair */
-				j = j < p.ncol ? col_key(p, j) : -1;
-			ok = i < lq && (unsigned)j < (unsigned)lk;
+			int j = jk[x >> 1];
+			bool ok = i < lq && jl[x >> 1];
 			float s2, pc = 0.f, ds = 0.f;
 
 #if CAUSAL
@@ -154,7 +167,7 @@ static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 				ds += wd * pd *
 				      (dpt[n][x] - sL[3 * BLOCK_M + c]);
 			}
-			if (in_s && ((e & ATTN_E_FULL) ||
+			if (in_s && (full ||
 				     (COLS ? cols_take(p, h, i, j, lk, off) :
 				      pat_allows(e, i, j, q0, off, p.radius) &&
 				      cols_band_w(p, h, bw[x >> 1],
