@@ -28,20 +28,9 @@ static __device__ __forceinline__ void bucket_mask(const wg_state &st,
 						   const int *kp, int k0,
 						   int nk)
 {
-	const int tg = threadIdx.x & 3;
-
-#pragma unroll
-	for (int n = 0; n < NT_S; n++)
-#pragma unroll
-		for (int x = 0; x < 2; x++) {
-			int c = k0 + n * 8 + 2 * tg + x;
-			int j = c < nk ? __ldg(kp + c) : 0x7fffffff;
-
-			if (j >= st.lim[0])
-				s[n][x] = ATTN_NEG_INF;
-			if (j >= st.lim[1])
-				s[n][2 + x] = ATTN_NEG_INF;
-		}
+	mask_keyed(s, k0,
+		   [&](int c) { return c < nk ? __ldg(kp + c) : 0x7fffffff; },
+		   [&](int r, int j) { return j < st.lim[r]; });
 }
 
 static __device__ __forceinline__ void bucket_tile(const attn_fwd_params &p,

@@ -185,15 +185,14 @@ static __device__ __forceinline__ void mask_tile(const attn_fwd_params &p,
 }
 
 /*
- * STRIDED, HIERARCHICAL: the tile of gathered column keys from entry @c0
- * of the set (@nc entries): cols_take() (beyond the band, under the
- * row's limit, the head's vote).  The keys are read here, after the MMA
- * was issued, not held through it (registers).
+ * A score tile whose columns are gathered keys: slot c's key is @key(c),
+ * and row r (0: gr, 1: gr + 8) takes it where @take(r, key) holds.  The
+ * keys are read here, after the MMA was issued, not held through it
+ * (registers).
  */
-static __device__ __forceinline__ void mask_cols(const attn_fwd_params &p,
-						 const wg_state &st,
-						 float (*s)[4], int h, int c0,
-						 int nc, int i0, int off)
+template <class K, class T>
+static __device__ __forceinline__ void mask_keyed(float (*s)[4], int c0,
+						  K key, T take)
 {
 	const int tg = threadIdx.x & 3;
 
@@ -201,14 +200,31 @@ static __device__ __forceinline__ void mask_cols(const attn_fwd_params &p,
 	for (int n = 0; n < NT_S; n++)
 #pragma unroll
 		for (int x = 0; x < 2; x++) {
-			int c = c0 + n * 8 + 2 * tg + x;
-			int j = c < nc ? col_key(p, c) : -1;
+			int j = key(c0 + n * 8 + 2 * tg + x);
 
-			if (!cols_take(p, h, i0, j, st.lim[0], off))
+			if (!take(0, j))
 				s[n][x] = ATTN_NEG_INF;
-			if (!cols_take(p, h, i0 + 8, j, st.lim[1], off))
+			if (!take(1, j))
 				s[n][2 + x] = ATTN_NEG_INF;
 		}
+}
+
+/*
+ * STRIDED, HIERARCHICAL: the tile of gathered column keys from entry @c0
+ * of the set (@nc entries): cols_take() (beyond the band, under the
+ * row's limit, the head's vote).
+ */
+static __device__ __forceinline__ void mask_cols(const attn_fwd_params &p,
+						 const wg_state &st,
+						 float (*s)[4], int h, int c0,
+						 int nc, int i0, int off)
+{
+	mask_keyed(s, c0,
+		   [&](int c) { return c < nc ? col_key(p, c) : -1; },
+		   [&](int r, int j) {
+			   return cols_take(p, h, i0 + 8 * r, j, st.lim[r],
+					    off);
+		   });
 }
 
 /*
