@@ -359,16 +359,24 @@ static __device__ __forceinline__ bool walk_next(const attn_bwd_params &p,
 #endif
 }
 
+/* a walk's heads (the GQA group of kv head @hk) and query tiles */
+template <class W>
+static __device__ __forceinline__ void walk_span(W &w, int hk, int G, int lo,
+						 int hi)
+{
+	w.h = hk * G;
+	w.hend = w.h + G;
+	w.lo = lo;
+	w.hi = hi;
+}
+
 /* the walk's first step; false when it has none */
 static __device__ __forceinline__ bool walk_begin(const attn_bwd_params &p,
 						  bwd_walk &w, int hk, int G,
 						  int lo, int hi, int kt0,
 						  int lk, int off)
 {
-	w.h = hk * G;
-	w.hend = w.h + G;
-	w.lo = lo;
-	w.hi = hi;
+	walk_span(w, hk, G, lo, hi);
 #if BWD_LIST
 	walk_lists(p, w, kt0);
 #else
@@ -442,10 +450,7 @@ static __device__ __forceinline__ bool walk_begin(const attn_bwd_params &p,
 						  int lo, int hi, int kt0,
 						  int lk, int off)
 {
-	w.h = hk * G;
-	w.hend = w.h + G;
-	w.lo = lo;
-	w.hi = hi;
+	walk_span(w, hk, G, lo, hi);
 	w.lk = lk;
 	w.off = off;
 	w.qt = lo - 1;
