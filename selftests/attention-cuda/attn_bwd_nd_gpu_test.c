@@ -61,23 +61,6 @@ static unsigned long sm90_expected(const struct gpu_case *c)
 	return 2;
 }
 
-/*
- * ASAM_TEST_SHARD=k/n runs cases k, k + n, ...: n processes compile their
- * kernels in parallel on a many-core GPU box.
- */
-static void shard_of(int *k, int *n)
-{
-	const char *s = getenv("ASAM_TEST_SHARD");
-
-	*k = 0;
-	*n = 1;
-	if (s && (sscanf(s, "%d/%d", k, n) != 2 || *n < 1 || *k < 0 ||
-		  *k >= *n)) {
-		*k = 0;
-		*n = 1;
-	}
-}
-
 int main(void)
 {
 	static const int pats[] = { ASAM_PATTERN_DENSE, ASAM_PATTERN_LOCAL,
@@ -104,7 +87,7 @@ int main(void)
 	one(1, 128, ASAM_PATTERN_DENSE, ASAM_GATE_DENSE, 1, 1, 8, 2, 700, 1025,
 	    true);
 
-	shard_of(&k, &n);
+	gc_shard(&k, &n);
 	for (i = k; i < ncases; i += n)
 		plan++;
 	ksft_print_header();

@@ -9,6 +9,7 @@
  * deterministic (with ASAM_F_DETERMINISTIC, or SOFT).  On an sm_90 card
  * the SPARSE gate's backward without the flag must have run on wgmma
  * (attn_bwd_sm90.cu's band and column kernels).  SKIP without a GPU.
+ * ASAM_TEST_SHARD=k/n runs every n-th case from the k-th.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,10 @@
 #include "gpu_case.h"
 #include "../../arch/cuda/attn_sm90.h"
 
-static unsigned long want;	/* wgmma backward launches expected */
+#define MAX_CASES 48
+
+static struct gpu_case cases[MAX_CASES];
+static int ncases;
 
 static bool env_off(const char *name)
 {
@@ -41,27 +45,30 @@ static void one(const struct asam_pattern *pt, int dt16, int d, int gate,
 			      .nondet_ok = nd && (gate == ASAM_GATE_DENSE ||
 						  gate == ASAM_GATE_SPARSE) };
 
-	gpu_case_run(&c);
-	/* gpu_case_run() runs the backward twice */
-	if (gc_dev && gc_dev->cc_major == 9 && gc_dev->cc_minor == 0 && nd &&
-	    gate == ASAM_GATE_SPARSE && !gpu_case_skips(&c) &&
-	    !env_off("ASAM_CUDA_SM90") && !env_off("ASAM_CUDA_SM90_BWD") &&
-	    !env_off("ASAM_CUDA_BWD_ND"))
-		want += 2;
+	if (ncases < MAX_CASES)
+		cases[ncases++] = c;
+}
+
+/* the wgmma backward's launches for @c (gpu_case_run() runs it twice) */
+static unsigned long sm90_expected(const struct gpu_case *c)
+{
+	if (gc_dev->cc_major != 9 || gc_dev->cc_minor != 0 ||
+	    (c->flags & ASAM_F_DETERMINISTIC) ||
+	    c->gate != ASAM_GATE_SPARSE || gpu_case_skips(c) ||
+	    env_off("ASAM_CUDA_SM90") || env_off("ASAM_CUDA_SM90_BWD") ||
+	    env_off("ASAM_CUDA_BWD_ND"))
+		return 0;
+	return 2;
 }
 
 int main(void)
 {
 	const unsigned int det = ASAM_F_DETERMINISTIC;
 	struct asam_pattern st, hi, st2, hw;
-	unsigned long before;
-	int g, c;
+	unsigned long before, want = 0;
+	int g, c, i, k, n, plan = 0;
 
-	ksft_print_header();
-	gpu_case_setup();
 	gc_cols_patterns(&st, &hi, &st2, &hw);
-	ksft_set_plan(2 * 4 * 2 + 2 * 3 * 2 + 7 + 1);
-	before = attn_sm90_bwd_launches;
 	for (g = 0; g < 4; g++)
 		for (c = 0; c < 2; c++) {
 			one(&st, (g + c) & 1, (g + c) & 1 ? 64 : 128, g, c, 2,
@@ -86,6 +93,18 @@ int main(void)
 	one(&hi, 1, 128, ASAM_GATE_SPARSE, 1, 1, 2, 2, 1030, 1030, true, det);
 	/* heads that vote, GQA, a column walk of many query tiles */
 	one(&hw, 0, 128, ASAM_GATE_SPARSE, 1, 1, 4, 2, 2100, 2100, true, 0);
+
+	gc_shard(&k, &n);
+	for (i = k; i < ncases; i += n)
+		plan++;
+	ksft_print_header();
+	gpu_case_setup();
+	ksft_set_plan(plan + 1);
+	before = attn_sm90_bwd_launches;
+	for (i = k; i < ncases; i += n) {
+		gpu_case_run(&cases[i]);
+		want += sm90_expected(&cases[i]);
+	}
 	ksft_test_result(attn_sm90_bwd_launches - before == want,
 			 "the wgmma backward ran %lu times, %lu expected\n",
 			 attn_sm90_bwd_launches - before, want);

@@ -51,6 +51,24 @@ static struct tt *f64_of(const struct tt *t)
 	return r;
 }
 
+/*
+ * ASAM_TEST_SHARD=k/n: this process runs cases k, k + n, ... of its
+ * test's list (n processes compile their kernels in parallel on a
+ * many-core GPU host); unset or malformed: every case (0/1)
+ */
+void gc_shard(int *k, int *n)
+{
+	const char *s = getenv("ASAM_TEST_SHARD");
+
+	*k = 0;
+	*n = 1;
+	if (s && (sscanf(s, "%d/%d", k, n) != 2 || *n < 1 || *k < 0 ||
+		  *k >= *n)) {
+		*k = 0;
+		*n = 1;
+	}
+}
+
 /* whether ASAM_GPU_CASE_MAXN (a small grid for compute-sanitizer) skips @c */
 bool gpu_case_skips(const struct gpu_case *c)
 {

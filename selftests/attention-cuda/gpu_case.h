@@ -56,6 +56,8 @@ void gpu_case_setup(void);
 void gpu_case_teardown(void);
 /* run @c, report one ksft result */
 bool gpu_case_skips(const struct gpu_case *c);
+/* ASAM_TEST_SHARD=k/n: run cases k, k + n, ... (else k 0, n 1) */
+void gc_shard(int *k, int *n);
 void gpu_case_run(const struct gpu_case *c);
 
 #endif
