@@ -114,10 +114,11 @@ static __device__ __forceinline__ void kv_begin(int k0, int off, int lq,
  * whose pairs beyond the band a partial tile takes (cols_take).  MASK:
  * 2, the entry @e says whether the tile is whole; 0 or 1, the caller
  * knows it is (1: partial), and the other path is not compiled in (the
- * column walk's pattern test, evaluated for a whole tile and thrown away,
- * was a third of its instructions).  @rows (BLOCK_M tokens, one a
- * column) and @keys (@nkeys tokens by slot, j0 a slot) gather both sides:
- * CLUSTERED's bucket walk, whose bucket is the whole predicate (MASK 0).
+ * column walk's pattern test, kept predicated on every pair of a whole
+ * tile and thrown away: the walk ran 1.99 ms with it, 1.50 without).
+ * @rows (BLOCK_M tokens, one a column) and @keys (@nkeys tokens by slot,
+ * j0 a slot) gather both sides: CLUSTERED's bucket walk, whose bucket is
+ * the whole predicate (MASK 0).
  */
 template <bool COLS = false, int MASK = 2>
 static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
