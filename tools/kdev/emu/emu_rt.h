@@ -234,6 +234,134 @@ static inline void red_add_f32x4(float *g, float a, float b, float c, float d)
 	g[3] += d;
 }
 
+/* ---- the Hopper helpers of attn_sm90.cuh (patch.py removes them) ---- */
+/* shared-window addresses are offsets into the block's buffer */
+static inline uint32_t smem_u32(const void *p)
+{
+	return (uint32_t)((const char *)p - (const char *)E->smem());
+}
+static inline char *emu_sp(uint32_t a) { return (char *)E->smem() + a; }
+
+static inline void wg_fence(void) {}
+static inline void wg_commit(void) {}
+template <int N> static inline void wg_wait(void) {}
+template <int NT> static inline void wg_pin(float (*)[4]) {}
+static inline void fence_proxy_async(void) {}
+static inline void cp_async16_s(uint32_t dst, const void *src, bool valid)
+{
+	cp_async16(emu_sp(dst), src, valid);
+}
+
+/*
+ * One 16-bit element of a 128B-swizzled operand through its descriptor
+ * (start, LBO, SBO in 16-byte units; Swizzle<3,4,3> on the byte
+ * address): the PTX ISA's canonical layouts, as
+ * tools/kdev/sm90-layout-check.py models them.  K-major: element (mn, k);
+ * MN-major: element (k, mn).
+ */
+static inline float emu_desc_at(uint64_t d, uint32_t off)
+{
+	uint32_t a = (uint32_t)(d & 0x3fff) * 16 + off;
+	uint16_t h;
+
+	a ^= ((a >> 7) & 7) << 4;
+	memcpy(&h, emu_sp(a), 2);
+	return emu_h2f(h);
+}
+static inline float emu_kmaj(uint64_t d, int mn, int k)
+{
+	uint32_t sbo = (uint32_t)((d >> 32) & 0x3fff) * 16;
+
+	return emu_desc_at(d, 128 * (mn % 8) + 2 * k + sbo * (mn / 8));
+}
+static inline float emu_mnmaj(uint64_t d, int k, int mn)
+{
+	uint32_t lbo = (uint32_t)((d >> 16) & 0x3fff) * 16;
+	uint32_t sbo = (uint32_t)((d >> 32) & 0x3fff) * 16;
+
+	return emu_desc_at(d, 2 * (mn % 64) + lbo * (mn / 64) +
+			   128 * (k % 8) + sbo * (k / 8));
+}
+
+/*
+ * wgmma.mma_async m64nNk16, fp32 accumulators: warp w of the warpgroup
+ * owns rows 16w .. 16w + 15, a thread rows g and g + 8 and columns 2t,
+ * 2t + 1 of every 8-column block (d[n][0..3], as mma.sync's C).  A from
+ * registers (@a: mma.sync's A fragment, the warp's 16 rows) or shared
+ * memory (@da; @ta: MN-major), B from shared memory (@tb: MN-major).
+ * Run at issue: the kernels wait before reading D and keep the operands
+ * until then, so this is one legal order.
+ */
+template <int N>
+static inline void emu_wgmma(float (*d)[4], const uint32_t *a, uint64_t da,
+			     int ta, uint64_t db, int tb, int acc)
+{
+	int l = emu_lane(), w = (threadIdx.x >> 5) & 3, g = l / 4, t = l % 4;
+	float A[2][16];
+	int r, k, n, i;
+
+	if (a) {
+		uint64_t *x = E->xch();
+
+		for (i = 0; i < 4; i++)
+			x[l * 8 + i] = a[i];
+		E->wsync();
+		for (r = 0; r < 2; r++)
+			for (k = 0; k < 16; k++) {
+				uint32_t wd = (uint32_t)x[(g * 4 + (k % 8) / 2) *
+							  8 + r + 2 * (k >= 8)];
+
+				A[r][k] = (k & 1) ? unpack_hi(wd) : unpack_lo(wd);
+			}
+		E->wsync();
+	} else {
+		for (r = 0; r < 2; r++)
+			for (k = 0; k < 16; k++) {
+				int m = 16 * w + g + 8 * r;
+
+				A[r][k] = ta ? emu_mnmaj(da, k, m) :
+					  emu_kmaj(da, m, k);
+			}
+	}
+	for (n = 0; n < N / 8; n++)
+		for (i = 0; i < 4; i++) {
+			int c = n * 8 + 2 * t + (i & 1);
+			float s = 0.f;
+
+			for (k = 0; k < 16; k++)
+				s += A[i >> 1][k] * (tb ? emu_mnmaj(db, k, c) :
+						     emu_kmaj(db, c, k));
+			d[n][i] = acc ? d[n][i] + s : s;
+		}
+}
+static inline void wgmma_ss_n128(float (*d)[4], uint64_t da, uint64_t db,
+				 int acc)
+{
+	emu_wgmma<128>(d, nullptr, da, 0, db, 0, acc);
+}
+template <int TA = 0, int TB = 0>
+static inline void wgmma_ss_n64(float (*d)[4], uint64_t da, uint64_t db,
+				int acc)
+{
+	emu_wgmma<64>(d, nullptr, da, TA, db, TB, acc);
+}
+template <int TA = 0, int TB = 0>
+static inline void wgmma_ss_n32(float (*d)[4], uint64_t da, uint64_t db,
+				int acc)
+{
+	emu_wgmma<32>(d, nullptr, da, TA, db, TB, acc);
+}
+static inline void wgmma_rs_n128(float (*d)[4], const uint32_t *a,
+				 uint64_t db)
+{
+	emu_wgmma<128>(d, a, 0, 0, db, 1, 1);
+}
+static inline void wgmma_rs_n64(float (*d)[4], const uint32_t *a,
+				uint64_t db)
+{
+	emu_wgmma<64>(d, a, 0, 0, db, 1, 1);
+}
+
 /* every kernel registers itself (patch.py adds the registration) */
 typedef void (*emu_fn)(void *);
 struct emu_reg {

@@ -242,7 +242,8 @@ CUresult CUDAAPI cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy,
 	if (bx > MAXT)
 		return CUDA_ERROR_INVALID_VALUE;
 	free(smem_buf);
-	smem_buf = aligned_alloc(128, smem + 128);
+	/* 1024-aligned: the Hopper kernels' swizzle works on the offsets */
+	smem_buf = aligned_alloc(1024, (smem + 1024 + 1023) & ~1023u);
 	cur_fn = ((struct fn *)f)->f;
 	cur_arg = params[0];
 	nthr = bx;
