@@ -65,8 +65,7 @@ int main(void)
 {
 	static const int pats[] = { ASAM_PATTERN_DENSE, ASAM_PATTERN_LOCAL,
 				    ASAM_PATTERN_RANDOM };
-	int p, g, c, dd, i, k, n, plan = 0;
-	unsigned long before, want = 0;
+	int p, g, c, dd;
 
 	for (p = 0; p < 3; p++)
 		for (g = 0; g < 3; g++)
@@ -87,20 +86,5 @@ int main(void)
 	one(1, 128, ASAM_PATTERN_DENSE, ASAM_GATE_DENSE, 1, 1, 8, 2, 700, 1025,
 	    true);
 
-	gc_shard(&k, &n);
-	for (i = k; i < ncases; i += n)
-		plan++;
-	ksft_print_header();
-	gpu_case_setup();
-	ksft_set_plan(plan + 1);
-	before = attn_sm90_bwd_launches;
-	for (i = k; i < ncases; i += n) {
-		gpu_case_run(&cases[i]);
-		want += sm90_expected(&cases[i]);
-	}
-	ksft_test_result(attn_sm90_bwd_launches - before == want,
-			 "the wgmma backward ran %lu times, %lu expected\n",
-			 attn_sm90_bwd_launches - before, want);
-	gpu_case_teardown();
-	ksft_finished();
+	gc_run_shard(cases, ncases, sm90_expected);
 }

@@ -65,8 +65,7 @@ int main(void)
 {
 	const unsigned int det = ASAM_F_DETERMINISTIC;
 	struct asam_pattern st, hi, st2, hw;
-	unsigned long before, want = 0;
-	int g, c, i, k, n, plan = 0;
+	int g, c;
 
 	gc_cols_patterns(&st, &hi, &st2, &hw);
 	for (g = 0; g < 4; g++)
@@ -94,20 +93,5 @@ int main(void)
 	/* heads that vote, GQA, a column walk of many query tiles */
 	one(&hw, 0, 128, ASAM_GATE_SPARSE, 1, 1, 4, 2, 2100, 2100, true, 0);
 
-	gc_shard(&k, &n);
-	for (i = k; i < ncases; i += n)
-		plan++;
-	ksft_print_header();
-	gpu_case_setup();
-	ksft_set_plan(plan + 1);
-	before = attn_sm90_bwd_launches;
-	for (i = k; i < ncases; i += n) {
-		gpu_case_run(&cases[i]);
-		want += sm90_expected(&cases[i]);
-	}
-	ksft_test_result(attn_sm90_bwd_launches - before == want,
-			 "the wgmma backward ran %lu times, %lu expected\n",
-			 attn_sm90_bwd_launches - before, want);
-	gpu_case_teardown();
-	ksft_finished();
+	gc_run_shard(cases, ncases, sm90_expected);
 }

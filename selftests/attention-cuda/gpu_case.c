@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "gpu_case.h"
+#include "../../arch/cuda/attn_sm90.h"
 
 struct asam_cuda_device *gc_dev;
 struct asam_ctx *gc_ctx;
@@ -67,6 +68,30 @@ void gc_shard(int *k, int *n)
 		*k = 0;
 		*n = 1;
 	}
+}
+
+void gc_run_shard(const struct gpu_case *cases, int ncases,
+		  unsigned long (*expected)(const struct gpu_case *))
+{
+	unsigned long before, want = 0;
+	int i, k, n, plan = 0;
+
+	gc_shard(&k, &n);
+	for (i = k; i < ncases; i += n)
+		plan++;
+	ksft_print_header();
+	gpu_case_setup();
+	ksft_set_plan(plan + 1);
+	before = attn_sm90_bwd_launches;
+	for (i = k; i < ncases; i += n) {
+		gpu_case_run(&cases[i]);
+		want += expected(&cases[i]);
+	}
+	ksft_test_result(attn_sm90_bwd_launches - before == want,
+			 "the wgmma backward ran %lu times, %lu expected\n",
+			 attn_sm90_bwd_launches - before, want);
+	gpu_case_teardown();
+	ksft_finished();
 }
 
 /* whether ASAM_GPU_CASE_MAXN (a small grid for compute-sanitizer) skips @c */

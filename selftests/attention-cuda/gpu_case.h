@@ -58,6 +58,13 @@ void gpu_case_teardown(void);
 bool gpu_case_skips(const struct gpu_case *c);
 /* ASAM_TEST_SHARD=k/n: run cases k, k + n, ... (else k 0, n 1) */
 void gc_shard(int *k, int *n);
+/*
+ * The whole selftest over @cases: this process's shard of them, then one
+ * result that the wgmma backward ran as often as @expected says each
+ * case makes it; ksft_finished()
+ */
+void gc_run_shard(const struct gpu_case *cases, int ncases,
+		  unsigned long (*expected)(const struct gpu_case *));
 void gpu_case_run(const struct gpu_case *c);
 
 #endif

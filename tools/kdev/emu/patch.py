@@ -8,6 +8,15 @@ src, dst = sys.argv[1], sys.argv[2]
 os.makedirs(dst, exist_ok=True)
 sm90_drop = ['wg_fence', 'wg_commit', 'wg_wait', 'wg_pin', 'fence_proxy_async', 'cp_async16_s', 'wgmma_ss_n128', 'wgmma_ss_n64', 'wgmma_ss_n32', 'wgmma_rs_n128', 'wgmma_rs_n64']
 drop = ['fast_exp2','fast_log2','smem_u32','cp_async16','cp_async_commit','cp_async_wait_all','ldsm_x4','ldsm_x4_t','mma16816','pack2','unpack_lo','unpack_hi']
+
+def drop_fn(s, name):
+    """Remove helper @name (and the template line in front of a template):
+    emu_rt.h has a C++ version of it."""
+    m = re.search(r'(template <[^>]*>\n)?static __device__ __forceinline__ [\w ]+?\b' + name + r'\(', s)
+    assert m, name
+    end = s.index('\n}\n', m.start()) + 3
+    return s[:m.start()] + s[end:]
+
 for f in os.listdir(src):
     if not (f.endswith('.cu') or f.endswith('.cuh')): continue
     s = open(os.path.join(src, f)).read()
@@ -19,22 +28,11 @@ for f in os.listdir(src):
                    m.group(2), m.group(3), m.group(2), m.group(2), m.group(2), m.group(3), m.group(0)), s)
     if f == 'attn_bwd_tile.cuh':
         for name in ['red_add_f32x2', 'red_add_f32x4']:
-            m = re.search(r'static __device__ __forceinline__ void ' + name + r'\(', s)
-            assert m, name
-            end = s.index('\n}\n', m.start()) + 3
-            s = s[:m.start()] + s[end:]
+            s = drop_fn(s, name)
     if f == 'attn_sm90.cuh':
-        # the inline-PTX helpers (emu_rt.h has C++ versions), with the
-        # template line in front of a template
         for name in sm90_drop:
-            m = re.search(r'(template <[^>]*>\n)?static __device__ __forceinline__ [\w ]+?\b' + name + r'\(', s)
-            assert m, name
-            end = s.index('\n}\n', m.start()) + 3
-            s = s[:m.start()] + s[end:]
+            s = drop_fn(s, name)
     if f == 'attn_common.cuh':
         for name in drop:
-            m = re.search(r'static __device__ __forceinline__ [\w ]+?\b' + name + r'\(', s)
-            assert m, name
-            end = s.index('\n}\n', m.start()) + 3
-            s = s[:m.start()] + s[end:]
+            s = drop_fn(s, name)
     open(os.path.join(dst, f), 'w').write(s)
