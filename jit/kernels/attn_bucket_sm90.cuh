@@ -75,12 +75,7 @@ static __device__ __forceinline__ void bucket_tile(const attn_fwd_params &p,
 		st.lim[r] = row[r] >= 0 && row[r] < lq ?
 			    row_limit(row[r], lq, lk, p.Nq, p.Nk) : 0;
 	}
-	st.m[0] = st.m[1] = ATTN_NEG_INF;
-	st.l[0] = st.l[1] = 0.f;
-#pragma unroll
-	for (int n = 0; n < NT_O; n++)
-		st.acc[n][0] = st.acc[n][1] = st.acc[n][2] =
-			st.acc[n][3] = 0.f;
+	wg_state_reset(st);
 	if (cnt > 0) {
 		load_sw_idx<BLOCK_N, ATTN_THREADS>(sk, kg, p.k_sn, kp, nk);
 		load_sw_idx<BLOCK_N, ATTN_THREADS>(sv, vg, p.v_sn, kp, nk);

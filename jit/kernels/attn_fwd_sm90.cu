@@ -122,6 +122,17 @@ struct wg_state {
 	int lim[2];
 };
 
+/* the two rows' online softmax from nothing: no max, no sum, no output */
+static __device__ __forceinline__ void wg_state_reset(wg_state &st)
+{
+	st.m[0] = st.m[1] = ATTN_NEG_INF;
+	st.l[0] = st.l[1] = 0.f;
+#pragma unroll
+	for (int n = 0; n < NT_O; n++)
+		st.acc[n][0] = st.acc[n][1] = st.acc[n][2] =
+			st.acc[n][3] = 0.f;
+}
+
 /* S = Q K^T for this warpgroup's 64 rows, K at shared address @ck */
 static __device__ __forceinline__ void gemm_s(float (*s)[4], u32 sq, u32 ck,
 					      int wg)
@@ -422,12 +433,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	tot = cnt;
 	st.lim[0] = row_limit(w0 + gr, lq, lk, p.Nq, p.Nk);
 	st.lim[1] = row_limit(w0 + gr + 8, lq, lk, p.Nq, p.Nk);
-	st.m[0] = st.m[1] = ATTN_NEG_INF;
-	st.l[0] = st.l[1] = 0.f;
-#pragma unroll
-	for (int n = 0; n < NT_O; n++)
-		st.acc[n][0] = st.acc[n][1] = st.acc[n][2] =
-			st.acc[n][3] = 0.f;
+	wg_state_reset(st);
 
 #if ATTN_HAS_COLS
 	if (sp) {	/* the column keys under the block's largest limit */
