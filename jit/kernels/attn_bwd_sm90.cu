@@ -97,6 +97,9 @@
 #endif
 
 #include "attn_bwd_tile.cuh"
+#if BWD_BUCKET
+#include "attn_bucket.cuh"
+#endif
 
 /* tile bytes: every tile starts on a 1024-byte boundary */
 #define KV_BYTES (BLOCK_N * HEAD_DIM * 2)
@@ -662,40 +665,13 @@ static __device__ __forceinline__ void end_dkdv(const attn_bwd_params &p,
 						int hk, int j0, float (*dk)[4],
 						float (*dv)[4], int lane)
 {
-	const int gr = lane >> 2, tg = lane & 3;
-	const i64 bh = (i64)b * p.Hq + w.h;
-	u16 *dkg = (u16 *)p.dk + b * p.dk_sb + hk * p.dk_sh;
-	u16 *dvg = (u16 *)p.dv + b * p.dv_sb + hk * p.dv_sh;
-
 #pragma unroll
 	for (int r = 0; r < 2; r++) {
-		const int sl = j0 + gr + r * 8;
-		const int j = sl < w.nkr ? w.kp[sl] : -1;
+		const int sl = j0 + (lane >> 2) + r * 8;
 
-		if (j < 0)
-			continue;
-#pragma unroll
-		for (int n = 0; n < NT_O; n++) {
-			const int e = n * 8 + 2 * tg;
-
-			if (p.Hq != p.Hkv) {
-				float *pk = p.cl_part_k + (bh * p.Nk + j) *
-					    HEAD_DIM + e;
-				float *pv = p.cl_part_v + (bh * p.Nk + j) *
-					    HEAD_DIM + e;
-
-				pk[0] = dk[n][2 * r] * p.scale;
-				pk[1] = dk[n][2 * r + 1] * p.scale;
-				pv[0] = dv[n][2 * r];
-				pv[1] = dv[n][2 * r + 1];
-			} else {
-				*(u32 *)(dkg + (i64)j * p.dk_sn + e) =
-					pack2(dk[n][2 * r] * p.scale,
-					      dk[n][2 * r + 1] * p.scale);
-				*(u32 *)(dvg + (i64)j * p.dv_sn + e) =
-					pack2(dv[n][2 * r], dv[n][2 * r + 1]);
-			}
-		}
+		if (sl < w.nkr)
+			bucket_store_kv(p, (i64)b * p.Hq + w.h, b, hk, w.kp[sl],
+					r, dk, dv, lane & 3);
 	}
 }
 #endif
