@@ -232,7 +232,7 @@ static __device__ __forceinline__ void add_dq(const attn_bwd_params &p,
  * of each head, below hi.
  */
 struct bwd_walk {
-	static constexpr bool cols = false, bucket = false;
+	enum { cols = 0, bucket = 0 };
 	int h, hend, qt, lo, hi;
 	int e[2];
 #if BWD_BAND
@@ -408,7 +408,7 @@ static __device__ __forceinline__ bool walk_begin(const attn_bwd_params &p,
  * where no warpgroup has a pair are skipped.
  */
 struct cols_walk {
-	static constexpr bool cols = true, bucket = false;
+	enum { cols = 1, bucket = 0 };
 	int h, hend, qt, lo, hi;
 	int e[2];
 	int lk, off;
@@ -522,21 +522,21 @@ static __device__ __forceinline__ int walk_kmin(const attn_bwd_params &p,
 	return W::cols ? col_key(p, k0) : k0;
 }
 
-/* step @w's query rows (Q or dO) into the stage at @dst */
+/* step @w's query rows (Q or dO; @q0 = its tile's first) into @dst */
 template <class W>
 static __device__ __forceinline__ void load_qrows(const attn_bwd_params &p,
-						  const W &w, u32 dst,
+						  const W &w, int q0, u32 dst,
 						  const u16 *src, i64 ld)
 {
-	load_sw<BLOCK_M, ATTN_THREADS>(dst, src, ld, w.qt * BLOCK_M, p.Nq);
+	load_sw<BLOCK_M, ATTN_THREADS>(dst, src, ld, q0, p.Nq);
 }
 
 /* step @w's row @r (a query token; p.Nq: none) */
 template <class W>
 static __device__ __forceinline__ int row_token(const attn_bwd_params &p,
-						const W &w, int r)
+						const W &w, int q0, int r)
 {
-	return w.qt * BLOCK_M + r;
+	return q0 + r;
 }
 
 template <class W>
@@ -558,7 +558,7 @@ static __device__ __forceinline__ const int *walk_keys(const W &w, int *n)
  * adds in head order.
  */
 struct bucket_walk {
-	static constexpr bool cols = false, bucket = true;
+	enum { cols = 0, bucket = 1 };
 	int h, hend, qt, lo, hi;
 	int e[2];
 	const int *kp;	/* the key tile's tokens, slot by slot */
@@ -629,20 +629,20 @@ static __device__ __forceinline__ int walk_kmin(const attn_bwd_params &p,
 }
 
 static __device__ __forceinline__ void load_qrows(const attn_bwd_params &p,
-						  const bucket_walk &w, u32 dst,
-						  const u16 *src, i64 ld)
+						  const bucket_walk &w, int q0,
+						  u32 dst, const u16 *src,
+						  i64 ld)
 {
-	load_sw_idx<BLOCK_M, ATTN_THREADS>(dst, src, ld,
-					   w.qp + w.qt * BLOCK_M,
-					   w.nq - w.qt * BLOCK_M);
+	load_sw_idx<BLOCK_M, ATTN_THREADS>(dst, src, ld, w.qp + q0,
+					   w.nq - q0);
 }
 
+/* q0: the chunk's first slot */
 static __device__ __forceinline__ int row_token(const attn_bwd_params &p,
-						const bucket_walk &w, int r)
+						const bucket_walk &w, int q0,
+						int r)
 {
-	const int x = w.qt * BLOCK_M + r;
-
-	return x < w.nq ? w.qp[x] : p.Nq;
+	return q0 + r < w.nq ? w.qp[q0 + r] : p.Nq;
 }
 
 static __device__ __forceinline__ const int *walk_keys(const bucket_walk &w,
@@ -693,12 +693,12 @@ extern __shared__ __align__(1024) unsigned char attn_smem[];
 template <class W>
 static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
 {
-	const int b = blockIdx.z, kt = blockIdx.x;
+	/* the bucket walk's blocks are a query head's, the others' a kv head's */
+	const int b = blockIdx.z, hy = blockIdx.y, kt = blockIdx.x;
 	const int tid = threadIdx.x, lane = tid & 31;
 	const int wg = tid >> 7, wq = (tid >> 5) & 3;
 	const int G = p.Hq / p.Hkv;
-	/* the bucket walk's blocks are a query head's, the others' a kv head's */
-	const int hk = W::bucket ? blockIdx.y / G : blockIdx.y;
+	const int hk = W::bucket ? hy / G : hy;
 	const int lq = p.len_q ? p.len_q[b * p.lq_s] : p.Nq;
 	const int lk = p.len_k ? p.len_k[b * p.lk_s] : p.Nk;
 	/* the bucket walk's key slots count from its tile's first */
@@ -706,7 +706,7 @@ static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
 	W cur, nxt;
 
 #if BWD_BUCKET
-	if (!bucket_keys(p, b, blockIdx.y, kt, cur))
+	if (!bucket_keys(p, b, hy, kt, cur))
 		return;		/* past the table: the whole block */
 #endif
 	/* the block's smallest key */
@@ -738,10 +738,12 @@ static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
 	load_keys(p, cur, sv, (const u16 *)p.v + b * p.v_sb + hk * p.v_sh,
 		  p.v_sn, k0);
 	if (more) {
-		load_qrows(p, cur, sq, qg + cur.h * p.q_sh, p.q_sn);
-		load_qrows(p, cur, sdo, dog + cur.h * p.do_sh, p.do_sn);
+		int q0 = cur.qt * BLOCK_M;
+
+		load_qrows(p, cur, q0, sq, qg + cur.h * p.q_sh, p.q_sn);
+		load_qrows(p, cur, q0, sdo, dog + cur.h * p.do_sh, p.do_sn);
 		if (tid < BLOCK_M) {
-			ni = row_token(p, cur, tid);
+			ni = row_token(p, cur, q0, tid);
 			bwd_rowstats(p, b, cur.h, ni, nl);
 			for (int x = 0; x < 4; x++)
 				sL[x * BLOCK_M + tid] = nl[x];
@@ -775,12 +777,14 @@ static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
 		fence_proxy_async();
 		__syncthreads();
 		if (more) {
-			load_qrows(p, nxt, sq + (buf ^ 1) * Q_BYTES,
+			const int nq0 = nxt.qt * BLOCK_M;
+
+			load_qrows(p, nxt, nq0, sq + (buf ^ 1) * Q_BYTES,
 				   qg + nxt.h * p.q_sh, p.q_sn);
-			load_qrows(p, nxt, sdo + (buf ^ 1) * Q_BYTES,
+			load_qrows(p, nxt, nq0, sdo + (buf ^ 1) * Q_BYTES,
 				   dog + nxt.h * p.do_sh, p.do_sn);
 			if (tid < BLOCK_M) {
-				ni = row_token(p, nxt, tid);
+				ni = row_token(p, nxt, nq0, tid);
 				bwd_rowstats(p, b, nxt.h, ni, nl);
 			}
 		}
