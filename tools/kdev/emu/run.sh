@@ -11,6 +11,9 @@
 # /tmp/asam-emu) and runs the test there.  Kernels compile with g++ on
 # first launch (cached until the next run.sh, or kept with EMU_KEEP=1);
 # EMU_REVERSE=1 or 2 changes the order of the fibers between barriers.
+# Runs at the same time need an ASAM_EMU_DIR each (the cache is cleared
+# at start).  The Hopper kernels run too (the fake device is sm_90; the
+# wgmma emulation is in emu_rt.h); ASAM_CUDA_SM90=0 keeps to mma.sync.
 # Slow: a few seconds for a few hundred tokens; dense cases of thousands
 # of tokens take minutes.
 set -e
