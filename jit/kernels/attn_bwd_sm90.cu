@@ -37,8 +37,9 @@
  * STRIDED and HIERARCHICAL with SPARSE (attn_cols.cuh) take two launches
  * of this file: the band as LOCAL's walk of radius R (HIERARCHICAL's
  * tiles never full: its vote is per pair), which writes every key row's
- * dK, dV; then asam_attn_bwd_sm90_cols_kernel, whose block owns 64
- * column entries gathered as one key tile (cols_load_sw) and walks every
+ * dK, dV; then asam_attn_bwd_sm90_cols_kernel, whose block owns 64 column
+ * entries a warpgroup gathered as one key tile (cols_load_sw; two
+ * warpgroups, 128 entries, by default: attn_sm90.c) and walks every
  * query tile that can see them, of every head of the group.  A step's
  * tile is whole (no mask) where cols_clear() says so, else each pair
  * takes cols_take() (beyond the band, under the limits, the head's
@@ -47,9 +48,9 @@
  * launches) and its dQ goes to the same fp32 sums as the band's.
  *
  * Preamble: HEAD_DIM, DTYPE, CAUSAL, GATE_MODE (SPARSE, DENSE, SOFT),
- * PATTERN (DENSE; LOCAL, RANDOM with SPARSE), BLOCK_M (64; 128 for the
- * dense walk at d = 64), BLOCK_N (128, or 64 for lists), NUM_WARPS =
- * BLOCK_N / 16.
+ * PATTERN (DENSE; LOCAL, RANDOM, STRIDED, HIERARCHICAL with SPARSE),
+ * BLOCK_M (64; 128 for the dense walk at d = 64), BLOCK_N (128, or 64
+ * for lists; the column entries' kernel 128), NUM_WARPS = BLOCK_N / 16.
  *
  * 128-row query tiles at d = 64: a step's five products are then twice
  * as large (S^T, dP^T m64n128; dV, dK over 128 queries; dQ split by rows)
@@ -808,27 +809,32 @@ static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
 				wg_pin<NT_S>(st);
 				wg_pin<NT_S>(dpt);
 
-				if (W::bucket)	/* the bucket: every pair */
-					ds_tile<false, 0>(p, st, dpt,
-						cL + hf * 64, h, q0 + hf * 64,
-						k0 + wg * 64 + wq * 16, lq, lk,
-						off, in_s, e, wd, ws, lane,
-						cI + hf * 64, keys, nkeys);
+				const float *hL = cL + hf * 64;
+				const int hq = q0 + hf * 64;
+				const int j0 = k0 + wg * 64 + wq * 16;
+
+				/*
+				 * the bucket: every pair, rows and keys by
+				 * token; column tiles: whole ones without the
+				 * test
+				 */
+				if (W::bucket)
+					ds_tile<false, 0>(p, st, dpt, hL, h, hq,
+							  j0, lq, lk, off, in_s,
+							  e, wd, ws, lane,
+							  cI + hf * 64, keys,
+							  nkeys);
 				else if (!W::cols)
-					ds_tile(p, st, dpt, cL + hf * 64, h,
-						q0 + hf * 64,
-						k0 + wg * 64 + wq * 16, lq, lk,
-						off, in_s, e, wd, ws, lane);
-				else if (e & ATTN_E_FULL)	/* most */
-					ds_tile<true, 0>(p, st, dpt,
-						cL + hf * 64, h, q0 + hf * 64,
-						k0 + wg * 64 + wq * 16, lq, lk,
-						off, in_s, e, wd, ws, lane);
+					ds_tile(p, st, dpt, hL, h, hq, j0, lq,
+						lk, off, in_s, e, wd, ws, lane);
+				else if (e & ATTN_E_FULL)
+					ds_tile<true, 0>(p, st, dpt, hL, h, hq,
+							 j0, lq, lk, off, in_s,
+							 e, wd, ws, lane);
 				else
-					ds_tile<true, 1>(p, st, dpt,
-						cL + hf * 64, h, q0 + hf * 64,
-						k0 + wg * 64 + wq * 16, lq, lk,
-						off, in_s, e, wd, ws, lane);
+					ds_tile<true, 1>(p, st, dpt, hL, h, hq,
+							 j0, lq, lk, off, in_s,
+							 e, wd, ws, lane);
 #pragma unroll
 				for (int ks = 0; ks < KS_H; ks++) {
 					p_frag(pa[hf * KS_H + ks], st, ks);
