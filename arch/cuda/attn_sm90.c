@@ -283,7 +283,7 @@ int attn_sm90_clus_bwd_fn(struct asam_cuda_device *d,
 	    (unsigned)d->smem_per_block_optin)
 		return -EOPNOTSUPP;
 	ret = sm90_bwd_spec(d, p, true, 64, 64, &spec);
-	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_bwd_sm90_clus_kernel",
+	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_bwd_sm90_kernel",
 				 capturing, f);
 	if (ret)
 		return ret;

@@ -598,7 +598,7 @@ static __device__ __forceinline__ bool walk_next(const attn_bwd_params &p,
 {
 	while (++w.qt < w.hi) {
 #if CAUSAL
-		const int last = min((int)BLOCK_M, w.nq - w.qt * BLOCK_M) - 1;
+		const int last = min((int)BLOCK_M, w.nq - w.qt * (int)BLOCK_M) - 1;
 
 		/* a cluster's tokens ascend: a chunk wholly before the
 		 * tile's first key sees none of it */
@@ -883,9 +883,13 @@ asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 	bwd_body<bwd_walk>(p);
 }
 #else
-/* CLUSTERED: over (key tiles of the table, Hq, B) */
+/*
+ * CLUSTERED: over (key tiles of the table, Hq, B).  The family's one
+ * entry name, as the forward's bucket variant keeps its own: every
+ * variant then has the entries jit_compile looks for.
+ */
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 2)
-asam_attn_bwd_sm90_clus_kernel(const attn_bwd_params p)
+asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 {
 	bwd_body<bucket_walk>(p);
 }
