@@ -263,6 +263,13 @@ static int attn_bwd_sm90_variants(const struct asam_jit_variant_ctx *vc,
 		if (err)
 			return err;
 	}
+	/* CLUSTERED's bucket walk: 64-slot key tiles */
+	for (j = 0; j < (int)ARRAY_SIZE(dims); j++) {
+		err = bwd_sm90_one(vc, arch, dims[j], dt[ndt - 1], 1, 0, 6,
+				   64, 64, cb, arg);
+		if (err)
+			return err;
+	}
 	/* the column entries' kernel: 128 a block (two warpgroups) */
 	for (j = 0; j < (int)ARRAY_SIZE(dims); j++) {
 		err = bwd_sm90_one(vc, arch, dims[j], dt[ndt - 1], 1, 0, 3,

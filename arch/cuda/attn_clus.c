@@ -34,6 +34,8 @@
 struct clus_layout {
 	size_t cl[2], perm[2], off[2], tiles[2], ntile[2], nrm[2];
 	size_t dsum, part_k, part_v;
+	size_t dq;			/* the wgmma backward's fp32 dQ sums */
+	bool has_dq;
 	size_t cent, cent_stride;	/* prepared centroids, a head's bytes */
 	size_t soft[2], mask;		/* SOFT cluster mode */
 	int ntiles[2], tile[2], mw;
@@ -52,6 +54,13 @@ static size_t take(size_t *at, size_t bytes)
 static bool clus_soft(const struct asam_problem *p)
 {
 	return p->pat.cmode == ASAM_CLUSTER_SOFT;
+}
+
+/* whether @p's backward may take the non-deterministic wgmma walk */
+static bool clus_bwd_nd(const struct asam_problem *p)
+{
+	return p->gate_mode == ASAM_GATE_SPARSE && !clus_soft(p) &&
+	       !(p->flags & ASAM_F_DETERMINISTIC);
 }
 
 /*
@@ -96,6 +105,14 @@ static void clus_layout(const struct asam_problem *p, int tq, int tk,
 			L->part_k = take(&at, 4 * bh * p->Nk * p->d);
 			L->part_v = take(&at, 4 * bh * p->Nk * p->d);
 		}
+		/*
+		 * where the wgmma bucket walk may run (SPARSE, ARGMAX, no
+		 * deterministic flag; the device is not known here): dQ's
+		 * fp32 sums, 256-byte aligned for the vector reductions
+		 */
+		L->has_dq = clus_bwd_nd(p);
+		if (L->has_dq)
+			L->dq = take(&at, 4 * bh * p->Nq * p->d);
 	}
 	L->bytes = at;
 }
@@ -372,7 +389,8 @@ int asam_cuda_clus_bwd(struct asam_backend *be, const struct asam_problem *p)
 {
 	struct asam_cuda_device *d = asam_cuda_device_of(be, p->dev.device_id);
 	size_t rows = (size_t)p->B * p->Hq * p->Nq;
-	CUfunction fpre, fdq, fkv, fdg = NULL, fsum = NULL;
+	CUfunction fpre, fdq, fkv, fdg = NULL, fsum = NULL, fw = NULL, fcvt;
+	unsigned wsmem = 0;
 	struct asam_jit_spec sp, sb, sc;
 	struct attn_fwd_params pre;
 	struct attn_clus_params c;
@@ -407,6 +425,16 @@ int asam_cuda_clus_bwd(struct asam_backend *be, const struct asam_problem *p)
 				 &fkv);
 	if (!ret && p->gate_mode == ASAM_GATE_SOFT)
 		ret = attn_get_fn(d, &sb, "asam_attn_bwd_dg_kernel", cap, &fdg);
+	/* Hopper, SPARSE ARGMAX, no deterministic flag: one wgmma walk */
+	if (!ret && clus_bwd_nd(p)) {
+		ret = attn_sm90_clus_bwd_fn(d, p, cap, &fw, &wsmem);
+		if (ret == -EOPNOTSUPP) {
+			fw = NULL;
+			ret = 0;
+		}
+		ret = ret ?: attn_get_fn(d, &sb, "asam_attn_bwd_dqcvt_kernel",
+					 cap, &fcvt);
+	}
 	if (!ret && G > 1) {
 		ret = clus_spec(&sc, d, p);
 		ret = ret ?: attn_get_fn(d, &sc, "asam_clus_gqa_sum_kernel",
@@ -457,12 +485,28 @@ int asam_cuda_clus_bwd(struct asam_backend *be, const struct asam_problem *p)
 				  attn_smem_bytes(CL_T + 4 * 64, p->d) +
 				  2 * 64 * 4, s, &pre);
 	}
-	ret = ret ?: attn_launch(d, fdq, c.ntiles[0], p->Hq, p->B, 128,
-				 attn_smem_bytes(2 * CL_T + 4 * 64, p->d) +
-				 2 * 64 * 4, s, &a);
-	ret = ret ?: attn_launch(d, fkv, c.ntiles[1], p->Hq, p->B, 128,
-				 attn_smem_bytes(4 * CL_T, p->d) + 1024 + 256,
-				 s, &a);
+	if (fw && L.has_dq) {
+		/* dK, dV and dQ in one walk; dQ summed in fp32, then cast */
+		size_t n = rows * p->d, eights = (size_t)p->Nq * p->d / 8;
+
+		a.dq_acc = dp(base, L.dq);
+		ret = ret ?: asam_cuda_err(d->drv->cuMemsetD32Async(
+				(CUdeviceptr)(uintptr_t)a.dq_acc, 0, n, s),
+				"cuMemsetD32Async");
+		ret = ret ?: attn_launch(d, fw, c.ntiles[1], p->Hq, p->B, 128,
+					 wsmem, s, &a);
+		ret = ret ?: attn_launch(d, fcvt,
+					 (unsigned)((eights + 255) / 256),
+					 p->Hq, p->B, 256, 0, s, &a);
+	} else {
+		ret = ret ?: attn_launch(d, fdq, c.ntiles[0], p->Hq, p->B, 128,
+					 attn_smem_bytes(2 * CL_T + 4 * 64,
+							 p->d) + 2 * 64 * 4,
+					 s, &a);
+		ret = ret ?: attn_launch(d, fkv, c.ntiles[1], p->Hq, p->B, 128,
+					 attn_smem_bytes(4 * CL_T, p->d) +
+					 1024 + 256, s, &a);
+	}
 	if (!ret && fsum) {
 		c.part = a.cl_part_k;
 		c.dst = p->dk.data;

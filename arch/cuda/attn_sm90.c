@@ -263,6 +263,37 @@ static int sm90_bwd_spec(struct asam_cuda_device *d,
 }
 
 /*
+ * CLUSTERED's backward on wgmma (attn_bwd_sm90.cu's bucket walk): the
+ * SPARSE gate in ARGMAX mode, over (key tiles of the table, Hq, B), 128
+ * threads; -EOPNOTSUPP where it does not serve (the caller runs the
+ * mma.sync pair).  ASAM_CUDA_SM90_BWD=0 turns it off with the others.
+ */
+int attn_sm90_clus_bwd_fn(struct asam_cuda_device *d,
+			  const struct asam_problem *p, bool capturing,
+			  CUfunction *f, unsigned *smem)
+{
+	struct asam_jit_spec spec;
+	int ret;
+
+	if (!sm90_env("ASAM_CUDA_SM90_BWD", 1) ||
+	    !attn_sm90_serves_dense(d, p) ||
+	    p->gate_mode != ASAM_GATE_SPARSE ||
+	    p->pat.cmode != ASAM_CLUSTER_ARGMAX ||
+	    sm90_bwd_smem(p->d, 64, 64) + 2 * 64 * 4 >
+	    (unsigned)d->smem_per_block_optin)
+		return -EOPNOTSUPP;
+	ret = sm90_bwd_spec(d, p, true, 64, 64, &spec);
+	ret = ret ?: attn_get_fn(d, &spec, "asam_attn_bwd_sm90_kernel",
+				 capturing, f);
+	if (ret)
+		return ret;
+	/* and the bucket walk's row tokens, two stages */
+	*smem = sm90_bwd_smem(p->d, 64, 64) + 2 * 64 * 4;
+	__atomic_add_fetch(&attn_sm90_bwd_launches, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/*
  * The wgmma backward's kernels for @p, or -EOPNOTSUPP where they do not
  * serve (SOFT over lists, HARD, no Hopper, too little shared memory): the
  * caller then runs the mma.sync ones.  STRIDED and HIERARCHICAL with the

@@ -46,6 +46,10 @@ struct attn_sm90_bwd {
 /* -EOPNOTSUPP where the wgmma backward does not serve @p (attn_sm90.c) */
 int attn_sm90_bwd_fn(struct asam_cuda_device *d, const struct asam_problem *p,
 		     bool capturing, bool cols_ok, struct attn_sm90_bwd *b);
+/* CLUSTERED's SPARSE ARGMAX backward on wgmma, or -EOPNOTSUPP */
+int attn_sm90_clus_bwd_fn(struct asam_cuda_device *d,
+			  const struct asam_problem *p, bool capturing,
+			  CUfunction *f, unsigned *smem);
 struct attn_fwd_params;
 /* CLUSTERED's SPARSE and HARD forward on wgmma (attn_bucket_sm90.cuh) */
 bool attn_sm90_serves_clus(const struct asam_cuda_device *d,

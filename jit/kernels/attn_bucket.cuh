@@ -62,4 +62,42 @@ static __device__ __forceinline__ bool bucket_qtile(const P &p, i64 bh,
 	return true;
 }
 
+/*
+ * Row r (0: the thread's gr, 1: gr + 8) of a key block's dK (times
+ * sigma) and dV, for key token @j of (b, query head: @bh): to the kv
+ * head's rows of dK and dV, or with GQA to the head's fp32 partial rows
+ * (asam_clus_gqa_sum_kernel adds them in head order).  The includer
+ * defines NT_O.
+ */
+template <class P>
+static __device__ __forceinline__ void bucket_store_kv(const P &p, i64 bh,
+						       int b, int hk, int j,
+						       int r, float (*dk)[4],
+						       float (*dv)[4], int tg)
+{
+	u16 *dkg = (u16 *)p.dk + b * p.dk_sb + hk * p.dk_sh;
+	u16 *dvg = (u16 *)p.dv + b * p.dv_sb + hk * p.dv_sh;
+
+#pragma unroll
+	for (int n = 0; n < NT_O; n++) {
+		const int e = n * 8 + 2 * tg;
+
+		if (p.Hq != p.Hkv) {
+			float *pk = p.cl_part_k + (bh * p.Nk + j) * HEAD_DIM + e;
+			float *pv = p.cl_part_v + (bh * p.Nk + j) * HEAD_DIM + e;
+
+			pk[0] = dk[n][2 * r] * p.scale;
+			pk[1] = dk[n][2 * r + 1] * p.scale;
+			pv[0] = dv[n][2 * r];
+			pv[1] = dv[n][2 * r + 1];
+		} else {
+			*(u32 *)(dkg + (i64)j * p.dk_sn + e) =
+				pack2(dk[n][2 * r] * p.scale,
+				      dk[n][2 * r + 1] * p.scale);
+			*(u32 *)(dvg + (i64)j * p.dv_sn + e) =
+				pack2(dv[n][2 * r], dv[n][2 * r + 1]);
+		}
+	}
+}
+
 #endif

@@ -314,39 +314,10 @@ asam_attn_bwd_clus_dkdv_kernel(const attn_bwd_params p)
 		gemm_ab(dk, dpt, sq, lane);
 	}
 	cp_async_wait_all();
-
-	u16 *dkg = (u16 *)p.dk + b * p.dk_sb + hk * p.dk_sh;
-	u16 *dvg = (u16 *)p.dv + b * p.dv_sb + hk * p.dv_sh;
-
 #pragma unroll
-	for (int r = 0; r < 2; r++) {
-		int j = key[r];
-
-		if (j < 0)
-			continue;
-#pragma unroll
-		for (int n = 0; n < NT_O; n++) {
-			int e = n * 8 + 2 * tg;
-
-			if (G > 1) {
-				float *pk = p.cl_part_k + (bh * p.Nk + j) *
-					    HEAD_DIM + e;
-				float *pv = p.cl_part_v + (bh * p.Nk + j) *
-					    HEAD_DIM + e;
-
-				pk[0] = dk[n][2 * r] * p.scale;
-				pk[1] = dk[n][2 * r + 1] * p.scale;
-				pv[0] = dv[n][2 * r];
-				pv[1] = dv[n][2 * r + 1];
-			} else {
-				*(u32 *)(dkg + (i64)j * p.dk_sn + e) =
-					pack2(dk[n][2 * r] * p.scale,
-					      dk[n][2 * r + 1] * p.scale);
-				*(u32 *)(dvg + (i64)j * p.dv_sn + e) =
-					pack2(dv[n][2 * r], dv[n][2 * r + 1]);
-			}
-		}
-	}
+	for (int r = 0; r < 2; r++)
+		if (key[r] >= 0)
+			bucket_store_kv(p, bh, b, hk, key[r], r, dk, dv, tg);
 }
 
 #endif

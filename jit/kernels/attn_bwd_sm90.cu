@@ -84,8 +84,12 @@
 #define BWD_LIST (PATTERN != ATTN_P_DENSE)
 #if BWD_LIST && (GATE_MODE != ATTN_G_SPARSE || \
 		 (PATTERN != ATTN_P_LOCAL && PATTERN != ATTN_P_RANDOM && \
-		  !ATTN_HAS_COLS))
-#error "the Hopper backward's lists: LOCAL, RANDOM, STRIDED, HIERARCHICAL; SPARSE"
+		  !ATTN_HAS_COLS && PATTERN != ATTN_P_CLUSTERED))
+#error "the Hopper backward's lists: LOCAL, RANDOM, STRIDED, HIERARCHICAL, CLUSTERED; SPARSE"
+#endif
+#define BWD_BUCKET (PATTERN == ATTN_P_CLUSTERED)
+#if BWD_BUCKET && (NWG != 1 || BLOCK_M != 64)
+#error "CLUSTERED's bucket walk: 64-slot key tiles, 64-row chunks"
 #endif
 /* LOCAL's walk by arithmetic: LOCAL, and the band of the column patterns */
 #define BWD_BAND (PATTERN == ATTN_P_LOCAL || ATTN_HAS_COLS)
@@ -94,6 +98,9 @@
 #endif
 
 #include "attn_bwd_tile.cuh"
+#if BWD_BUCKET
+#include "attn_bucket.cuh"
+#endif
 
 /* tile bytes: every tile starts on a 1024-byte boundary */
 #define KV_BYTES (BLOCK_N * HEAD_DIM * 2)
@@ -101,6 +108,7 @@
 /* dS^T: a 128-byte row a key per 64 queries (panels, as the head dim's) */
 #define DS_BYTES (BLOCK_N * BLOCK_M * 2)
 #define SL_FLOATS (4 * BLOCK_M)	/* a stage's row statistics */
+/* and, for the bucket walk, a stage's row tokens after them: [2][BLOCK_M] */
 
 /*
  * s (64 keys x 64 queries) = A B^T, A = this warpgroup's 64 rows of the
@@ -161,7 +169,8 @@ static __device__ __forceinline__ void store_dst(unsigned char *sds,
 template <int KS, int NC>
 static __device__ __forceinline__ void dq_pass(const attn_bwd_params &p,
 					       u32 a0, u32 b0, int c0, int b,
-					       int h, int q0, int lane)
+					       int h, int q0, int lane,
+					       const int *rows)
 {
 	const int wq = (threadIdx.x >> 5) & 3;
 	float acc[NC / 8][4];
@@ -182,7 +191,8 @@ static __device__ __forceinline__ void dq_pass(const attn_bwd_params &p,
 	wg_pin<NC / 8>(acc);
 
 	red_frag_rows<NC / 8>(p.dq_acc + ((i64)b * p.Hq + h) * p.Nq * HEAD_DIM +
-			      c0, HEAD_DIM, q0 + wq * 16, p.Nq, acc, lane);
+			      c0, HEAD_DIM, q0 + wq * 16, p.Nq, acc, lane,
+			      rows ? rows + wq * 16 : nullptr);
 }
 
 /*
@@ -195,22 +205,23 @@ static __device__ __forceinline__ void dq_pass(const attn_bwd_params &p,
  */
 static __device__ __forceinline__ void add_dq(const attn_bwd_params &p,
 					      u32 sds, u32 ck, int b, int h,
-					      int q0, int wg, int lane)
+					      int q0, int wg, int lane,
+					      const int *rows)
 {
 #if BLOCK_M == 128
 	dq_pass<8, 64>(p, sds + wg * BLOCK_N * 128, ck, 0, b, h, q0 + wg * 64,
-		       lane);
+		       lane, rows);
 #elif NWG == 2 && HEAD_DIM == 128
 	dq_pass<8, 64>(p, sds, ck + wg * BLOCK_N * 128, wg * 64, b, h, q0,
-		       lane);
+		       lane, rows);
 #elif NWG == 2
 	/* 32 columns: half a 128-byte row into the swizzled panel */
-	dq_pass<8, 32>(p, sds, ck + wg * 64, wg * 32, b, h, q0, lane);
+	dq_pass<8, 32>(p, sds, ck + wg * 64, wg * 32, b, h, q0, lane, rows);
 #else
 #pragma unroll
 	for (int c = 0; c < HEAD_DIM / 64; c++)
 		dq_pass<4, 64>(p, sds, ck + c * BLOCK_N * 128, c * 64, b, h, q0,
-			       lane);
+			       lane, rows);
 #endif
 }
 
@@ -222,7 +233,7 @@ static __device__ __forceinline__ void add_dq(const attn_bwd_params &p,
  * of each head, below hi.
  */
 struct bwd_walk {
-	static constexpr bool cols = false;
+	enum { cols = 0, bucket = 0 };
 	int h, hend, qt, lo, hi;
 	int e[2];
 #if BWD_BAND
@@ -398,7 +409,7 @@ static __device__ __forceinline__ bool walk_begin(const attn_bwd_params &p,
  * where no warpgroup has a pair are skipped.
  */
 struct cols_walk {
-	static constexpr bool cols = true;
+	enum { cols = 1, bucket = 0 };
 	int h, hend, qt, lo, hi;
 	int e[2];
 	int lk, off;
@@ -465,8 +476,8 @@ static __device__ __forceinline__ bool walk_begin(const attn_bwd_params &p,
 /* the block's key tile: BLOCK_N keys from @k0, or column entries */
 template <class W>
 static __device__ __forceinline__ void load_keys(const attn_bwd_params &p,
-						 u32 dst, const u16 *src,
-						 i64 ld, int k0)
+						 const W &w, u32 dst,
+						 const u16 *src, i64 ld, int k0)
 {
 #if ATTN_HAS_COLS
 	if (W::cols) {
@@ -484,9 +495,9 @@ static __device__ __forceinline__ void load_keys(const attn_bwd_params &p,
  */
 template <class W>
 static __device__ __forceinline__ void end_dkdv(const attn_bwd_params &p,
-						int b, int hk, int j0,
-						float (*dk)[4], float (*dv)[4],
-						int lane)
+						const W &w, int b, int hk,
+						int j0, float (*dk)[4],
+						float (*dv)[4], int lane)
 {
 #if ATTN_HAS_COLS
 	if (W::cols) {
@@ -503,6 +514,168 @@ static __device__ __forceinline__ void end_dkdv(const attn_bwd_params &p,
 #endif
 	store_dkdv(p, b, hk, j0, dk, dv, lane);
 }
+
+/* the walk's smallest key, the first step's rows, their tokens */
+template <class W>
+static __device__ __forceinline__ int walk_kmin(const attn_bwd_params &p,
+						const W &w, int k0)
+{
+	return W::cols ? col_key(p, k0) : k0;
+}
+
+/* step @w's query rows (Q or dO; @q0 = its tile's first) into @dst */
+template <class W>
+static __device__ __forceinline__ void load_qrows(const attn_bwd_params &p,
+						  const W &w, int q0, u32 dst,
+						  const u16 *src, i64 ld)
+{
+	load_sw<BLOCK_M, ATTN_THREADS>(dst, src, ld, q0, p.Nq);
+}
+
+/* step @w's row @r (a query token; p.Nq: none) */
+template <class W>
+static __device__ __forceinline__ int row_token(const attn_bwd_params &p,
+						const W &w, int q0, int r)
+{
+	return q0 + r;
+}
+
+template <class W>
+static __device__ __forceinline__ const int *walk_keys(const W &w, int *n)
+{
+	*n = 0;
+	return nullptr;
+}
+
+#if BWD_BUCKET
+/*
+ * CLUSTERED: a block per 64-slot key tile of one query head's table
+ * (blockIdx.y is the query head: with GQA the heads of a group sort the
+ * keys differently), walking its cluster's query slots 64 at a time, K,
+ * V, Q and dO gathered by slot; the bucket is the whole predicate (ARGMAX
+ * mode), so every tile is whole but for the limits (causal, lengths) on
+ * the tokens.  dQ goes to the tokens' rows; dK, dV to the keys' rows, or
+ * with GQA to the head's fp32 partial rows that asam_clus_gqa_sum_kernel
+ * adds in head order.
+ */
+struct bucket_walk {
+	enum { cols = 0, bucket = 1 };
+	int h, hend, qt, lo, hi;
+	int e[2];
+	const int *kp;	/* the key tile's tokens, slot by slot */
+	const int *qp;	/* its cluster's query tokens, slot by slot */
+	int nkr, nq, kfirst, off;
+};
+
+/* key tile @t of (b, query head @hq)'s table into @w; false past its end */
+static __device__ __forceinline__ bool bucket_keys(const attn_bwd_params &p,
+						   int b, int hq, int t,
+						   bucket_walk &w)
+{
+	const i64 bh = (i64)b * p.Hq + hq;
+
+	if (t >= p.cl_nktiles[bh])
+		return false;
+
+	const int *tl = p.cl_ktiles + 2 * (bh * p.cl_ntk + t);
+	const int s0 = tl[0], c = tl[1];
+	const int *qo = p.cl_qoff + bh * (p.cl_C + 1);
+	const int *ko = p.cl_koff + bh * (p.cl_C + 1);
+
+	w.h = hq;
+	w.hend = hq + 1;
+	w.kp = p.cl_kperm + bh * p.Nk + s0;
+	w.nkr = min((int)BLOCK_N, ko[c + 1] - s0);
+	w.qp = p.cl_qperm + bh * p.Nq + qo[c];
+	w.nq = qo[c + 1] - qo[c];
+	w.kfirst = w.kp[0];
+	w.e[0] = w.e[1] = -1;
+	return true;
+}
+
+static __device__ __forceinline__ bool walk_next(const attn_bwd_params &p,
+						 bucket_walk &w, int kt0)
+{
+	while (++w.qt < w.hi) {
+#if CAUSAL
+		const int last = min((int)BLOCK_M, w.nq - w.qt * (int)BLOCK_M) - 1;
+
+		/* a cluster's tokens ascend: a chunk wholly before the
+		 * tile's first key sees none of it */
+		if (w.qp[w.qt * BLOCK_M + last] + w.off < w.kfirst)
+			continue;
+#endif
+		w.e[0] = w.e[1] = 0;
+		return true;
+	}
+	return false;
+}
+
+static __device__ __forceinline__ bool walk_begin(const attn_bwd_params &p,
+						  bucket_walk &w, int hk, int G,
+						  int lo, int hi, int kt0,
+						  int lk, int off)
+{
+	w.off = off;
+	w.lo = 0;
+	w.hi = w.kfirst < lk ? (w.nq + BLOCK_M - 1) / BLOCK_M : 0;
+	w.qt = -1;
+	return walk_next(p, w, kt0);
+}
+
+static __device__ __forceinline__ int walk_kmin(const attn_bwd_params &p,
+						const bucket_walk &w, int k0)
+{
+	return w.kfirst;
+}
+
+static __device__ __forceinline__ void load_qrows(const attn_bwd_params &p,
+						  const bucket_walk &w, int q0,
+						  u32 dst, const u16 *src,
+						  i64 ld)
+{
+	load_sw_idx<BLOCK_M, ATTN_THREADS>(dst, src, ld, w.qp + q0,
+					   w.nq - q0);
+}
+
+/* q0: the chunk's first slot */
+static __device__ __forceinline__ int row_token(const attn_bwd_params &p,
+						const bucket_walk &w, int q0,
+						int r)
+{
+	return q0 + r < w.nq ? w.qp[q0 + r] : p.Nq;
+}
+
+static __device__ __forceinline__ const int *walk_keys(const bucket_walk &w,
+						       int *n)
+{
+	*n = w.nkr;
+	return w.kp;
+}
+
+static __device__ __forceinline__ void load_keys(const attn_bwd_params &p,
+						 const bucket_walk &w, u32 dst,
+						 const u16 *src, i64 ld, int k0)
+{
+	load_sw_idx<BLOCK_N, ATTN_THREADS>(dst, src, ld, w.kp, w.nkr);
+}
+
+/* the warp's 16 key slots from @j0: to the keys' rows or GQA partials */
+static __device__ __forceinline__ void end_dkdv(const attn_bwd_params &p,
+						const bucket_walk &w, int b,
+						int hk, int j0, float (*dk)[4],
+						float (*dv)[4], int lane)
+{
+#pragma unroll
+	for (int r = 0; r < 2; r++) {
+		const int sl = j0 + (lane >> 2) + r * 8;
+
+		if (sl < w.nkr)
+			bucket_store_kv(p, (i64)b * p.Hq + w.h, b, hk, w.kp[sl],
+					r, dk, dv, lane & 3);
+	}
+}
+#endif
 
 /* a skipped warpgroup's half of dS^T: zeros, so dQ = dS K stays right */
 static __device__ __forceinline__ void zero_dst(unsigned char *sds, int wg)
@@ -521,15 +694,24 @@ extern __shared__ __align__(1024) unsigned char attn_smem[];
 template <class W>
 static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
 {
-	const int b = blockIdx.z, hk = blockIdx.y, kt = blockIdx.x;
+	/* the bucket walk's blocks are a query head's, the others' a kv head's */
+	const int b = blockIdx.z, hy = blockIdx.y, kt = blockIdx.x;
 	const int tid = threadIdx.x, lane = tid & 31;
 	const int wg = tid >> 7, wq = (tid >> 5) & 3;
 	const int G = p.Hq / p.Hkv;
+	const int hk = W::bucket ? hy / G : hy;
 	const int lq = p.len_q ? p.len_q[b * p.lq_s] : p.Nq;
 	const int lk = p.len_k ? p.len_k[b * p.lk_s] : p.Nk;
-	const int k0 = kt * BLOCK_N, off = p.Nk - p.Nq;
+	/* the bucket walk's key slots count from its tile's first */
+	const int k0 = W::bucket ? 0 : kt * BLOCK_N, off = p.Nk - p.Nq;
+	W cur, nxt;
+
+#if BWD_BUCKET
+	if (!bucket_keys(p, b, hy, kt, cur))
+		return;		/* past the table: the whole block */
+#endif
 	/* the block's smallest key */
-	const int kmin = W::cols ? col_key(p, k0) : k0;
+	const int kmin = walk_kmin(p, cur, k0);
 	/* the dynamic window is 16-byte aligned: round up to 1024 */
 	const u32 raw = smem_u32(attn_smem);
 	const u32 base = (raw + 1023) & ~1023u;
@@ -538,32 +720,36 @@ static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
 	unsigned char *gds = attn_smem + (sds - raw);
 	/* [2][4][BLOCK_M] */
 	float *sL = (float *)(attn_smem + (sds + DS_BYTES - raw));
+	/* the bucket walk's row tokens, [2][BLOCK_M] */
+	int *sI = (int *)(sL + 2 * SL_FLOATS);
+	int nkeys;
+	const int *keys = walk_keys(cur, &nkeys);
 	const u16 *qg = (const u16 *)p.q + b * p.q_sb;
 	const u16 *dog = (const u16 *)p.d_o + b * p.do_sb;
 	/* SPARSE: the sparse branch only; SOFT: both, the same pairs */
 	const bool in_s = GATE_MODE != ATTN_G_DENSE;
 	float dk[NT_O][4], dv[NT_O][4], nl[4];
-	int qt_lo, qt_hi, t;
-	W cur, nxt;
+	int qt_lo, qt_hi, t, ni = 0;
 	bool more;
 
 	kv_begin(kmin, off, lq, lk, &qt_lo, &qt_hi, dk, dv);
 	more = walk_begin(p, cur, hk, G, qt_lo, qt_hi, NWG * kt, lk, off);
-	load_keys<W>(p, sk, (const u16 *)p.k + b * p.k_sb + hk * p.k_sh,
-		     p.k_sn, k0);
-	load_keys<W>(p, sv, (const u16 *)p.v + b * p.v_sb + hk * p.v_sh,
-		     p.v_sn, k0);
+	load_keys(p, cur, sk, (const u16 *)p.k + b * p.k_sb + hk * p.k_sh,
+		  p.k_sn, k0);
+	load_keys(p, cur, sv, (const u16 *)p.v + b * p.v_sb + hk * p.v_sh,
+		  p.v_sn, k0);
 	if (more) {
 		int q0 = cur.qt * BLOCK_M;
 
-		load_sw<BLOCK_M, ATTN_THREADS>(sq, qg + cur.h * p.q_sh, p.q_sn,
-					       q0, p.Nq);
-		load_sw<BLOCK_M, ATTN_THREADS>(sdo, dog + cur.h * p.do_sh,
-					       p.do_sn, q0, p.Nq);
+		load_qrows(p, cur, q0, sq, qg + cur.h * p.q_sh, p.q_sn);
+		load_qrows(p, cur, q0, sdo, dog + cur.h * p.do_sh, p.do_sn);
 		if (tid < BLOCK_M) {
-			bwd_rowstats(p, b, cur.h, q0 + tid, nl);
+			ni = row_token(p, cur, q0, tid);
+			bwd_rowstats(p, b, cur.h, ni, nl);
 			for (int x = 0; x < 4; x++)
 				sL[x * BLOCK_M + tid] = nl[x];
+			if (W::bucket)
+				sI[tid] = ni;
 		}
 	}
 	cp_async_commit();
@@ -582,6 +768,7 @@ static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
 		const float wd = GATE_MODE == ATTN_G_DENSE ? 1.f : 1.f - g;
 		const u32 cq = sq + buf * Q_BYTES, cdo = sdo + buf * Q_BYTES;
 		const float *cL = sL + buf * SL_FLOATS;
+		const int *cI = W::bucket ? sI + buf * BLOCK_M : nullptr;
 		u32 pa[KS_M][4], da[KS_M][4];
 
 		nxt = cur;
@@ -593,15 +780,14 @@ static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
 		if (more) {
 			const int nq0 = nxt.qt * BLOCK_M;
 
-			load_sw<BLOCK_M, ATTN_THREADS>(sq + (buf ^ 1) * Q_BYTES,
-						       qg + nxt.h * p.q_sh,
-						       p.q_sn, nq0, p.Nq);
-			load_sw<BLOCK_M, ATTN_THREADS>(sdo + (buf ^ 1) *
-						       Q_BYTES,
-						       dog + nxt.h * p.do_sh,
-						       p.do_sn, nq0, p.Nq);
-			if (tid < BLOCK_M)
-				bwd_rowstats(p, b, nxt.h, nq0 + tid, nl);
+			load_qrows(p, nxt, nq0, sq + (buf ^ 1) * Q_BYTES,
+				   qg + nxt.h * p.q_sh, p.q_sn);
+			load_qrows(p, nxt, nq0, sdo + (buf ^ 1) * Q_BYTES,
+				   dog + nxt.h * p.do_sh, p.do_sn);
+			if (tid < BLOCK_M) {
+				ni = row_token(p, nxt, nq0, tid);
+				bwd_rowstats(p, b, nxt.h, ni, nl);
+			}
 		}
 		cp_async_commit();
 
@@ -627,8 +813,18 @@ static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
 				const int hq = q0 + hf * 64;
 				const int j0 = k0 + wg * 64 + wq * 16;
 
-				/* column tiles: whole ones without the test */
-				if (!W::cols)
+				/*
+				 * the bucket: every pair, rows and keys by
+				 * token; column tiles: whole ones without the
+				 * test
+				 */
+				if (W::bucket)
+					ds_tile<false, 0>(p, st, dpt, hL, h, hq,
+							  j0, lq, lk, off, in_s,
+							  e, wd, ws, lane,
+							  cI + hf * 64, keys,
+							  nkeys);
+				else if (!W::cols)
 					ds_tile(p, st, dpt, hL, h, hq, j0, lq,
 						lk, off, in_s, e, wd, ws, lane);
 				else if (e & ATTN_E_FULL)
@@ -660,16 +856,19 @@ static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
 		/* dS^T of both warpgroups, visible to the async proxy */
 		fence_proxy_async();
 		__syncthreads();
-		add_dq(p, sds, sk, b, h, q0, wg, lane);	/* waits for all */
+		add_dq(p, sds, sk, b, h, q0, wg, lane, cI);	/* waits for all */
 		wg_pin<NT_O>(dv);
 		wg_pin<NT_O>(dk);
-		if (more && tid < BLOCK_M)
+		if (more && tid < BLOCK_M) {
 			for (int x = 0; x < 4; x++)
 				sL[(buf ^ 1) * SL_FLOATS + x * BLOCK_M + tid] =
 					nl[x];
+			if (W::bucket)
+				sI[(buf ^ 1) * BLOCK_M + tid] = ni;
+		}
 	}
 	cp_async_wait_all();
-	end_dkdv<W>(p, b, hk, k0 + wg * 64 + wq * 16, dk, dv, lane);
+	end_dkdv(p, cur, b, hk, k0 + wg * 64 + wq * 16, dk, dv, lane);
 }
 
 /*
@@ -677,11 +876,24 @@ static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
  * memory allow it): one block's loads, barriers and element-wise work
  * then overlap the other's MMAs.
  */
+#if !BWD_BUCKET
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS, NWG == 1 ? 2 : 1)
 asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
 {
 	bwd_body<bwd_walk>(p);
 }
+#else
+/*
+ * CLUSTERED: over (key tiles of the table, Hq, B).  The family's one
+ * entry name, as the forward's bucket variant keeps its own: every
+ * variant then has the entries jit_compile looks for.
+ */
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 2)
+asam_attn_bwd_sm90_kernel(const attn_bwd_params p)
+{
+	bwd_body<bucket_walk>(p);
+}
+#endif
 
 #if ATTN_HAS_COLS && BWD_LIST
 /* the column entries' dK, dV and dQ, after the band's launch */

@@ -116,6 +116,9 @@ static __device__ __forceinline__ void kv_begin(int k0, int off, int lq,
  * knows it is (1: partial), and the other path is not compiled in (the
  * column walk's pattern test, kept predicated on every pair of a whole
  * tile and thrown away: the walk ran 1.99 ms with it, 1.50 without).
+ * @rows (BLOCK_M tokens, one a column) and @keys (@nkeys tokens by slot,
+ * j0 a slot) gather both sides: CLUSTERED's bucket walk, whose bucket is
+ * the whole predicate (MASK 0).
  */
 template <bool COLS = false, int MASK = 2>
 static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
@@ -124,7 +127,10 @@ static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 					       const float *sL, int h, int q0,
 					       int j0, int lq, int lk, int off,
 					       bool in_s, int e, float wd,
-					       float ws, int lane)
+					       float ws, int lane,
+					       const int *rows = nullptr,
+					       const int *keys = nullptr,
+					       int nkeys = 0)
 {
 	const int gr = lane >> 2, tg = lane & 3;
 	const bool full = MASK == 0 || (MASK == 2 && (e & ATTN_E_FULL));
@@ -142,6 +148,8 @@ static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 		jk[r] = j0 + gr + r * 8;
 		if (COLS)
 			jk[r] = jk[r] < p.ncol ? col_key(p, jk[r]) : -1;
+		if (keys)	/* gathered keys: slot -> token, -1 past @nkeys */
+			jk[r] = jk[r] < nkeys ? keys[jk[r]] : -1;
 		jl[r] = (unsigned)jk[r] < (unsigned)lk;
 		bw[r] = COLS || full ? 0 : cols_band_word(p, h, jk[r]);
 	}
@@ -151,7 +159,8 @@ static __device__ __forceinline__ void ds_tile(const attn_bwd_params &p,
 #pragma unroll
 		for (int x = 0; x < 4; x++) {
 			int c = n * 8 + 2 * tg + (x & 1);
-			int i = q0 + c;
+			/* gathered rows: each column's token (>= lq: none) */
+			int i = rows ? rows[c] : q0 + c;
 			int j = jk[x >> 1];
 			bool ok = i < lq && jl[x >> 1];
 			float s2, pc = 0.f, ds = 0.f;
@@ -240,11 +249,14 @@ static __device__ __forceinline__ void red_add_f32x4(float *g, float a,
 template <int NB>
 static __device__ __forceinline__ void red_frag_rows(float *g, i64 ld, int r0,
 						     int nr, float (*acc)[4],
-						     int lane)
+						     int lane,
+						     const int *rows = nullptr)
 {
 	const int tg = lane & 3;
 	const bool odd = tg & 1;
-	const int i = r0 + (lane >> 2) + (odd ? 8 : 0);
+	/* @rows: the warp's 16 rows by index (gathered rows; >= nr: none) */
+	const int i = rows ? rows[(lane >> 2) + (odd ? 8 : 0)] :
+		      r0 + (lane >> 2) + (odd ? 8 : 0);
 	float *row = g + (i64)i * ld + 2 * (tg & 2);
 
 #pragma unroll
