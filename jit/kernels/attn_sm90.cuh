@@ -86,23 +86,33 @@ static __device__ __forceinline__ void cp_async16_s(u32 dst, const void *src,
  * Rows [row0, row0 + ROWS) of a [N, HEAD_DIM] slice (row stride @ld
  * elements) into the swizzled tile at shared address @dst; rows at or
  * past @n are zero-filled.  Consecutive threads take consecutive 16-byte
- * chunks of a row: the global reads coalesce.
+ * chunks of a row: the global reads coalesce.  A thread's chunk column
+ * and its rows' swizzle phase never change (THREADS is a multiple of the
+ * chunks of 8 rows), so its addresses are one base and a constant step:
+ * the generic chunk walk spent ~30 instructions a chunk on divisions and
+ * 64-bit products, and the walks are bound by the instructions they
+ * issue (ncu: ~1190 a warp and dense tile).
  */
 template <int ROWS, int THREADS>
 static __device__ __forceinline__ void load_sw(u32 dst, const u16 *src,
 					       i64 ld, int row0, int n)
 {
-	const int CH = HEAD_DIM / 8;
+	constexpr int CH = HEAD_DIM / 8, RS = THREADS / CH;
+	static_assert(THREADS % CH == 0 && RS % 8 == 0 && ROWS % RS == 0,
+		      "load_sw: a thread's chunk column and phase are fixed");
+	const unsigned t = threadIdx.x;
+	const int ch = t % CH, r0 = t / CH;
+	const int left = n - row0 - r0;	/* rows from this one to @n */
+	const u16 *s = src + (i64)(row0 + r0) * ld + ch * 8;
+	const u32 at = dst + (ch >> 3) * ROWS * 128 + r0 * 128 +
+		       (((ch & 7) ^ (r0 & 7)) << 4);
 
 #pragma unroll
-	for (int c = threadIdx.x; c < ROWS * CH; c += THREADS) {
-		int r = c / CH, ch = c % CH;
-		bool ok = row0 + r < n;
-		const u16 *s = src + (ok ? (i64)(row0 + r) * ld + ch * 8 : 0);
-		u32 at = (ch >> 3) * ROWS * 128 + r * 128 +
-			 (((ch & 7) ^ (r & 7)) << 4);
+	for (int k = 0; k < ROWS / RS; k++) {
+		const bool ok = k * RS < left;
 
-		cp_async16_s(dst + at, s, ok);
+		cp_async16_s(at + k * RS * 128, ok ? s + k * RS * ld : src,
+			     ok);
 	}
 }
 
@@ -115,18 +125,24 @@ static __device__ __forceinline__ void load_sw_idx(u32 dst, const u16 *src,
 						   i64 ld, const int *idx,
 						   int n)
 {
-	const int CH = HEAD_DIM / 8;
+	constexpr int CH = HEAD_DIM / 8, RS = THREADS / CH;
+	static_assert(THREADS % CH == 0 && RS % 8 == 0 && ROWS % RS == 0,
+		      "load_sw_idx: a thread's chunk column and phase are fixed");
+	const unsigned t = threadIdx.x;
+	const int ch = t % CH, r0 = t / CH;
+	const u32 at = dst + (ch >> 3) * ROWS * 128 + r0 * 128 +
+		       (((ch & 7) ^ (r0 & 7)) << 4);
+	int j[ROWS / RS];
 
+	/* the indices first: their loads overlap, not each its copy */
 #pragma unroll
-	for (int c = threadIdx.x; c < ROWS * CH; c += THREADS) {
-		int r = c / CH, ch = c % CH;
-		int j = r < n ? __ldg(idx + r) : -1;
-		const u16 *s = src + (j >= 0 ? (i64)j * ld + ch * 8 : 0);
-		u32 at = (ch >> 3) * ROWS * 128 + r * 128 +
-			 (((ch & 7) ^ (r & 7)) << 4);
-
-		cp_async16_s(dst + at, s, j >= 0);
-	}
+	for (int k = 0; k < ROWS / RS; k++)
+		j[k] = r0 + k * RS < n ? __ldg(idx + r0 + k * RS) : -1;
+#pragma unroll
+	for (int k = 0; k < ROWS / RS; k++)
+		cp_async16_s(at + k * RS * 128,
+			     j[k] >= 0 ? src + (i64)j[k] * ld + ch * 8 : src,
+			     j[k] >= 0);
 }
 
 #if ATTN_HAS_COLS
