@@ -54,7 +54,7 @@ static void acc_tn(const struct fast_job *job, struct fast_ws *w,
 	}
 	memset(w->tk, 0, sizeof(float) * FAST_KB * dp);
 	job->isa->mm_tn(a, FAST_KB, nb, R, x, dp, w->tk);
-	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
+	keys = seg_keys(ks, sg);
 	for (t = 0; t < nb; t++) {
 		float *row = dst + (size_t)keys[t] * dp;
 		const float *src = w->tk + t * dp;

@@ -156,7 +156,22 @@ struct keyset {
 	bool hier;		/* ... with the band as bits (HIERARCHICAL) */
 	int64_t nu;		/* gathered keys in u (bucket reuse) */
 	bool bucket;		/* u is a shared cluster bucket: reusable */
+	/*
+	 * STRIDED, HIERARCHICAL: segment @bsg (-1: none) holds the rows'
+	 * bands gathered, keys @bk, masks in ws->bits, rather than the
+	 * 64-key blocks around them (build_keys_arith)
+	 */
+	int bsg;
+	const int32_t *bk;
 };
+
+/* the keys of gathered segment @sg (seg[sg] < 0) */
+static inline const int32_t *seg_keys(const struct keyset *ks, int sg)
+{
+	if (sg == ks->bsg)
+		return ks->bk;
+	return ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
+}
 
 #define DIRECT_MIN 24		/* keys of a block that make it direct */
 
@@ -187,6 +202,8 @@ static inline uint64_t row_mask(const struct fast_ws *w,
 	if (sparse && ks->strided) {
 		int64_t base;
 
+		if (sg == ks->bsg)
+			return w->bits[(size_t)sg * FAST_TQ + r];
 		if (ks->seg[sg] < 0) {
 			/* the column list: below the limit, not in the band */
 			base = (int64_t)(-ks->seg[sg] - 1) * FAST_KB;

@@ -568,6 +568,37 @@ void fast_hier_band(const struct fast_plan *fp, int h, int64_t pos,
 	}
 }
 
+/*
+ * The same bits as fast_hier_band, as one word: bit j - @base for every
+ * allowed j in [lo, hi), where hi - base <= 64 (a group's whole band)
+ */
+uint64_t fast_hier_word(const struct fast_plan *fp, int h, int64_t pos,
+			int64_t lo, int64_t hi, int64_t base)
+{
+	const struct asam_pat *pat = &fp->p->pat;
+	const uint8_t *tab = fp->hier_tab + ((size_t)h << pat->nscales);
+	int64_t m[ASAM_MAX_SCALES], q[ASAM_MAX_SCALES], j, delta;
+	int k, ns = pat->nscales;
+	uint64_t x = 0;
+	unsigned int b;
+
+	for (k = 0; k < ns; k++) {
+		m[k] = lo % pat->scales[k];
+		q[k] = pat->scales[k] / 4;
+	}
+	for (j = lo; j < hi; j++) {
+		delta = pos > j ? pos - j : j - pos;
+		b = 0;
+		for (k = 0; k < ns; k++) {
+			b |= (unsigned int)(delta <= q[k] || !m[k]) << k;
+			if (++m[k] == pat->scales[k])
+				m[k] = 0;
+		}
+		x |= (uint64_t)tab[b] << (j - base);
+	}
+	return x;
+}
+
 static int64_t emit_range(int32_t *out, int64_t n, int64_t lo, int64_t hi)
 {
 	for (; lo < hi; lo++)

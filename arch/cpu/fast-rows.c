@@ -54,6 +54,28 @@ long fast_l2_bytes(void)
 	return b;
 }
 
+/*
+ * STRIDED and HIERARCHICAL with the sparse branch alone, where every
+ * group's bands fit one gathered segment (build_keys_arith): the
+ * groups read no block, so none need be transposed
+ */
+static bool bands_gathered(const struct fast_job *job)
+{
+	const struct asam_problem *p = job->p;
+	int64_t rad;
+
+	if (p->gate_mode != ASAM_GATE_SPARSE)
+		return false;
+	if (p->pat.kind == ASAM_PATTERN_STRIDED)
+		rad = p->pat.radius;
+	else if (p->pat.kind == ASAM_PATTERN_HIERARCHICAL)
+		rad = job->fp.hier_band;
+	else
+		return false;
+	/* FAST_TQ consecutive rows, each [pos - rad, pos + rad] */
+	return 2 * rad + FAST_TQ <= FAST_KB;
+}
+
 void fast_rows_setup(struct fast_job *job)
 {
 	const char *env = getenv("ASAM_CPU_ROWS_L2");
@@ -88,7 +110,8 @@ void fast_rows_setup(struct fast_job *job)
 	 */
 	job->no_blocks = job->rows_only ||
 			 (job->fp.sorted_groups &&
-			  job->p->gate_mode == ASAM_GATE_SPARSE);
+			  job->p->gate_mode == ASAM_GATE_SPARSE) ||
+			 bands_gathered(job);
 }
 
 bool fast_rows_tiled(const struct fast_job *job)

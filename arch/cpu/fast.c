@@ -583,8 +583,8 @@ void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		w->pvT = job->VT ? job->VT + off : NULL;
 		return;
 	}
-	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
-	if (ks->bucket && w->bkT && (!want_vT || w->bkb)) {
+	keys = seg_keys(ks, sg);
+	if (ks->bucket && sg != ks->bsg && w->bkT && (!want_vT || w->bkb)) {
 		/*
 		 * A cluster bucket, or the global columns of STRIDED and
 		 * HIERARCHICAL: the groups of one cluster or head share it,

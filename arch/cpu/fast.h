@@ -149,6 +149,9 @@ int fast_plan_group(const struct fast_plan *fp, int b, int h, int g,
 void fast_hier_band(const struct fast_plan *fp, int h, int64_t pos,
 		    int64_t lo, int64_t hi, uint64_t *bits, int64_t blo);
 
+uint64_t fast_hier_word(const struct fast_plan *fp, int h, int64_t pos,
+			int64_t lo, int64_t hi, int64_t base);
+
 /* first index in sorted a[0..n) with a[t] >= x (gathered column lists) */
 int64_t fast_lower_bound(const int32_t *a, int64_t n, int64_t x);
 
