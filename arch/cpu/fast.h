@@ -104,6 +104,8 @@ struct fast_plan {
 	/* HIERARCHICAL */
 	uint8_t *hier_tab;		/* [Hq][1 << nscales] */
 	int hier_band;			/* max_k s_k / 4 */
+	uint64_t *hier_bw;		/* [Hq][period] band words, or NULL */
+	int64_t hier_period;		/* the scales' lcm */
 	int32_t *hier_cols;		/* [Hq][Nk] global columns ... */
 	int32_t *hier_ncols;		/* [Hq] ... and their count */
 	/* STRIDED: the columns j % s == 0, shared by every head */
