@@ -808,6 +808,88 @@ static void F(scatter)(const float *a, const float *x, float *X,
 	}
 }
 
+#if VW == 16
+/*
+ * One step of a 16 x 16 transpose in registers: rows a, b (b = a + h,
+ * a's row bit h clear) swap the h-wide blocks off the diagonal, i.e.
+ * exchange bit h of the row and of the column index; the four steps h =
+ * 8, 4, 2, 1 make the transpose.
+ */
+#define TM_LO(j, h)	(((j) & (h)) ? 16 + (j) - (h) : (j))
+#define TM_HI(j, h)	(((j) & (h)) ? 16 + (j) : (j) + (h))
+#define TMASK(M, h) (vi){ M(0, h), M(1, h), M(2, h), M(3, h), M(4, h), \
+	M(5, h), M(6, h), M(7, h), M(8, h), M(9, h), M(10, h), M(11, h), \
+	M(12, h), M(13, h), M(14, h), M(15, h) }
+
+static inline __attribute__((always_inline)) void F(tstep)(vf *r, int h,
+							   vi lo, vi hi)
+{
+	int i;
+
+	for (i = 0; i < 16; i++)
+		if (!(i & h)) {
+			vf a = r[i], b = r[i + h];
+
+			r[i] = __builtin_shuffle(a, b, lo);
+			r[i + h] = __builtin_shuffle(a, b, hi);
+		}
+}
+
+static inline __attribute__((always_inline)) void F(t16)(vf *r)
+{
+	F(tstep)(r, 8, TMASK(TM_LO, 8), TMASK(TM_HI, 8));
+	F(tstep)(r, 4, TMASK(TM_LO, 4), TMASK(TM_HI, 4));
+	F(tstep)(r, 2, TMASK(TM_LO, 2), TMASK(TM_HI, 2));
+	F(tstep)(r, 1, TMASK(TM_LO, 1), TMASK(TM_HI, 1));
+}
+#endif
+
+/*
+ * T[e][t] = row t's e-th value for t < n <= 64, e < dp (T rows FAST_KB
+ * apart, columns n..63 zero), row t at base + keys[t] * stride, or at
+ * base + t * stride without keys: the gathered keys' K (or V) block
+ * transposed for mm_nt.  By scalar copies each value was a load and a
+ * store (64 a key at d = 64, the largest cost of CLUSTERED's gather);
+ * AVX-512 moves 16 x 16 tiles through registers instead.
+ */
+static void F(tgather)(const float *base, int64_t stride,
+		       const int32_t *keys, int n, int dp, float *T)
+{
+	int t0, e, i;
+
+#if VW == 16
+	for (t0 = 0; t0 < n; t0 += 16) {
+		int nt = n - t0 < 16 ? n - t0 : 16;
+		const float *rp[16];
+
+		for (i = 0; i < 16; i++)
+			rp[i] = i >= nt ? NULL : base + stride *
+				(int64_t)(keys ? keys[t0 + i] : t0 + i);
+		for (e = 0; e < dp; e += 16) {
+			vf r[16];
+
+			for (i = 0; i < 16; i++)
+				r[i] = rp[i] ? F(ld)(rp[i] + e) : (vf){ 0 };
+			F(t16)(r);
+			for (i = 0; i < 16; i++)
+				F(st)(T + (size_t)(e + i) * FAST_KB + t0, r[i]);
+		}
+	}
+	t0 = (n + 15) & ~15;
+#else
+	for (t0 = 0; t0 < n; t0++) {
+		const float *row = base + stride *
+				   (int64_t)(keys ? keys[t0] : t0);
+
+		for (e = 0; e < dp; e++)
+			T[(size_t)e * FAST_KB + t0] = row[e];
+	}
+#endif
+	for (e = 0; e < dp && t0 < FAST_KB; e++)
+		for (i = t0; i < FAST_KB; i++)
+			T[(size_t)e * FAST_KB + i] = 0;
+}
+
 /* lane-wise max as x > m ? x : m (NaN never taken over a number in m) */
 static inline vf F(vmax)(vf m, vf x)
 {
@@ -917,4 +999,5 @@ const struct fast_isa CAT(fast_isa_, KERN) = {
 	.row_exp = F(row_exp),
 	.top2 = F(top2),
 	.scatter = F(scatter),
+	.tgather = F(tgather),
 };

@@ -533,8 +533,9 @@ static void gather_keys(const struct fast_job *job, int b, int hk,
 			bool v_in_T)
 {
 	const struct asam_problem *p = job->p;
-	int dp = job->dp, t, e;
-	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB;
+	int dp = job->dp, t;
+	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB, ts;
+	const float *tb = fast_rows_of(job, v_in_T, b, hk, &ts);
 
 	for (t = 0; t < n; t++) {
 		const float *kr, *vr;
@@ -550,12 +551,10 @@ static void gather_keys(const struct fast_job *job, int b, int hk,
 			prefetch_f32(vr, dp);
 		}
 		key_rows(job, b, hk, base, keys[t], &kr, &vr);
-		for (e = 0; e < dp; e++)
-			T[e * FAST_KB + t] = (v_in_T ? vr : kr)[e];
 		memcpy(rows + t * dp, v_in_T ? kr : vr, sizeof(float) * dp);
 	}
-	for (e = 0; e < dp && n < FAST_KB; e++)
-		memset(T + e * FAST_KB + n, 0, sizeof(float) * (FAST_KB - n));
+	/* the other rows, fetched by the loop above, transposed */
+	job->isa->tgather(tb, ts, keys, n, dp, T);
 }
 
 /* Point the worker at segment @sg's K and V, gathering scattered keys. */
@@ -564,9 +563,10 @@ void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		   bool want_vT)
 {
 	const struct asam_problem *p = job->p;
-	int dp = job->dp, nb = ks->segn[sg], t, e;
-	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB;
+	int dp = job->dp, nb = ks->segn[sg], t;
+	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB, ts;
 	const int32_t *keys;
+	const float *tb;
 
 	if (ks->seg[sg] >= 0) {
 		size_t off = (size_t)(base + (int64_t)ks->seg[sg] * FAST_KB) *
@@ -628,23 +628,17 @@ void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		const float *kr, *vr;
 
 		key_rows(job, b, hk, base, keys[t], &kr, &vr);
-		/* K straight into its transposed block; rows only for dQ */
-		for (e = 0; e < dp; e++)
-			w->kT[e * FAST_KB + t] = kr[e];
-		if (want_vT) {
+		/* K rows only for dQ */
+		if (want_vT)
 			memcpy(w->kb + t * dp, kr, sizeof(float) * dp);
-			for (e = 0; e < dp; e++)
-				w->vT[e * FAST_KB + t] = vr[e];
-		}
 		memcpy(w->vb + t * dp, vr, sizeof(float) * dp);
 	}
-	/* padding columns: finite zeros, whatever ran before */
-	for (e = 0; e < dp && nb < FAST_KB; e++) {
-		memset(w->kT + e * FAST_KB + nb, 0,
-		       sizeof(float) * (FAST_KB - nb));
-		if (want_vT)
-			memset(w->vT + e * FAST_KB + nb, 0,
-			       sizeof(float) * (FAST_KB - nb));
+	/* K (and V) transposed; padding columns finite zeros */
+	tb = fast_rows_of(job, false, b, hk, &ts);
+	job->isa->tgather(tb, ts, keys, nb, dp, w->kT);
+	if (want_vT) {
+		tb = fast_rows_of(job, true, b, hk, &ts);
+		job->isa->tgather(tb, ts, keys, nb, dp, w->vT);
 	}
 	w->pkT = w->kT;
 	w->pvb = w->vb;

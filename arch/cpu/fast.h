@@ -69,6 +69,12 @@ struct fast_isa {
 	/* X[rows[t]] += a[t] x (rows of dp, rows[] distinct) */
 	void (*scatter)(const float *a, const float *x, float *X,
 			const int32_t *rows, int n, int dp);
+	/*
+	 * T[e][t] = (base + keys[t] * stride)[e] (base + t * stride without
+	 * keys), t < n <= 64, e < dp, T rows 64 apart, columns n..63 zero
+	 */
+	void (*tgather)(const float *base, int64_t stride,
+			const int32_t *keys, int n, int dp, float *T);
 };
 
 /*

@@ -11,7 +11,8 @@
  * cluster screen's running best, runner-up and first argmax) against the
  * scalar scan in order, value for value, with ties, NaNs and masked
  * columns; mm_ntc (mm_nt's first columns) against mm_nt; scatter (one
- * key's row added into the rows that take it) in double.
+ * key's row added into the rows that take it) in double; tgather (rows
+ * gathered transposed) value for value.
  */
 #include <math.h>
 #include <stdio.h>
@@ -218,6 +219,29 @@ static bool check_top2(const struct fast_isa *isa)
 		ksft_test_result(worst < 1e-5, "%s scatter worst %.3g\n",
 				 isa->name, worst);
 		bad += worst >= 1e-5;
+	}
+	/* tgather: keyed and contiguous rows, transposed, zero padded */
+	{
+		static float T[160 * 64];
+		int dp, n, e, t, k, wrong = 0;
+
+		for (dp = 16; dp <= 160; dp += 16)
+			for (n = 0; n <= 64; n += (n < 20 ? 1 : 7))
+				for (k = 0; k < 2; k++) {
+					for (i = 0; i < dp * 64; i++)
+						T[i] = NAN;
+					isa->tgather(K, STRIDE, k ? keys : NULL,
+						     n, dp, T);
+					for (e = 0; e < dp; e++)
+						for (t = 0; t < 64; t++)
+							wrong += T[e * 64 + t] !=
+								 (t >= n ? 0 :
+								  K[(k ? keys[t] : t) *
+								    STRIDE + e]);
+				}
+		ksft_test_result(!wrong, "%s tgather %d values wrong\n",
+				 isa->name, wrong);
+		bad += wrong != 0;
 	}
 	return !bad && !runs;
 }
