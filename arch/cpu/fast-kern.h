@@ -890,76 +890,42 @@ static void F(tgather)(const float *base, int64_t stride,
 			T[(size_t)e * FAST_KB + i] = 0;
 }
 
-/* lane-wise max as x > m ? x : m (NaN never taken over a number in m) */
-static inline vf F(vmax)(vf m, vf x)
-{
-	vi up = x > m;
-
-	return (vf)(((vi)x & up) | ((vi)m & ~up));
-}
-
 /*
- * The cluster screen's running top two (fast-plan.c): row r's cosines
- * over one chunk of columns, cs = c[r][t] * rx[r] * cn[t] for t < nc
- * (nc <= 64, c rows FAST_KB apart), merged into best[r], second[r],
- * arg[r] (columns numbered from @base) exactly as a scan of the columns
- * in order leaves them: arg the first of equal bests, second the
- * runner-up counting a tie, NaNs never taken.  Each lane scans its own
- * columns; the lanes then merge by value, then by column.
+ * The cluster screen's top two (fast-plan.c), token by token: column r
+ * of c holds token r's products with the centroids, c[t][r] for t < nc
+ * (rows FAST_KB apart), r < n <= 64; cs = c[t][r] * rx[r] * cn[t].
+ * best[r], second[r], arg[r] come out exactly as a scan of t in order
+ * from (-inf, -inf, 0) leaves them: arg the first of equal bests, second
+ * the runner-up counting a tie, NaNs never taken.  A lane a token, so
+ * the scan is in order with no merging (the tokens-as-rows form needed
+ * shuffle butterflies per token, 6 % of a CLUSTERED forward).  rx must
+ * hold n rounded up to a whole vector.
  */
-static void F(top2)(const float *c, int n, int nc, const float *rx,
-		    const float *cn, int base, float *best, float *second,
-		    int32_t *arg)
+static void F(top2t)(const float *c, int n, int nc, const float *rx,
+		     const float *cn, float *best, float *second,
+		     int32_t *arg)
 {
 	const vf ninf = (vf){ 0 } - __builtin_inff();
-	vi lane;
-	int r, t, l, k;
+	int r, t, l;
 
-	for (l = 0; l < VW; l++)
-		lane[l] = l;
-	for (r = 0; r < n; r++) {
-		vf bv = ninf, sv = ninf, x, lo, mx;
-		vi av = (vi){ 0 } - 1, in, up, col, oth, mi;
-		float b1, s1;
-		int32_t a1;
+	for (r = 0; r < n; r += VW) {
+		vf bv = ninf, sv = ninf, x, lo, sx = F(ld)(rx + r);
+		vi av = (vi){ 0 }, up, gt;
 
-		for (t = 0; t < nc; t += VW) {
-			in = lane < (vi){ 0 } + (nc - t);
-			col = lane + t;
-			x = F(ld)(c + r * FAST_KB + t) * F(bc)(rx[r]) *
-			    F(ld)(cn + t);
-			x = (vf)(((vi)x & in) | ((vi)ninf & ~in));
+		for (t = 0; t < nc; t++) {
+			x = F(ld)(c + (size_t)t * FAST_KB + r) * sx *
+			    F(bc)(cn[t]);
 			up = x > bv;
 			lo = (vf)(((vi)bv & up) | ((vi)x & ~up));
-			sv = (vf)(((vi)lo & (lo > sv)) | ((vi)sv & ~(lo > sv)));
-			av = (col & up) | (av & ~up);
+			gt = lo > sv;
+			sv = (vf)(((vi)lo & gt) | ((vi)sv & ~gt));
+			av = (((vi){ 0 } + t) & up) | (av & ~up);
 			bv = (vf)(((vi)x & up) | ((vi)bv & ~up));
 		}
-		/* butterflies: every lane ends with the whole vector's */
-		mx = bv;
-		for (k = VW / 2; k; k /= 2)
-			mx = F(vmax)(mx, __builtin_shuffle(mx, lane ^ k));
-		b1 = mx[0];
-		in = (bv == mx) & (av >= 0);
-		mi = (av & in) | (~in & INT32_MAX);
-		for (k = VW / 2; k; k /= 2) {
-			vi o = __builtin_shuffle(mi, lane ^ k);
-
-			mi = (mi & (mi < o)) | (o & ~(mi < o));
-		}
-		a1 = mi[0];
-		oth = av != mi;
-		lo = (vf)(((vi)bv & oth) | ((vi)ninf & ~oth));
-		mx = F(vmax)(sv, lo);
-		for (k = VW / 2; k; k /= 2)
-			mx = F(vmax)(mx, __builtin_shuffle(mx, lane ^ k));
-		s1 = mx[0];
-		if (b1 > best[r]) {
-			second[r] = best[r] > s1 ? best[r] : s1;
-			best[r] = b1;
-			arg[r] = base + a1;
-		} else {
-			second[r] = b1 > second[r] ? b1 : second[r];
+		for (l = 0; l < VW && r + l < n; l++) {
+			best[r + l] = bv[l];
+			second[r + l] = sv[l];
+			arg[r + l] = av[l];
 		}
 	}
 }
@@ -997,7 +963,7 @@ const struct fast_isa CAT(fast_isa_, KERN) = {
 	.exp = F(exp),
 	.row_step = F(row_step),
 	.row_exp = F(row_exp),
-	.top2 = F(top2),
+	.top2t = F(top2t),
 	.scatter = F(scatter),
 	.tgather = F(tgather),
 };

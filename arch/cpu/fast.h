@@ -60,12 +60,12 @@ struct fast_isa {
 		      const float *y, float *X, float *Y,
 		      const int32_t *keys, int n, int dp);
 	/*
-	 * CLUSTERED's screen: each row's best, runner-up and argmax of
-	 * c[r][t] * rx[r] * cn[t] over t < nc, merged into the running ones
+	 * CLUSTERED's screen: token r's best, runner-up and argmax of
+	 * c[t][r] * rx[r] * cn[t] over t < nc, r < n <= 64 (c rows 64 apart)
 	 */
-	void (*top2)(const float *c, int n, int nc, const float *rx,
-		     const float *cn, int base, float *best, float *second,
-		     int32_t *arg);
+	void (*top2t)(const float *c, int n, int nc, const float *rx,
+		      const float *cn, float *best, float *second,
+		      int32_t *arg);
 	/* X[rows[t]] += a[t] x (rows of dp, rows[] distinct) */
 	void (*scatter)(const float *a, const float *x, float *X,
 			const int32_t *rows, int n, int dp);
