@@ -276,7 +276,7 @@ static int cmu_argmax(const struct cmu *m, const struct asam_pat *pat,
 /*
  * The same argmax screened in fp32 with the ISA's Q.K^T kernel: the
  * centroids against 64 tokens at a time.  Where the best cosine leads the
- * runner-up by more than CMU_MARGIN, far above the fp32 error of a
+ * runner-up by more than CMU_MARGIN, above the fp32 error of a
  * normalised dot product, the double argmax must agree; closer calls
  * (ties included) are decided by cmu_argmax() itself.
  *
@@ -287,7 +287,17 @@ static int cmu_argmax(const struct cmu *m, const struct asam_pat *pat,
  * a lane a token (one-thread CLUSTERED forward, N 4096, d 64: 2.69 ->
  * 2.55 ms; the screen was about a quarter of it).
  */
-#define CMU_MARGIN 1e-3f
+/*
+ * How far the fp32 cosines may be off: c * rx * cn is within (1.5 d + 4)
+ * u of the exact cosine (u = 2^-24; the d-term sum within d u of it,
+ * relative to sum |x_e mu_e| <= |x| |mu|, the norm within d u / 2, four
+ * more roundings), so the difference of two within (3 d + 8) u: a lead
+ * above 4 (dp + 8) u (1.7e-5 at d = 64, 1.2e-4 at 512) is the double
+ * argmax's.  A fixed 1e-3 sent 35 times more tokens to cmu_argmax
+ * (1.7 % of them with random data at d = 64, each O(C d) in double
+ * through tv_get: ~4 % of a one-thread forward).
+ */
+#define CMU_MARGIN(dp) (4.0f * ((dp) + 8) / (1 << 24))
 #define CMU_TOK	FAST_KB		/* tokens a batch */
 
 struct cmu32 {
@@ -363,7 +373,7 @@ static void cmu32_batch(const struct cmu32 *f, const struct cmu *m,
 	f->isa->mm_nt(f->mu, f->C, f->dp, f->xt, f->c);
 	f->isa->top2t(f->c, n, f->C, rx, f->cn, best, second, arg);
 	for (r = 0; r < n; r++)
-		ids[r] = xn[r] > 1e-6f && best[r] - second[r] > CMU_MARGIN ?
+		ids[r] = xn[r] > 1e-6f && best[r] - second[r] > CMU_MARGIN(f->dp) ?
 			 arg[r] : cmu_argmax(m, pat, x, b, hx, t0 + r, d);
 }
 
