@@ -49,6 +49,16 @@ struct fast_ws {
 	int64_t bn;
 	int bvalid, bb, bhk;
 	/*
+	 * Backward: the dK, dV sums of the shared key set's positions
+	 * (the list at au of (ab, ahk)), added into the key rows once when
+	 * the set changes or the item ends (fast_bucket_flush), not once a
+	 * group; positions below azero are cleared, below an used.
+	 */
+	float *bdK, *bdV;			/* [nkb + 1][KB][dp] */
+	const int32_t *au;
+	int64_t an, azero;
+	int ab, ahk;
+	/*
 	 * Row tiles of the per-row patterns (fast-rows.c): each row's
 	 * scaled query (or dO), accumulator, running max and sum, key
 	 * list and cursor into it, for FAST_RT rows at most.
@@ -95,7 +105,7 @@ struct fast_ws {
  * build host).  Every one is written before it is read in each call.
  */
 enum { SCR_RK, SCR_DK, SCR_DV, SCR_DQA, SCR_BKT, SCR_BVB, SCR_BKB, SCR_BVT,
-       SCR_BLIST, SCR_KMROW, SCR_KMPOS, SCR_KMS, SCR_N };
+       SCR_BLIST, SCR_KMROW, SCR_KMPOS, SCR_KMS, SCR_BDK, SCR_BDV, SCR_N };
 
 struct cpu_scr {
 	void *p[SCR_N];

@@ -71,6 +71,7 @@ static void ws_free(struct fast_ws *w)
 	if (w->scr)
 		w->rk = NULL, w->dK = w->dV = w->dqa = NULL,
 		w->bkT = w->bvb = w->bkb = w->bvT = NULL, w->blist = NULL,
+		w->bdK = w->bdV = NULL,
 		w->kmrow = w->kmpos = NULL, w->kms = NULL;
 	free(w->q);
 	free(w->dO);
@@ -105,6 +106,8 @@ static void ws_free(struct fast_ws *w)
 	free(w->bvb);
 	free(w->bkb);
 	free(w->bvT);
+	free(w->bdK);
+	free(w->bdV);
 	free(w->tq);
 	free(w->tacc);
 	free(w->tm);
@@ -205,8 +208,11 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		if (p->bwd) {
 			w->bkb = scratch(job, w, worker, SCR_BKB, bytes);
 			w->bvT = scratch(job, w, worker, SCR_BVT, bytes);
+			w->bdK = scratch(job, w, worker, SCR_BDK, bytes);
+			w->bdV = scratch(job, w, worker, SCR_BDV, bytes);
 		}
-		if (!w->bkT || !w->bvb || (p->bwd && (!w->bkb || !w->bvT)))
+		if (!w->bkT || !w->bvb || (p->bwd && (!w->bkb || !w->bvT ||
+						      !w->bdK || !w->bdV)))
 			w->failed = true;
 	}
 	if (job->fp.per_row_plan || p->pat.kind == ASAM_PATTERN_USER_INDEX)
