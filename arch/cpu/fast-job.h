@@ -67,6 +67,7 @@ struct fast_ws {
 	const int32_t **tkeys;			/* [RT] */
 	int32_t *tn, *tcur;			/* [RT] */
 	float *tdo;				/* [RT][dp] (backward) */
+	float *tsc;			/* [RT][job->tsc] scores (fwd_split) */
 	float *dqa, *dD;		/* [group Nq][dp], [group Nq] (bwd) */
 	/*
 	 * Chunked backward of RANDOM_ROWS, USER_INDEX: each row's list in
@@ -105,7 +106,8 @@ struct fast_ws {
  * build host).  Every one is written before it is read in each call.
  */
 enum { SCR_RK, SCR_DK, SCR_DV, SCR_DQA, SCR_BKT, SCR_BVB, SCR_BKB, SCR_BVT,
-       SCR_BLIST, SCR_KMROW, SCR_KMPOS, SCR_KMS, SCR_BDK, SCR_BDV, SCR_N };
+       SCR_BLIST, SCR_KMROW, SCR_KMPOS, SCR_KMS, SCR_BDK, SCR_BDV, SCR_TSC,
+       SCR_N };
 
 struct cpu_scr {
 	void *p[SCR_N];
@@ -134,6 +136,7 @@ struct fast_job {
 	bool usort;				/* USER_INDEX rows sorted */
 	bool kmajor;				/* key-major row tiles */
 	int64_t kmcap;				/* pairs a key-major tile holds */
+	int64_t tsc;			/* a row's scores in ws->tsc, or 0 */
 	int64_t nkb;				/* key blocks per (b, kv head) */
 	float *KT, *VT;				/* [B][Hkv][nkb][dp][KB] */
 	float *K32, *V32;			/* [B][Hkv][nkb * KB][dp] */
@@ -280,6 +283,7 @@ const int32_t *fast_rows_keys(struct fast_job *job, struct fast_ws *w,
 			      int32_t *out, int64_t *n);
 bool fast_rows_tiled(const struct fast_job *job);
 void fast_rows_setup(struct fast_job *job);
+void fast_rows_split(struct fast_job *job);
 
 /* pool callbacks and schedules */
 void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker);

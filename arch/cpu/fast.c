@@ -71,7 +71,7 @@ static void ws_free(struct fast_ws *w)
 	if (w->scr)
 		w->rk = NULL, w->dK = w->dV = w->dqa = NULL,
 		w->bkT = w->bvb = w->bkb = w->bvT = NULL, w->blist = NULL,
-		w->bdK = w->bdV = NULL,
+		w->bdK = w->bdV = NULL, w->tsc = NULL,
 		w->kmrow = w->kmpos = NULL, w->kms = NULL;
 	free(w->q);
 	free(w->dO);
@@ -108,6 +108,7 @@ static void ws_free(struct fast_ws *w)
 	free(w->bvT);
 	free(w->bdK);
 	free(w->bdV);
+	free(w->tsc);
 	free(w->tq);
 	free(w->tacc);
 	free(w->tm);
@@ -243,6 +244,12 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		if (!w->tq || !w->tacc || !w->tm || !w->tl || !w->tkeys ||
 		    !w->tn || !w->tcur)
 			w->failed = true;
+		if (job->tsc) {
+			w->tsc = scratch(job, w, worker, SCR_TSC,
+					 sizeof(float) * rt * job->tsc);
+			if (!w->tsc)
+				w->failed = true;
+		}
 	}
 	if (job->rows_only && p->bwd) {
 		size_t rows = (size_t)job->group * p->Nq;
@@ -786,6 +793,7 @@ static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
 	if (fast_rows_tiled(&job)) {
 		if (!job.kmajor)
 			job.rt = fast_rows_tile(&job, FAST_RT_ROWS, true);
+		fast_rows_split(&job);
 		asam_pool_for(pool, (int64_t)p->B * p->Hq *
 			      DIV_ROUND_UP(p->Nq, job.rt), 1, fast_fwd_tiles,
 			      &job);

@@ -380,12 +380,16 @@ int main(void)
 	/*
 	 * RANDOM_ROWS and USER_INDEX by key-major tiles (fast-kmajor.c):
 	 * the backward's default, here the forward too (=1) and, with =0,
-	 * the row walk, which the default backward no longer takes.  Tiles
-	 * of 7 rows, so that the small shapes cross several.
+	 * the row walk, which the default backward no longer takes, and
+	 * the forward row by row (ASAM_CPU_ROWS_SPLIT=0), not in its
+	 * default three passes a tile.  Tiles of 7 rows, so that the small
+	 * shapes cross several.
 	 */
 	for (t = 0; t < 2; t++) {
 		setenv("ASAM_CPU_ROWS_KMAJOR", t ? "0" : "1", 1);
 		setenv("ASAM_CPU_KM_RT", "7", 1);
+		/* the row walk row by row (the default forward: in passes) */
+		setenv("ASAM_CPU_ROWS_SPLIT", t ? "0" : "1", 1);
 		for (kk = 0; kk < nk; kk++) {
 			if (kinds[kk].k != ASAM_PATTERN_RANDOM_ROWS &&
 			    kinds[kk].k != ASAM_PATTERN_USER_INDEX)
@@ -403,6 +407,7 @@ int main(void)
 		unsetenv("ASAM_CPU_KM_RT");
 	}
 	unsetenv("ASAM_CPU_ROWS_KMAJOR");
+	unsetenv("ASAM_CPU_ROWS_SPLIT");
 	for (kk = 0; kk < nk; kk++) {
 		if (kinds[kk].k != ASAM_PATTERN_USER_INDEX)
 			continue;
