@@ -254,6 +254,7 @@ void fast_prefetch_row(const struct asam_tv *t, int64_t off, int d,
 		       bool write);
 void fast_store_row(const struct asam_tv *t, int64_t off, int d,
 		    const float *src);
+void fast_prefetch_l2(const struct asam_tv *t, int64_t off, int d);
 void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		 const struct keyset *ks, int b, int hk, int sg, bool want_vT);
 const float *fast_block_rows(const struct fast_job *job,
