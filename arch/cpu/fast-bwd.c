@@ -42,6 +42,8 @@ static void probs(const struct fast_job *job, const struct fast_ws *w,
  * Add the shared key set's dK, dV sums (w->bdK, w->bdV by position)
  * into the keys' rows of w->dK, w->dV, and forget the set.
  */
+#define FLUSH_AHEAD	8	/* keys */
+
 static void bucket_flush(const struct fast_job *job, struct fast_ws *w)
 {
 	int dp = job->dp, e;
@@ -52,6 +54,19 @@ static void bucket_flush(const struct fast_job *job, struct fast_ws *w)
 		float *rv = w->dV + (size_t)w->au[t] * dp;
 		const float *sk = w->bdK + (size_t)t * dp;
 		const float *sv = w->bdV + (size_t)t * dp;
+
+		/* a cluster's keys are scattered: their rows a few ahead */
+		if (t + FLUSH_AHEAD < w->an) {
+			const float *nk = w->dK + (size_t)w->au[t + FLUSH_AHEAD] *
+					  dp;
+			const float *nv = w->dV + (size_t)w->au[t + FLUSH_AHEAD] *
+					  dp;
+
+			for (e = 0; e < dp; e += 16) {
+				__builtin_prefetch(nk + e, 1, 3);
+				__builtin_prefetch(nv + e, 1, 3);
+			}
+		}
 
 		for (e = 0; e < dp; e++) {
 			rk[e] += sk[e];
