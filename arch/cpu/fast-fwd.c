@@ -292,10 +292,8 @@ static void fwd_prefetch_group(struct fast_job *job, int64_t it)
 
 	n = fast_plan_group(&job->fp, b, h, (int)(it % per), rows);
 	for (r = 0; r < n; r++) {
-		fast_prefetch_row(&p->q, tv_off(&p->q, b, h, rows[r], 0), p->d,
-				  false);
-		fast_prefetch_row(&p->o, tv_off(&p->o, b, h, rows[r], 0), p->d,
-				  true);
+		fast_prefetch_l2(&p->q, tv_off(&p->q, b, h, rows[r], 0), p->d);
+		fast_prefetch_l2(&p->o, tv_off(&p->o, b, h, rows[r], 0), p->d);
 	}
 }
 
