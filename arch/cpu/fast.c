@@ -545,8 +545,8 @@ static inline void prefetch_f32(const float *r, int dp)
 	int x;
 
 	for (x = 0; x < dp; x += 16)
-		__builtin_prefetch(r + x);
-	__builtin_prefetch(r + dp - 1);
+		__builtin_prefetch(r + x, 0, 2);
+	__builtin_prefetch(r + dp - 1, 0, 2);
 }
 
 /*
