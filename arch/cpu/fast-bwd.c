@@ -38,13 +38,90 @@ static void probs(const struct fast_job *job, const struct fast_ws *w,
 	}
 }
 
+/*
+ * Add the shared key set's dK, dV sums (w->bdK, w->bdV by position)
+ * into the keys' rows of w->dK, w->dV, and forget the set.
+ */
+#define FLUSH_AHEAD	8	/* keys */
+
+static void bucket_flush(const struct fast_job *job, struct fast_ws *w)
+{
+	int dp = job->dp, e;
+	int64_t t;
+
+	for (t = 0; t < w->an; t++) {
+		float *rk = w->dK + (size_t)w->au[t] * dp;
+		float *rv = w->dV + (size_t)w->au[t] * dp;
+		const float *sk = w->bdK + (size_t)t * dp;
+		const float *sv = w->bdV + (size_t)t * dp;
+
+		/* a cluster's keys are scattered: their rows a few ahead */
+		if (t + FLUSH_AHEAD < w->an) {
+			const float *nk = w->dK + (size_t)w->au[t + FLUSH_AHEAD] *
+					  dp;
+			const float *nv = w->dV + (size_t)w->au[t + FLUSH_AHEAD] *
+					  dp;
+
+			for (e = 0; e < dp; e += 16) {
+				__builtin_prefetch(nk + e, 1, 3);
+				__builtin_prefetch(nv + e, 1, 3);
+			}
+		}
+
+		for (e = 0; e < dp; e++) {
+			rk[e] += sk[e];
+			rv[e] += sv[e];
+		}
+	}
+	w->au = NULL;
+	w->an = w->azero = 0;
+}
+
+/*
+ * A shared key set's segment (STRIDED and HIERARCHICAL columns, a
+ * cluster's bucket): every group of the head or cluster adds into the
+ * same keys, so its sums go to per-position rows that bucket_flush adds
+ * into dK and dV once, rather than a cleared block and an add into
+ * every key row a group (acc_tn and its clears were 16 % of a one-thread
+ * HIERARCHICAL backward).  NULL: not such a segment.
+ */
+static float *bucket_rows(const struct fast_job *job, struct fast_ws *w,
+			  const struct keyset *ks, const struct group *gr,
+			  int sg, bool v)
+{
+	int64_t c, end;
+	size_t seg = FAST_KB * (size_t)job->dp;
+
+	if (!ks->bucket || sg == ks->bsg || ks->seg[sg] >= 0 || !w->bdK)
+		return NULL;
+	if (w->au != ks->u || w->ab != gr->b || w->ahk != gr->hk) {
+		if (w->au)
+			bucket_flush(job, w);
+		w->au = ks->u;
+		w->ab = gr->b;
+		w->ahk = gr->hk;
+	}
+	c = -ks->seg[sg] - 1;
+	end = c * FAST_KB + ks->segn[sg];
+	/* the same list grown (causal groups): clear the new segments */
+	for (; w->azero <= c * FAST_KB; w->azero += FAST_KB) {
+		memset(w->bdK + w->azero * job->dp, 0, sizeof(float) * seg);
+		memset(w->bdV + w->azero * job->dp, 0, sizeof(float) * seg);
+	}
+	if (end > w->an)
+		w->an = end;
+	return (v ? w->bdV : w->bdK) + c * seg;
+}
+
 /* dst[key][.] += sum_r a[r][t] x[r][.] over segment @sg's keys */
 static void acc_tn(const struct fast_job *job, struct fast_ws *w,
 		   const float *a, int R, const float *x,
-		   const struct keyset *ks, int sg, float *dst)
+		   const struct keyset *ks, const struct group *gr, int sg,
+		   float *dst)
 {
 	int dp = job->dp, nb = ks->segn[sg], t, e;
 	const int32_t *keys;
+	float *acc;
 
 	/* a read transposed: row t of the product is column t of a */
 	if (ks->seg[sg] >= 0) {
@@ -52,9 +129,14 @@ static void acc_tn(const struct fast_job *job, struct fast_ws *w,
 				dst + (size_t)ks->seg[sg] * FAST_KB * dp);
 		return;
 	}
+	acc = bucket_rows(job, w, ks, gr, sg, dst == w->dV);
+	if (acc) {
+		job->isa->mm_tn(a, FAST_KB, nb, R, x, dp, acc);
+		return;
+	}
 	memset(w->tk, 0, sizeof(float) * FAST_KB * dp);
 	job->isa->mm_tn(a, FAST_KB, nb, R, x, dp, w->tk);
-	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
+	keys = seg_keys(ks, sg);
 	for (t = 0; t < nb; t++) {
 		float *row = dst + (size_t)keys[t] * dp;
 		const float *src = w->tk + t * dp;
@@ -446,8 +528,8 @@ static double bwd_group(struct fast_job *job, struct fast_ws *w,
 			}
 		}
 		if (mode != BWD_DQ) {
-			acc_tn(job, w, w->Ps, R, w->dO, &ks, sg, w->dV);
-			acc_tn(job, w, w->S, R, w->q, &ks, sg, w->dK);
+			acc_tn(job, w, w->Ps, R, w->dO, &ks, gr, sg, w->dV);
+			acc_tn(job, w, w->S, R, w->q, &ks, gr, sg, w->dK);
 		}
 		if (mode != BWD_DKV)
 			isa->mm_nn(w->S, FAST_KB, R, nb, w->pkb, dp, w->dq);
@@ -533,6 +615,33 @@ static void bwd_keys_rows(struct fast_job *job, struct fast_ws *w, int b,
 }
 
 /* dK, dV of keys [k0, k1) of (b, hk) over every query head sharing them */
+/*
+ * CLUSTERED's groups take a cluster's rows, scattered over Q, dO, O and
+ * dQ: ask for group @g's while the groups before it compute, as the
+ * forward does (their loads were 15 % of a one-thread backward, N 4096,
+ * d 64; into the L2, which keeps more misses in flight than the L1:
+ * 7.4-7.9 -> 6.5-7.2 ms, where the L1 took 7.1-8.4)
+ */
+static void bwd_prefetch_group(const struct fast_job *job, int b, int h,
+			       int g)
+{
+	const struct asam_problem *p = job->p;
+	int32_t rows[FAST_TQ];
+	int n, r;
+
+	if (g >= job->fp.maxgroups)
+		return;
+	n = fast_plan_group(&job->fp, b, h, g, rows);
+	for (r = 0; r < n; r++) {
+		fast_prefetch_l2(&p->q, tv_off(&p->q, b, h, rows[r], 0), p->d);
+		fast_prefetch_l2(&p->d_o, tv_off(&p->d_o, b, h, rows[r], 0),
+				 p->d);
+		fast_prefetch_l2(&p->o, tv_off(&p->o, b, h, rows[r], 0), p->d);
+		fast_prefetch_l2(&p->dq, tv_off(&p->dq, b, h, rows[r], 0),
+				 p->d);
+	}
+}
+
 static void bwd_keys(struct fast_job *job, struct fast_ws *w, int b, int hk,
 		     int64_t k0, int64_t k1, enum bwd_mode mode)
 {
@@ -559,6 +668,8 @@ static void bwd_keys(struct fast_job *job, struct fast_ws *w, int b, int hk,
 		double dg = 0;
 
 		for (g = 0; g < job->fp.maxgroups; g++) {
+			if (job->fp.sorted_groups)
+				bwd_prefetch_group(job, b, h, g + 2);
 			if (!fast_group_init(job, &gr, b, h, g))
 				continue;
 			if (mode == BWD_DKV && gr.maxlim <= k0 && gr.want_d)
@@ -570,6 +681,8 @@ static void bwd_keys(struct fast_job *job, struct fast_ws *w, int b, int hk,
 		if (mode == BWD_FUSED && p->gate_mode == ASAM_GATE_SOFT)
 			tv_set(&p->dgate, tv_off(&p->dgate, b, h, 0, 0), dg);
 	}
+	if (w->au)
+		bucket_flush(job, w);
 	for (j = k0; j < k1 && j < p->Nk; j++) {
 		fast_store_row(&p->dk, tv_off(&p->dk, b, hk, j, 0), p->d,
 			  w->dK + j * dp);

@@ -160,6 +160,32 @@ static void fwd_row_chunk(struct fast_job *job, struct fast_ws *w, int t,
 }
 
 /*
+ * The tile's R rows in one chunk, as three passes (fast_rows_split): the
+ * same dots, row_exp and axpys on the same operands as fwd_row_chunk's
+ * (whose merge into a fresh row state is exact), so the same results.
+ */
+static void fwd_split(struct fast_job *job, struct fast_ws *w, int R,
+		      const float *kb, int64_t ks, const float *vb, int64_t vs)
+{
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, t;
+	int64_t sc = job->tsc;
+
+	for (t = 0; t < R; t++)
+		if (w->tn[t])
+			isa->dots(w->tq + (size_t)t * dp, dp, kb, ks,
+				  w->tkeys[t], w->tn[t], w->tsc + t * sc);
+	for (t = 0; t < R; t++)
+		if (w->tn[t])
+			w->tm[t] = isa->row_exp(w->tsc + t * sc, w->tn[t],
+						&w->tl[t]);
+	for (t = 0; t < R; t++)
+		if (w->tn[t])
+			isa->axpys(w->tsc + t * sc, vb, vs, w->tkeys[t],
+				   w->tn[t], dp, w->tacc + (size_t)t * dp);
+}
+
+/*
  * Rows [r0, r1) of (b, h) of a per-row pattern as one tile over L2-sized
  * key chunks (fast-rows.c); rows whose head also wants the dense branch
  * (HARD routing) take the group path.
@@ -202,6 +228,10 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 	}
 	if (job->kmajor)
 		fast_km_fwd(job, w, R, kb, ks, vb, vs);
+	if (job->tsc && C >= maxlim) {
+		fwd_split(job, w, R, kb, ks, vb, vs);
+		maxlim = 0;		/* done */
+	}
 	for (lo = 0; lo < maxlim && !job->kmajor; lo += C) {
 		for (t = 0; t < R; t++) {
 			int c;
@@ -262,10 +292,8 @@ static void fwd_prefetch_group(struct fast_job *job, int64_t it)
 
 	n = fast_plan_group(&job->fp, b, h, (int)(it % per), rows);
 	for (r = 0; r < n; r++) {
-		fast_prefetch_row(&p->q, tv_off(&p->q, b, h, rows[r], 0), p->d,
-				  false);
-		fast_prefetch_row(&p->o, tv_off(&p->o, b, h, rows[r], 0), p->d,
-				  true);
+		fast_prefetch_l2(&p->q, tv_off(&p->q, b, h, rows[r], 0), p->d);
+		fast_prefetch_l2(&p->o, tv_off(&p->o, b, h, rows[r], 0), p->d);
 	}
 }
 

@@ -49,6 +49,16 @@ struct fast_ws {
 	int64_t bn;
 	int bvalid, bb, bhk;
 	/*
+	 * Backward: the dK, dV sums of the shared key set's positions
+	 * (the list at au of (ab, ahk)), added into the key rows once when
+	 * the set changes or the item ends (fast_bucket_flush), not once a
+	 * group; positions below azero are cleared, below an used.
+	 */
+	float *bdK, *bdV;			/* [nkb + 1][KB][dp] */
+	const int32_t *au;
+	int64_t an, azero;
+	int ab, ahk;
+	/*
 	 * Row tiles of the per-row patterns (fast-rows.c): each row's
 	 * scaled query (or dO), accumulator, running max and sum, key
 	 * list and cursor into it, for FAST_RT rows at most.
@@ -57,6 +67,7 @@ struct fast_ws {
 	const int32_t **tkeys;			/* [RT] */
 	int32_t *tn, *tcur;			/* [RT] */
 	float *tdo;				/* [RT][dp] (backward) */
+	float *tsc;			/* [RT][job->tsc] scores (fwd_split) */
 	float *dqa, *dD;		/* [group Nq][dp], [group Nq] (bwd) */
 	/*
 	 * Chunked backward of RANDOM_ROWS, USER_INDEX: each row's list in
@@ -95,7 +106,8 @@ struct fast_ws {
  * build host).  Every one is written before it is read in each call.
  */
 enum { SCR_RK, SCR_DK, SCR_DV, SCR_DQA, SCR_BKT, SCR_BVB, SCR_BKB, SCR_BVT,
-       SCR_BLIST, SCR_KMROW, SCR_KMPOS, SCR_KMS, SCR_N };
+       SCR_BLIST, SCR_KMROW, SCR_KMPOS, SCR_KMS, SCR_BDK, SCR_BDV, SCR_TSC,
+       SCR_N };
 
 struct cpu_scr {
 	void *p[SCR_N];
@@ -124,6 +136,7 @@ struct fast_job {
 	bool usort;				/* USER_INDEX rows sorted */
 	bool kmajor;				/* key-major row tiles */
 	int64_t kmcap;				/* pairs a key-major tile holds */
+	int64_t tsc;			/* a row's scores in ws->tsc, or 0 */
 	int64_t nkb;				/* key blocks per (b, kv head) */
 	float *KT, *VT;				/* [B][Hkv][nkb][dp][KB] */
 	float *K32, *V32;			/* [B][Hkv][nkb * KB][dp] */
@@ -156,7 +169,22 @@ struct keyset {
 	bool hier;		/* ... with the band as bits (HIERARCHICAL) */
 	int64_t nu;		/* gathered keys in u (bucket reuse) */
 	bool bucket;		/* u is a shared cluster bucket: reusable */
+	/*
+	 * STRIDED, HIERARCHICAL: segment @bsg (-1: none) holds the rows'
+	 * bands gathered, keys @bk, masks in ws->bits, rather than the
+	 * 64-key blocks around them (build_keys_arith)
+	 */
+	int bsg;
+	const int32_t *bk;
 };
+
+/* the keys of gathered segment @sg (seg[sg] < 0) */
+static inline const int32_t *seg_keys(const struct keyset *ks, int sg)
+{
+	if (sg == ks->bsg)
+		return ks->bk;
+	return ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
+}
 
 #define DIRECT_MIN 24		/* keys of a block that make it direct */
 
@@ -187,6 +215,8 @@ static inline uint64_t row_mask(const struct fast_ws *w,
 	if (sparse && ks->strided) {
 		int64_t base;
 
+		if (sg == ks->bsg)
+			return w->bits[(size_t)sg * FAST_TQ + r];
 		if (ks->seg[sg] < 0) {
 			/* the column list: below the limit, not in the band */
 			base = (int64_t)(-ks->seg[sg] - 1) * FAST_KB;
@@ -224,6 +254,7 @@ void fast_prefetch_row(const struct asam_tv *t, int64_t off, int d,
 		       bool write);
 void fast_store_row(const struct asam_tv *t, int64_t off, int d,
 		    const float *src);
+void fast_prefetch_l2(const struct asam_tv *t, int64_t off, int d);
 void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		 const struct keyset *ks, int b, int hk, int sg, bool want_vT);
 const float *fast_block_rows(const struct fast_job *job,
@@ -253,6 +284,7 @@ const int32_t *fast_rows_keys(struct fast_job *job, struct fast_ws *w,
 			      int32_t *out, int64_t *n);
 bool fast_rows_tiled(const struct fast_job *job);
 void fast_rows_setup(struct fast_job *job);
+void fast_rows_split(struct fast_job *job);
 
 /* pool callbacks and schedules */
 void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker);

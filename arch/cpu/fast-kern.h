@@ -752,7 +752,7 @@ static float F(row_exp)(float *s, int n, float *sum)
 	const vf ninf = (vf){ 0 } - __builtin_inff();
 	vf mx = ninf, acc = (vf){ 0 };
 	vi lane, lim;
-	float m = -__builtin_inff(), tot = 0;
+	float m;
 	int t, l;
 
 	for (l = 0; l < VW; l++)
@@ -764,8 +764,20 @@ static float F(row_exp)(float *s, int n, float *sum)
 		x = (vf)(((vi)x & in) | ((vi)ninf & ~in));
 		mx = (vf)(((vi)x & (x > mx)) | ((vi)mx & ~(x > mx)));
 	}
-	for (l = 0; l < VW; l++)
-		m = mx[l] > m ? mx[l] : m;
+	/*
+	 * the lanes' max and sum by butterflies: every lane ends with the
+	 * whole vector's (scalar loops over the lanes were two chains of VW
+	 * dependent steps a row, ~7 % of a RANDOM_ROWS forward at r 128).
+	 * NaN lanes are -inf first, as the scan in order never took them.
+	 */
+	mx = (vf)(((vi)mx & (mx == mx)) | ((vi)ninf & ~(mx == mx)));
+	for (l = VW / 2; l; l /= 2) {
+		vf o = __builtin_shuffle(mx, lane ^ l);
+		vi gt = o > mx;
+
+		mx = (vf)(((vi)o & gt) | ((vi)mx & ~gt));
+	}
+	m = mx[0];
 	for (t = 0; t < n; t += VW) {
 		vf x = F(vexp)(F(ld)(s + t) - m);
 
@@ -774,9 +786,9 @@ static float F(row_exp)(float *s, int n, float *sum)
 		acc += x;
 		F(st)(s + t, x);
 	}
-	for (l = 0; l < VW; l++)
-		tot += acc[l];
-	*sum = tot;
+	for (l = VW / 2; l; l /= 2)
+		acc += __builtin_shuffle(acc, lane ^ l);
+	*sum = acc[0];
 	return m;
 }
 
@@ -808,76 +820,124 @@ static void F(scatter)(const float *a, const float *x, float *X,
 	}
 }
 
-/* lane-wise max as x > m ? x : m (NaN never taken over a number in m) */
-static inline vf F(vmax)(vf m, vf x)
-{
-	vi up = x > m;
+#if VW == 16
+/*
+ * One step of a 16 x 16 transpose in registers: rows a, b (b = a + h,
+ * a's row bit h clear) swap the h-wide blocks off the diagonal, i.e.
+ * exchange bit h of the row and of the column index; the four steps h =
+ * 8, 4, 2, 1 make the transpose.
+ */
+#define TM_LO(j, h)	(((j) & (h)) ? 16 + (j) - (h) : (j))
+#define TM_HI(j, h)	(((j) & (h)) ? 16 + (j) : (j) + (h))
+#define TMASK(M, h) (vi){ M(0, h), M(1, h), M(2, h), M(3, h), M(4, h), \
+	M(5, h), M(6, h), M(7, h), M(8, h), M(9, h), M(10, h), M(11, h), \
+	M(12, h), M(13, h), M(14, h), M(15, h) }
 
-	return (vf)(((vi)x & up) | ((vi)m & ~up));
+static inline __attribute__((always_inline)) void F(tstep)(vf *r, int h,
+							   vi lo, vi hi)
+{
+	int i;
+
+	for (i = 0; i < 16; i++)
+		if (!(i & h)) {
+			vf a = r[i], b = r[i + h];
+
+			r[i] = __builtin_shuffle(a, b, lo);
+			r[i + h] = __builtin_shuffle(a, b, hi);
+		}
+}
+
+static inline __attribute__((always_inline)) void F(t16)(vf *r)
+{
+	F(tstep)(r, 8, TMASK(TM_LO, 8), TMASK(TM_HI, 8));
+	F(tstep)(r, 4, TMASK(TM_LO, 4), TMASK(TM_HI, 4));
+	F(tstep)(r, 2, TMASK(TM_LO, 2), TMASK(TM_HI, 2));
+	F(tstep)(r, 1, TMASK(TM_LO, 1), TMASK(TM_HI, 1));
+}
+#endif
+
+/*
+ * T[e][t] = row t's e-th value for t < n <= 64, e < dp (T rows FAST_KB
+ * apart, columns n..63 zero), row t at base + keys[t] * stride, or at
+ * base + t * stride without keys: the gathered keys' K (or V) block
+ * transposed for mm_nt.  By scalar copies each value was a load and a
+ * store (64 a key at d = 64, the largest cost of CLUSTERED's gather);
+ * AVX-512 moves 16 x 16 tiles through registers instead.
+ */
+static void F(tgather)(const float *base, int64_t stride,
+		       const int32_t *keys, int n, int dp, float *T)
+{
+	int t0, e, i;
+
+#if VW == 16
+	for (t0 = 0; t0 < n; t0 += 16) {
+		int nt = n - t0 < 16 ? n - t0 : 16;
+		const float *rp[16];
+
+		for (i = 0; i < 16; i++)
+			rp[i] = i >= nt ? NULL : base + stride *
+				(int64_t)(keys ? keys[t0 + i] : t0 + i);
+		for (e = 0; e < dp; e += 16) {
+			vf r[16];
+
+			for (i = 0; i < 16; i++)
+				r[i] = rp[i] ? F(ld)(rp[i] + e) : (vf){ 0 };
+			F(t16)(r);
+			for (i = 0; i < 16; i++)
+				F(st)(T + (size_t)(e + i) * FAST_KB + t0, r[i]);
+		}
+	}
+	t0 = (n + 15) & ~15;
+#else
+	for (t0 = 0; t0 < n; t0++) {
+		const float *row = base + stride *
+				   (int64_t)(keys ? keys[t0] : t0);
+
+		for (e = 0; e < dp; e++)
+			T[(size_t)e * FAST_KB + t0] = row[e];
+	}
+#endif
+	for (e = 0; e < dp && t0 < FAST_KB; e++)
+		for (i = t0; i < FAST_KB; i++)
+			T[(size_t)e * FAST_KB + i] = 0;
 }
 
 /*
- * The cluster screen's running top two (fast-plan.c): row r's cosines
- * over one chunk of columns, cs = c[r][t] * rx[r] * cn[t] for t < nc
- * (nc <= 64, c rows FAST_KB apart), merged into best[r], second[r],
- * arg[r] (columns numbered from @base) exactly as a scan of the columns
- * in order leaves them: arg the first of equal bests, second the
- * runner-up counting a tie, NaNs never taken.  Each lane scans its own
- * columns; the lanes then merge by value, then by column.
+ * The cluster screen's top two (fast-plan.c), token by token: column r
+ * of c holds token r's products with the centroids, c[t][r] for t < nc
+ * (rows FAST_KB apart), r < n <= 64; cs = c[t][r] * rx[r] * cn[t].
+ * best[r], second[r], arg[r] come out exactly as a scan of t in order
+ * from (-inf, -inf, 0) leaves them: arg the first of equal bests, second
+ * the runner-up counting a tie, NaNs never taken.  A lane a token, so
+ * the scan is in order with no merging (the tokens-as-rows form needed
+ * shuffle butterflies per token, 6 % of a CLUSTERED forward).  rx must
+ * hold n rounded up to a whole vector.
  */
-static void F(top2)(const float *c, int n, int nc, const float *rx,
-		    const float *cn, int base, float *best, float *second,
-		    int32_t *arg)
+static void F(top2t)(const float *c, int n, int nc, const float *rx,
+		     const float *cn, float *best, float *second,
+		     int32_t *arg)
 {
 	const vf ninf = (vf){ 0 } - __builtin_inff();
-	vi lane;
-	int r, t, l, k;
+	int r, t, l;
 
-	for (l = 0; l < VW; l++)
-		lane[l] = l;
-	for (r = 0; r < n; r++) {
-		vf bv = ninf, sv = ninf, x, lo, mx;
-		vi av = (vi){ 0 } - 1, in, up, col, oth, mi;
-		float b1, s1;
-		int32_t a1;
+	for (r = 0; r < n; r += VW) {
+		vf bv = ninf, sv = ninf, x, lo, sx = F(ld)(rx + r);
+		vi av = (vi){ 0 }, up, gt;
 
-		for (t = 0; t < nc; t += VW) {
-			in = lane < (vi){ 0 } + (nc - t);
-			col = lane + t;
-			x = F(ld)(c + r * FAST_KB + t) * F(bc)(rx[r]) *
-			    F(ld)(cn + t);
-			x = (vf)(((vi)x & in) | ((vi)ninf & ~in));
+		for (t = 0; t < nc; t++) {
+			x = F(ld)(c + (size_t)t * FAST_KB + r) * sx *
+			    F(bc)(cn[t]);
 			up = x > bv;
 			lo = (vf)(((vi)bv & up) | ((vi)x & ~up));
-			sv = (vf)(((vi)lo & (lo > sv)) | ((vi)sv & ~(lo > sv)));
-			av = (col & up) | (av & ~up);
+			gt = lo > sv;
+			sv = (vf)(((vi)lo & gt) | ((vi)sv & ~gt));
+			av = (((vi){ 0 } + t) & up) | (av & ~up);
 			bv = (vf)(((vi)x & up) | ((vi)bv & ~up));
 		}
-		/* butterflies: every lane ends with the whole vector's */
-		mx = bv;
-		for (k = VW / 2; k; k /= 2)
-			mx = F(vmax)(mx, __builtin_shuffle(mx, lane ^ k));
-		b1 = mx[0];
-		in = (bv == mx) & (av >= 0);
-		mi = (av & in) | (~in & INT32_MAX);
-		for (k = VW / 2; k; k /= 2) {
-			vi o = __builtin_shuffle(mi, lane ^ k);
-
-			mi = (mi & (mi < o)) | (o & ~(mi < o));
-		}
-		a1 = mi[0];
-		oth = av != mi;
-		lo = (vf)(((vi)bv & oth) | ((vi)ninf & ~oth));
-		mx = F(vmax)(sv, lo);
-		for (k = VW / 2; k; k /= 2)
-			mx = F(vmax)(mx, __builtin_shuffle(mx, lane ^ k));
-		s1 = mx[0];
-		if (b1 > best[r]) {
-			second[r] = best[r] > s1 ? best[r] : s1;
-			best[r] = b1;
-			arg[r] = base + a1;
-		} else {
-			second[r] = b1 > second[r] ? b1 : second[r];
+		for (l = 0; l < VW && r + l < n; l++) {
+			best[r + l] = bv[l];
+			second[r + l] = sv[l];
+			arg[r + l] = av[l];
 		}
 	}
 }
@@ -915,6 +975,7 @@ const struct fast_isa CAT(fast_isa_, KERN) = {
 	.exp = F(exp),
 	.row_step = F(row_step),
 	.row_exp = F(row_exp),
-	.top2 = F(top2),
+	.top2t = F(top2t),
 	.scatter = F(scatter),
+	.tgather = F(tgather),
 };

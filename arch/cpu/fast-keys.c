@@ -51,6 +51,55 @@ static void band_rows(const struct fast_job *job, struct fast_ws *w,
 }
 
 /*
+ * STRIDED and HIERARCHICAL: the rows' bands, which span [lo, lo + 64) at
+ * most, as one gathered segment of the keys some row takes, with each
+ * row's mask over it in ws->bits.  The 64-key blocks around a group's
+ * bands (1.5 on average for 16 rows and radius 16) hold 96 columns where
+ * HIERARCHICAL's default scales allow about 30 keys and STRIDED's 48:
+ * scoring and summing the blocks whole cost more than gathering the
+ * keys.  Returns the segments made (0 or 1).
+ */
+static int band_gathered(struct fast_job *job, struct fast_ws *w,
+			 const struct group *gr, bool hr, int64_t lo,
+			 struct keyset *ks)
+{
+	uint64_t x[FAST_TQ], m[FAST_TQ], u = 0;
+	int32_t *bk = w->u;
+	int r, n = 0;
+
+	for (r = 0; r < gr->R; r++) {
+		int64_t a = w->slo[r], b = w->shi[r];
+
+		x[r] = m[r] = 0;
+		if (a >= b)
+			continue;
+		x[r] = hr ? fast_hier_word(&job->fp, gr->h,
+					   gr->rows[r] + job->fp.qoff, a, b,
+					   lo) :
+		       prefix_mask(b - lo) & ~prefix_mask(a - lo);
+		u |= x[r];
+	}
+	if (!u)
+		return 0;
+	/* each row's bits compacted to the union's (a pext by hand) */
+	while (u) {
+		int p = __builtin_ctzll(u);
+
+		for (r = 0; r < gr->R; r++)
+			m[r] |= (x[r] >> p & 1) << n;
+		bk[n++] = (int32_t)(lo + p);
+		u &= u - 1;
+	}
+	for (r = 0; r < gr->R; r++)
+		w->bits[r] = m[r];
+	w->seg[0] = INT32_MIN;		/* neither a block nor a column chunk */
+	w->segn[0] = n;
+	ks->bsg = 0;
+	ks->bk = bk;
+	return 1;
+}
+
+/*
  * LOCAL and RANDOM need no key lists: a LOCAL row is one range, and the
  * rows of a group (16 queries inside one 64-query block) share their
  * RANDOM key blocks.  Their masks follow from arithmetic (row_mask()).
@@ -106,8 +155,8 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 		 * prefix below its limit, less the columns inside its own
 		 * band, which the band's mask already counts.
 		 */
-		int64_t blo, bhi, end = gr->maxlim < gr->k1 ? gr->maxlim
-							    : gr->k1;
+		int64_t blo = 0, bhi = 0, end = gr->maxlim < gr->k1 ?
+						gr->maxlim : gr->k1;
 		bool hr = pat->kind == ASAM_PATTERN_HIERARCHICAL;
 		int64_t ng, rad = pat->radius, nc, q0;
 		const int32_t *cols;
@@ -122,13 +171,17 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 			nc = job->fp.str_ncols;
 		}
 		band_rows(job, w, gr, rad, &lo, &hi);
-		blo = lo < hi ? lo / FAST_KB : 0;
-		bhi = lo < hi ? (hi - 1) / FAST_KB + 1 : 0;	/* exclusive */
+		if (lo < hi && hi - lo <= FAST_KB) {
+			ns = band_gathered(job, w, gr, hr, lo, ks);
+		} else {
+			blo = lo < hi ? lo / FAST_KB : 0;
+			bhi = lo < hi ? (hi - 1) / FAST_KB + 1 : 0;
+		}
 		for (blk = blo; blk < bhi; blk++) {
 			seg[ns] = (int32_t)blk;
 			segn[ns++] = FAST_KB;
 		}
-		if (hr) {
+		if (hr && bhi > blo) {
 			memset(w->bits, 0, sizeof(uint64_t) * FAST_TQ * ns);
 			for (r = 0; r < gr->R; r++)
 				fast_hier_band(&job->fp, gr->h,
@@ -242,6 +295,8 @@ void fast_build_keys(struct fast_job *job, struct fast_ws *w,
 	ks->ranges = false;
 	ks->strided = false;
 	ks->hier = false;
+	ks->bsg = -1;
+	ks->bk = NULL;
 	ks->first = gr->k0 / FAST_KB;
 	if (!gr->want_s || gr->s_is_d || gr->want_d) {
 		int64_t end = gr->maxlim < gr->k1 ? gr->maxlim : gr->k1;

@@ -59,6 +59,52 @@ static unsigned int hier_bits(const struct asam_pat *pat, int64_t delta,
 	return bits;
 }
 
+#define HIER_PERIOD_MAX	4096
+
+/*
+ * Each head's band as one word for every position modulo L, the scales'
+ * least common multiple: bit band + d is P(pos, pos + d), |d| <= band,
+ * which depends on pos mod L alone.  The groups' band masks
+ * (fast_hier_word) then cost a shift a row, not a test a key and scale
+ * (7 % of a one-thread forward at N 4096 before).  Kept only where the
+ * band fits a word and L is small (64 for the default scales).
+ */
+static int plan_hier_words(struct fast_plan *fp)
+{
+	const struct asam_pat *pat = &fp->p->pat;
+	const uint8_t *tab;
+	int64_t L = 1, a, b, x, ph, d, band = fp->hier_band;
+	int h, k;
+
+	if (2 * band + 1 > 64)
+		return 0;
+	for (k = 0; k < pat->nscales; k++) {
+		for (a = L, b = pat->scales[k]; b; x = a % b, a = b, b = x)
+			;
+		L = L / a * pat->scales[k];
+		if (L > HIER_PERIOD_MAX)
+			return 0;
+	}
+	fp->hier_bw = malloc(sizeof(uint64_t) * fp->p->Hq * L);
+	if (!fp->hier_bw)
+		return -ENOMEM;
+	fp->hier_period = L;
+	for (h = 0; h < fp->p->Hq; h++) {
+		tab = fp->hier_tab + ((size_t)h << pat->nscales);
+		for (ph = 0; ph < L; ph++) {
+			uint64_t w = 0;
+
+			/* ph + d + L: the key's residues, never negative */
+			for (d = -band; d <= band; d++)
+				w |= (uint64_t)tab[hier_bits(pat, d < 0 ? -d : d,
+							     ph + d + L)]
+				     << (d + band);
+			fp->hier_bw[(size_t)h * L + ph] = w;
+		}
+	}
+	return 0;
+}
+
 static int plan_hier(struct fast_plan *fp)
 {
 	const struct asam_problem *p = fp->p;
@@ -88,7 +134,7 @@ static int plan_hier(struct fast_plan *fp)
 				cols[n++] = (int32_t)j;
 		fp->hier_ncols[h] = n;
 	}
-	return 0;
+	return plan_hier_words(fp);
 }
 
 struct rows_job {
@@ -228,95 +274,116 @@ static int cmu_argmax(const struct cmu *m, const struct asam_pat *pat,
 }
 
 /*
- * The same argmax screened in fp32 with the ISA's Q.K^T kernel: 16
- * tokens against 64 centroids at a time.  Where the best cosine leads the
- * runner-up by more than CMU_MARGIN, far above the fp32 error of a
+ * The same argmax screened in fp32 with the ISA's Q.K^T kernel: the
+ * centroids against 64 tokens at a time.  Where the best cosine leads the
+ * runner-up by more than CMU_MARGIN, above the fp32 error of a
  * normalised dot product, the double argmax must agree; closer calls
  * (ties included) are decided by cmu_argmax() itself.
+ *
+ * The centroids are the rows and the tokens the 64 columns (transposed
+ * by tgather): mm_nt then runs whole column blocks for any C (tokens as
+ * rows against C = 32 centroids filled half of each), the token norms
+ * are sums down the columns, and top2t scans the centroids in order with
+ * a lane a token (one-thread CLUSTERED forward, N 4096, d 64: 2.69 ->
+ * 2.55 ms; the screen was about a quarter of it).
  */
-#define CMU_MARGIN 1e-3f
+/*
+ * How far the fp32 cosines may be off: c * rx * cn is within (1.5 d + 4)
+ * u of the exact cosine (u = 2^-24; the d-term sum within d u of it,
+ * relative to sum |x_e mu_e| <= |x| |mu|, the norm within d u / 2, four
+ * more roundings), so the difference of two within (3 d + 8) u: a lead
+ * above 4 (dp + 8) u (1.7e-5 at d = 64, 1.2e-4 at 512) is the double
+ * argmax's.  A fixed 1e-3 sent 35 times more tokens to cmu_argmax
+ * (1.7 % of them with random data at d = 64, each O(C d) in double
+ * through tv_get: ~4 % of a one-thread forward).
+ */
+#define CMU_MARGIN(dp) (4.0f * ((dp) + 8) / (1 << 24))
+#define CMU_TOK	FAST_KB		/* tokens a batch */
 
 struct cmu32 {
 	const struct fast_isa *isa;
-	int dp, nch;
-	float *bt;		/* [nch][dp][64] centroids, zero padded */
-	float *cn;		/* [nch * 64] 1 / norms */
-	float *a, *c;		/* [16][dp], [16][64] */
+	int dp, C;
+	float *mu;		/* [C][dp] centroid rows, zero padded */
+	float *cn;		/* [C] 1 / norms */
+	float *a;		/* [64][dp] token rows (converted) */
+	float *xt;		/* [dp][64] the batch's tokens transposed */
+	float *c;		/* [C][64] */
 };
 
 static int cmu32_init(struct cmu32 *f, const struct cmu *m,
 		      const struct asam_pat *pat, int d)
 {
-	int C = pat->C, ch, e, t;
+	int C = pat->C, e, t;
 
 	f->isa = fast_isa_select();
 	f->dp = (d + 15) & ~15;
-	f->nch = DIV_ROUND_UP(C, FAST_KB);
-	f->bt = calloc((size_t)f->nch * f->dp * FAST_KB + (size_t)f->nch *
-		       FAST_KB + (size_t)FAST_TQ * (f->dp + FAST_KB), 4);
-	if (!f->bt)
+	f->C = C;
+	f->mu = aligned_alloc(64, sizeof(float) * ((size_t)C * f->dp +
+			      (size_t)2 * CMU_TOK * f->dp +
+			      (size_t)C * CMU_TOK + ((C + 15) & ~15)));
+	if (!f->mu)
 		return -ENOMEM;
-	f->cn = f->bt + (size_t)f->nch * f->dp * FAST_KB;
-	f->a = f->cn + (size_t)f->nch * FAST_KB;
-	f->c = f->a + (size_t)FAST_TQ * f->dp;
-	for (ch = 0; ch < f->nch; ch++)
-		for (e = 0; e < d; e++)
-			for (t = 0; t < FAST_KB && ch * FAST_KB + t < C; t++)
-				f->bt[((size_t)ch * f->dp + e) * FAST_KB + t] =
-					(float)m->mu[e * C + ch * FAST_KB + t];
-	for (t = 0; t < C; t++)
+	f->a = f->mu + (size_t)C * f->dp;		/* 64-byte aligned */
+	f->xt = f->a + (size_t)CMU_TOK * f->dp;
+	f->c = f->xt + (size_t)CMU_TOK * f->dp;
+	f->cn = f->c + (size_t)C * CMU_TOK;
+	for (t = 0; t < C; t++) {
+		for (e = 0; e < f->dp; e++)
+			f->mu[(size_t)t * f->dp + e] =
+				e < d ? (float)m->mu[e * C + t] : 0;
 		f->cn[t] = (float)(1 / m->cn[t]);	/* reciprocals */
+	}
+	/* the rows' padding columns stay zero */
+	memset(f->a, 0, sizeof(float) * CMU_TOK * f->dp);
 	return 0;
 }
 
-/* ids[t0..t0+n) of tokens (b, hx, .) of @x, n <= FAST_TQ */
+/* ids[t0..t0+n) of tokens (b, hx, .) of @x (nx of them), n <= CMU_TOK */
 static void cmu32_batch(const struct cmu32 *f, const struct cmu *m,
 			const struct asam_pat *pat, const struct asam_tv *x,
-			int b, int hx, int64_t t0, int n, int d, int32_t *ids)
+			int b, int hx, int64_t t0, int n, int64_t nx, int d,
+			int32_t *ids)
 {
-	float xn[FAST_TQ], rx[FAST_TQ], best[FAST_TQ], second[FAST_TQ];
-	int32_t arg[FAST_TQ];
-	int r, ch, e, k, C = pat->C;
+	float s2[CMU_TOK], xn[CMU_TOK], rx[CMU_TOK];
+	float best[CMU_TOK], second[CMU_TOK];
+	int32_t arg[CMU_TOK];
+	int r, e;
 
-	for (r = 0; r < n; r++) {
-		float *a = f->a + (size_t)r * f->dp, s2 = 0, ps[8] = { 0 };
+	/*
+	 * the next batch's rows into the L2 while this one computes: a
+	 * head's Q and K are read once a call, from memory when the heads
+	 * a worker takes pass the L3 (tgather waited on them: 10 % of a
+	 * one-thread forward over 8 heads)
+	 */
+	for (r = 0; r < CMU_TOK && t0 + n + r < nx; r++)
+		fast_prefetch_l2(x, tv_off(x, b, hx, t0 + n + r, 0), d);
 
-		fast_load_row(x, tv_off(x, b, hx, t0 + r, 0), d, a);
-		/*
-		 * eight partial sums over the zero-padded row: one chain of
-		 * d dependent adds was ~4 cycles a term, a few per cent of
-		 * the forward; any order does for a screen
-		 */
-		for (e = 0; e < f->dp; e += 8)
-			for (k = 0; k < 8; k++)
-				ps[k] += a[e + k] * a[e + k];
-		for (k = 0; k < 8; k++)
-			s2 += ps[k];
-		xn[r] = sqrtf(s2);
+	/* fp32 rows with no padding are transposed in place */
+	if (x->dt == ASAM_DT_F32 && d == f->dp && x->stride[3] == 1) {
+		f->isa->tgather((const float *)x->data +
+				tv_off(x, b, hx, t0, 0), x->stride[2], NULL,
+				n, f->dp, f->xt);
+	} else {
+		for (r = 0; r < n; r++)
+			fast_load_row(x, tv_off(x, b, hx, t0 + r, 0), d,
+				      f->a + (size_t)r * f->dp);
+		f->isa->tgather(f->a, f->dp, NULL, n, f->dp, f->xt);
+	}
+	/* the norms down the columns: a lane a token */
+	for (r = 0; r < CMU_TOK; r++)
+		s2[r] = 0;
+	for (e = 0; e < d; e++)
+		for (r = 0; r < CMU_TOK; r++)
+			s2[r] += f->xt[(size_t)e * CMU_TOK + r] *
+				 f->xt[(size_t)e * CMU_TOK + r];
+	for (r = 0; r < CMU_TOK; r++) {
+		xn[r] = sqrtf(s2[r]);
 		rx[r] = xn[r] > 0 ? 1 / xn[r] : 0;
-		best[r] = second[r] = -INFINITY;
-		arg[r] = 0;
 	}
-	for (ch = 0; ch < f->nch; ch++) {
-		int nc = C - ch * FAST_KB < FAST_KB ? C - ch * FAST_KB
-						     : FAST_KB;
-
-		/* only the centroids' columns: C = 32 is half a block */
-		f->isa->mm_ntc(f->a, n, f->dp, f->bt + (size_t)ch * f->dp *
-			       FAST_KB, f->c, nc);
-		/*
-		 * The ISA's vector scan (the scalar one's float compares
-		 * were branches that mispredicted about every other step:
-		 * which centroid wins is a coin toss per token); the same
-		 * best, runner-up and argmax (first of equals) as a scan in
-		 * order.
-		 */
-		f->isa->top2(f->c, n, nc, rx,
-			     f->cn + (size_t)ch * FAST_KB, ch * FAST_KB, best,
-			     second, arg);
-	}
+	f->isa->mm_nt(f->mu, f->C, f->dp, f->xt, f->c);
+	f->isa->top2t(f->c, n, f->C, rx, f->cn, best, second, arg);
 	for (r = 0; r < n; r++)
-		ids[r] = xn[r] > 1e-6f && best[r] - second[r] > CMU_MARGIN ?
+		ids[r] = xn[r] > 1e-6f && best[r] - second[r] > CMU_MARGIN(f->dp) ?
 			 arg[r] : cmu_argmax(m, pat, x, b, hx, t0 + r, d);
 }
 
@@ -361,10 +428,10 @@ static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 		memset(ks, 0, sizeof(int32_t) * (C + 1));
 		memset(qs, 0, sizeof(qs));
 		/* keys: counting sort by cluster, token order kept */
-		for (t = 0; t < p->Nk; t += FAST_TQ)
+		for (t = 0; t < p->Nk; t += CMU_TOK)
 			cmu32_batch(&f, &m, pat, &p->k, b, h / group, t,
-				    p->Nk - t < FAST_TQ ? p->Nk - t : FAST_TQ,
-				    p->d, kid + t);
+				    p->Nk - t < CMU_TOK ? p->Nk - t : CMU_TOK,
+				    p->Nk, p->d, kid + t);
 		for (t = 0; t < p->Nk; t++)
 			ks[kid[t] + 1]++;
 		for (c = 0; c < C; c++)
@@ -372,10 +439,10 @@ static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 		memcpy(fill, ks, sizeof(int32_t) * C);
 		for (t = 0; t < p->Nk; t++)
 			ko[fill[kid[t]]++] = (int32_t)t;
-		for (t = 0; t < p->Nq; t += FAST_TQ)
+		for (t = 0; t < p->Nq; t += CMU_TOK)
 			cmu32_batch(&f, &m, pat, &p->q, b, h, t,
-				    p->Nq - t < FAST_TQ ? p->Nq - t : FAST_TQ,
-				    p->d, cq + t);
+				    p->Nq - t < CMU_TOK ? p->Nq - t : CMU_TOK,
+				    p->Nq, p->d, cq + t);
 		for (t = 0; t < p->Nq; t++)
 			qs[cq[t] + 1]++;
 		for (c = 0; c < C; c++)
@@ -389,7 +456,7 @@ static void clusters_bh(void *arg, int64_t b0, int64_t e0, int worker)
 				gs[ng++] = (int32_t)t;
 		gs[ng] = p->Nq;
 		fp->ngroups[bh] = ng;
-		free(f.bt);
+		free(f.mu);
 		free(big);
 	}
 }
@@ -484,6 +551,7 @@ void fast_plan_fini(struct fast_plan *fp)
 {
 	free(fp->hier_tab);
 	free(fp->hier_cols);
+	free(fp->hier_bw);
 	free(fp->hier_ncols);
 	free(fp->str_cols);
 	if (!fp->rows_cached)
@@ -566,6 +634,46 @@ void fast_hier_band(const struct fast_plan *fp, int h, int64_t pos,
 		if (tab[b])
 			bits[((j >> 6) - blo) * FAST_TQ] |= 1ull << (j & 63);
 	}
+}
+
+/*
+ * The same bits as fast_hier_band, as one word: bit j - @base for every
+ * allowed j in [lo, hi), where hi - base <= 64 (a group's whole band)
+ */
+uint64_t fast_hier_word(const struct fast_plan *fp, int h, int64_t pos,
+			int64_t lo, int64_t hi, int64_t base)
+{
+	const struct asam_pat *pat = &fp->p->pat;
+	const uint8_t *tab = fp->hier_tab + ((size_t)h << pat->nscales);
+	int64_t m[ASAM_MAX_SCALES], q[ASAM_MAX_SCALES], j, delta;
+	int k, ns = pat->nscales;
+	uint64_t x = 0;
+	unsigned int b;
+
+	if (fp->hier_bw) {
+		/* the word of pos's residue, from pos - band, moved to base */
+		int64_t sh = pos - fp->hier_band - base, L = fp->hier_period;
+
+		/* pos < 0 where Nq > Nk (qoff < 0) */
+		x = fp->hier_bw[(size_t)h * L + (pos % L + L) % L];
+		x = sh >= 0 ? x << sh : x >> -sh;
+		return x & prefix_mask(hi - base) & ~prefix_mask(lo - base);
+	}
+	for (k = 0; k < ns; k++) {
+		m[k] = lo % pat->scales[k];
+		q[k] = pat->scales[k] / 4;
+	}
+	for (j = lo; j < hi; j++) {
+		delta = pos > j ? pos - j : j - pos;
+		b = 0;
+		for (k = 0; k < ns; k++) {
+			b |= (unsigned int)(delta <= q[k] || !m[k]) << k;
+			if (++m[k] == pat->scales[k])
+				m[k] = 0;
+		}
+		x |= (uint64_t)tab[b] << (j - base);
+	}
+	return x;
 }
 
 static int64_t emit_range(int32_t *out, int64_t n, int64_t lo, int64_t hi)

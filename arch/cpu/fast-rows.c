@@ -54,6 +54,28 @@ long fast_l2_bytes(void)
 	return b;
 }
 
+/*
+ * STRIDED and HIERARCHICAL with the sparse branch alone, where every
+ * group's bands fit one gathered segment (build_keys_arith): the
+ * groups read no block, so none need be transposed
+ */
+static bool bands_gathered(const struct fast_job *job)
+{
+	const struct asam_problem *p = job->p;
+	int64_t rad;
+
+	if (p->gate_mode != ASAM_GATE_SPARSE)
+		return false;
+	if (p->pat.kind == ASAM_PATTERN_STRIDED)
+		rad = p->pat.radius;
+	else if (p->pat.kind == ASAM_PATTERN_HIERARCHICAL)
+		rad = job->fp.hier_band;
+	else
+		return false;
+	/* FAST_TQ consecutive rows, each [pos - rad, pos + rad] */
+	return 2 * rad + FAST_TQ <= FAST_KB;
+}
+
 void fast_rows_setup(struct fast_job *job)
 {
 	const char *env = getenv("ASAM_CPU_ROWS_L2");
@@ -88,7 +110,45 @@ void fast_rows_setup(struct fast_job *job)
 	 */
 	job->no_blocks = job->rows_only ||
 			 (job->fp.sorted_groups &&
-			  job->p->gate_mode == ASAM_GATE_SPARSE);
+			  job->p->gate_mode == ASAM_GATE_SPARSE) ||
+			 bands_gathered(job);
+}
+
+/*
+ * The forward's row walk in three passes over a tile (fwd_tile): every
+ * row's dot products, then every row's softmax, then every row's value
+ * sums, where the row walk took all three row by row.  A pass then
+ * reads K alone or V alone, half the lines the row walk keeps live (at
+ * N 4096, d 64 one head's K and V are 2 MB, each 1 MB: a core's L2 here
+ * and half the Xeon's), at the cost of the tile's scores in memory
+ * (RT_SCORES_MAX bytes at most: 147 KB for 256 rows of 128 keys).
+ * Microbenchmark on the build host (one thread, 4096 rows of 128 keys
+ * out of 4096, tiles of 256): 6.9-7.2 -> 6.0-6.1 ns a pair.  Only
+ * RANDOM_ROWS and USER_INDEX (bounded lists), without key chunks and
+ * key-major tiles; ASAM_CPU_ROWS_SPLIT=0 keeps the row walk.
+ */
+#define RT_SCORES_MAX	(1 << 20)
+
+void fast_rows_split(struct fast_job *job)
+{
+	const struct asam_problem *p = job->p;
+	const char *env = getenv("ASAM_CPU_ROWS_SPLIT");
+	int64_t most;
+
+	job->tsc = 0;
+	if (p->bwd || job->kmajor || !job->rows_only ||
+	    job->rows_l2 < INT64_MAX / 2 || (env && !strcmp(env, "0")))
+		return;
+	if (p->pat.kind == ASAM_PATTERN_RANDOM_ROWS)
+		most = job->fp.rr;
+	else if (p->pat.kind == ASAM_PATTERN_USER_INDEX)
+		most = p->pat.r < p->Nk ? p->pat.r : p->Nk;
+	else
+		return;
+	/* row_exp writes to its last vector's end: whole vectors a row */
+	most = (most + 15) & ~(int64_t)15;
+	if ((int64_t)job->rt * most * (int64_t)sizeof(float) <= RT_SCORES_MAX)
+		job->tsc = most ? most : 16;
 }
 
 bool fast_rows_tiled(const struct fast_job *job)

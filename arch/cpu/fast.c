@@ -71,6 +71,7 @@ static void ws_free(struct fast_ws *w)
 	if (w->scr)
 		w->rk = NULL, w->dK = w->dV = w->dqa = NULL,
 		w->bkT = w->bvb = w->bkb = w->bvT = NULL, w->blist = NULL,
+		w->bdK = w->bdV = NULL, w->tsc = NULL,
 		w->kmrow = w->kmpos = NULL, w->kms = NULL;
 	free(w->q);
 	free(w->dO);
@@ -105,6 +106,9 @@ static void ws_free(struct fast_ws *w)
 	free(w->bvb);
 	free(w->bkb);
 	free(w->bvT);
+	free(w->bdK);
+	free(w->bdV);
+	free(w->tsc);
 	free(w->tq);
 	free(w->tacc);
 	free(w->tm);
@@ -205,8 +209,11 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		if (p->bwd) {
 			w->bkb = scratch(job, w, worker, SCR_BKB, bytes);
 			w->bvT = scratch(job, w, worker, SCR_BVT, bytes);
+			w->bdK = scratch(job, w, worker, SCR_BDK, bytes);
+			w->bdV = scratch(job, w, worker, SCR_BDV, bytes);
 		}
-		if (!w->bkT || !w->bvb || (p->bwd && (!w->bkb || !w->bvT)))
+		if (!w->bkT || !w->bvb || (p->bwd && (!w->bkb || !w->bvT ||
+						      !w->bdK || !w->bdV)))
 			w->failed = true;
 	}
 	if (job->fp.per_row_plan || p->pat.kind == ASAM_PATTERN_USER_INDEX)
@@ -237,6 +244,12 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 		if (!w->tq || !w->tacc || !w->tm || !w->tl || !w->tkeys ||
 		    !w->tn || !w->tcur)
 			w->failed = true;
+		if (job->tsc) {
+			w->tsc = scratch(job, w, worker, SCR_TSC,
+					 sizeof(float) * rt * job->tsc);
+			if (!w->tsc)
+				w->failed = true;
+		}
 	}
 	if (job->rows_only && p->bwd) {
 		size_t rows = (size_t)job->group * p->Nq;
@@ -329,6 +342,20 @@ void fast_prefetch_row(const struct asam_tv *t, int64_t off, int d,
 			__builtin_prefetch(a + x, 0, 3);
 		__builtin_prefetch(a + n - 1, 0, 3);
 	}
+}
+
+/*
+ * ... into the L2 only: a group's rows (16 rows of three or four
+ * tensors, ~300 lines) are more misses than the L1 keeps in flight
+ */
+void fast_prefetch_l2(const struct asam_tv *t, int64_t off, int d)
+{
+	const char *a = (const char *)t->data + off * asam_dtype_size(t->dt);
+	size_t n = (size_t)d * asam_dtype_size(t->dt), x;
+
+	for (x = 0; x < n; x += 64)
+		__builtin_prefetch(a + x, 0, 2);
+	__builtin_prefetch(a + n - 1, 0, 2);
 }
 
 /* a row times @scale; fp32 rows scaled as they are read, no copy */
@@ -518,8 +545,8 @@ static inline void prefetch_f32(const float *r, int dp)
 	int x;
 
 	for (x = 0; x < dp; x += 16)
-		__builtin_prefetch(r + x);
-	__builtin_prefetch(r + dp - 1);
+		__builtin_prefetch(r + x, 0, 2);
+	__builtin_prefetch(r + dp - 1, 0, 2);
 }
 
 /*
@@ -533,8 +560,9 @@ static void gather_keys(const struct fast_job *job, int b, int hk,
 			bool v_in_T)
 {
 	const struct asam_problem *p = job->p;
-	int dp = job->dp, t, e;
-	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB;
+	int dp = job->dp, t;
+	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB, ts;
+	const float *tb = fast_rows_of(job, v_in_T, b, hk, &ts);
 
 	for (t = 0; t < n; t++) {
 		const float *kr, *vr;
@@ -550,12 +578,10 @@ static void gather_keys(const struct fast_job *job, int b, int hk,
 			prefetch_f32(vr, dp);
 		}
 		key_rows(job, b, hk, base, keys[t], &kr, &vr);
-		for (e = 0; e < dp; e++)
-			T[e * FAST_KB + t] = (v_in_T ? vr : kr)[e];
 		memcpy(rows + t * dp, v_in_T ? kr : vr, sizeof(float) * dp);
 	}
-	for (e = 0; e < dp && n < FAST_KB; e++)
-		memset(T + e * FAST_KB + n, 0, sizeof(float) * (FAST_KB - n));
+	/* the other rows, fetched by the loop above, transposed */
+	job->isa->tgather(tb, ts, keys, n, dp, T);
 }
 
 /* Point the worker at segment @sg's K and V, gathering scattered keys. */
@@ -564,9 +590,10 @@ void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		   bool want_vT)
 {
 	const struct asam_problem *p = job->p;
-	int dp = job->dp, nb = ks->segn[sg], t, e;
-	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB;
+	int dp = job->dp, nb = ks->segn[sg], t;
+	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB, ts;
 	const int32_t *keys;
+	const float *tb;
 
 	if (ks->seg[sg] >= 0) {
 		size_t off = (size_t)(base + (int64_t)ks->seg[sg] * FAST_KB) *
@@ -583,8 +610,8 @@ void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		w->pvT = job->VT ? job->VT + off : NULL;
 		return;
 	}
-	keys = ks->u + (size_t)(-ks->seg[sg] - 1) * FAST_KB;
-	if (ks->bucket && w->bkT && (!want_vT || w->bkb)) {
+	keys = seg_keys(ks, sg);
+	if (ks->bucket && sg != ks->bsg && w->bkT && (!want_vT || w->bkb)) {
 		/*
 		 * A cluster bucket, or the global columns of STRIDED and
 		 * HIERARCHICAL: the groups of one cluster or head share it,
@@ -628,23 +655,17 @@ void fast_gather(const struct fast_job *job, struct fast_ws *w,
 		const float *kr, *vr;
 
 		key_rows(job, b, hk, base, keys[t], &kr, &vr);
-		/* K straight into its transposed block; rows only for dQ */
-		for (e = 0; e < dp; e++)
-			w->kT[e * FAST_KB + t] = kr[e];
-		if (want_vT) {
+		/* K rows only for dQ */
+		if (want_vT)
 			memcpy(w->kb + t * dp, kr, sizeof(float) * dp);
-			for (e = 0; e < dp; e++)
-				w->vT[e * FAST_KB + t] = vr[e];
-		}
 		memcpy(w->vb + t * dp, vr, sizeof(float) * dp);
 	}
-	/* padding columns: finite zeros, whatever ran before */
-	for (e = 0; e < dp && nb < FAST_KB; e++) {
-		memset(w->kT + e * FAST_KB + nb, 0,
-		       sizeof(float) * (FAST_KB - nb));
-		if (want_vT)
-			memset(w->vT + e * FAST_KB + nb, 0,
-			       sizeof(float) * (FAST_KB - nb));
+	/* K (and V) transposed; padding columns finite zeros */
+	tb = fast_rows_of(job, false, b, hk, &ts);
+	job->isa->tgather(tb, ts, keys, nb, dp, w->kT);
+	if (want_vT) {
+		tb = fast_rows_of(job, true, b, hk, &ts);
+		job->isa->tgather(tb, ts, keys, nb, dp, w->vT);
 	}
 	w->pkT = w->kT;
 	w->pvb = w->vb;
@@ -786,6 +807,7 @@ static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
 	if (fast_rows_tiled(&job)) {
 		if (!job.kmajor)
 			job.rt = fast_rows_tile(&job, FAST_RT_ROWS, true);
+		fast_rows_split(&job);
 		asam_pool_for(pool, (int64_t)p->B * p->Hq *
 			      DIV_ROUND_UP(p->Nq, job.rt), 1, fast_fwd_tiles,
 			      &job);

@@ -60,15 +60,21 @@ struct fast_isa {
 		      const float *y, float *X, float *Y,
 		      const int32_t *keys, int n, int dp);
 	/*
-	 * CLUSTERED's screen: each row's best, runner-up and argmax of
-	 * c[r][t] * rx[r] * cn[t] over t < nc, merged into the running ones
+	 * CLUSTERED's screen: token r's best, runner-up and argmax of
+	 * c[t][r] * rx[r] * cn[t] over t < nc, r < n <= 64 (c rows 64 apart)
 	 */
-	void (*top2)(const float *c, int n, int nc, const float *rx,
-		     const float *cn, int base, float *best, float *second,
-		     int32_t *arg);
+	void (*top2t)(const float *c, int n, int nc, const float *rx,
+		      const float *cn, float *best, float *second,
+		      int32_t *arg);
 	/* X[rows[t]] += a[t] x (rows of dp, rows[] distinct) */
 	void (*scatter)(const float *a, const float *x, float *X,
 			const int32_t *rows, int n, int dp);
+	/*
+	 * T[e][t] = (base + keys[t] * stride)[e] (base + t * stride without
+	 * keys), t < n <= 64, e < dp, T rows 64 apart, columns n..63 zero
+	 */
+	void (*tgather)(const float *base, int64_t stride,
+			const int32_t *keys, int n, int dp, float *T);
 };
 
 /*
@@ -104,6 +110,8 @@ struct fast_plan {
 	/* HIERARCHICAL */
 	uint8_t *hier_tab;		/* [Hq][1 << nscales] */
 	int hier_band;			/* max_k s_k / 4 */
+	uint64_t *hier_bw;		/* [Hq][period] band words, or NULL */
+	int64_t hier_period;		/* the scales' lcm */
 	int32_t *hier_cols;		/* [Hq][Nk] global columns ... */
 	int32_t *hier_ncols;		/* [Hq] ... and their count */
 	/* STRIDED: the columns j % s == 0, shared by every head */
@@ -148,6 +156,9 @@ int fast_plan_group(const struct fast_plan *fp, int b, int h, int g,
 /* HIERARCHICAL: the allowed keys of [lo, hi) at @pos as a row's bits */
 void fast_hier_band(const struct fast_plan *fp, int h, int64_t pos,
 		    int64_t lo, int64_t hi, uint64_t *bits, int64_t blo);
+
+uint64_t fast_hier_word(const struct fast_plan *fp, int h, int64_t pos,
+			int64_t lo, int64_t hi, int64_t base);
 
 /* first index in sorted a[0..n) with a[t] >= x (gathered column lists) */
 int64_t fast_lower_bound(const int32_t *a, int64_t n, int64_t x);

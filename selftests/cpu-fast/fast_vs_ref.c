@@ -37,6 +37,9 @@ static const struct shape shapes[] = {
 	{ 1, 2, 800, 800, 32, false },
 };
 
+/* STRIDED radius 30, HIERARCHICAL scales 4, 16, 128 (run_case) */
+static bool wide_band;
+
 struct kind {
 	enum asam_pattern_kind k;
 	enum asam_cluster_mode cm;
@@ -149,6 +152,14 @@ static void run_case(struct asam_ctx *ctx, const struct kind *kd,
 	pat.window = 16;
 	pat.stride = 8;
 	pat.radius = 3;
+	if (wide_band) {
+		/*
+		 * bands wider than one gathered segment: the 64-key blocks
+		 * around them go direct (build_keys_arith)
+		 */
+		pat.radius = 30;
+		pat.scales[2] = 128;
+	}
 	pat.keys_per_row = kd->k == ASAM_PATTERN_RANDOM ? 64 : 24;
 	pat.seed = (uint64_t)tt_uniform() * 1000;
 	pat.num_clusters = 4;
@@ -369,12 +380,16 @@ int main(void)
 	/*
 	 * RANDOM_ROWS and USER_INDEX by key-major tiles (fast-kmajor.c):
 	 * the backward's default, here the forward too (=1) and, with =0,
-	 * the row walk, which the default backward no longer takes.  Tiles
-	 * of 7 rows, so that the small shapes cross several.
+	 * the row walk, which the default backward no longer takes, and
+	 * the forward row by row (ASAM_CPU_ROWS_SPLIT=0), not in its
+	 * default three passes a tile.  Tiles of 7 rows, so that the small
+	 * shapes cross several.
 	 */
 	for (t = 0; t < 2; t++) {
 		setenv("ASAM_CPU_ROWS_KMAJOR", t ? "0" : "1", 1);
 		setenv("ASAM_CPU_KM_RT", "7", 1);
+		/* the row walk row by row (the default forward: in passes) */
+		setenv("ASAM_CPU_ROWS_SPLIT", t ? "0" : "1", 1);
 		for (kk = 0; kk < nk; kk++) {
 			if (kinds[kk].k != ASAM_PATTERN_RANDOM_ROWS &&
 			    kinds[kk].k != ASAM_PATTERN_USER_INDEX)
@@ -392,6 +407,7 @@ int main(void)
 		unsetenv("ASAM_CPU_KM_RT");
 	}
 	unsetenv("ASAM_CPU_ROWS_KMAJOR");
+	unsetenv("ASAM_CPU_ROWS_SPLIT");
 	for (kk = 0; kk < nk; kk++) {
 		if (kinds[kk].k != ASAM_PATTERN_USER_INDEX)
 			continue;
@@ -448,6 +464,19 @@ int main(void)
 				run_case(n % 2 ? ctx16 : ctx, &kinds[kk], gm,
 					 c, 0, dts[0], &shapes[5], "segments");
 	}
+	/* the same, with bands too wide to gather: direct blocks */
+	wide_band = true;
+	for (kk = 0; kk < nk; kk++) {
+		if (kinds[kk].k != ASAM_PATTERN_STRIDED &&
+		    kinds[kk].k != ASAM_PATTERN_HIERARCHICAL)
+			continue;
+		for (gm = 0; gm < 4; gm++)
+			for (c = 0; c < 2; c++, n++)
+				run_case(n % 2 ? ctx16 : ctx, &kinds[kk], gm,
+					 c, 0, dts[0], &shapes[5 - c],
+					 "wide band");
+	}
+	wide_band = false;
 	asam_ctx_destroy(ctx);
 	asam_ctx_destroy(ctx16);
 	if (failures)

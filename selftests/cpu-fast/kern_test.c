@@ -7,11 +7,12 @@
  * rest), 0..70 keys (partial 16-key passes), and a row stride wider
  * than the row (keys read in place from a larger tensor); ger2s (two
  * rank-one updates of scattered dK, dV rows) over the same head dims;
- * mm_tn (the backward's dK, dV products, P read transposed); top2 (the
+ * mm_tn (the backward's dK, dV products, P read transposed); top2t (the
  * cluster screen's running best, runner-up and first argmax) against the
  * scalar scan in order, value for value, with ties, NaNs and masked
  * columns; mm_ntc (mm_nt's first columns) against mm_nt; scatter (one
- * key's row added into the rows that take it) in double.
+ * key's row added into the rows that take it) in double; tgather (rows
+ * gathered transposed) value for value.
  */
 #include <math.h>
 #include <stdio.h>
@@ -120,67 +121,62 @@ static bool check_isa(const struct fast_isa *isa)
 	       worst_m < 1e-5;
 }
 
-/* the scan top2 replaces: columns in order, as cmu32_batch ran it */
+/* the scan top2t replaces: centroids in order, token by token */
 static void top2_scan(const float *c, int n, int nc, const float *rx,
-		      const float *cn, int base, float *best, float *second,
+		      const float *cn, float *best, float *second,
 		      int32_t *arg)
 {
 	int r, t;
 
+	for (r = 0; r < n; r++) {
+		best[r] = second[r] = -INFINITY;
+		arg[r] = 0;
+	}
 	for (t = 0; t < nc; t++)
 		for (r = 0; r < n; r++) {
-			float cs = c[r * 64 + t] * rx[r] * cn[t];
+			float cs = c[t * 64 + r] * rx[r] * cn[t];
 			bool up = cs > best[r];
 			float lo = up ? best[r] : cs;
 
 			second[r] = lo > second[r] ? lo : second[r];
-			arg[r] = up ? base + t : arg[r];
+			arg[r] = up ? t : arg[r];
 			best[r] = up ? cs : best[r];
 		}
 }
 
-static float C2[16 * 64 * 3] __attribute__((aligned(64)));
-static float cn2[64 * 3] __attribute__((aligned(64)));
+static float C2[192 * 64] __attribute__((aligned(64)));
+static float cn2[192] __attribute__((aligned(64)));
 
 /*
- * 1..3 chunks of 1..64 columns (the last chunk partial), values from a
- * few levels so that ties are common, a NaN now and then, rows scaled by
- * 0 (all zeros of either sign: equal, though a tie may keep the other
- * zero); every result must equal the scan's
+ * 1..192 centroids x 1..64 tokens, values from a few levels so that
+ * ties are common, a NaN now and then, tokens scaled by 0 (all zeros of
+ * either sign: equal, though a tie may keep the other zero); every
+ * result must equal the scan's
  */
 static bool check_top2(const struct fast_isa *isa)
 {
-	float b1[16], s1[16], b2[16], s2[16], rx[16];
-	int32_t a1[16], a2[16];
-	int nc, nch, ch, r, i, bad = 0, runs = 0;
+	float b1[64], s1[64], b2[64], s2[64], rx[64];
+	int32_t a1[64], a2[64];
+	int nc, n, r, i, bad = 0, runs = 0;
 
-	for (nch = 1; nch <= 3; nch++)
-		for (nc = 1; nc <= 64; nc++) {
-			for (i = 0; i < 16 * 64 * nch; i++)
+	for (nc = 1; nc <= 192; nc += nc < 70 ? 1 : 11)
+		for (n = 1 + nc % 3; n <= 64; n += 7 + nc % 5) {
+			for (i = 0; i < 64 * nc; i++)
 				C2[i] = (float)(rand() % 9) - 4;
 			if (nc % 5 == 0)
-				C2[rand() % (16 * 64 * nch)] = NAN;
-			for (i = 0; i < 64 * nch; i++)
+				C2[rand() % (64 * nc)] = NAN;
+			for (i = 0; i < nc; i++)
 				cn2[i] = 0.25f * (1 + rand() % 3);
-			for (r = 0; r < 16; r++) {
+			for (r = 0; r < 64; r++)
 				rx[r] = r % 7 ? 0.5f : 0;
-				b1[r] = b2[r] = s1[r] = s2[r] = -INFINITY;
-				a1[r] = a2[r] = 0;
-			}
-			for (ch = 0; ch < nch; ch++) {
-				int w = ch + 1 < nch ? 64 : nc;
-
-				top2_scan(C2 + ch * 16 * 64, 16, w, rx,
-					  cn2 + ch * 64, ch * 64, b1, s1, a1);
-				isa->top2(C2 + ch * 16 * 64, 16, w, rx,
-					  cn2 + ch * 64, ch * 64, b2, s2, a2);
-			}
-			for (r = 0; r < 16; r++, runs++)
+			top2_scan(C2, n, nc, rx, cn2, b1, s1, a1);
+			isa->top2t(C2, n, nc, rx, cn2, b2, s2, a2);
+			for (r = 0; r < n; r++, runs++)
 				bad += b1[r] != b2[r] || s1[r] != s2[r] ||
 				       a1[r] != a2[r];
 		}
-	ksft_test_result(!bad, "%s top2 %d of %d rows differ\n", isa->name,
-			 bad, runs);
+	ksft_test_result(!bad, "%s top2t %d of %d tokens differ\n",
+			 isa->name, bad, runs);
 	/* mm_ntc: mm_nt's first nc columns, the same sums in the same order */
 	for (nc = 1, runs = 0; nc <= 64; nc++) {
 		static float full[13 * 64], part[13 * 64];
@@ -218,6 +214,29 @@ static bool check_top2(const struct fast_isa *isa)
 		ksft_test_result(worst < 1e-5, "%s scatter worst %.3g\n",
 				 isa->name, worst);
 		bad += worst >= 1e-5;
+	}
+	/* tgather: keyed and contiguous rows, transposed, zero padded */
+	{
+		static float T[160 * 64];
+		int dp, nt, e, t, k, wrong = 0;
+
+		for (dp = 16; dp <= 160; dp += 16)
+			for (nt = 0; nt <= 64; nt += (nt < 20 ? 1 : 7))
+				for (k = 0; k < 2; k++) {
+					for (i = 0; i < dp * 64; i++)
+						T[i] = NAN;
+					isa->tgather(K, STRIDE, k ? keys : NULL,
+						     nt, dp, T);
+					for (e = 0; e < dp; e++)
+						for (t = 0; t < 64; t++)
+							wrong += T[e * 64 + t] !=
+								 (t >= nt ? 0 :
+								  K[(k ? keys[t] : t) *
+								    STRIDE + e]);
+				}
+		ksft_test_result(!wrong, "%s tgather %d values wrong\n",
+				 isa->name, wrong);
+		bad += wrong != 0;
 	}
 	return !bad && !runs;
 }

@@ -114,7 +114,9 @@ VARIANTS = (("rows_l2.json", "ASAM_CPU_ROWS_L2=524288 (512 KB key chunks)"),
             ("usort.json", "ASAM_CPU_UINDEX_SORT=1 (sorted USER_INDEX rows)"),
             ("kmoff.json", "ASAM_CPU_ROWS_KMAJOR=0 (the row walk)"),
             ("kmfwd.json", "ASAM_CPU_ROWS_KMAJOR=1 (key-major forward)"),
-            ("kmrt.json", "ASAM_CPU_KM_RT=1024 (key-major tiles of 1024 rows)"))
+            ("kmrt.json", "ASAM_CPU_KM_RT=1024 (key-major tiles of 1024 rows)"),
+            ("nosplit.json",
+             "ASAM_CPU_ROWS_SPLIT=0 (the forward row by row, not in passes)"))
 for fname, label in VARIANTS:
     var = runs(fname)
     if not var:
