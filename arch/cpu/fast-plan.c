@@ -603,45 +603,13 @@ int fast_plan_group(const struct fast_plan *fp, int b, int h, int g,
 }
 
 /*
- * The allowed keys of [lo, hi) for a query at @pos as bits: key j sets
- * bit j % 64 of bits[(j / 64 - blo) FAST_TQ].  hier_bits() key by key,
- * with j mod s_k stepped instead of divided (a division per scale and
- * key was 7 % of the HIERARCHICAL forward).
+ * The allowed keys of [lo, hi) (hi - base <= 64) for a query at @pos as
+ * one word, bit j - @base for key j, key by key: hier_bits() with j mod
+ * s_k stepped instead of divided (a division per scale and key was 7 %
+ * of the HIERARCHICAL forward).
  */
-void fast_hier_band(const struct fast_plan *fp, int h, int64_t pos,
-		    int64_t lo, int64_t hi, uint64_t *bits, int64_t blo)
-{
-	const struct asam_pat *pat = &fp->p->pat;
-	const uint8_t *tab = fp->hier_tab + ((size_t)h << pat->nscales);
-	int64_t m[ASAM_MAX_SCALES], q[ASAM_MAX_SCALES], j, delta;
-	int k, ns = pat->nscales;
-	unsigned int b;
-
-	if (lo >= hi)
-		return;
-	for (k = 0; k < ns; k++) {
-		m[k] = lo % pat->scales[k];
-		q[k] = pat->scales[k] / 4;
-	}
-	for (j = lo; j < hi; j++) {
-		delta = pos > j ? pos - j : j - pos;
-		b = 0;
-		for (k = 0; k < ns; k++) {
-			b |= (unsigned int)(delta <= q[k] || !m[k]) << k;
-			if (++m[k] == pat->scales[k])
-				m[k] = 0;
-		}
-		if (tab[b])
-			bits[((j >> 6) - blo) * FAST_TQ] |= 1ull << (j & 63);
-	}
-}
-
-/*
- * The same bits as fast_hier_band, as one word: bit j - @base for every
- * allowed j in [lo, hi), where hi - base <= 64 (a group's whole band)
- */
-uint64_t fast_hier_word(const struct fast_plan *fp, int h, int64_t pos,
-			int64_t lo, int64_t hi, int64_t base)
+static uint64_t hier_scan(const struct fast_plan *fp, int h, int64_t pos,
+			  int64_t lo, int64_t hi, int64_t base)
 {
 	const struct asam_pat *pat = &fp->p->pat;
 	const uint8_t *tab = fp->hier_tab + ((size_t)h << pat->nscales);
@@ -650,15 +618,6 @@ uint64_t fast_hier_word(const struct fast_plan *fp, int h, int64_t pos,
 	uint64_t x = 0;
 	unsigned int b;
 
-	if (fp->hier_bw) {
-		/* the word of pos's residue, from pos - band, moved to base */
-		int64_t sh = pos - fp->hier_band - base, L = fp->hier_period;
-
-		/* pos < 0 where Nq > Nk (qoff < 0) */
-		x = fp->hier_bw[(size_t)h * L + (pos % L + L) % L];
-		x = sh >= 0 ? x << sh : x >> -sh;
-		return x & prefix_mask(hi - base) & ~prefix_mask(lo - base);
-	}
 	for (k = 0; k < ns; k++) {
 		m[k] = lo % pat->scales[k];
 		q[k] = pat->scales[k] / 4;
@@ -674,6 +633,43 @@ uint64_t fast_hier_word(const struct fast_plan *fp, int h, int64_t pos,
 		x |= (uint64_t)tab[b] << (j - base);
 	}
 	return x;
+}
+
+/*
+ * The allowed keys of [lo, hi) for a query at @pos as bits: key j sets
+ * bit j % 64 of bits[(j / 64 - blo) FAST_TQ], a 64-key word at a time.
+ */
+void fast_hier_band(const struct fast_plan *fp, int h, int64_t pos,
+		    int64_t lo, int64_t hi, uint64_t *bits, int64_t blo)
+{
+	int64_t w, wlo, whi;
+
+	for (w = lo >> 6; lo < hi && w <= (hi - 1) >> 6; w++) {
+		wlo = lo > w << 6 ? lo : w << 6;
+		whi = hi < (w + 1) << 6 ? hi : (w + 1) << 6;
+		bits[(w - blo) * FAST_TQ] |= hier_scan(fp, h, pos, wlo, whi,
+						       w << 6);
+	}
+}
+
+/*
+ * The same bits as fast_hier_band, as one word: bit j - @base for every
+ * allowed j in [lo, hi), where hi - base <= 64 (a group's whole band)
+ */
+uint64_t fast_hier_word(const struct fast_plan *fp, int h, int64_t pos,
+			int64_t lo, int64_t hi, int64_t base)
+{
+	if (fp->hier_bw) {
+		/* the word of pos's residue, from pos - band, moved to base */
+		int64_t sh = pos - fp->hier_band - base, L = fp->hier_period;
+		uint64_t x;
+
+		/* pos < 0 where Nq > Nk (qoff < 0) */
+		x = fp->hier_bw[(size_t)h * L + (pos % L + L) % L];
+		x = sh >= 0 ? x << sh : x >> -sh;
+		return x & prefix_mask(hi - base) & ~prefix_mask(lo - base);
+	}
+	return hier_scan(fp, h, pos, lo, hi, base);
 }
 
 static int64_t emit_range(int32_t *out, int64_t n, int64_t lo, int64_t hi)
