@@ -94,18 +94,29 @@ static __device__ __forceinline__ void cp_async16_s(u32 dst, const void *src,
  * issue (ncu: ~1190 a warp and dense tile).
  */
 template <int ROWS, int THREADS>
-static __device__ __forceinline__ void load_sw(u32 dst, const u16 *src,
-					       i64 ld, int row0, int n)
+static __device__ __forceinline__ u32 sw_slot(u32 dst, int &ch, int &r0)
 {
 	constexpr int CH = HEAD_DIM / 8, RS = THREADS / CH;
 	static_assert(THREADS % CH == 0 && RS % 8 == 0 && ROWS % RS == 0,
 		      "load_sw: a thread's chunk column and phase are fixed");
 	const unsigned t = threadIdx.x;
-	const int ch = t % CH, r0 = t / CH;
+
+	/* this thread's chunk column, first row, and its shared address */
+	ch = t % CH;
+	r0 = t / CH;
+	return dst + (ch >> 3) * ROWS * 128 + r0 * 128 +
+	       (((ch & 7) ^ (r0 & 7)) << 4);
+}
+
+template <int ROWS, int THREADS>
+static __device__ __forceinline__ void load_sw(u32 dst, const u16 *src,
+					       i64 ld, int row0, int n)
+{
+	constexpr int RS = THREADS / (HEAD_DIM / 8);	/* rows a step */
+	int ch, r0;
+	const u32 at = sw_slot<ROWS, THREADS>(dst, ch, r0);
 	const int left = n - row0 - r0;	/* rows from this one to @n */
 	const u16 *s = src + (i64)(row0 + r0) * ld + ch * 8;
-	const u32 at = dst + (ch >> 3) * ROWS * 128 + r0 * 128 +
-		       (((ch & 7) ^ (r0 & 7)) << 4);
 
 #pragma unroll
 	for (int k = 0; k < ROWS / RS; k++) {
@@ -125,14 +136,9 @@ static __device__ __forceinline__ void load_sw_idx(u32 dst, const u16 *src,
 						   i64 ld, const int *idx,
 						   int n)
 {
-	constexpr int CH = HEAD_DIM / 8, RS = THREADS / CH;
-	static_assert(THREADS % CH == 0 && RS % 8 == 0 && ROWS % RS == 0,
-		      "load_sw_idx: a thread's chunk column and phase are fixed");
-	const unsigned t = threadIdx.x;
-	const int ch = t % CH, r0 = t / CH;
-	const u32 at = dst + (ch >> 3) * ROWS * 128 + r0 * 128 +
-		       (((ch & 7) ^ (r0 & 7)) << 4);
-	int j[ROWS / RS];
+	constexpr int RS = THREADS / (HEAD_DIM / 8);	/* rows a step */
+	int ch, r0, j[ROWS / RS];
+	const u32 at = sw_slot<ROWS, THREADS>(dst, ch, r0);
 
 	/* the indices first: their loads overlap, not each its copy */
 #pragma unroll
