@@ -432,8 +432,10 @@ int asam_cuda_clus_bwd(struct asam_backend *be, const struct asam_problem *p)
 			fw = NULL;
 			ret = 0;
 		}
-		ret = ret ?: attn_get_fn(d, &sb, "asam_attn_bwd_dqcvt_kernel",
-					 cap, &fcvt);
+		/* its dQ cast, only where the walk runs */
+		if (!ret && fw)
+			ret = attn_get_fn(d, &sb, "asam_attn_bwd_dqcvt_kernel",
+					  cap, &fcvt);
 	}
 	if (!ret && G > 1) {
 		ret = clus_spec(&sc, d, p);
