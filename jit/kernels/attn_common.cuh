@@ -195,15 +195,37 @@ template <int ROWS, int THREADS>
 static __device__ __forceinline__ void load_tile(u16 *dst, const u16 *src,
 						 i64 ld, int row0, int n)
 {
-	const int CH = HEAD_DIM / 8;	/* 16-byte chunks per row */
+	constexpr int CH = HEAD_DIM / 8;	/* 16-byte chunks per row */
+	constexpr int RS = THREADS / CH;
+
+	if constexpr (THREADS % CH == 0 && ROWS % RS == 0) {
+		/*
+		 * a thread's chunk column is fixed: its addresses are a base
+		 * and a constant step, not a division and a 64-bit product
+		 * a chunk (the Hopper walks were issue-bound on those)
+		 */
+		const unsigned t = threadIdx.x;
+		const int e = t % CH * 8, r0 = t / CH;
+		const int left = n - row0 - r0;
+		const u16 *s = src + (i64)(row0 + r0) * ld + e;
 
 #pragma unroll
-	for (int c = threadIdx.x; c < ROWS * CH; c += THREADS) {
-		int r = c / CH, e = (c % CH) * 8;
-		bool ok = row0 + r < n;
-		const u16 *s = src + (ok ? (i64)(row0 + r) * ld + e : 0);
+		for (int k = 0; k < ROWS / RS; k++) {
+			const bool ok = k * RS < left;
 
-		cp_async16(dst + r * ATTN_LDS + e, s, ok);
+			cp_async16(dst + (r0 + k * RS) * ATTN_LDS + e,
+				   ok ? s + k * RS * ld : src, ok);
+		}
+	} else {
+#pragma unroll
+		for (int c = threadIdx.x; c < ROWS * CH; c += THREADS) {
+			int r = c / CH, e = (c % CH) * 8;
+			bool ok = row0 + r < n;
+			const u16 *s = src + (ok ? (i64)(row0 + r) * ld + e :
+					      0);
+
+			cp_async16(dst + r * ATTN_LDS + e, s, ok);
+		}
 	}
 }
 
@@ -218,15 +240,32 @@ static __device__ __forceinline__ void load_rows_idx(u16 *dst, const u16 *src,
 						     i64 ld, const int *idx,
 						     int n)
 {
-	const int CH = HEAD_DIM / 8;
+	constexpr int CH = HEAD_DIM / 8;
+	constexpr int RS = THREADS / CH;
+
+	if constexpr (THREADS % CH == 0 && ROWS % RS == 0) {
+		/* as load_tile's; the indices first, then the copies */
+		const unsigned t = threadIdx.x;
+		const int e = t % CH * 8, r0 = t / CH;
+		int j[ROWS / RS];
 
 #pragma unroll
-	for (int c = threadIdx.x; c < ROWS * CH; c += THREADS) {
-		int r = c / CH, e = (c % CH) * 8;
-		int j = r < n ? __ldg(idx + r) : -1;
-		const u16 *s = src + (j >= 0 ? (i64)j * ld + e : 0);
+		for (int k = 0; k < ROWS / RS; k++)
+			j[k] = r0 + k * RS < n ? __ldg(idx + r0 + k * RS) : -1;
+#pragma unroll
+		for (int k = 0; k < ROWS / RS; k++)
+			cp_async16(dst + (r0 + k * RS) * ATTN_LDS + e,
+				   j[k] >= 0 ? src + (i64)j[k] * ld + e : src,
+				   j[k] >= 0);
+	} else {
+#pragma unroll
+		for (int c = threadIdx.x; c < ROWS * CH; c += THREADS) {
+			int r = c / CH, e = (c % CH) * 8;
+			int j = r < n ? __ldg(idx + r) : -1;
+			const u16 *s = src + (j >= 0 ? (i64)j * ld + e : 0);
 
-		cp_async16(dst + r * ATTN_LDS + e, s, j >= 0);
+			cp_async16(dst + r * ATTN_LDS + e, s, j >= 0);
+		}
 	}
 }
 
