@@ -463,6 +463,13 @@ asam_clus_prep_kernel(const attn_clus_params p)
  * both sides in one launch: 126 registers instead of 69, 19 % of the
  * warps resident instead of 31 %, 251-278 us for both sides at 128 to
  * 2048 tokens a block against 263 us before.  Not the loads' latency.
+ * Nor the MMAs' one chain of sixteen: four accumulators (hi and lo, even
+ * and odd k steps) read 133 + 138 us against 128 + 133 (78 registers).
+ * ncu's source counters (a side, 44 M warp instructions, ~1350 a warp
+ * and pass of 16 tokens): stall samples 47 % in the MMA, fold and merge
+ * loop, 18 % in the fp64 path of close calls (4 % of passes have one),
+ * 16 % in the block's centroid copy, 13 % in the norms waiting on the
+ * tokens' loads.
  *
  * Grid (token blocks, Hq, B), CL_THREADS threads: fp16 a token a
  * thread per pass, bf16 16 tokens a warp per pass (assign_mma), over the
