@@ -116,14 +116,21 @@ static __device__ __forceinline__ void load_sw(u32 dst, const u16 *src,
 	int ch, r0;
 	const u32 at = sw_slot<ROWS, THREADS>(dst, ch, r0);
 	const int left = n - row0 - r0;	/* rows from this one to @n */
+	const i64 step = RS * ld;	/* elements from a copy to the next */
 	const u16 *s = src + (i64)(row0 + r0) * ld + ch * 8;
 
+	/*
+	 * A pointer that walks: s + k * RS * ld per copy had ptxas, at 128
+	 * registers, reload @ld's parts from the constant bank and redo the
+	 * 64-bit product for every copy (~30 instructions each in
+	 * HIERARCHICAL's column tiles, ncu's source counters).
+	 */
 #pragma unroll
 	for (int k = 0; k < ROWS / RS; k++) {
 		const bool ok = k * RS < left;
 
-		cp_async16_s(at + k * RS * 128, ok ? s + k * RS * ld : src,
-			     ok);
+		cp_async16_s(at + k * RS * 128, ok ? s : src, ok);
+		s += step;
 	}
 }
 
