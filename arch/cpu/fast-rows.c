@@ -156,6 +156,28 @@ bool fast_rows_tiled(const struct fast_job *job)
 	return job->fp.group_rows == 1;
 }
 
+/*
+ * Rows a tile of the row walk may take (fast_rows_tile's cap):
+ * FAST_RT_ROWS, or ASAM_CPU_ROWS_RT (1 .. FAST_RT).  The forward's three
+ * passes (fwd_split) read the head's K in the first and its V in the
+ * last, each once a tile: a tile of 256 rows of 128 keys out of 4096
+ * takes each key ~8 times, so the other array's pass in between (1 MB
+ * at N 4096, d 64, half the Xeon's L2) may have evicted it by the next
+ * tile's.  1024 rows (scores 512 KB) read each four times less often;
+ * even on the 1 MB-L2 build host, where neither array fits, so
+ * tools/bench/cpu-device-run.sh ranks it on the 2 MB-L2 Xeon.
+ */
+int fast_rows_cap(void)
+{
+	const char *env = getenv("ASAM_CPU_ROWS_RT");
+	int x;
+
+	if (!env || !*env)
+		return FAST_RT_ROWS;
+	x = atoi(env);
+	return x < 1 ? 1 : x > FAST_RT ? FAST_RT : x;
+}
+
 /* keys per chunk (a power of two) when @arrays rows of dp floats are
  * live per key */
 int64_t fast_rows_chunk(const struct fast_job *job, int arrays)
