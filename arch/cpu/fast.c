@@ -564,6 +564,14 @@ static void gather_keys(const struct fast_job *job, int b, int hk,
 	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB, ts;
 	const float *tb = fast_rows_of(job, v_in_T, b, hk, &ts);
 
+	/* the first keys' rows, which the loop's look-ahead never asks */
+	for (t = 0; t < GATHER_AHEAD && t < n; t++) {
+		const float *kr, *vr;
+
+		key_rows(job, b, hk, base, keys[t], &kr, &vr);
+		prefetch_f32(kr, dp);
+		prefetch_f32(vr, dp);
+	}
 	for (t = 0; t < n; t++) {
 		const float *kr, *vr;
 
