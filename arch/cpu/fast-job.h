@@ -137,6 +137,7 @@ struct fast_job {
 	bool kmajor;				/* key-major row tiles */
 	int64_t kmcap;				/* pairs a key-major tile holds */
 	int64_t tsc;			/* a row's scores in ws->tsc, or 0 */
+	int64_t tkc;			/* fwd_split's key chunk, or 0 */
 	int64_t nkb;				/* key blocks per (b, kv head) */
 	float *KT, *VT;				/* [B][Hkv][nkb][dp][KB] */
 	float *K32, *V32;			/* [B][Hkv][nkb * KB][dp] */

@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 export LD_LIBRARY_PATH="$here${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 b="$here/asam-bench --asam_threads=$T --asam_heads=16 --benchmark_min_time=0.3"
 # bounded so that the whole run stays under 240 s (the timeouts sum to
-# 285 s, 105 s with "rows"; the steps take well under theirs: 86 s for
+# 295 s, 115 s with "rows"; the steps take well under theirs: 86 s for
 # the whole on the Xeon, 2026-11-27)
 set -x
 date -u
@@ -49,7 +49,8 @@ fi
 # key-major backward tiles of 512 rows (default 1024 where the L2 is 2
 # MB, cpu13), the forward's row walk row by row (ASAM_CPU_ROWS_SPLIT=0;
 # default: three passes a tile, K alone then V alone, cpu12), and its
-# passes in tiles of 1024 rows (ASAM_CPU_ROWS_RT; default 256, cpu13).
+# passes in tiles of 1024 rows (ASAM_CPU_ROWS_RT; default 256, cpu13)
+# and in two key chunks of 512 KB (ASAM_CPU_ROWS_PASS; default none).
 # The 1 MB chunks and the
 # sorted USER_INDEX rows were dropped after the 2026-11-27 07:17 run
 # (0.92-1.17 and 1.18-1.32 x the default there).
@@ -67,6 +68,7 @@ switch ASAM_CPU_ROWS_KMAJOR=1 10 "fwd$km" kmfwd
 switch ASAM_CPU_KM_RT=512 10 "bwd$km" kmrt512
 switch ASAM_CPU_ROWS_SPLIT=0 10 "fwd$km" nosplit
 switch ASAM_CPU_ROWS_RT=1024 10 "fwd$km" rowsrt
+switch ASAM_CPU_ROWS_PASS=524288 10 "fwd$km" rowspass
 [ "$mode" = rows ] || ASAM_CPU_ISA=avx2 timeout 10 $b --benchmark_filter='fwd/dense/N:4096/d:64/'
 date -u
 set +x
