@@ -164,13 +164,74 @@ static void fwd_row_chunk(struct fast_job *job, struct fast_ws *w, int t,
  * same dots, row_exp and axpys on the same operands as fwd_row_chunk's
  * (whose merge into a fresh row state is exact), so the same results.
  */
+/*
+ * Row t's next run of keys below @end, from its cursor (lists in chunk
+ * order: fast_rows_keys); the run's first position in *@a
+ */
+static int32_t split_run(struct fast_ws *w, int t, int64_t end, int32_t *a)
+{
+	int32_t e;
+
+	*a = w->tcur[t];
+	e = *a + (int32_t)fast_lower_bound(w->tkeys[t] + *a, w->tn[t] - *a,
+					   end);
+	w->tcur[t] = e;
+	return e - *a;
+}
+
+/*
+ * fwd_split in key chunks of job->tkc (rows_pass_chunk): the same
+ * kernels over runs of each row's list, chunk by chunk, the scores in
+ * place, so the dots' results are the whole pass's; the value sums add
+ * each run into the row's sums.
+ */
+static void fwd_split_chunks(struct fast_job *job, struct fast_ws *w, int R,
+			     int64_t maxlim, const float *kb, int64_t ks,
+			     const float *vb, int64_t vs)
+{
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, t, n;
+	int64_t sc = job->tsc, C = job->tkc, lo;
+	int32_t a;
+
+	for (t = 0; t < R; t++)
+		w->tcur[t] = 0;
+	for (lo = 0; lo < maxlim; lo += C)
+		for (t = 0; t < R; t++) {
+			n = split_run(w, t, lo + C, &a);
+			if (n)
+				isa->dots(w->tq + (size_t)t * dp, dp, kb, ks,
+					  w->tkeys[t] + a, n,
+					  w->tsc + t * sc + a);
+		}
+	for (t = 0; t < R; t++) {
+		if (w->tn[t])
+			w->tm[t] = isa->row_exp(w->tsc + t * sc, w->tn[t],
+						&w->tl[t]);
+		w->tcur[t] = 0;
+	}
+	for (lo = 0; lo < maxlim; lo += C)
+		for (t = 0; t < R; t++) {
+			n = split_run(w, t, lo + C, &a);
+			if (n)
+				isa->axpys(w->tsc + t * sc + a, vb, vs,
+					   w->tkeys[t] + a, n, dp,
+					   w->tacc + (size_t)t * dp);
+		}
+}
+
 static void fwd_split(struct fast_job *job, struct fast_ws *w, int R,
-		      const float *kb, int64_t ks, const float *vb, int64_t vs)
+		      int64_t maxlim, const float *kb, int64_t ks,
+		      const float *vb, int64_t vs)
 {
 	const struct fast_isa *isa = job->isa;
 	int dp = job->dp, t;
 	int64_t sc = job->tsc;
 
+	if (job->tkc && job->tkc < maxlim) {
+		fwd_split_chunks(job, w, R, maxlim, kb, ks, vb, vs);
+		return;
+	}
 	for (t = 0; t < R; t++)
 		if (w->tn[t])
 			isa->dots(w->tq + (size_t)t * dp, dp, kb, ks,
@@ -196,6 +257,8 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 	const struct asam_problem *p = job->p;
 	int dp = job->dp, d = p->d, R = 0, t, e;
 	int64_t C = job->kmajor ? INT64_MAX / 2 : fast_rows_chunk(job, 2);
+	/* the lists in the order of the passes' key chunks, if any */
+	int64_t LC = job->tsc && job->tkc ? job->tkc : C;
 	int64_t off = 0, maxlim = 0, lo, i, n;
 	int64_t ks, vs;
 	const float *kb = fast_rows_of(job, false, b, h / job->group, &ks);
@@ -211,7 +274,7 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 			fwd_group(job, w, &gr);
 			continue;
 		}
-		w->tkeys[R] = fast_rows_keys(job, w, &gr, C, w->rk + off, &n);
+		w->tkeys[R] = fast_rows_keys(job, w, &gr, LC, w->rk + off, &n);
 		if (w->tkeys[R] == w->rk + off)
 			off += n;
 		w->tn[R] = (int32_t)n;
@@ -229,7 +292,7 @@ static void fwd_tile(struct fast_job *job, struct fast_ws *w, int b, int h,
 	if (job->kmajor)
 		fast_km_fwd(job, w, R, kb, ks, vb, vs);
 	if (job->tsc && C >= maxlim) {
-		fwd_split(job, w, R, kb, ks, vb, vs);
+		fwd_split(job, w, R, maxlim, kb, ks, vb, vs);
 		maxlim = 0;		/* done */
 	}
 	for (lo = 0; lo < maxlim && !job->kmajor; lo += C) {

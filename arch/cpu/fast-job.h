@@ -137,6 +137,7 @@ struct fast_job {
 	bool kmajor;				/* key-major row tiles */
 	int64_t kmcap;				/* pairs a key-major tile holds */
 	int64_t tsc;			/* a row's scores in ws->tsc, or 0 */
+	int64_t tkc;			/* fwd_split's key chunk, or 0 */
 	int64_t nkb;				/* key blocks per (b, kv head) */
 	float *KT, *VT;				/* [B][Hkv][nkb][dp][KB] */
 	float *K32, *V32;			/* [B][Hkv][nkb * KB][dp] */
@@ -278,6 +279,7 @@ void fast_build_keys(struct fast_job *job, struct fast_ws *w,
 #define FAST_RT_ROWS 256	/* ... for the row walk */
 
 int fast_rows_tile(const struct fast_job *job, int cap, bool spread_out);
+int fast_rows_cap(void);
 int64_t fast_rows_chunk(const struct fast_job *job, int arrays);
 const int32_t *fast_rows_keys(struct fast_job *job, struct fast_ws *w,
 			      const struct group *gr, int64_t chunk,

@@ -129,6 +129,44 @@ void fast_rows_setup(struct fast_job *job)
  */
 #define RT_SCORES_MAX	(1 << 20)
 
+/*
+ * The passes in key chunks (fwd_split): the dots pass takes every row's
+ * keys of chunk 0, then every row's of chunk 1, and so does the value
+ * sums' pass, so that the pass's reads stay in a chunk of K (or V) that
+ * the L2 holds.  Rows' lists are in chunk order (RANDOM_ROWS' sorted,
+ * USER_INDEX's bucketed), so a chunk is a run of each list, its scores
+ * where the whole list's would be: the softmax is the same single pass
+ * over the whole row, no running max to merge, no rescale.  A chunk's K
+ * rows take at most ASAM_CPU_ROWS_PASS bytes (0 or unset: no chunks).
+ * Off by default: on the build host (1 MB L2, N 4096, d 64, one thread
+ * a head, the two variants run at once on its two cores, 6 pairs) two
+ * chunks of 512 KB took 0.96 x the time of none on RANDOM_ROWS (0.87 to
+ * 1.13) and 1.15 x on USER_INDEX (1.12 to 1.28: its lists split in
+ * two, uindex_row2, and each row's dots in two calls with two partial
+ * 16-key blocks); four chunks were slower still.  The Xeon's 2 MB L2
+ * may rank it otherwise: tools/bench/cpu-device-run.sh times 512 KB.
+ */
+static int64_t rows_pass_chunk(const struct fast_job *job)
+{
+	const char *env = getenv("ASAM_CPU_ROWS_PASS");
+	int64_t bytes = 0, c, x;
+	char *end;
+
+	if (env && *env) {
+		long long v = strtoll(env, &end, 0);
+
+		if (!*end && v >= 0)
+			bytes = v;
+	}
+	c = bytes / ((int64_t)job->dp * 4);
+	if (c >= job->p->Nk || !bytes)
+		return 0;
+	/* a power of two (fast_rows_keys buckets by a shift) */
+	for (x = FAST_KB; 2 * x <= c && x < ((int64_t)1 << 40); x *= 2)
+		;
+	return x < job->p->Nk ? x : 0;
+}
+
 void fast_rows_split(struct fast_job *job)
 {
 	const struct asam_problem *p = job->p;
@@ -136,6 +174,7 @@ void fast_rows_split(struct fast_job *job)
 	int64_t most;
 
 	job->tsc = 0;
+	job->tkc = 0;
 	if (p->bwd || job->kmajor || !job->rows_only ||
 	    job->rows_l2 < INT64_MAX / 2 || (env && !strcmp(env, "0")))
 		return;
@@ -147,13 +186,37 @@ void fast_rows_split(struct fast_job *job)
 		return;
 	/* row_exp writes to its last vector's end: whole vectors a row */
 	most = (most + 15) & ~(int64_t)15;
-	if ((int64_t)job->rt * most * (int64_t)sizeof(float) <= RT_SCORES_MAX)
+	if ((int64_t)job->rt * most * (int64_t)sizeof(float) <= RT_SCORES_MAX) {
 		job->tsc = most ? most : 16;
+		job->tkc = rows_pass_chunk(job);
+	}
 }
 
 bool fast_rows_tiled(const struct fast_job *job)
 {
 	return job->fp.group_rows == 1;
+}
+
+/*
+ * Rows a tile of the row walk may take (fast_rows_tile's cap):
+ * FAST_RT_ROWS, or ASAM_CPU_ROWS_RT (1 .. FAST_RT).  The forward's three
+ * passes (fwd_split) read the head's K in the first and its V in the
+ * last, each once a tile: a tile of 256 rows of 128 keys out of 4096
+ * takes each key ~8 times, so the other array's pass in between (1 MB
+ * at N 4096, d 64, half the Xeon's L2) may have evicted it by the next
+ * tile's.  1024 rows (scores 512 KB) read each four times less often;
+ * even on the 1 MB-L2 build host, where neither array fits, so
+ * tools/bench/cpu-device-run.sh ranks it on the 2 MB-L2 Xeon.
+ */
+int fast_rows_cap(void)
+{
+	const char *env = getenv("ASAM_CPU_ROWS_RT");
+	int x;
+
+	if (!env || !*env)
+		return FAST_RT_ROWS;
+	x = atoi(env);
+	return x < 1 ? 1 : x > FAST_RT ? FAST_RT : x;
 }
 
 /* keys per chunk (a power of two) when @arrays rows of dp floats are
@@ -237,6 +300,44 @@ static int64_t uindex_row(struct fast_job *job, struct fast_ws *w,
 		n += ok & fresh;
 	}
 	return n;
+}
+
+/*
+ * uindex_row's keys in two runs: those below @split first, then the
+ * rest, each in the caller's order (fwd_split's two key chunks), from
+ * the same pass: each kept key is written to both runs' next slots and
+ * counted in one, the second run built in @hi (min(r, Nk) + 1 ids) and
+ * copied after the first.
+ */
+static int64_t uindex_row2(struct fast_job *job, struct fast_ws *w,
+			   const struct group *gr, int32_t *out, int32_t *hi,
+			   uint32_t split)
+{
+	const struct asam_problem *p = job->p;
+	int64_t st, t, n = 0, m = 0;
+	const int32_t *lst = uindex_list(job, gr, &st);
+	uint32_t lim = (uint32_t)gr->lim[0], *mark = w->stamp, g;
+
+	if (++w->gen == 0) {
+		memset(mark, 0, sizeof(uint32_t) * ((size_t)p->Nk + 1));
+		w->gen = 1;
+	}
+	g = w->gen;
+	for (t = 0; t < p->pat.r; t++) {
+		int32_t j = lst[t * st];
+		uint32_t ok = (uint32_t)j < lim;	/* -1: no */
+		uint32_t slot = ok ? (uint32_t)j : (uint32_t)p->Nk;
+		uint32_t keep = ok & (mark[slot] != g);
+		uint32_t up = (uint32_t)j >= split;
+
+		mark[slot] = g;
+		out[n] = j;
+		hi[m] = j;
+		n += keep & !up;
+		m += keep & up;
+	}
+	memcpy(out + n, hi, sizeof(int32_t) * m);
+	return n + m;
 }
 
 /*
@@ -345,6 +446,10 @@ const int32_t *fast_rows_keys(struct fast_job *job, struct fast_ws *w,
 	if (p->pat.kind == ASAM_PATTERN_USER_INDEX && job->usort) {
 		*n = uindex_sorted(job, w, gr, out);
 		return out;		/* ascending: in chunk order too */
+	} else if (p->pat.kind == ASAM_PATTERN_USER_INDEX &&
+		   gr->lim[0] > chunk && gr->lim[0] <= 2 * chunk) {
+		*n = uindex_row2(job, w, gr, out, tmp, (uint32_t)chunk);
+		return out;		/* two chunks, in order */
 	} else if (p->pat.kind == ASAM_PATTERN_USER_INDEX) {
 		*n = uindex_row(job, w, gr, out);
 	} else {

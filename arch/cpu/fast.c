@@ -564,6 +564,14 @@ static void gather_keys(const struct fast_job *job, int b, int hk,
 	int64_t base = ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB, ts;
 	const float *tb = fast_rows_of(job, v_in_T, b, hk, &ts);
 
+	/* the first keys' rows, which the loop's look-ahead never asks */
+	for (t = 0; t < GATHER_AHEAD && t < n; t++) {
+		const float *kr, *vr;
+
+		key_rows(job, b, hk, base, keys[t], &kr, &vr);
+		prefetch_f32(kr, dp);
+		prefetch_f32(vr, dp);
+	}
 	for (t = 0; t < n; t++) {
 		const float *kr, *vr;
 
@@ -806,7 +814,7 @@ static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
 		return ret;
 	if (fast_rows_tiled(&job)) {
 		if (!job.kmajor)
-			job.rt = fast_rows_tile(&job, FAST_RT_ROWS, true);
+			job.rt = fast_rows_tile(&job, fast_rows_cap(), true);
 		fast_rows_split(&job);
 		asam_pool_for(pool, (int64_t)p->B * p->Hq *
 			      DIV_ROUND_UP(p->Nq, job.rt), 1, fast_fwd_tiles,

@@ -383,13 +383,19 @@ int main(void)
 	 * the row walk, which the default backward no longer takes, and
 	 * the forward row by row (ASAM_CPU_ROWS_SPLIT=0), not in its
 	 * default three passes a tile.  Tiles of 7 rows, so that the small
-	 * shapes cross several.
+	 * shapes cross several; then the row walk's passes in tiles of 5
+	 * rows (ASAM_CPU_ROWS_RT), each pass in key chunks of 64
+	 * (ASAM_CPU_ROWS_PASS=1: the lists bucketed or cut by chunk).
 	 */
-	for (t = 0; t < 2; t++) {
+	for (t = 0; t < 3; t++) {
 		setenv("ASAM_CPU_ROWS_KMAJOR", t ? "0" : "1", 1);
 		setenv("ASAM_CPU_KM_RT", "7", 1);
 		/* the row walk row by row (the default forward: in passes) */
-		setenv("ASAM_CPU_ROWS_SPLIT", t ? "0" : "1", 1);
+		setenv("ASAM_CPU_ROWS_SPLIT", t == 1 ? "0" : "1", 1);
+		if (t == 2) {
+			setenv("ASAM_CPU_ROWS_RT", "5", 1);
+			setenv("ASAM_CPU_ROWS_PASS", "1", 1);
+		}
 		for (kk = 0; kk < nk; kk++) {
 			if (kinds[kk].k != ASAM_PATTERN_RANDOM_ROWS &&
 			    kinds[kk].k != ASAM_PATTERN_USER_INDEX)
@@ -401,11 +407,14 @@ int main(void)
 							 &kinds[kk], gm, c, q,
 							 dts[n % 3],
 							 &shapes[n % 3],
+							 t == 2 ? "row tiles" :
 							 t ? "row walk" :
 							 "key-major");
 		}
 		unsetenv("ASAM_CPU_KM_RT");
 	}
+	unsetenv("ASAM_CPU_ROWS_RT");
+	unsetenv("ASAM_CPU_ROWS_PASS");
 	unsetenv("ASAM_CPU_ROWS_KMAJOR");
 	unsetenv("ASAM_CPU_ROWS_SPLIT");
 	for (kk = 0; kk < nk; kk++) {

@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 export LD_LIBRARY_PATH="$here${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 b="$here/asam-bench --asam_threads=$T --asam_heads=16 --benchmark_min_time=0.3"
 # bounded so that the whole run stays under 240 s (the timeouts sum to
-# 275 s, 95 s with "rows"; the steps take well under theirs: 86 s for
+# 295 s, 115 s with "rows"; the steps take well under theirs: 86 s for
 # the whole on the Xeon, 2026-11-27)
 set -x
 date -u
@@ -45,10 +45,13 @@ fi
 # default of this run: key chunks sized for a 512 KB share of the L2 (the
 # row walk, chunked: RANDOM_ROWS' backward default before key-major tiles
 # where the L2 is 2 MB), the row walk as it was the default
-# (ASAM_CPU_ROWS_KMAJOR=0), key-major tiles in the forward too (=1), and
-# key-major tiles of 1024 rows (default 512), and the forward's row
-# walk row by row (ASAM_CPU_ROWS_SPLIT=0; default: three passes a tile,
-# K alone then V alone, cpu12).  The 1 MB chunks and the
+# (ASAM_CPU_ROWS_KMAJOR=0), key-major tiles in the forward too (=1),
+# key-major backward tiles of 512 rows (default 1024 where the L2 is 2
+# MB, cpu13), the forward's row walk row by row (ASAM_CPU_ROWS_SPLIT=0;
+# default: three passes a tile, K alone then V alone, cpu12), and its
+# passes in tiles of 1024 rows (ASAM_CPU_ROWS_RT; default 256, cpu13)
+# and in two key chunks of 512 KB (ASAM_CPU_ROWS_PASS; default none).
+# The 1 MB chunks and the
 # sorted USER_INDEX rows were dropped after the 2026-11-27 07:17 run
 # (0.92-1.17 and 1.18-1.32 x the default there).
 # switch VAR=VALUE SECONDS FILTER NAME: the rows under FILTER with the
@@ -62,8 +65,10 @@ km='/(random_rows|user_index)/N:4096/d:64/'
 switch ASAM_CPU_ROWS_L2=524288 15 "$rows" rows_l2
 switch ASAM_CPU_ROWS_KMAJOR=0 10 "bwd$km" kmoff
 switch ASAM_CPU_ROWS_KMAJOR=1 10 "fwd$km" kmfwd
-switch ASAM_CPU_KM_RT=1024 10 "bwd$km" kmrt
+switch ASAM_CPU_KM_RT=512 10 "bwd$km" kmrt512
 switch ASAM_CPU_ROWS_SPLIT=0 10 "fwd$km" nosplit
+switch ASAM_CPU_ROWS_RT=1024 10 "fwd$km" rowsrt
+switch ASAM_CPU_ROWS_PASS=524288 10 "fwd$km" rowspass
 [ "$mode" = rows ] || ASAM_CPU_ISA=avx2 timeout 10 $b --benchmark_filter='fwd/dense/N:4096/d:64/'
 date -u
 set +x

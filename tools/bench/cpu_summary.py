@@ -4,7 +4,8 @@
 
 Reads dense.json, peak.json, sparse.json, bwd.json (Google Benchmark)
 and sdpa.jsonl (tools/bench/sdpa_cpu.py), or rows.json in "rows" mode,
-and the switch variants (rows_l2*.json, usort.json, km*.json), and
+and the switch variants (rows_l2*.json, usort.json, km*.json, nosplit.json,
+rowsrt.json, rowspass.json), and
 prints: dense forward against torch, the kernels' share of the one-core
 FMA peak, and each sparse pattern's time over (our dense time x its
 density), forward and backward.  Medians where the runs were repeated.
@@ -115,8 +116,14 @@ VARIANTS = (("rows_l2.json", "ASAM_CPU_ROWS_L2=524288 (512 KB key chunks)"),
             ("kmoff.json", "ASAM_CPU_ROWS_KMAJOR=0 (the row walk)"),
             ("kmfwd.json", "ASAM_CPU_ROWS_KMAJOR=1 (key-major forward)"),
             ("kmrt.json", "ASAM_CPU_KM_RT=1024 (key-major tiles of 1024 rows)"),
+            ("kmrt512.json",
+             "ASAM_CPU_KM_RT=512 (key-major tiles of 512 rows)"),
             ("nosplit.json",
-             "ASAM_CPU_ROWS_SPLIT=0 (the forward row by row, not in passes)"))
+             "ASAM_CPU_ROWS_SPLIT=0 (the forward row by row, not in passes)"),
+            ("rowsrt.json",
+             "ASAM_CPU_ROWS_RT=1024 (the forward's passes in tiles of 1024)"),
+            ("rowspass.json",
+             "ASAM_CPU_ROWS_PASS=524288 (the passes in 512 KB key chunks)"))
 for fname, label in VARIANTS:
     var = runs(fname)
     if not var:
