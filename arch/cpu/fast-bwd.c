@@ -792,7 +792,7 @@ int fast_bwd_run(struct fast_job *job, struct asam_pool *pool)
 			goto out;
 		}
 		if (job->rows_only) {
-			job->rt = fast_rows_tile(job, fast_rows_cap(), true);
+			job->rt = fast_rows_tile(job, fast_rows_cap(false), true);
 			asam_pool_for(pool, nbh * DIV_ROUND_UP(p->Nq, job->rt),
 				      1, bwd_dq_tiles, job);
 		} else {

@@ -279,7 +279,7 @@ void fast_build_keys(struct fast_job *job, struct fast_ws *w,
 #define FAST_RT_ROWS 256	/* ... for the row walk */
 
 int fast_rows_tile(const struct fast_job *job, int cap, bool spread_out);
-int fast_rows_cap(void);
+int fast_rows_cap(bool fwd);
 int64_t fast_rows_chunk(const struct fast_job *job, int arrays);
 const int32_t *fast_rows_keys(struct fast_job *job, struct fast_ws *w,
 			      const struct group *gr, int64_t chunk,

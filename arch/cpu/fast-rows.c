@@ -206,15 +206,24 @@ bool fast_rows_tiled(const struct fast_job *job)
  * at N 4096, d 64, half the Xeon's L2) may have evicted it by the next
  * tile's.  1024 rows (scores 512 KB) read each four times less often;
  * even on the 1 MB-L2 build host, where neither array fits, so
- * tools/bench/cpu-device-run.sh ranks it on the 2 MB-L2 Xeon.
+ * tools/bench/cpu-device-run.sh ranks it on the 2 MB-L2 Xeon: there
+ * (2026-11-27 16:06 UTC, N 4096 d 64, 16 heads, 16 threads) 1024 rows
+ * took 0.93 x the time of 256 on RANDOM_ROWS' forward and 0.84 x on
+ * USER_INDEX's, so the forward takes 1024 where a core has
+ * ROWS_RT_L2 of L2.  The backward's row walk (@fwd false) keeps 256:
+ * it was not ranked.
  */
-int fast_rows_cap(void)
+#define ROWS_RT_L2	(2 << 20)
+#define ROWS_RT_BIG	1024
+
+int fast_rows_cap(bool fwd)
 {
 	const char *env = getenv("ASAM_CPU_ROWS_RT");
 	int x;
 
 	if (!env || !*env)
-		return FAST_RT_ROWS;
+		return fwd && fast_l2_bytes() >= ROWS_RT_L2 ?
+		       ROWS_RT_BIG : FAST_RT_ROWS;
 	x = atoi(env);
 	return x < 1 ? 1 : x > FAST_RT ? FAST_RT : x;
 }

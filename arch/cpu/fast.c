@@ -814,7 +814,7 @@ static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
 		return ret;
 	if (fast_rows_tiled(&job)) {
 		if (!job.kmajor)
-			job.rt = fast_rows_tile(&job, fast_rows_cap(), true);
+			job.rt = fast_rows_tile(&job, fast_rows_cap(true), true);
 		fast_rows_split(&job);
 		asam_pool_for(pool, (int64_t)p->B * p->Hq *
 			      DIV_ROUND_UP(p->Nq, job.rt), 1, fast_fwd_tiles,

@@ -121,7 +121,7 @@ VARIANTS = (("rows_l2.json", "ASAM_CPU_ROWS_L2=524288 (512 KB key chunks)"),
             ("nosplit.json",
              "ASAM_CPU_ROWS_SPLIT=0 (the forward row by row, not in passes)"),
             ("rowsrt.json",
-             "ASAM_CPU_ROWS_RT=1024 (the forward's passes in tiles of 1024)"),
+             "ASAM_CPU_ROWS_RT=256 (the forward's passes in tiles of 256)"),
             ("rowspass.json",
              "ASAM_CPU_ROWS_PASS=524288 (the passes in 512 KB key chunks)"))
 for fname, label in VARIANTS:
