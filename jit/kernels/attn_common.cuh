@@ -207,14 +207,17 @@ static __device__ __forceinline__ void load_tile(u16 *dst, const u16 *src,
 		const unsigned t = threadIdx.x;
 		const int e = t % CH * 8, r0 = t / CH;
 		const int left = n - row0 - r0;
+		const i64 step = RS * ld;
 		const u16 *s = src + (i64)(row0 + r0) * ld + e;
 
+		/* a walking pointer, as load_sw()'s (attn_sm90.cuh) */
 #pragma unroll
 		for (int k = 0; k < ROWS / RS; k++) {
 			const bool ok = k * RS < left;
 
 			cp_async16(dst + (r0 + k * RS) * ATTN_LDS + e,
-				   ok ? s + k * RS * ld : src, ok);
+				   ok ? s : src, ok);
+			s += step;
 		}
 	} else {
 #pragma unroll
