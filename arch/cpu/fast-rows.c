@@ -285,6 +285,28 @@ static const int32_t *uindex_list(const struct fast_job *job,
  * Entries dropped still write out[n] (then overwritten): @out must hold
  * min(r, Nk) + 1 ids.
  */
+/* this row's stamp; the array cleared when the counter wraps */
+static uint32_t stamp_next(struct fast_ws *w, int64_t nk)
+{
+	if (++w->gen == 0) {
+		memset(w->stamp, 0, sizeof(uint32_t) * ((size_t)nk + 1));
+		w->gen = 1;
+	}
+	return w->gen;
+}
+
+/* 1 if key @j is below @lim and new to this row (stamp @g), else 0 */
+static inline uint32_t uindex_keep(uint32_t *mark, uint32_t g, int32_t j,
+				   uint32_t lim, uint32_t nk)
+{
+	uint32_t ok = (uint32_t)j < lim;	/* -1: no */
+	uint32_t slot = ok ? (uint32_t)j : nk;
+	uint32_t fresh = mark[slot] != g;
+
+	mark[slot] = g;
+	return ok & fresh;
+}
+
 static int64_t uindex_row(struct fast_job *job, struct fast_ws *w,
 			  const struct group *gr, int32_t *out)
 {
@@ -293,20 +315,12 @@ static int64_t uindex_row(struct fast_job *job, struct fast_ws *w,
 	const int32_t *lst = uindex_list(job, gr, &st);
 	uint32_t lim = (uint32_t)gr->lim[0], *mark = w->stamp, g;
 
-	if (++w->gen == 0) {
-		memset(mark, 0, sizeof(uint32_t) * ((size_t)p->Nk + 1));
-		w->gen = 1;
-	}
-	g = w->gen;
+	g = stamp_next(w, p->Nk);
 	for (t = 0; t < p->pat.r; t++) {
 		int32_t j = lst[t * st];
-		uint32_t ok = (uint32_t)j < lim;	/* -1: no */
-		uint32_t slot = ok ? (uint32_t)j : (uint32_t)p->Nk;
-		uint32_t fresh = mark[slot] != g;
 
-		mark[slot] = g;
 		out[n] = j;
-		n += ok & fresh;
+		n += uindex_keep(mark, g, j, lim, (uint32_t)p->Nk);
 	}
 	return n;
 }
@@ -327,19 +341,12 @@ static int64_t uindex_row2(struct fast_job *job, struct fast_ws *w,
 	const int32_t *lst = uindex_list(job, gr, &st);
 	uint32_t lim = (uint32_t)gr->lim[0], *mark = w->stamp, g;
 
-	if (++w->gen == 0) {
-		memset(mark, 0, sizeof(uint32_t) * ((size_t)p->Nk + 1));
-		w->gen = 1;
-	}
-	g = w->gen;
+	g = stamp_next(w, p->Nk);
 	for (t = 0; t < p->pat.r; t++) {
 		int32_t j = lst[t * st];
-		uint32_t ok = (uint32_t)j < lim;	/* -1: no */
-		uint32_t slot = ok ? (uint32_t)j : (uint32_t)p->Nk;
-		uint32_t keep = ok & (mark[slot] != g);
+		uint32_t keep = uindex_keep(mark, g, j, lim, (uint32_t)p->Nk);
 		uint32_t up = (uint32_t)j >= split;
 
-		mark[slot] = g;
 		out[n] = j;
 		hi[m] = j;
 		n += keep & !up;
