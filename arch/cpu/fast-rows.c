@@ -186,6 +186,17 @@ void fast_rows_split(struct fast_job *job)
 		return;
 	/* row_exp writes to its last vector's end: whole vectors a row */
 	most = (most + 15) & ~(int64_t)15;
+	/*
+	 * tiles past FAST_RT_ROWS (fast_rows_cap's 1024 on 2 MB-L2 hosts)
+	 * shrink to what the scores' buffer holds, not below FAST_RT_ROWS:
+	 * long lists keep their passes rather than fall back to the row walk
+	 */
+	if (job->rt > FAST_RT_ROWS &&
+	    (int64_t)job->rt * most * (int64_t)sizeof(float) > RT_SCORES_MAX) {
+		int64_t fit = RT_SCORES_MAX / (most * (int64_t)sizeof(float));
+
+		job->rt = fit > FAST_RT_ROWS ? (int)fit : FAST_RT_ROWS;
+	}
 	if ((int64_t)job->rt * most * (int64_t)sizeof(float) <= RT_SCORES_MAX) {
 		job->tsc = most ? most : 16;
 		job->tkc = rows_pass_chunk(job);
