@@ -160,11 +160,6 @@ static void fwd_row_chunk(struct fast_job *job, struct fast_ws *w, int t,
 }
 
 /*
- * The tile's R rows in one chunk, as three passes (fast_rows_split): the
- * same dots, row_exp and axpys on the same operands as fwd_row_chunk's
- * (whose merge into a fresh row state is exact), so the same results.
- */
-/*
  * Row t's next run of keys below @end, from its cursor (lists in chunk
  * order: fast_rows_keys); the run's first position in *@a
  */
@@ -220,6 +215,11 @@ static void fwd_split_chunks(struct fast_job *job, struct fast_ws *w, int R,
 		}
 }
 
+/*
+ * The tile's R rows in one chunk, as three passes (fast_rows_split): the
+ * same dots, row_exp and axpys on the same operands as fwd_row_chunk's
+ * (whose merge into a fresh row state is exact), so the same results.
+ */
 static void fwd_split(struct fast_job *job, struct fast_ws *w, int R,
 		      int64_t maxlim, const float *kb, int64_t ks,
 		      const float *vb, int64_t vs)

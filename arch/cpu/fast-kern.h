@@ -259,12 +259,6 @@ static inline vi F(lanes)(uint64_t mask, int c)
 }
 
 /*
- * One row of the online softmax over a 64-key block: with @find_max, the
- * new running max is max(@m, max of s on the mask), else @m is used as
- * is (a saved log-sum-exp).  P = exp(s - max) on the mask, 0 elsewhere;
- * *sum gets the sum of P.  Returns the max used.
- */
-/*
  * The lanes' max (NaN lanes left out, as a scan in order never takes
  * them) and sum by butterflies, every lane ending with the result: a
  * scan over the lanes is a chain of VW dependent steps, and row_step
@@ -300,6 +294,12 @@ static inline float F(bsum)(vf acc)
 	return acc[0];
 }
 
+/*
+ * One row of the online softmax over a 64-key block: with @find_max, the
+ * new running max is max(@m, max of s on the mask), else @m is used as
+ * is (a saved log-sum-exp).  P = exp(s - max) on the mask, 0 elsewhere;
+ * *sum gets the sum of P.  Returns the max used.
+ */
 static float F(row_step)(const float *s, uint64_t mask, float m, bool find_max,
 			 float *P, float *sum)
 {

@@ -130,6 +130,19 @@ void fast_rows_setup(struct fast_job *job)
 #define RT_SCORES_MAX	(1 << 20)
 
 /*
+ * The largest power of two of key blocks up to @c keys, FAST_KB at least:
+ * fast_rows_keys buckets a key by a shift
+ */
+static int64_t kb_pow2(int64_t c)
+{
+	int64_t x;
+
+	for (x = FAST_KB; 2 * x <= c && x < ((int64_t)1 << 40); x *= 2)
+		;
+	return x;
+}
+
+/*
  * The passes in key chunks (fwd_split): the dots pass takes every row's
  * keys of chunk 0, then every row's of chunk 1, and so does the value
  * sums' pass, so that the pass's reads stay in a chunk of K (or V) that
@@ -161,9 +174,7 @@ static int64_t rows_pass_chunk(const struct fast_job *job)
 	c = bytes / ((int64_t)job->dp * 4);
 	if (c >= job->p->Nk || !bytes)
 		return 0;
-	/* a power of two (fast_rows_keys buckets by a shift) */
-	for (x = FAST_KB; 2 * x <= c && x < ((int64_t)1 << 40); x *= 2)
-		;
+	x = kb_pow2(c);
 	return x < job->p->Nk ? x : 0;
 }
 
@@ -243,12 +254,7 @@ int fast_rows_cap(bool fwd)
  * live per key */
 int64_t fast_rows_chunk(const struct fast_job *job, int arrays)
 {
-	int64_t c = job->rows_l2 / ((int64_t)arrays * job->dp * 4), x;
-
-	/* a power of two: the bucket of key j is a shift */
-	for (x = FAST_KB; 2 * x <= c && x < ((int64_t)1 << 40); x *= 2)
-		;
-	return x;
+	return kb_pow2(job->rows_l2 / ((int64_t)arrays * job->dp * 4));
 }
 
 /*
@@ -287,15 +293,6 @@ static const int32_t *uindex_list(const struct fast_job *job,
 	       tv_off(ix, gr->b, gr->hk, gr->rows[0], 0);
 }
 
-/*
- * USER_INDEX: the caller's list of the row's KV head with -1, keys at or
- * past the limit and repeats dropped, in the caller's order.  Branch-free
- * (the entries are random, so every test would mispredict half the
- * time), and repeats found by a per-worker stamp array: a key is new if
- * its stamp is not this row's, so nothing is cleared between rows.
- * Entries dropped still write out[n] (then overwritten): @out must hold
- * min(r, Nk) + 1 ids.
- */
 /* this row's stamp; the array cleared when the counter wraps */
 static uint32_t stamp_next(struct fast_ws *w, int64_t nk)
 {
@@ -318,6 +315,15 @@ static inline uint32_t uindex_keep(uint32_t *mark, uint32_t g, int32_t j,
 	return ok & fresh;
 }
 
+/*
+ * USER_INDEX: the caller's list of the row's KV head with -1, keys at or
+ * past the limit and repeats dropped, in the caller's order.  Branch-free
+ * (the entries are random, so every test would mispredict half the
+ * time), and repeats found by a per-worker stamp array: a key is new if
+ * its stamp is not this row's, so nothing is cleared between rows.
+ * Entries dropped still write out[n] (then overwritten): @out must hold
+ * min(r, Nk) + 1 ids.
+ */
 static int64_t uindex_row(struct fast_job *job, struct fast_ws *w,
 			  const struct group *gr, int32_t *out)
 {
