@@ -35,10 +35,14 @@ static const struct shape shapes[] = {
 	{ 2, 2, 24, 9000, 32, true },
 	/* column sets and cluster buckets of several 64-key segments */
 	{ 1, 2, 800, 800, 32, false },
+	/* RANDOM_ROWS rows of 300 keys in tiles of up to 1024 rows */
+	{ 1, 4, 2048, 600, 32, false },
 };
 
 /* STRIDED radius 30, HIERARCHICAL scales 4, 16, 128 (run_case) */
 static bool wide_band;
+/* keys a row of RANDOM_ROWS, where not 0 (run_case) */
+static int long_rows;
 
 struct kind {
 	enum asam_pattern_kind k;
@@ -160,7 +164,8 @@ static void run_case(struct asam_ctx *ctx, const struct kind *kd,
 		pat.radius = 30;
 		pat.scales[2] = 128;
 	}
-	pat.keys_per_row = kd->k == ASAM_PATTERN_RANDOM ? 64 : 24;
+	pat.keys_per_row = kd->k == ASAM_PATTERN_RANDOM ? 64 :
+			   long_rows ? long_rows : 24;
 	pat.seed = (uint64_t)tt_uniform() * 1000;
 	pat.num_clusters = 4;
 	pat.cluster_mode = kd->cm;
@@ -486,6 +491,23 @@ int main(void)
 					 "wide band");
 	}
 	wide_band = false;
+	/*
+	 * The forward's three passes with 1024-row tiles (the default where
+	 * the L2 is 2 MB) and rows of 300 keys: the scores would pass the 1
+	 * MB buffer, so the tile shrinks (fast_rows_split) and keeps its
+	 * passes; the 2-thread context's tiles reach 1024 rows here.
+	 */
+	setenv("ASAM_CPU_ROWS_RT", "1024", 1);
+	long_rows = 300;
+	for (kk = 0; kk < nk; kk++) {
+		if (kinds[kk].k != ASAM_PATTERN_RANDOM_ROWS)
+			continue;
+		for (gm = 0; gm < 4; gm++, n++)
+			run_case(ctx, &kinds[kk], gm, gm & 1, 0,
+				 dts[0], &shapes[6], "long rows");
+	}
+	long_rows = 0;
+	unsetenv("ASAM_CPU_ROWS_RT");
 	asam_ctx_destroy(ctx);
 	asam_ctx_destroy(ctx16);
 	if (failures)
