@@ -77,6 +77,19 @@ template <class T> static inline T __shfl_xor_sync(unsigned, T v, int o)
 	return r;
 }
 
+template <class T> static inline T __shfl_sync(unsigned, T v, int src)
+{
+	uint64_t *b = E->xch();
+	int l = emu_lane();
+	T r;
+
+	memcpy(&b[l * 8], &v, sizeof(v));
+	E->wsync();
+	memcpy(&r, &b[(src & 31) * 8], sizeof(r));
+	E->wsync();
+	return r;
+}
+
 static inline bool __any_sync(unsigned, bool p)
 {
 	uint64_t *b = E->xch();
