@@ -38,7 +38,7 @@ static __device__ __forceinline__ void bucket_tile(const attn_fwd_params &p,
 						   u32 base)
 {
 	const int tid = threadIdx.x, lane = tid & 31;
-	const int wg = tid >> 7, wq = (tid >> 5) & 3;
+	const int wg = wg_index(), wq = (tid >> 5) & 3;
 	const int gr = lane >> 2, tg = lane & 3;
 	const int hk = h / (p.Hq / p.Hkv);
 	const i64 bh = (i64)b * p.Hq + h;

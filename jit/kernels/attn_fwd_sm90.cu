@@ -137,15 +137,16 @@ static __device__ __forceinline__ void wg_state_reset(wg_state &st)
 static __device__ __forceinline__ void gemm_s(float (*s)[4], u32 sq, u32 ck,
 					      int wg)
 {
+	const u64 dq = wg_desc(sq + wg * 64 * 128, 16, 1024);
+	const u64 dk = wg_desc(ck, 16, 1024);
+
 	wg_fence();
 #pragma unroll
-	for (int ks = 0; ks < KS_D; ks++) {
-		u32 qa = sq + (ks >> 2) * BLOCK_M * 128 + wg * 64 * 128 +
-			 (ks & 3) * 32;
-		u32 kb = ck + (ks >> 2) * BLOCK_N * 128 + (ks & 3) * 32;
-
-		WG_SS(s, wg_desc(qa, 16, 1024), wg_desc(kb, 16, 1024), ks);
-	}
+	for (int ks = 0; ks < KS_D; ks++)
+		WG_SS(s, wg_desc_add(dq, (ks >> 2) * BLOCK_M * 128 +
+				     (ks & 3) * 32),
+		      wg_desc_add(dk, (ks >> 2) * BLOCK_N * 128 +
+				  (ks & 3) * 32), ks);
 	wg_commit();
 	wg_wait<0>();
 	wg_pin<NT_S>(s);
@@ -290,11 +291,12 @@ static __device__ __forceinline__ void softmax(wg_state &st, float (*s)[4],
 static __device__ __forceinline__ void gemm_pv(wg_state &st, u32 (*pa)[4],
 					       u32 cv)
 {
+	const u64 dv = wg_desc(cv, BLOCK_N * 128, 1024);
+
 	wg_fence();
 #pragma unroll
 	for (int ks = 0; ks < KS_N; ks++)
-		WG_RS(st.acc, pa[ks],
-		      wg_desc(cv + ks * 16 * 128, BLOCK_N * 128, 1024));
+		WG_RS(st.acc, pa[ks], wg_desc_add(dv, ks * 16 * 128));
 	wg_commit();
 	wg_wait<0>();
 	wg_pin<NT_O>(st.acc);
@@ -391,7 +393,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 						float g, u32 base)
 {
 	const int tid = threadIdx.x, lane = tid & 31;
-	const int wg = tid >> 7, wq = (tid >> 5) & 3;
+	const int wg = wg_index(), wq = (tid >> 5) & 3;
 	const int gr = lane >> 2, tg = lane & 3;
 	const int hk = h / (p.Hq / p.Hkv);
 	const int lq = p.len_q ? p.len_q[b * p.lq_s] : p.Nq;
