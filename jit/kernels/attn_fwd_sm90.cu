@@ -240,30 +240,69 @@ static __device__ __forceinline__ void mask_cols(const attn_fwd_params &p,
 }
 
 /*
+ * How far (log2 units) a row's maximum may rise above the one its sums
+ * are kept against before they are rescaled: P stays under 2^8, which
+ * bf16/fp16 P and fp32 sums hold without loss, and the sums' reference
+ * moves only when some row of the warp outgrows it -- rarely after the
+ * first tiles -- instead of every tile (the rescale was 64 of a warp's
+ * ~750 instructions a 64-key tile, ncu).
+ */
+#define RESCALE_SLACK 8.f
+
+/*
  * Fold a (masked) score tile into @st and leave P as A fragments in @pa:
  * log2 domain, running max, rescale.  The scale goes into the exponent's
  * multiply-add (the maximum of the raw scores, scaled once, is the
  * scaled scores' maximum: the scale is positive), not into a multiply of
  * every score first: the walks are bound by the instructions they issue
- * (ncu: ~1190 a warp and dense tile, issue slots 43-47 % busy).
+ * (ncu: ~1190 a warp and dense tile, issue slots 43-47 % busy).  st.m
+ * is the reference the sums are kept against, not always the maximum
+ * (RESCALE_SLACK); the epilogue's lse is st.m + log2(l) either way.
  */
 static __device__ __forceinline__ void softmax(wg_state &st, float (*s)[4],
 					       u32 (*pa)[4], float scale_log2)
 {
-	float alpha[2];
+	float mx[2];
+	bool grow = false;
 
 #pragma unroll
 	for (int r = 0; r < 2; r++) {
-		float mx = ATTN_NEG_INF, bs, sum = 0.f;
+		float m = ATTN_NEG_INF;
 
 #pragma unroll
 		for (int n = 0; n < NT_S; n++)
-			mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
-		mx = fmaxf(st.m[r], quad_max(mx) * scale_log2);
-		/* an empty row so far keeps -inf: exp2(-inf - 0) = 0 */
-		bs = mx == ATTN_NEG_INF ? 0.f : mx;
-		alpha[r] = fast_exp2(st.m[r] - bs);
-		st.m[r] = mx;
+			m = fmaxf(m, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+		mx[r] = quad_max(m) * scale_log2;
+		/* -inf + slack stays -inf: a row's first scores grow it */
+		grow |= mx[r] > st.m[r] + RESCALE_SLACK;
+	}
+	/* warp-uniform: the rescale below is all or nothing */
+	if (__any_sync(0xffffffffu, grow)) {
+		float alpha[2];
+
+#pragma unroll
+		for (int r = 0; r < 2; r++) {
+			float m = fmaxf(st.m[r], mx[r]);
+
+			/* an empty row so far keeps -inf: exp2(-inf - 0) = 0 */
+			alpha[r] = fast_exp2(st.m[r] -
+					     (m == ATTN_NEG_INF ? 0.f : m));
+			st.m[r] = m;
+			st.l[r] *= alpha[r];
+		}
+#pragma unroll
+		for (int n = 0; n < NT_O; n++) {
+			st.acc[n][0] *= alpha[0];
+			st.acc[n][1] *= alpha[0];
+			st.acc[n][2] *= alpha[1];
+			st.acc[n][3] *= alpha[1];
+		}
+	}
+#pragma unroll
+	for (int r = 0; r < 2; r++) {
+		const float bs = st.m[r] == ATTN_NEG_INF ? 0.f : st.m[r];
+		float sum = 0.f;
+
 #pragma unroll
 		for (int n = 0; n < NT_S; n++) {
 			s[n][2 * r] = fast_exp2(fmaf(s[n][2 * r], scale_log2,
@@ -273,14 +312,7 @@ static __device__ __forceinline__ void softmax(wg_state &st, float (*s)[4],
 			sum += s[n][2 * r] + s[n][2 * r + 1];
 		}
 		/* quad-reduced in the epilogue */
-		st.l[r] = st.l[r] * alpha[r] + sum;
-	}
-#pragma unroll
-	for (int n = 0; n < NT_O; n++) {
-		st.acc[n][0] *= alpha[0];
-		st.acc[n][1] *= alpha[0];
-		st.acc[n][2] *= alpha[1];
-		st.acc[n][3] *= alpha[1];
+		st.l[r] += sum;
 	}
 #pragma unroll
 	for (int ks = 0; ks < KS_N; ks++)

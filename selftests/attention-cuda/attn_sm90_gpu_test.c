@@ -27,17 +27,24 @@
 
 static int ncases;
 
-static void one(int dt16, int d, int gate, int causal, int B, int Hq,
-		int Hkv, int Nq, int Nk, bool lens, bool fwd_only)
+static void one_amp(int dt16, int d, int gate, int causal, int B, int Hq,
+		    int Hkv, int Nq, int Nk, bool lens, bool fwd_only,
+		    double qamp)
 {
 	struct gpu_case c = { .kind = ASAM_PATTERN_DENSE, .dt16 = dt16,
 			      .d = d, .gate = gate, .causal = causal, .B = B,
 			      .Hq = Hq, .Hkv = Hkv, .Nq = Nq, .Nk = Nk,
 			      .lens = lens, .fwd_only = fwd_only,
-			      .flags = ASAM_F_DETERMINISTIC };
+			      .flags = ASAM_F_DETERMINISTIC, .qamp = qamp };
 
 	gpu_case_run(&c);
 	ncases += !gpu_case_skips(&c);
+}
+
+static void one(int dt16, int d, int gate, int causal, int B, int Hq,
+		int Hkv, int Nq, int Nk, bool lens, bool fwd_only)
+{
+	one_amp(dt16, d, gate, causal, B, Hq, Hkv, Nq, Nk, lens, fwd_only, 0);
 }
 
 /*
@@ -65,21 +72,29 @@ static void pat_one(int kind, int w, int dt16, int d, int gate, int causal,
 		ncases += gate == ASAM_GATE_SOFT ? 2 : 1;
 }
 
-static void cols_one(const struct asam_pattern *pt, int dt16, int d,
-		     int gate, int causal, int Hq, int Hkv, int Nq, int Nk,
-		     bool lens)
+static void cols_one_amp(const struct asam_pattern *pt, int dt16, int d,
+			 int gate, int causal, int Hq, int Hkv, int Nq,
+			 int Nk, bool lens, double qamp)
 {
 	struct gpu_case c = { .pat = pt, .pat_ref = pt, .dt16 = dt16,
 			      .d = d, .gate = gate, .causal = causal, .B = 2,
 			      .Hq = Hq, .Hkv = Hkv, .Nq = Nq, .Nk = Nk,
-			      .lens = lens, .flags = ASAM_F_DETERMINISTIC };
+			      .lens = lens, .flags = ASAM_F_DETERMINISTIC,
+			      .qamp = qamp };
 
 	gpu_case_run(&c);
 	if (!gpu_case_skips(&c))
 		ncases += gate == ASAM_GATE_SOFT ? 2 : 1;
 }
 
-#define NCOLS 8
+static void cols_one(const struct asam_pattern *pt, int dt16, int d,
+		     int gate, int causal, int Hq, int Hkv, int Nq, int Nk,
+		     bool lens)
+{
+	cols_one_amp(pt, dt16, d, gate, causal, Hq, Hkv, Nq, Nk, lens, 0);
+}
+
+#define NCOLS 9
 
 static void cols_cases(void)
 {
@@ -94,6 +109,9 @@ static void cols_cases(void)
 	cols_one(&hw, 1, 128, ASAM_GATE_HARD, 1, 4, 2, 450, 450, false);
 	cols_one(&hi, 1, 64, ASAM_GATE_SOFT, 0, 4, 2, 2100, 2100, false);
 	cols_one(&st2, 0, 128, ASAM_GATE_SPARSE, 0, 4, 1, 129, 1000, false);
+	/* scores of deviation ~8: maxima that jump past RESCALE_SLACK */
+	cols_one_amp(&hi, 1, 128, ASAM_GATE_SPARSE, 0, 2, 2, 300, 1500, false,
+		     8);
 }
 
 /* a cheap non-zero bf16 fill: uniform in (-2, 2) */
@@ -240,7 +258,7 @@ int main(int argc, char **argv)
 	}
 	setenv("ASAM_CUDA_SM90", "1", 0);
 	before = attn_sm90_launches;
-	ksft_set_plan(16 + 8 + 24 + NCOLS + 1);
+	ksft_set_plan(16 + 10 + 24 + NCOLS + 1);
 	for (dt = 0; dt < 2; dt++)
 	for (d = 64; d <= 128; d += 64)
 	for (g = 0; g < 2; g++)
@@ -255,6 +273,15 @@ int main(int argc, char **argv)
 	one(1, 128, ASAM_GATE_SPARSE, 0, 1, 2, 2, 129, 4096, false, false);
 	one(1, 128, ASAM_GATE_DENSE, 1, 1, 1, 1, 4096, 4096, false, true);
 	one(0, 64, ASAM_GATE_DENSE, 1, 1, 1, 1, 4000, 4096, true, true);
+	/*
+	 * Q of deviation 8 (scores of deviation ~8, ~11 in log2 units): a
+	 * row's maximum keeps rising past the forward's RESCALE_SLACK over
+	 * the tiles, so the rescale runs after the first tile too
+	 */
+	one_amp(1, 128, ASAM_GATE_SPARSE, 0, 1, 2, 1, 200, 2000, false, false,
+		8);
+	one_amp(0, 64, ASAM_GATE_DENSE, 1, 2, 2, 2, 330, 1200, true, false,
+		8);
 	/*
 	 * Patterns: windows 128 (the peers' radius 64: three of a half's
 	 * four tiles), 37 (partial tiles only) and 1000; RANDOM 128 and 200

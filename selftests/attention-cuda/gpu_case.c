@@ -129,7 +129,9 @@ void gpu_case_run(const struct gpu_case *c)
 				      Nq, Nk);
 		return;
 	}
-	h = tt_new4(dt, B, Hq, Nq, d); tt_fill_randn(h, 1); gt_up(&q, h);
+	h = tt_new4(dt, B, Hq, Nq, d);
+	tt_fill_randn(h, c->qamp > 0 ? c->qamp : 1);
+	gt_up(&q, h);
 	h = tt_new4(dt, B, Hkv, Nk, d); tt_fill_randn(h, 1); gt_up(&k, h);
 	h = tt_new4(dt, B, Hkv, Nk, d); tt_fill_randn(h, 1); gt_up(&v, h);
 	h = tt_new4(dt, B, Hq, Nq, d); tt_poison(h); gt_up(&o, h);

@@ -40,6 +40,9 @@ struct gpu_case {
 	bool fwd_only;
 	unsigned int flags;	/* ASAM_F_* */
 	bool nondet_ok;		/* without DETERMINISTIC, skip the bit check */
+	double qamp;		/* Q's standard deviation (0: 1); large ones
+				 * make each row's maximum jump from tile to
+				 * tile (the forward's rescale) */
 };
 
 /*
