@@ -106,6 +106,14 @@ static __device__ __forceinline__ void cp_async16_s(u32 dst, const void *src,
 		     :: "r"(dst), "l"(src), "r"(valid ? 16 : 0));
 }
 
+/* the same, every byte from @src (a whole tile: no row to zero) */
+static __device__ __forceinline__ void cp_async16_all(u32 dst,
+						      const void *src)
+{
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n"
+		     :: "r"(dst), "l"(src));
+}
+
 /*
  * Rows [row0, row0 + ROWS) of a [N, HEAD_DIM] slice (row stride @ld
  * elements) into the swizzled tile at shared address @dst; rows at or
@@ -141,14 +149,24 @@ static __device__ __forceinline__ void load_sw(u32 dst, const u16 *src,
 	const u32 at = sw_slot<ROWS, THREADS>(dst, ch, r0);
 	const int left = n - row0 - r0;	/* rows from this one to @n */
 	const i64 step = RS * ld;	/* elements from a copy to the next */
-	const u16 *s = src + (i64)(row0 + r0) * ld + ch * 8;
+	/* the tile's first row (the same on every lane), then this thread's */
+	const u16 *s = src + (i64)row0 * ld + ((i64)r0 * ld + ch * 8);
 
 	/*
 	 * A pointer that walks: s + k * RS * ld per copy had ptxas, at 128
 	 * registers, reload @ld's parts from the constant bank and redo the
 	 * 64-bit product for every copy (~30 instructions each in
-	 * HIERARCHICAL's column tiles, ncu's source counters).
+	 * HIERARCHICAL's column tiles, ncu's source counters).  A whole tile
+	 * (most of them) needs no test and no select a copy.
 	 */
+	if (row0 + ROWS <= n) {
+#pragma unroll
+		for (int k = 0; k < ROWS / RS; k++) {
+			cp_async16_all(at + k * RS * 128, s);
+			s += step;
+		}
+		return;
+	}
 #pragma unroll
 	for (int k = 0; k < ROWS / RS; k++) {
 		const bool ok = k * RS < left;

@@ -265,6 +265,11 @@ static inline void cp_async16_s(uint32_t dst, const void *src, bool valid)
 	cp_async16(emu_sp(dst), src, valid);
 }
 
+static inline void cp_async16_all(uint32_t dst, const void *src)
+{
+	cp_async16(emu_sp(dst), src, true);
+}
+
 /*
  * One 16-bit element of a 128B-swizzled operand through its descriptor
  * (start, LBO, SBO in 16-byte units; Swizzle<3,4,3> on the byte
