@@ -118,25 +118,26 @@
 static __device__ __forceinline__ void gemm_t(float (*s)[4], u32 a, u32 b,
 					      int wg)
 {
-#pragma unroll
-	for (int ks = 0; ks < KS_D; ks++) {
-		u32 pa = a + (ks >> 2) * BLOCK_N * 128 + wg * 64 * 128 +
-			 (ks & 3) * 32;
-		u32 pb = b + (ks >> 2) * BLOCK_M * 128 + (ks & 3) * 32;
+	const u64 da = wg_desc(a + wg * 64 * 128, 16, 1024);
+	const u64 db = wg_desc(b, 16, 1024);
 
-		wgmma_ss_n64(s, wg_desc(pa, 16, 1024), wg_desc(pb, 16, 1024),
-			     ks);
-	}
+#pragma unroll
+	for (int ks = 0; ks < KS_D; ks++)
+		wgmma_ss_n64(s, wg_desc_add(da, (ks >> 2) * BLOCK_N * 128 +
+					    (ks & 3) * 32),
+			     wg_desc_add(db, (ks >> 2) * BLOCK_M * 128 +
+					 (ks & 3) * 32), ks);
 }
 
 /* acc (64 keys x d) += A B, A = @fr (64 x 64, registers), B = tile @b */
 static __device__ __forceinline__ void gemm_acc(float (*acc)[4],
 						u32 (*fr)[4], u32 b)
 {
+	const u64 db = wg_desc(b, BLOCK_M * 128, 1024);
+
 #pragma unroll
 	for (int ks = 0; ks < KS_M; ks++)
-		WG_RS(acc, fr[ks],
-		      wg_desc(b + ks * 16 * 128, BLOCK_M * 128, 1024));
+		WG_RS(acc, fr[ks], wg_desc_add(db, ks * 16 * 128));
 }
 
 /*
@@ -175,11 +176,14 @@ static __device__ __forceinline__ void dq_pass(const attn_bwd_params &p,
 	const int wq = (threadIdx.x >> 5) & 3;
 	float acc[NC / 8][4];
 
+	const u64 da0 = wg_desc(a0, BLOCK_N * 128, 1024);
+	const u64 db0 = wg_desc(b0, BLOCK_N * 128, 1024);
+
 	wg_fence();
 #pragma unroll
 	for (int ks = 0; ks < KS; ks++) {
-		u64 da = wg_desc(a0 + ks * 16 * 128, BLOCK_N * 128, 1024);
-		u64 db = wg_desc(b0 + ks * 16 * 128, BLOCK_N * 128, 1024);
+		u64 da = wg_desc_add(da0, ks * 16 * 128);
+		u64 db = wg_desc_add(db0, ks * 16 * 128);
 
 		if (NC == 64)
 			wgmma_ss_n64<1, 1>(acc, da, db, ks);
@@ -697,7 +701,7 @@ static __device__ __forceinline__ void bwd_body(const attn_bwd_params &p)
 	/* the bucket walk's blocks are a query head's, the others' a kv head's */
 	const int b = blockIdx.z, hy = blockIdx.y, kt = blockIdx.x;
 	const int tid = threadIdx.x, lane = tid & 31;
-	const int wg = tid >> 7, wq = (tid >> 5) & 3;
+	const int wg = wg_index(), wq = (tid >> 5) & 3;
 	const int G = p.Hq / p.Hkv;
 	const int hk = W::bucket ? hy / G : hy;
 	const int lq = p.len_q ? p.len_q[b * p.lq_s] : p.Nq;
