@@ -176,6 +176,40 @@ static __device__ __forceinline__ bool cols_clear(const P &p, int c0, int n,
 }
 
 /*
+ * cols_clear() for every tile of a walk at once: the keys are sorted, so
+ * "the last key under @lim", "the first beyond d1 + R" and "the last
+ * before d0 - R" are entry counts, found once (by arithmetic where the
+ * set has a step) instead of two keys formed or loaded a tile.
+ */
+struct cols_span {
+	int lim;	/* entries with a key under the rows' smallest limit */
+	int lo;		/* entries with a key before d0 - R */
+	int hi;		/* entries with a key at or before d1 + R */
+	bool vote;
+};
+
+template <class P>
+static __device__ __forceinline__ cols_span cols_span_of(const P &p, int d0,
+							 int d1, int lim)
+{
+	cols_span c;
+
+	c.lim = cols_below(p, lim);
+	c.lo = cols_below(p, d0 - p.radius);
+	c.hi = cols_below(p, d1 + p.radius + 1);
+	c.vote = p.col_vote;
+	return c;
+}
+
+/* cols_clear() of the tile of entries [c0, c0 + n) from its walk's span */
+static __device__ __forceinline__ bool cols_clear_in(const cols_span &c,
+						     int c0, int n, int nc)
+{
+	return !c.vote && c0 + n <= nc && c0 + n <= c.lim &&
+	       (c0 >= c.hi || c0 + n <= c.lo);
+}
+
+/*
  * Whether row i (key limit lim) takes column key j in a column tile:
  * beyond the band, under the mask, and (heads that differ) by its vote.
  */

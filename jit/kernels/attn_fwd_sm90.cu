@@ -472,9 +472,13 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	wg_state_reset(st);
 
 #if ATTN_HAS_COLS
+	cols_span cspan = {};
+
 	if (sp) {	/* the column keys under the block's largest limit */
 		nc = cols_below(p, lim_max);
 		tot = cnt + (nc + BLOCK_N - 1) / BLOCK_N;
+		cspan = cols_span_of(p, q0 + wg * 64 + off,
+				     q0 + wg * 64 + 63 + off, lim_min);
 	}
 #endif
 	if (tot > 0)
@@ -512,9 +516,8 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 			nd = 1;
 #if ATTN_HAS_COLS
 			/* most column tiles lie wholly outside the band */
-			clr = cols_clear(p, (it - cnt) * BLOCK_N, BLOCK_N, nc,
-					 q0 + wg * 64 + off,
-					 q0 + wg * 64 + 63 + off, lim_min);
+			clr = cols_clear_in(cspan, (it - cnt) * BLOCK_N,
+					    BLOCK_N, nc);
 #endif
 		} else if (it < cnt) {
 			if (use_list)
