@@ -60,6 +60,8 @@ static __device__ __forceinline__ void bucket_tile(const attn_fwd_params &p,
 	const u32 sq = base, sk = sq + Q_BYTES, sv = sk + 2 * KV_BYTES;
 	/* this thread's two rows: slots l and l + 8 of the tile */
 	const int l0 = wg * 64 + wq * 16 + gr;
+	/* whether this warpgroup has a row (the same on all its lanes) */
+	const bool live = wg * 64 < nrows;
 	int row[2];
 	wg_state st;
 	float s[NT_S][4];
@@ -76,10 +78,9 @@ static __device__ __forceinline__ void bucket_tile(const attn_fwd_params &p,
 			    row_limit(row[r], lq, lk, p.Nq, p.Nk) : 0;
 	}
 	wg_state_reset(st);
-	if (cnt > 0) {
-		load_sw_idx<BLOCK_N, ATTN_THREADS>(sk, kg, p.k_sn, kp, nk);
-		load_sw_idx<BLOCK_N, ATTN_THREADS>(sv, vg, p.v_sn, kp, nk);
-	}
+	if (cnt > 0)
+		load_sw_idx_kv<BLOCK_N, ATTN_THREADS>(sk, sv, kg, p.k_sn, vg,
+						      p.v_sn, kp, nk);
 	cp_async_commit();
 
 	for (int it = 0; it < cnt; it++) {
@@ -96,12 +97,10 @@ static __device__ __forceinline__ void bucket_tile(const attn_fwd_params &p,
 		if (it + 1 < cnt) {
 			const int k1 = k0 + BLOCK_N;
 
-			load_sw_idx<BLOCK_N, ATTN_THREADS>(
-				sk + (buf ^ 1) * KV_BYTES, kg, p.k_sn, kp + k1,
-				nk - k1);
-			load_sw_idx<BLOCK_N, ATTN_THREADS>(
-				sv + (buf ^ 1) * KV_BYTES, vg, p.v_sn, kp + k1,
-				nk - k1);
+			load_sw_idx_kv<BLOCK_N, ATTN_THREADS>(
+				sk + (buf ^ 1) * KV_BYTES,
+				sv + (buf ^ 1) * KV_BYTES, kg, p.k_sn, vg,
+				p.v_sn, kp + k1, nk - k1);
 		}
 		cp_async_commit();
 		/*
@@ -111,6 +110,13 @@ static __device__ __forceinline__ void bucket_tile(const attn_fwd_params &p,
 		 */
 		if (jfirst >= lim_max)
 			break;
+		/*
+		 * A cluster's last tile often has 64 rows or fewer: the
+		 * second warpgroup then has none and leaves the tensor cores
+		 * to the SM's other block (the barriers it still takes)
+		 */
+		if (!live)
+			continue;
 		gemm_s(s, sq, sk + buf * KV_BYTES, wg);
 		if (!clr)
 			bucket_mask(st, s, kp, k0, nk);

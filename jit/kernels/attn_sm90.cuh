@@ -200,6 +200,35 @@ static __device__ __forceinline__ void load_sw_idx(u32 dst, const u16 *src,
 			     j[k] >= 0);
 }
 
+/*
+ * K and V rows of the same gathered keys into the tiles at @dk and @dv
+ * (CLUSTERED's buckets, listed columns): one index load a row for both
+ */
+template <int ROWS, int THREADS>
+static __device__ __forceinline__ void load_sw_idx_kv(u32 dk, u32 dv,
+						      const u16 *ks, i64 kld,
+						      const u16 *vs, i64 vld,
+						      const int *idx, int n)
+{
+	constexpr int RS = THREADS / (HEAD_DIM / 8);	/* rows a step */
+	int ch, r0, j[ROWS / RS];
+	const u32 ak = sw_slot<ROWS, THREADS>(dk, ch, r0);
+	const u32 av = ak - dk + dv;	/* the same slot in V's tile */
+
+#pragma unroll
+	for (int k = 0; k < ROWS / RS; k++)
+		j[k] = r0 + k * RS < n ? __ldg(idx + r0 + k * RS) : -1;
+#pragma unroll
+	for (int k = 0; k < ROWS / RS; k++) {
+		const bool ok = j[k] >= 0;
+
+		cp_async16_s(ak + k * RS * 128,
+			     ok ? ks + (i64)j[k] * kld + ch * 8 : ks, ok);
+		cp_async16_s(av + k * RS * 128,
+			     ok ? vs + (i64)j[k] * vld + ch * 8 : vs, ok);
+	}
+}
+
 #if ATTN_HAS_COLS
 /*
  * Column entries [c0, c0 + ROWS) of STRIDED's or HIERARCHICAL's set as
