@@ -567,7 +567,7 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	if (p->workspace && p->workspace_size >= need) {
 		ws = (CUdeviceptr)(uintptr_t)p->workspace;
 	} else {
-		ret = asam_cuda_malloc(d, need ? need : 16, &own);
+		ret = asam_cuda_scratch_get(d, s, need, &own);
 		if (ret)
 			return ret;
 		ws = own;
@@ -613,10 +613,8 @@ int asam_cuda_attn_bwd(struct asam_backend *be, const struct asam_problem *p)
 	if (!ret && fdg)
 		ret = attn_launch(d, fdg, p->Hq, p->B, 1, 32, 0, s, &a);
 	if (own) {
-		/* borrowed scratch: wait before giving it back */
-		int r2 = asam_cuda_stream_sync(d, s);
+		int r2 = asam_cuda_scratch_put(d, s, own);
 
-		asam_cuda_free(d, own);
 		ret = ret ?: r2;
 	}
 	return ret;

@@ -289,7 +289,7 @@ static int clus_scratch(struct asam_cuda_device *d,
 		*base = (CUdeviceptr)(uintptr_t)p->workspace;
 		return 0;
 	}
-	if (asam_cuda_malloc(d, need ? need : 16, own))
+	if (asam_cuda_scratch_get(d, p->stream, need, own))
 		return -ENOMEM;
 	*base = *own;
 	return 0;
@@ -299,10 +299,8 @@ static int clus_release(struct asam_cuda_device *d, CUstream s,
 			CUdeviceptr own, int ret)
 {
 	if (own) {
-		/* borrowed scratch: wait before giving it back */
-		int r2 = asam_cuda_stream_sync(d, s);
+		int r2 = asam_cuda_scratch_put(d, s, own);
 
-		asam_cuda_free(d, own);
 		ret = ret ?: r2;
 	}
 	return ret;

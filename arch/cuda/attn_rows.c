@@ -504,7 +504,7 @@ int asam_cuda_rows_bwd(struct asam_backend *be, const struct asam_problem *p)
 	if (p->workspace && p->workspace_size >= w.total) {
 		ws = (CUdeviceptr)(uintptr_t)p->workspace;
 	} else {
-		ret = asam_cuda_malloc(d, w.total, &own);
+		ret = asam_cuda_scratch_get(d, s, w.total, &own);
 		if (ret)
 			return ret;
 		ws = own;
@@ -527,10 +527,8 @@ int asam_cuda_rows_bwd(struct asam_backend *be, const struct asam_problem *p)
 	if (!ret && fdg && p->dgate.data)
 		ret = attn_launch(d, fdg, p->Hq, p->B, 1, 32, 0, s, &a);
 	if (own) {
-		/* borrowed scratch: wait before giving it back */
-		int r2 = asam_cuda_stream_sync(d, s);
+		int r2 = asam_cuda_scratch_put(d, s, own);
 
-		asam_cuda_free(d, own);
 		ret = ret ?: r2;
 	}
 	return ret;

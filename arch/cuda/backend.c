@@ -34,6 +34,8 @@ static void cuda_release(struct asam_cuda_backend *cb)
 	while (cb->ndev > 0) {
 		struct asam_cuda_device *d = &cb->dev[--cb->ndev];
 
+		if (d->pool && !asam_cuda_device_enter(d))
+			asam_cuda_pool_fini(d);
 		cb->drv->cuDevicePrimaryCtxRelease(d->dev);
 	}
 }
@@ -78,6 +80,8 @@ static int cuda_probe(struct asam_backend *be)
 		if (ret)
 			goto err_release;
 		cb->ndev++;
+		if (!asam_cuda_device_enter(d))
+			asam_cuda_pool_init(d);
 		if (cpuset_format(&d->cpus, cpus, sizeof(cpus)))
 			strcpy(cpus, "...");
 		pr_info("cuda:%d: %s, sm_%d%d, %d SMs, %zu MiB, bus %s, NUMA node %d, CPUs %s",

@@ -44,7 +44,9 @@
 	X(cuModuleGetFunction) X(cuFuncSetAttribute) X(cuLaunchKernel)	\
 	X(cuOccupancyMaxActiveBlocksPerMultiprocessor)			\
 	X(cuMemHostRegister) X(cuMemHostUnregister) X(cuMemAllocHost)	\
-	X(cuMemFreeHost) X(cuPointerGetAttribute)
+	X(cuMemFreeHost) X(cuPointerGetAttribute) X(cuMemPoolCreate)	\
+	X(cuMemPoolDestroy) X(cuMemPoolSetAttribute)			\
+	X(cuMemAllocFromPoolAsync) X(cuMemFreeAsync)
 
 /*
  * struct asam_cuda_driver - the driver's entry points
@@ -112,6 +114,7 @@ struct asam_cuda_device {
 	char pci_bus_id[32];		/* "0000:18:00.0", lower case */
 	int numa_node;
 	struct asam_cpuset cpus;
+	CUmemoryPool pool;		/* scratch in stream order, or NULL */
 };
 
 /* be->priv of the "cuda" backend */
@@ -141,6 +144,20 @@ int asam_cuda_module_load(struct asam_cuda_device *d, const void *image,
 int asam_cuda_malloc(const struct asam_cuda_device *d, size_t bytes,
 		     CUdeviceptr *out);
 void asam_cuda_free(const struct asam_cuda_device *d, CUdeviceptr p);
+
+/*
+ * A call's scratch when the caller gave no workspace: from @d's pool in
+ * @s's order (no host wait, reused by later calls), or where the device
+ * has no pool, plain memory that asam_cuda_scratch_put() frees after
+ * waiting for @s.  put() returns that wait's error, else 0.
+ */
+int asam_cuda_scratch_get(const struct asam_cuda_device *d, CUstream s,
+			  size_t bytes, CUdeviceptr *out);
+int asam_cuda_scratch_put(const struct asam_cuda_device *d, CUstream s,
+			  CUdeviceptr p);
+/* @d's scratch pool (at probe; NULL where the device has none), freed */
+void asam_cuda_pool_init(struct asam_cuda_device *d);
+void asam_cuda_pool_fini(struct asam_cuda_device *d);
 int asam_cuda_memcpy_htod(const struct asam_cuda_device *d, CUdeviceptr dst,
 			  const void *src, size_t bytes, CUstream s, bool async);
 int asam_cuda_memcpy_dtoh(const struct asam_cuda_device *d, void *dst,

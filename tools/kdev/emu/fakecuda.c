@@ -316,6 +316,12 @@ CUresult CUDAAPI cuMemHostRegister(void *p, size_t n, unsigned int f) { (void)p;
 CUresult CUDAAPI cuMemHostUnregister(void *p) { (void)p; return CUDA_SUCCESS; }
 CUresult CUDAAPI cuMemAllocHost(void **p, size_t n) { *p = malloc(n); return CUDA_SUCCESS; }
 CUresult CUDAAPI cuMemFreeHost(void *p) { free(p); return CUDA_SUCCESS; }
+/* no pools here: the attribute says so, and libasam takes cuMemAlloc */
+CUresult CUDAAPI cuMemPoolCreate(CUmemoryPool *p, const CUmemPoolProps *pp) { (void)pp; *p = NULL; return CUDA_ERROR_NOT_SUPPORTED; }
+CUresult CUDAAPI cuMemPoolDestroy(CUmemoryPool p) { (void)p; return CUDA_SUCCESS; }
+CUresult CUDAAPI cuMemPoolSetAttribute(CUmemoryPool p, CUmemPool_attribute a, void *v) { (void)p; (void)a; (void)v; return CUDA_ERROR_NOT_SUPPORTED; }
+CUresult CUDAAPI cuMemAllocFromPoolAsync(CUdeviceptr *d, size_t n, CUmemoryPool p, CUstream s) { (void)p; (void)s; return cuMemAlloc(d, n); }
+CUresult CUDAAPI cuMemFreeAsync(CUdeviceptr d, CUstream s) { (void)s; return cuMemFree(d); }
 CUresult CUDAAPI cuPointerGetAttribute(void *d, CUpointer_attribute a, CUdeviceptr p) { (void)a; (void)p; *(int *)d = CU_MEMORYTYPE_DEVICE; return CUDA_SUCCESS; }
 
 #define E(n) { #n, (void *)n },
@@ -335,7 +341,9 @@ static const struct { const char *n; void *f; } tab[] = {
 	E(cuModuleUnload) E(cuModuleGetFunction) E(cuFuncSetAttribute)
 	E(cuLaunchKernel) E(cuOccupancyMaxActiveBlocksPerMultiprocessor)
 	E(cuMemHostRegister) E(cuMemHostUnregister) E(cuMemAllocHost)
-	E(cuMemFreeHost) E(cuPointerGetAttribute)
+	E(cuMemFreeHost) E(cuPointerGetAttribute) E(cuMemPoolCreate)
+	E(cuMemPoolDestroy) E(cuMemPoolSetAttribute)
+	E(cuMemAllocFromPoolAsync) E(cuMemFreeAsync)
 };
 
 /* the loader asks for the plain names */
