@@ -63,12 +63,35 @@ const float *fast_rows_of(const struct fast_job *job, bool v, int b,
 	       ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB * job->dp;
 }
 
+/*
+ * A row's gated output from the branches the group takes: the sums of
+ * one it does not take were never cleared (and are left out, not
+ * multiplied by 0); two loops with no test inside, so both vectorise
+ */
+static void fwd_out_row(const struct group *gr, float cs, const float *as,
+			float cd, const float *ad, int d, float *out)
+{
+	int e;
+
+	if (gr->want_s && gr->want_d) {
+		for (e = 0; e < d; e++)
+			out[e] = cs * as[e] + cd * ad[e];
+		return;
+	}
+	if (!gr->want_s) {
+		cs = cd;
+		as = ad;
+	}
+	for (e = 0; e < d; e++)
+		out[e] = cs * as[e];
+}
+
 static void fwd_group(struct fast_job *job, struct fast_ws *w,
 		      const struct group *gr)
 {
 	const struct asam_problem *p = job->p;
 	const struct fast_isa *isa = job->isa;
-	int dp = job->dp, d = p->d, R = gr->R, r, e, nb, sg;
+	int dp = job->dp, d = p->d, R = gr->R, r, nb, sg;
 	float ms[FAST_TQ], ls[FAST_TQ], md[FAST_TQ], ld[FAST_TQ];
 	struct keyset ks;
 
@@ -80,8 +103,11 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 		ms[r] = md[r] = -INFINITY;
 		ls[r] = ld[r] = 0;
 	}
-	memset(w->accS, 0, sizeof(float) * FAST_TQ * dp);
-	memset(w->accA, 0, sizeof(float) * FAST_TQ * dp);
+	/* a branch the group does not take keeps zero sums: its rows' l is 0 */
+	if (gr->want_s)
+		memset(w->accS, 0, sizeof(float) * R * dp);
+	if (gr->want_d)
+		memset(w->accA, 0, sizeof(float) * R * dp);
 	for (sg = 0; sg < ks.nseg; sg++) {
 		nb = ks.segn[sg];
 		fast_gather(job, w, &ks, gr->b, gr->hk, sg, false);
@@ -112,9 +138,8 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 		float *out = p->o.dt == ASAM_DT_F32 ? (float *)p->o.data + oo :
 			     w->o + r * dp;
 
-		for (e = 0; e < d; e++)
-			out[e] = cs * w->accS[r * dp + e] +
-				 cd * w->accA[r * dp + e];
+		fwd_out_row(gr, cs, w->accS + r * dp, cd, w->accA + r * dp,
+			    d, out);
 		if (p->o.dt != ASAM_DT_F32)
 			fast_store_row(&p->o, oo, d, out);
 		if (p->lse_s.data)
