@@ -14,6 +14,10 @@
 
 #include "fast-job.h"
 
+#ifdef __SSE__
+#include <xmmintrin.h>
+#endif
+
 /* One branch's online softmax step over a block; false if nothing moved. */
 static bool online_step(const struct fast_job *job, struct fast_ws *w,
 			const struct keyset *ks, const struct group *gr,
@@ -86,6 +90,23 @@ static void fwd_out_row(const struct group *gr, float cs, const float *as,
 		out[e] = cs * as[e];
 }
 
+/*
+ * CLUSTERED's output rows are scattered over O, each written once and
+ * whole: stored around the caches (fast_fwd_setup), they need not be
+ * read first, as a store that misses does
+ */
+static void fwd_stream_row(float *dst, const float *src, int d)
+{
+#ifdef __SSE__
+	int e;
+
+	for (e = 0; e < d; e += 4)
+		_mm_stream_ps(dst + e, _mm_load_ps(src + e));
+#else
+	memcpy(dst, src, sizeof(float) * d);
+#endif
+}
+
 static void fwd_group(struct fast_job *job, struct fast_ws *w,
 		      const struct group *gr)
 {
@@ -135,12 +156,14 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 		float cd = ld[r] > 0 ? (1 - gr->g) / ld[r] : 0;
 		int64_t oo = tv_off(&p->o, gr->b, gr->h, i, 0);
 		/* fp32 output written in place, as the queries are read */
-		float *out = p->o.dt == ASAM_DT_F32 ? (float *)p->o.data + oo :
-			     w->o + r * dp;
+		float *out = p->o.dt == ASAM_DT_F32 && !job->o_stream ?
+			     (float *)p->o.data + oo : w->o + r * dp;
 
 		fwd_out_row(gr, cs, w->accS + r * dp, cd, w->accA + r * dp,
 			    d, out);
-		if (p->o.dt != ASAM_DT_F32)
+		if (job->o_stream)
+			fwd_stream_row((float *)p->o.data + oo, out, d);
+		else if (p->o.dt != ASAM_DT_F32)
 			fast_store_row(&p->o, oo, d, out);
 		if (p->lse_s.data)
 			tv_set(&p->lse_s, tv_off(&p->lse_s, gr->b, gr->h, i, 0),
@@ -381,7 +404,9 @@ static void fwd_prefetch_group(struct fast_job *job, int64_t it)
 	n = fast_plan_group(&job->fp, b, h, (int)(it % per), rows);
 	for (r = 0; r < n; r++) {
 		fast_prefetch_l2(&p->q, tv_off(&p->q, b, h, rows[r], 0), p->d);
-		fast_prefetch_l2(&p->o, tv_off(&p->o, b, h, rows[r], 0), p->d);
+		if (!job->o_stream)
+			fast_prefetch_l2(&p->o, tv_off(&p->o, b, h, rows[r], 0),
+					 p->d);
 	}
 }
 
@@ -406,5 +431,36 @@ void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker)
 			fwd_prefetch_group(job, it + 2);
 		fwd_group(job, w, &gr);
 	}
+#ifdef __SSE__
+	/* the streamed rows out of the write-combining buffers */
+	if (job->o_stream)
+		_mm_sfence();
+#endif
+}
+
+/*
+ * Stream the output rows (fwd_stream_row) where they are scattered (the
+ * queries of a cluster), fp32, whole 64-byte lines each, and O is larger
+ * than the workers' L2 caches together: a smaller O is best left in the
+ * cache for whoever reads it next.  ASAM_CPU_O_STREAM=0 never streams,
+ * =1 streams whatever O's size (the tests' small problems).
+ */
+void fast_fwd_setup(struct fast_job *job)
+{
+	const struct asam_problem *p = job->p;
+	const struct asam_tv *o = &p->o;
+	const char *env = getenv("ASAM_CPU_O_STREAM");
+	int64_t bytes = (int64_t)p->B * p->Hq * p->Nq * p->d * 4;
+
+	job->o_stream = false;
+#ifdef __SSE__
+	job->o_stream = job->fp.sorted_groups && o->dt == ASAM_DT_F32 &&
+			o->stride[3] == 1 && !(p->d % 16) &&
+			!((uintptr_t)o->data % 64) && !(o->stride[2] % 16) &&
+			!(o->stride[1] % 16) && !(o->stride[0] % 16) &&
+			(bytes > (int64_t)fast_l2_bytes() * job->nthreads ||
+			 (env && !strcmp(env, "1"))) &&
+			!(env && !strcmp(env, "0"));
+#endif
 }
 

@@ -820,6 +820,7 @@ static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
 			      DIV_ROUND_UP(p->Nq, job.rt), 1, fast_fwd_tiles,
 			      &job);
 	} else {
+		fast_fwd_setup(&job);
 		asam_pool_for(pool, (int64_t)p->B * p->Hq * job.fp.maxgroups,
 			      fwd_chunk(&job), fast_fwd_items, &job);
 	}
