@@ -107,12 +107,85 @@ static void fwd_stream_row(float *dst, const float *src, int d)
 #endif
 }
 
+/* the groups' online softmax over the key set's segments, both branches */
+static void fwd_segments(struct fast_job *job, struct fast_ws *w,
+			 const struct group *gr, const struct keyset *ks,
+			 float *ms, float *ls, float *md, float *ld)
+{
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, R = gr->R, nb, sg;
+
+	for (sg = 0; sg < ks->nseg; sg++) {
+		nb = ks->segn[sg];
+		fast_gather(job, w, ks, gr->b, gr->hk, sg, false);
+		/*
+		 * a segment's columns past its keys are outside every mask
+		 * (row_step never takes them): a bucket's last segment, a
+		 * gathered list's tail, need not be scored
+		 */
+		if (nb < FAST_KB)
+			isa->mm_ntc(w->q, R, dp, w->pkT, w->S, FAST_KB, nb);
+		else
+			isa->mm_nt(w->q, R, dp, w->pkT, w->S);
+		if (gr->want_s &&
+		    online_step(job, w, ks, gr, sg, true, ms, ls, w->accS,
+				w->Ps))
+			isa->mm_nn(w->Ps, FAST_KB, R, nb, w->pvb, dp, w->accS);
+		if (gr->want_d &&
+		    online_step(job, w, ks, gr, sg, false, md, ld,
+				w->accA, w->Pd))
+			isa->mm_nn(w->Pd, FAST_KB, R, nb, w->pvb, dp, w->accA);
+	}
+}
+
+/*
+ * A CLUSTERED group, the sparse branch alone, over a bucket of at most
+ * FAST_BSEG segments: every segment's scores into one row a query
+ * (w->Sb), then each row's exact softmax at once (row_exp: one max and
+ * one sum a row, nothing rescaled), then P.V segment by segment.  The
+ * online step paid the max's and the sum's reductions and a rescale of
+ * the row's sums for each of a bucket's 2-3 segments.  A row's keys
+ * are a prefix of the bucket (ws->shi); the rest of its row is zero.
+ */
+static void fwd_bucket(struct fast_job *job, struct fast_ws *w,
+		       const struct group *gr, const struct keyset *ks,
+		       float *m, float *l)
+{
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, R = gr->R, ld = ks->nseg * FAST_KB, r, sg;
+	const float *pv[FAST_BSEG];
+
+	for (sg = 0; sg < ks->nseg; sg++) {
+		fast_gather(job, w, ks, gr->b, gr->hk, sg, false);
+		pv[sg] = w->pvb;	/* the worker's bucket: stays put */
+		isa->mm_ntc(w->q, R, dp, w->pkT, w->Sb + sg * FAST_KB, ld,
+			    ks->segn[sg]);
+	}
+	for (r = 0; r < R; r++) {
+		float *s = w->Sb + (size_t)r * ld;
+		int64_t n = w->shi[r], e = (n + 15) & ~(int64_t)15;
+
+		m[r] = -INFINITY;
+		l[r] = 0;
+		if (n)
+			m[r] = isa->row_exp(s, (int)n, &l[r]);
+		else
+			e = 0;
+		/* row_exp cleared its last vector's end; past it, the keys
+		 * of the bucket beyond a causal row's limit */
+		if (e < ks->nu)
+			memset(s + e, 0, sizeof(float) * (ks->nu - e));
+	}
+	for (sg = 0; sg < ks->nseg; sg++)
+		isa->mm_nn(w->Sb + sg * FAST_KB, ld, R, ks->segn[sg], pv[sg],
+			   dp, w->accS);
+}
+
 static void fwd_group(struct fast_job *job, struct fast_ws *w,
 		      const struct group *gr)
 {
 	const struct asam_problem *p = job->p;
-	const struct fast_isa *isa = job->isa;
-	int dp = job->dp, d = p->d, R = gr->R, r, nb, sg;
+	int dp = job->dp, d = p->d, R = gr->R, r;
 	float ms[FAST_TQ], ls[FAST_TQ], md[FAST_TQ], ld[FAST_TQ];
 	struct keyset ks;
 
@@ -129,27 +202,12 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 		memset(w->accS, 0, sizeof(float) * R * dp);
 	if (gr->want_d)
 		memset(w->accA, 0, sizeof(float) * R * dp);
-	for (sg = 0; sg < ks.nseg; sg++) {
-		nb = ks.segn[sg];
-		fast_gather(job, w, &ks, gr->b, gr->hk, sg, false);
-		/*
-		 * a segment's columns past its keys are outside every mask
-		 * (row_step never takes them): a bucket's last segment, a
-		 * gathered list's tail, need not be scored
-		 */
-		if (nb < FAST_KB)
-			isa->mm_ntc(w->q, R, dp, w->pkT, w->S, nb);
-		else
-			isa->mm_nt(w->q, R, dp, w->pkT, w->S);
-		if (gr->want_s &&
-		    online_step(job, w, &ks, gr, sg, true, ms, ls, w->accS,
-				w->Ps))
-			isa->mm_nn(w->Ps, FAST_KB, R, nb, w->pvb, dp, w->accS);
-		if (gr->want_d &&
-		    online_step(job, w, &ks, gr, sg, false, md, ld,
-				w->accA, w->Pd))
-			isa->mm_nn(w->Pd, FAST_KB, R, nb, w->pvb, dp, w->accA);
-	}
+	/* a cluster's bucket (ranges: each row a prefix of it) */
+	if (ks.bucket && ks.ranges && gr->want_s && !gr->want_d && w->Sb &&
+	    w->bkT && ks.nseg > 0 && ks.nseg <= FAST_BSEG && job->bucket_whole)
+		fwd_bucket(job, w, gr, &ks, ms, ls);
+	else
+		fwd_segments(job, w, gr, &ks, ms, ls, md, ld);
 	for (r = 0; r < R; r++) {
 		int64_t i = gr->rows[r];
 		float cs = ls[r] > 0 ? gr->g / ls[r] : 0;
@@ -450,8 +508,11 @@ void fast_fwd_setup(struct fast_job *job)
 	const struct asam_problem *p = job->p;
 	const struct asam_tv *o = &p->o;
 	const char *env = getenv("ASAM_CPU_O_STREAM");
+	const char *benv = getenv("ASAM_CPU_BUCKET_WHOLE");
 	int64_t bytes = (int64_t)p->B * p->Hq * p->Nq * p->d * 4;
 
+	/* ASAM_CPU_BUCKET_WHOLE=0: buckets by the online step (fwd_bucket) */
+	job->bucket_whole = !(benv && !strcmp(benv, "0"));
 	job->o_stream = false;
 #ifdef __SSE__
 	job->o_stream = job->fp.sorted_groups && o->dt == ASAM_DT_F32 &&

@@ -501,6 +501,19 @@ int main(void)
 	}
 	align_o = false;
 	unsetenv("ASAM_CPU_O_STREAM");
+	/* CLUSTERED ARGMAX buckets by the online step, not scored whole */
+	setenv("ASAM_CPU_BUCKET_WHOLE", "0", 1);
+	for (kk = 0; kk < nk; kk++) {
+		if (kinds[kk].k != ASAM_PATTERN_CLUSTERED ||
+		    kinds[kk].cm != ASAM_CLUSTER_ARGMAX)
+			continue;
+		for (gm = 0; gm < 4; gm++)
+			for (c = 0; c < 2; c++, n++)
+				run_case(n % 2 ? ctx16 : ctx, &kinds[kk], gm,
+					 c, gm & 1, dts[0], &shapes[5 - 5 * c],
+					 "online");
+	}
+	unsetenv("ASAM_CPU_BUCKET_WHOLE");
 	/* the same, with bands too wide to gather: direct blocks */
 	wide_band = true;
 	for (kk = 0; kk < nk; kk++) {
