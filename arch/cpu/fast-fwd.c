@@ -163,18 +163,19 @@ static void fwd_bucket(struct fast_job *job, struct fast_ws *w,
 	}
 	for (r = 0; r < R; r++) {
 		float *s = w->Sb + (size_t)r * ld;
-		int64_t n = w->shi[r], e = (n + 15) & ~(int64_t)15;
+		int64_t n = w->shi[r];
 
 		m[r] = -INFINITY;
 		l[r] = 0;
 		if (n)
 			m[r] = isa->row_exp(s, (int)n, &l[r]);
-		else
-			e = 0;
-		/* row_exp cleared its last vector's end; past it, the keys
-		 * of the bucket beyond a causal row's limit */
-		if (e < ks->nu)
-			memset(s + e, 0, sizeof(float) * (ks->nu - e));
+		/*
+		 * the bucket's keys past a causal row's limit: row_exp
+		 * cleared them to its last vector's end only, whose width
+		 * is the ISA's
+		 */
+		if (n < ks->nu)
+			memset(s + n, 0, sizeof(float) * (ks->nu - n));
 	}
 	for (sg = 0; sg < ks->nseg; sg++)
 		isa->mm_nn(w->Sb + sg * FAST_KB, ld, R, ks->segn[sg], pv[sg],

@@ -501,6 +501,26 @@ int main(void)
 	}
 	align_o = false;
 	unsetenv("ASAM_CPU_O_STREAM");
+	/*
+	 * CLUSTERED ARGMAX causal buckets scored whole by the narrower ISAs
+	 * (the slice above runs few): a row's keys end inside its bucket,
+	 * and row_exp clears only to the end of its VW-lane vector
+	 */
+	for (s = 1; s < 3; s++) {
+		if (fast_isa_force(isas[s]))
+			continue;
+		for (kk = 0; kk < nk; kk++) {
+			if (kinds[kk].k != ASAM_PATTERN_CLUSTERED ||
+			    kinds[kk].cm != ASAM_CLUSTER_ARGMAX)
+				continue;
+			for (t = 0; t < 3; t++, n++)
+				run_case(n % 2 ? ctx16 : ctx, &kinds[kk],
+					 ASAM_GATE_SPARSE, true, t == 1,
+					 dts[0], &shapes[t ? t - 1 : 5],
+					 isas[s]);
+		}
+	}
+	fast_isa_force(NULL);
 	/* CLUSTERED ARGMAX buckets by the online step, not scored whole */
 	setenv("ASAM_CPU_BUCKET_WHOLE", "0", 1);
 	for (kk = 0; kk < nk; kk++) {
