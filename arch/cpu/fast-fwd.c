@@ -14,6 +14,10 @@
 
 #include "fast-job.h"
 
+#ifdef __SSE__
+#include <xmmintrin.h>
+#endif
+
 /* One branch's online softmax step over a block; false if nothing moved. */
 static bool online_step(const struct fast_job *job, struct fast_ws *w,
 			const struct keyset *ks, const struct group *gr,
@@ -63,12 +67,126 @@ const float *fast_rows_of(const struct fast_job *job, bool v, int b,
 	       ((int64_t)b * p->Hkv + hk) * job->nkb * FAST_KB * job->dp;
 }
 
+/*
+ * A row's gated output from the branches the group takes: the sums of
+ * one it does not take were never cleared (and are left out, not
+ * multiplied by 0); two loops with no test inside, so both vectorise
+ */
+static void fwd_out_row(const struct group *gr, float cs, const float *as,
+			float cd, const float *ad, int d, float *out)
+{
+	int e;
+
+	if (gr->want_s && gr->want_d) {
+		for (e = 0; e < d; e++)
+			out[e] = cs * as[e] + cd * ad[e];
+		return;
+	}
+	if (!gr->want_s) {
+		cs = cd;
+		as = ad;
+	}
+	for (e = 0; e < d; e++)
+		out[e] = cs * as[e];
+}
+
+/*
+ * CLUSTERED's output rows are scattered over O, each written once and
+ * whole: stored around the caches (fast_fwd_setup), they need not be
+ * read first, as a store that misses does
+ */
+static void fwd_stream_row(float *dst, const float *src, int d)
+{
+#ifdef __SSE__
+	int e;
+
+	for (e = 0; e < d; e += 4)
+		_mm_stream_ps(dst + e, _mm_load_ps(src + e));
+#else
+	memcpy(dst, src, sizeof(float) * d);
+#endif
+}
+
+/* the groups' online softmax over the key set's segments, both branches */
+static void fwd_segments(struct fast_job *job, struct fast_ws *w,
+			 const struct group *gr, const struct keyset *ks,
+			 float *ms, float *ls, float *md, float *ld)
+{
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, R = gr->R, nb, sg;
+
+	for (sg = 0; sg < ks->nseg; sg++) {
+		nb = ks->segn[sg];
+		fast_gather(job, w, ks, gr->b, gr->hk, sg, false);
+		/*
+		 * a segment's columns past its keys are outside every mask
+		 * (row_step never takes them): a bucket's last segment, a
+		 * gathered list's tail, need not be scored
+		 */
+		if (nb < FAST_KB)
+			isa->mm_ntc(w->q, R, dp, w->pkT, w->S, FAST_KB, nb);
+		else
+			isa->mm_nt(w->q, R, dp, w->pkT, w->S);
+		if (gr->want_s &&
+		    online_step(job, w, ks, gr, sg, true, ms, ls, w->accS,
+				w->Ps))
+			isa->mm_nn(w->Ps, FAST_KB, R, nb, w->pvb, dp, w->accS);
+		if (gr->want_d &&
+		    online_step(job, w, ks, gr, sg, false, md, ld,
+				w->accA, w->Pd))
+			isa->mm_nn(w->Pd, FAST_KB, R, nb, w->pvb, dp, w->accA);
+	}
+}
+
+/*
+ * A CLUSTERED group, the sparse branch alone, over a bucket of at most
+ * FAST_BSEG segments: every segment's scores into one row a query
+ * (w->Sb), then each row's exact softmax at once (row_exp: one max and
+ * one sum a row, nothing rescaled), then P.V segment by segment.  The
+ * online step paid the max's and the sum's reductions and a rescale of
+ * the row's sums for each of a bucket's 2-3 segments.  A row's keys
+ * are a prefix of the bucket (ws->shi); the rest of its row is zero.
+ */
+static void fwd_bucket(struct fast_job *job, struct fast_ws *w,
+		       const struct group *gr, const struct keyset *ks,
+		       float *m, float *l)
+{
+	const struct fast_isa *isa = job->isa;
+	int dp = job->dp, R = gr->R, ld = ks->nseg * FAST_KB, r, sg;
+	const float *pv[FAST_BSEG];
+
+	for (sg = 0; sg < ks->nseg; sg++) {
+		fast_gather(job, w, ks, gr->b, gr->hk, sg, false);
+		pv[sg] = w->pvb;	/* the worker's bucket: stays put */
+		isa->mm_ntc(w->q, R, dp, w->pkT, w->Sb + sg * FAST_KB, ld,
+			    ks->segn[sg]);
+	}
+	for (r = 0; r < R; r++) {
+		float *s = w->Sb + (size_t)r * ld;
+		int64_t n = w->shi[r];
+
+		m[r] = -INFINITY;
+		l[r] = 0;
+		if (n)
+			m[r] = isa->row_exp(s, (int)n, &l[r]);
+		/*
+		 * the bucket's keys past a causal row's limit: row_exp
+		 * cleared them to its last vector's end only, whose width
+		 * is the ISA's
+		 */
+		if (n < ks->nu)
+			memset(s + n, 0, sizeof(float) * (ks->nu - n));
+	}
+	for (sg = 0; sg < ks->nseg; sg++)
+		isa->mm_nn(w->Sb + sg * FAST_KB, ld, R, ks->segn[sg], pv[sg],
+			   dp, w->accS);
+}
+
 static void fwd_group(struct fast_job *job, struct fast_ws *w,
 		      const struct group *gr)
 {
 	const struct asam_problem *p = job->p;
-	const struct fast_isa *isa = job->isa;
-	int dp = job->dp, d = p->d, R = gr->R, r, e, nb, sg;
+	int dp = job->dp, d = p->d, R = gr->R, r;
 	float ms[FAST_TQ], ls[FAST_TQ], md[FAST_TQ], ld[FAST_TQ];
 	struct keyset ks;
 
@@ -80,42 +198,31 @@ static void fwd_group(struct fast_job *job, struct fast_ws *w,
 		ms[r] = md[r] = -INFINITY;
 		ls[r] = ld[r] = 0;
 	}
-	memset(w->accS, 0, sizeof(float) * FAST_TQ * dp);
-	memset(w->accA, 0, sizeof(float) * FAST_TQ * dp);
-	for (sg = 0; sg < ks.nseg; sg++) {
-		nb = ks.segn[sg];
-		fast_gather(job, w, &ks, gr->b, gr->hk, sg, false);
-		/*
-		 * a segment's columns past its keys are outside every mask
-		 * (row_step never takes them): a bucket's last segment, a
-		 * gathered list's tail, need not be scored
-		 */
-		if (nb < FAST_KB)
-			isa->mm_ntc(w->q, R, dp, w->pkT, w->S, nb);
-		else
-			isa->mm_nt(w->q, R, dp, w->pkT, w->S);
-		if (gr->want_s &&
-		    online_step(job, w, &ks, gr, sg, true, ms, ls, w->accS,
-				w->Ps))
-			isa->mm_nn(w->Ps, FAST_KB, R, nb, w->pvb, dp, w->accS);
-		if (gr->want_d &&
-		    online_step(job, w, &ks, gr, sg, false, md, ld,
-				w->accA, w->Pd))
-			isa->mm_nn(w->Pd, FAST_KB, R, nb, w->pvb, dp, w->accA);
-	}
+	/* a branch the group does not take keeps zero sums: its rows' l is 0 */
+	if (gr->want_s)
+		memset(w->accS, 0, sizeof(float) * R * dp);
+	if (gr->want_d)
+		memset(w->accA, 0, sizeof(float) * R * dp);
+	/* a cluster's bucket (ranges: each row a prefix of it) */
+	if (ks.bucket && ks.ranges && gr->want_s && !gr->want_d && w->Sb &&
+	    w->bkT && ks.nseg > 0 && ks.nseg <= FAST_BSEG && job->bucket_whole)
+		fwd_bucket(job, w, gr, &ks, ms, ls);
+	else
+		fwd_segments(job, w, gr, &ks, ms, ls, md, ld);
 	for (r = 0; r < R; r++) {
 		int64_t i = gr->rows[r];
 		float cs = ls[r] > 0 ? gr->g / ls[r] : 0;
 		float cd = ld[r] > 0 ? (1 - gr->g) / ld[r] : 0;
 		int64_t oo = tv_off(&p->o, gr->b, gr->h, i, 0);
 		/* fp32 output written in place, as the queries are read */
-		float *out = p->o.dt == ASAM_DT_F32 ? (float *)p->o.data + oo :
-			     w->o + r * dp;
+		float *out = p->o.dt == ASAM_DT_F32 && !job->o_stream ?
+			     (float *)p->o.data + oo : w->o + r * dp;
 
-		for (e = 0; e < d; e++)
-			out[e] = cs * w->accS[r * dp + e] +
-				 cd * w->accA[r * dp + e];
-		if (p->o.dt != ASAM_DT_F32)
+		fwd_out_row(gr, cs, w->accS + r * dp, cd, w->accA + r * dp,
+			    d, out);
+		if (job->o_stream)
+			fwd_stream_row((float *)p->o.data + oo, out, d);
+		else if (p->o.dt != ASAM_DT_F32)
 			fast_store_row(&p->o, oo, d, out);
 		if (p->lse_s.data)
 			tv_set(&p->lse_s, tv_off(&p->lse_s, gr->b, gr->h, i, 0),
@@ -356,7 +463,9 @@ static void fwd_prefetch_group(struct fast_job *job, int64_t it)
 	n = fast_plan_group(&job->fp, b, h, (int)(it % per), rows);
 	for (r = 0; r < n; r++) {
 		fast_prefetch_l2(&p->q, tv_off(&p->q, b, h, rows[r], 0), p->d);
-		fast_prefetch_l2(&p->o, tv_off(&p->o, b, h, rows[r], 0), p->d);
+		if (!job->o_stream)
+			fast_prefetch_l2(&p->o, tv_off(&p->o, b, h, rows[r], 0),
+					 p->d);
 	}
 }
 
@@ -381,5 +490,39 @@ void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker)
 			fwd_prefetch_group(job, it + 2);
 		fwd_group(job, w, &gr);
 	}
+#ifdef __SSE__
+	/* the streamed rows out of the write-combining buffers */
+	if (job->o_stream)
+		_mm_sfence();
+#endif
+}
+
+/*
+ * Stream the output rows (fwd_stream_row) where they are scattered (the
+ * queries of a cluster), fp32, whole 64-byte lines each, and O is larger
+ * than the workers' L2 caches together: a smaller O is best left in the
+ * cache for whoever reads it next.  ASAM_CPU_O_STREAM=0 never streams,
+ * =1 streams whatever O's size (the tests' small problems).
+ */
+void fast_fwd_setup(struct fast_job *job)
+{
+	const struct asam_problem *p = job->p;
+	const struct asam_tv *o = &p->o;
+	const char *env = getenv("ASAM_CPU_O_STREAM");
+	const char *benv = getenv("ASAM_CPU_BUCKET_WHOLE");
+	int64_t bytes = (int64_t)p->B * p->Hq * p->Nq * p->d * 4;
+
+	/* ASAM_CPU_BUCKET_WHOLE=0: buckets by the online step (fwd_bucket) */
+	job->bucket_whole = !(benv && !strcmp(benv, "0"));
+	job->o_stream = false;
+#ifdef __SSE__
+	job->o_stream = job->fp.sorted_groups && o->dt == ASAM_DT_F32 &&
+			o->stride[3] == 1 && !(p->d % 16) &&
+			!((uintptr_t)o->data % 64) && !(o->stride[2] % 16) &&
+			!(o->stride[1] % 16) && !(o->stride[0] % 16) &&
+			(bytes > (int64_t)fast_l2_bytes() * job->nthreads ||
+			 (env && !strcmp(env, "1"))) &&
+			!(env && !strcmp(env, "0"));
+#endif
 }
 

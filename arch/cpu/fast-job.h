@@ -20,6 +20,9 @@
 
 #define NEG_BIG (-1e30f)
 
+/* segments of a CLUSTERED bucket scored whole (fwd_bucket), at most */
+#define FAST_BSEG	8
+
 struct fast_ws {
 	float *q, *dO, *o, *accS, *accA, *dq;	/* [TQ][dp] */
 	float *kT, *vT;				/* [dp][KB] */
@@ -45,6 +48,7 @@ struct fast_ws {
 	 */
 	float *bkT, *bvb;			/* [nkb + 1][dp][KB], rows */
 	float *bkb, *bvT;		/* backward: K rows, V transposed */
+	float *Sb;		/* [TQ][FAST_BSEG KB] a bucket's scores (fwd) */
 	const int32_t *bu;
 	int64_t bn;
 	int bvalid, bb, bhk;
@@ -135,6 +139,8 @@ struct fast_job {
 	bool no_blocks;				/* no transposed K/V blocks */
 	bool usort;				/* USER_INDEX rows sorted */
 	bool kmajor;				/* key-major row tiles */
+	bool o_stream;			/* O rows stored around the caches */
+	bool bucket_whole;		/* CLUSTERED buckets scored whole */
 	int64_t kmcap;				/* pairs a key-major tile holds */
 	int64_t tsc;			/* a row's scores in ws->tsc, or 0 */
 	int64_t tkc;			/* fwd_split's key chunk, or 0 */
@@ -291,6 +297,7 @@ void fast_rows_split(struct fast_job *job);
 /* pool callbacks and schedules */
 void fast_fwd_items(void *arg, int64_t begin, int64_t end, int worker);
 void fast_fwd_tiles(void *arg, int64_t begin, int64_t end, int worker);
+void fast_fwd_setup(struct fast_job *job);
 /*
  * Row @t of a row tile: its keys in [lo, lo + chunk) (all that are left
  * when that reaches @maxlim, the tile's last chunk), from its cursor on,

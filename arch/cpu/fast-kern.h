@@ -56,8 +56,8 @@ static inline __attribute__((always_inline)) vf F(bc)(float x)
 #define NB	(NC < 4 ? NC : 4)
 
 static inline __attribute__((always_inline)) void
-F(nt_block)(const float *a, int dp, const float *bt, float *c, const int nr,
-	    const int nb)
+F(nt_block)(const float *a, int dp, const float *bt, float *c, int ldc,
+	    const int nr, const int nb)
 {
 	vf acc[2 * RB][NB];	/* 2 RB rows only when nb <= NB / 2 */
 	int r, v, e;
@@ -79,11 +79,11 @@ F(nt_block)(const float *a, int dp, const float *bt, float *c, const int nr,
 	}
 	for (r = 0; r < nr; r++)
 		for (v = 0; v < nb; v++)
-			F(st)(c + r * FAST_KB + v * VW, acc[r][v]);
+			F(st)(c + r * ldc + v * VW, acc[r][v]);
 }
 
 static inline __attribute__((always_inline)) void
-F(nt_cols)(const float *a, int m, int dp, const float *bt, float *c,
+F(nt_cols)(const float *a, int m, int dp, const float *bt, float *c, int ldc,
 	   const int nb)
 {
 	int r = 0;
@@ -91,12 +91,12 @@ F(nt_cols)(const float *a, int m, int dp, const float *bt, float *c,
 	/* half the columns: twice the rows, the same accumulators */
 	if (2 * nb <= NB)
 		for (; r + 2 * RB <= m; r += 2 * RB)
-			F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB,
+			F(nt_block)(a + r * dp, dp, bt, c + r * ldc, ldc,
 				    2 * RB, nb);
 	for (; r + RB <= m; r += RB)
-		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, RB, nb);
+		F(nt_block)(a + r * dp, dp, bt, c + r * ldc, ldc, RB, nb);
 	for (; r < m; r++)
-		F(nt_block)(a + r * dp, dp, bt, c + r * FAST_KB, 1, nb);
+		F(nt_block)(a + r * dp, dp, bt, c + r * ldc, ldc, 1, nb);
 }
 
 static void F(mm_nt)(const float *a, int m, int dp, const float *bt, float *c)
@@ -104,34 +104,35 @@ static void F(mm_nt)(const float *a, int m, int dp, const float *bt, float *c)
 	int c0;
 
 	for (c0 = 0; c0 < FAST_KB; c0 += NB * VW)
-		F(nt_cols)(a, m, dp, bt + c0, c + c0, NB);
+		F(nt_cols)(a, m, dp, bt + c0, c + c0, FAST_KB, NB);
 }
 
 /*
  * mm_nt's first @nc columns only (rounded up to whole vectors; the rest
- * of c's rows is left as it was): the cluster screen's 32 centroids
- * would otherwise pay for 64
+ * of c's rows is left as it was), c's rows @ldc apart: a bucket's last
+ * segment need not be scored past its keys, and a whole bucket's scores
+ * go into one row a query (fwd_bucket)
  */
 static void F(mm_ntc)(const float *a, int m, int dp, const float *bt,
-		      float *c, int nc)
+		      float *c, int ldc, int nc)
 {
 	int c0, nv;
 
 	for (c0 = 0; c0 < nc && c0 < FAST_KB; c0 += NB * VW) {
 		nv = (nc - c0 + VW - 1) / VW;
 		if (nv >= NB)
-			F(nt_cols)(a, m, dp, bt + c0, c + c0, NB);
+			F(nt_cols)(a, m, dp, bt + c0, c + c0, ldc, NB);
 #if NB > 1
 		else if (nv == 1)
-			F(nt_cols)(a, m, dp, bt + c0, c + c0, 1);
+			F(nt_cols)(a, m, dp, bt + c0, c + c0, ldc, 1);
 #endif
 #if NB > 2
 		else if (nv == 2)
-			F(nt_cols)(a, m, dp, bt + c0, c + c0, 2);
+			F(nt_cols)(a, m, dp, bt + c0, c + c0, ldc, 2);
 #endif
 #if NB > 3
 		else if (nv == 3)
-			F(nt_cols)(a, m, dp, bt + c0, c + c0, 3);
+			F(nt_cols)(a, m, dp, bt + c0, c + c0, ldc, 3);
 #endif
 	}
 }

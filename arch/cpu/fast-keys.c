@@ -237,18 +237,15 @@ static bool build_keys_arith(struct fast_job *job, struct fast_ws *w,
 		ks->nu = z - a;
 		ks->bucket = true;
 		for (r = 0; r < gr->R; r++) {
-			int64_t lo2 = 0, hi2 = z - a;
-
-			while (lo2 < hi2) {	/* keys below the limit */
-				int64_t mid = (lo2 + hi2) / 2;
-
-				if (ks->u[mid] < gr->lim[r])
-					lo2 = mid + 1;
-				else
-					hi2 = mid;
-			}
+			/*
+			 * the keys below the row's limit: all of them unless
+			 * the limit falls inside the bucket (causal rows);
+			 * the search's unpredictable branches were 2 % of
+			 * a forward where every row takes the whole bucket
+			 */
 			w->slo[r] = 0;
-			w->shi[r] = lo2;
+			w->shi[r] = z == a || gr->lim[r] > ko[z - 1] ? z - a :
+				    fast_lower_bound(ks->u, z - a, gr->lim[r]);
 		}
 		for (t = 0; (int64_t)t * FAST_KB < z - a; t++) {
 			seg[ns] = -(t + 1);

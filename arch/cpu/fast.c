@@ -86,6 +86,7 @@ static void ws_free(struct fast_ws *w)
 	free(w->tk);
 	free(w->tv);
 	free(w->S);
+	free(w->Sb);
 	free(w->Ps);
 	free(w->Pd);
 	free(w->dP);
@@ -216,6 +217,9 @@ struct fast_ws *fast_ws_get(struct fast_job *job, int worker)
 						      !w->bdK || !w->bdV)))
 			w->failed = true;
 	}
+	/* a bucket's scores a row (fwd_bucket; without, the online step) */
+	if (job->fp.sorted_groups && !p->bwd && !job->rows_only)
+		w->Sb = walloc(sizeof(float) * FAST_TQ * FAST_BSEG * FAST_KB);
 	if (job->fp.per_row_plan || p->pat.kind == ASAM_PATTERN_USER_INDEX)
 		w->bytes = walloc(p->Nk);	/* row flags, kept zero */
 	if (p->pat.kind == ASAM_PATTERN_USER_INDEX) {
@@ -820,6 +824,7 @@ static int cpu_fwd(struct asam_backend *be, const struct asam_problem *p)
 			      DIV_ROUND_UP(p->Nq, job.rt), 1, fast_fwd_tiles,
 			      &job);
 	} else {
+		fast_fwd_setup(&job);
 		asam_pool_for(pool, (int64_t)p->B * p->Hq * job.fp.maxgroups,
 			      fwd_chunk(&job), fast_fwd_items, &job);
 	}

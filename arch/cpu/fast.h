@@ -37,9 +37,12 @@ struct fast_isa {
 	const char *name;
 	void (*mm_nt)(const float *a, int m, int dp, const float *bt,
 		      float *c);
-	/* mm_nt's first nc columns (whole vectors), the rest untouched */
+	/*
+	 * mm_nt's first nc columns (whole vectors), the rest untouched,
+	 * c's rows ldc apart
+	 */
 	void (*mm_ntc)(const float *a, int m, int dp, const float *bt,
-		       float *c, int nc);
+		       float *c, int ldc, int nc);
 	void (*mm_nn)(const float *p, int ldp, int m, int k, const float *x,
 		      int dp, float *c);
 	void (*mm_tn)(const float *p, int ldp, int m, int k, const float *x,

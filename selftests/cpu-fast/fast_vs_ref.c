@@ -43,6 +43,8 @@ static const struct shape shapes[] = {
 static bool wide_band;
 /* keys a row of RANDOM_ROWS, where not 0 (run_case) */
 static int long_rows;
+/* O on a cache line, so that CLUSTERED may stream its rows (run_case) */
+static bool align_o;
 
 struct kind {
 	enum asam_pattern_kind k;
@@ -202,6 +204,8 @@ static void run_case(struct asam_ctx *ctx, const struct kind *kd,
 		align64(x.k);
 		align64(x.v);
 	}
+	if (align_o)
+		align64(x.o);
 	pat.centroids = &x.mu->dl;
 	if (kd->k == ASAM_PATTERN_USER_INDEX) {
 		/*
@@ -478,6 +482,58 @@ int main(void)
 				run_case(n % 2 ? ctx16 : ctx, &kinds[kk], gm,
 					 c, 0, dts[0], &shapes[5], "segments");
 	}
+	/*
+	 * CLUSTERED ARGMAX with its output rows streamed (fwd_stream_row,
+	 * ASAM_CPU_O_STREAM=1: O here is smaller than the L2 caches that
+	 * keep it by default), GQA too
+	 */
+	setenv("ASAM_CPU_O_STREAM", "1", 1);
+	align_o = true;
+	for (kk = 0; kk < nk; kk++) {
+		if (kinds[kk].k != ASAM_PATTERN_CLUSTERED ||
+		    kinds[kk].cm != ASAM_CLUSTER_ARGMAX)
+			continue;
+		for (gm = 0; gm < 4; gm++)
+			for (c = 0; c < 2; c++, n++)
+				run_case(n % 2 ? ctx16 : ctx, &kinds[kk], gm,
+					 c, gm & 1, dts[0], &shapes[5 - 5 * c],
+					 "streamed");
+	}
+	align_o = false;
+	unsetenv("ASAM_CPU_O_STREAM");
+	/*
+	 * CLUSTERED ARGMAX causal buckets scored whole by the narrower ISAs
+	 * (the slice above runs few): a row's keys end inside its bucket,
+	 * and row_exp clears only to the end of its VW-lane vector
+	 */
+	for (s = 1; s < 3; s++) {
+		if (fast_isa_force(isas[s]))
+			continue;
+		for (kk = 0; kk < nk; kk++) {
+			if (kinds[kk].k != ASAM_PATTERN_CLUSTERED ||
+			    kinds[kk].cm != ASAM_CLUSTER_ARGMAX)
+				continue;
+			for (t = 0; t < 3; t++, n++)
+				run_case(n % 2 ? ctx16 : ctx, &kinds[kk],
+					 ASAM_GATE_SPARSE, true, t == 1,
+					 dts[0], &shapes[t ? t - 1 : 5],
+					 isas[s]);
+		}
+	}
+	fast_isa_force(NULL);
+	/* CLUSTERED ARGMAX buckets by the online step, not scored whole */
+	setenv("ASAM_CPU_BUCKET_WHOLE", "0", 1);
+	for (kk = 0; kk < nk; kk++) {
+		if (kinds[kk].k != ASAM_PATTERN_CLUSTERED ||
+		    kinds[kk].cm != ASAM_CLUSTER_ARGMAX)
+			continue;
+		for (gm = 0; gm < 4; gm++)
+			for (c = 0; c < 2; c++, n++)
+				run_case(n % 2 ? ctx16 : ctx, &kinds[kk], gm,
+					 c, gm & 1, dts[0], &shapes[5 - 5 * c],
+					 "online");
+	}
+	unsetenv("ASAM_CPU_BUCKET_WHOLE");
 	/* the same, with bands too wide to gather: direct blocks */
 	wide_band = true;
 	for (kk = 0; kk < nk; kk++) {
