@@ -171,6 +171,24 @@ static __device__ __forceinline__ float unpack_hi(u32 x)
 #endif
 }
 
+/*
+ * The output's rescale after a row's reference maximum moved: rows gr
+ * (accumulator entries 0, 1) by @a0 and gr + 8 (2, 3) by @a1, the m16n8
+ * C layout of mma.sync and of each wgmma n8 block alike
+ */
+template <int NT>
+static __device__ __forceinline__ void acc_rescale(float (*acc)[4], float a0,
+						   float a1)
+{
+#pragma unroll
+	for (int n = 0; n < NT; n++) {
+		acc[n][0] *= a0;
+		acc[n][1] *= a0;
+		acc[n][2] *= a1;
+		acc[n][3] *= a1;
+	}
+}
+
 /* Row reductions over the four threads of a quad (one mma row) */
 static __device__ __forceinline__ float quad_max(float x)
 {

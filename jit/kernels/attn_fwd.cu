@@ -90,15 +90,8 @@ static __device__ __forceinline__ void state_softmax(sm_state &st,
 		st.l[r] = st.l[r] * alpha[r] + sum;	/* quad-reduced later */
 	}
 	/* once the running max settles, most tiles need no rescale */
-	if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-		for (int n = 0; n < NT_O; n++) {
-			st.acc[n][0] *= alpha[0];
-			st.acc[n][1] *= alpha[0];
-			st.acc[n][2] *= alpha[1];
-			st.acc[n][3] *= alpha[1];
-		}
-	}
+	if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f))
+		acc_rescale<NT_O>(st.acc, alpha[0], alpha[1]);
 }
 
 #include "attn_cols_fwd.cuh"

@@ -290,13 +290,7 @@ static __device__ __forceinline__ void softmax(wg_state &st, float (*s)[4],
 			st.m[r] = m;
 			st.l[r] *= alpha[r];
 		}
-#pragma unroll
-		for (int n = 0; n < NT_O; n++) {
-			st.acc[n][0] *= alpha[0];
-			st.acc[n][1] *= alpha[0];
-			st.acc[n][2] *= alpha[1];
-			st.acc[n][3] *= alpha[1];
-		}
+		acc_rescale<NT_O>(st.acc, alpha[0], alpha[1]);
 	}
 #pragma unroll
 	for (int r = 0; r < 2; r++) {

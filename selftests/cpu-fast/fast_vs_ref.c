@@ -325,6 +325,29 @@ out:
 	tt_free(x.dg), tt_free(x.rdg);
 }
 
+/*
+ * CLUSTERED ARGMAX under every gate, causal or not (GQA with the odd
+ * gates), fp32, tagged @tag; @n counts the cases run so far (the pools
+ * alternate), returned advanced
+ */
+static int argmax_cases(struct asam_ctx *ctx, struct asam_ctx *ctx16, int n,
+			const char *tag)
+{
+	int nk = sizeof(kinds) / sizeof(kinds[0]), kk, gm, c;
+
+	for (kk = 0; kk < nk; kk++) {
+		if (kinds[kk].k != ASAM_PATTERN_CLUSTERED ||
+		    kinds[kk].cm != ASAM_CLUSTER_ARGMAX)
+			continue;
+		for (gm = 0; gm < 4; gm++)
+			for (c = 0; c < 2; c++, n++)
+				run_case(n % 2 ? ctx16 : ctx, &kinds[kk], gm,
+					 c, gm & 1, TT_F32,
+					 &shapes[5 - 5 * c], tag);
+	}
+	return n;
+}
+
 int main(void)
 {
 	static const char *isas[] = { "avx512", "avx2", "generic" };
@@ -489,16 +512,7 @@ int main(void)
 	 */
 	setenv("ASAM_CPU_O_STREAM", "1", 1);
 	align_o = true;
-	for (kk = 0; kk < nk; kk++) {
-		if (kinds[kk].k != ASAM_PATTERN_CLUSTERED ||
-		    kinds[kk].cm != ASAM_CLUSTER_ARGMAX)
-			continue;
-		for (gm = 0; gm < 4; gm++)
-			for (c = 0; c < 2; c++, n++)
-				run_case(n % 2 ? ctx16 : ctx, &kinds[kk], gm,
-					 c, gm & 1, dts[0], &shapes[5 - 5 * c],
-					 "streamed");
-	}
+	n = argmax_cases(ctx, ctx16, n, "streamed");
 	align_o = false;
 	unsetenv("ASAM_CPU_O_STREAM");
 	/*
@@ -523,16 +537,7 @@ int main(void)
 	fast_isa_force(NULL);
 	/* CLUSTERED ARGMAX buckets by the online step, not scored whole */
 	setenv("ASAM_CPU_BUCKET_WHOLE", "0", 1);
-	for (kk = 0; kk < nk; kk++) {
-		if (kinds[kk].k != ASAM_PATTERN_CLUSTERED ||
-		    kinds[kk].cm != ASAM_CLUSTER_ARGMAX)
-			continue;
-		for (gm = 0; gm < 4; gm++)
-			for (c = 0; c < 2; c++, n++)
-				run_case(n % 2 ? ctx16 : ctx, &kinds[kk], gm,
-					 c, gm & 1, dts[0], &shapes[5 - 5 * c],
-					 "online");
-	}
+	n = argmax_cases(ctx, ctx16, n, "online");
 	unsetenv("ASAM_CPU_BUCKET_WHOLE");
 	/* the same, with bands too wide to gather: direct blocks */
 	wide_band = true;

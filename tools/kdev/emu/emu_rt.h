@@ -64,7 +64,8 @@ static inline double __ddiv_rn(double a, double b) { volatile double r = a / b; 
 static inline double __dsqrt_rn(double a) { return sqrt(a); }
 static inline float __double2float_rn(double a) { return (float)a; }
 
-template <class T> static inline T __shfl_xor_sync(unsigned, T v, int o)
+/* every lane posts @v, then reads lane @src(lane)'s */
+template <class T, class F> static inline T emu_shfl(T v, F src)
 {
 	uint64_t *b = E->xch();
 	int l = emu_lane();
@@ -72,22 +73,19 @@ template <class T> static inline T __shfl_xor_sync(unsigned, T v, int o)
 
 	memcpy(&b[l * 8], &v, sizeof(v));
 	E->wsync();
-	memcpy(&r, &b[(l ^ o) * 8], sizeof(r));
+	memcpy(&r, &b[(src(l) & 31) * 8], sizeof(r));
 	E->wsync();
 	return r;
 }
 
+template <class T> static inline T __shfl_xor_sync(unsigned, T v, int o)
+{
+	return emu_shfl(v, [o](int l) { return l ^ o; });
+}
+
 template <class T> static inline T __shfl_sync(unsigned, T v, int src)
 {
-	uint64_t *b = E->xch();
-	int l = emu_lane();
-	T r;
-
-	memcpy(&b[l * 8], &v, sizeof(v));
-	E->wsync();
-	memcpy(&r, &b[(src & 31) * 8], sizeof(r));
-	E->wsync();
-	return r;
+	return emu_shfl(v, [src](int) { return src; });
 }
 
 static inline bool __any_sync(unsigned, bool p)
