@@ -202,7 +202,7 @@ static __device__ __forceinline__ void load_sw_idx(u32 dst, const u16 *src,
 
 /*
  * K and V rows of the same gathered keys into the tiles at @dk and @dv
- * (CLUSTERED's buckets, listed columns): one index load a row for both
+ * (CLUSTERED's buckets): one index load a row for both
  */
 template <int ROWS, int THREADS>
 static __device__ __forceinline__ void load_sw_idx_kv(u32 dk, u32 dv,
