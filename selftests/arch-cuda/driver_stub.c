@@ -85,6 +85,8 @@ static CUresult fake_cuDeviceGetAttribute(int *v, CUdevice_attribute a,
 	case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *v = 1024; break;
 	case CU_DEVICE_ATTRIBUTE_WARP_SIZE: *v = 32; break;
 	case CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID: *v = -1; break;
+	/* cuda:0 has memory pools, cuda:1 not */
+	case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: *v = d == 0; break;
 	default: return CUDA_ERROR_INVALID_VALUE;
 	}
 	return CUDA_SUCCESS;
@@ -129,6 +131,76 @@ static CUresult fake_cuMemAlloc(CUdeviceptr *p, size_t n)
 	return CUDA_SUCCESS;
 }
 
+/* the scratch pool's calls, as the test last saw them */
+static struct {
+	int live, created_on, syncs;
+	cuuint64_t threshold;
+	CUstream alloc_s, free_s;
+	size_t alloc_n;
+	CUdeviceptr freed_async, freed;
+} fake_pool;
+static char fake_pool_token;
+
+/* forget the calls seen, not the pools alive */
+static void fake_pool_reset(void)
+{
+	int live = fake_pool.live;
+
+	memset(&fake_pool, 0, sizeof(fake_pool));
+	fake_pool.live = live;
+}
+
+static CUresult fake_cuMemPoolCreate(CUmemoryPool *pool,
+				     const CUmemPoolProps *pp)
+{
+	fake_pool.live++;
+	fake_pool.created_on = pp->location.id;
+	*pool = (CUmemoryPool)&fake_pool_token;
+	return CUDA_SUCCESS;
+}
+
+static CUresult fake_cuMemPoolDestroy(CUmemoryPool pool)
+{
+	fake_pool.live--;
+	return CUDA_SUCCESS;
+}
+
+static CUresult fake_cuMemPoolSetAttribute(CUmemoryPool pool,
+					   CUmemPool_attribute a, void *v)
+{
+	if (a == CU_MEMPOOL_ATTR_RELEASE_THRESHOLD)
+		fake_pool.threshold = *(cuuint64_t *)v;
+	return CUDA_SUCCESS;
+}
+
+static CUresult fake_cuMemAllocFromPoolAsync(CUdeviceptr *p, size_t n,
+					     CUmemoryPool pool, CUstream s)
+{
+	fake_pool.alloc_s = s;
+	fake_pool.alloc_n = n;
+	*p = 0x2000;
+	return CUDA_SUCCESS;
+}
+
+static CUresult fake_cuMemFreeAsync(CUdeviceptr p, CUstream s)
+{
+	fake_pool.freed_async = p;
+	fake_pool.free_s = s;
+	return CUDA_SUCCESS;
+}
+
+static CUresult fake_cuStreamSynchronize(CUstream s)
+{
+	fake_pool.syncs++;
+	return CUDA_SUCCESS;
+}
+
+static CUresult fake_cuMemFree(CUdeviceptr p)
+{
+	fake_pool.freed = p;
+	return CUDA_SUCCESS;
+}
+
 static CUresult fake_unused(void)
 {
 	return CUDA_ERROR_NOT_SUPPORTED;
@@ -152,6 +224,13 @@ static const struct {
 	{ "cuDevicePrimaryCtxRelease", fake_cuDevicePrimaryCtxRelease },
 	{ "cuCtxSetCurrent", fake_cuCtxSetCurrent },
 	{ "cuMemAlloc", fake_cuMemAlloc },
+	{ "cuMemPoolCreate", fake_cuMemPoolCreate },
+	{ "cuMemPoolDestroy", fake_cuMemPoolDestroy },
+	{ "cuMemPoolSetAttribute", fake_cuMemPoolSetAttribute },
+	{ "cuMemAllocFromPoolAsync", fake_cuMemAllocFromPoolAsync },
+	{ "cuMemFreeAsync", fake_cuMemFreeAsync },
+	{ "cuStreamSynchronize", fake_cuStreamSynchronize },
+	{ "cuMemFree", fake_cuMemFree },
 };
 
 static int fake_gpa_calls;
@@ -294,6 +373,39 @@ static struct asam_backend *cuda_be(struct asam_ctx *ctx)
 	return NULL;
 }
 
+/*
+ * Scratch without a workspace: from cuda:0's pool in the stream's order
+ * (no wait on the host), and on cuda:1, which has no pools, the plain
+ * allocation freed after a wait on the stream
+ */
+static void test_scratch(struct asam_cuda_device *d0,
+			 struct asam_cuda_device *d1)
+{
+	CUstream s0 = (CUstream)0x77, s1 = (CUstream)0x78;
+	CUdeviceptr p = 0;
+	int ret;
+
+	ksft_test_result(d0 && d0->pool && d1 && !d1->pool &&
+			 fake_pool.live == 1 && fake_pool.created_on == 0 &&
+			 fake_pool.threshold == ~(cuuint64_t)0,
+			 "pool: cuda:0's keeps its memory, cuda:1 has none\n");
+	fake_pool_reset();
+	ret = d0 ? asam_cuda_scratch_get(d0, s0, 1000, &p) : -1;
+	ret = ret ?: asam_cuda_scratch_put(d0, s0, p);
+	ksft_test_result(!ret && p == 0x2000 && fake_pool.alloc_s == s0 &&
+			 fake_pool.alloc_n == 1000 &&
+			 fake_pool.freed_async == 0x2000 &&
+			 fake_pool.free_s == s0 && !fake_pool.syncs &&
+			 !fake_pool.freed,
+			 "scratch: from the pool in the stream's order, no wait\n");
+	fake_pool_reset();
+	ret = d1 ? asam_cuda_scratch_get(d1, s1, 0, &p) : -1;
+	ret = ret ?: asam_cuda_scratch_put(d1, s1, p);
+	ksft_test_result(!ret && p == 0x1000 && fake_pool.syncs == 1 &&
+			 fake_pool.freed == 0x1000 && !fake_pool.freed_async,
+			 "scratch: no pool: cuMemAlloc, a wait, cuMemFree\n");
+}
+
 static void test_registry(const char *root)
 {
 	struct asam_cuda_device *d0, *d1;
@@ -336,8 +448,10 @@ static void test_registry(const char *root)
 			 asam_last_error());
 	ret = d0 ? asam_cuda_malloc(d0, 4096, &p) : -1;
 	ksft_test_result(!ret && p == 0x1000, "memory: a plain allocation\n");
+	test_scratch(d0, d1);
 	asam_ctx_destroy(ctx);
-	ksft_test_result(fake_retained == 0, "remove: every context released\n");
+	ksft_test_result(fake_retained == 0 && !fake_pool.live,
+			 "remove: every context released, the pool destroyed\n");
 
 	ctx = ctx_with("cuda:1", names, sizeof(names));
 	be = cuda_be(ctx);
@@ -372,7 +486,7 @@ int main(void)
 	const char *root;
 
 	ksft_print_header();
-	ksft_set_plan(19);
+	ksft_set_plan(22);
 	test_loader();
 	root = fake_sysfs_make();
 	if (!root) {
