@@ -241,7 +241,9 @@ struct asam_attn_params {
  *	or NULL; needed later by backward in SPARSE and SOFT mode
  * @lse_dense: the same for the dense branch; DENSE and SOFT mode
  * @workspace: device scratch memory of asam_attn_workspace_size() bytes,
- *	or NULL to use the context's pool
+ *	or NULL to use the context's pool (on a GPU: a memory pool per
+ *	device, allocated and freed in @stream's order, its memory kept
+ *	for later calls until asam_ctx_destroy())
  * @workspace_size: its size in bytes
  * @stream: the caller's stream (a CUstream) for GPU tensors; NULL for CPU
  *
