@@ -157,7 +157,12 @@ static void fwd_bucket(struct fast_job *job, struct fast_ws *w,
 
 	for (sg = 0; sg < ks->nseg; sg++) {
 		fast_gather(job, w, ks, gr->b, gr->hk, sg, false);
-		pv[sg] = w->pvb;	/* the worker's bucket: stays put */
+		/*
+		 * a cluster's segments each keep their rows in the worker's
+		 * bucket buffer (fast_gather: bsg is -1), so every segment's
+		 * pointer stays valid until P.V below
+		 */
+		pv[sg] = w->pvb;
 		isa->mm_ntc(w->q, R, dp, w->pkT, w->Sb + sg * FAST_KB, ld,
 			    ks->segn[sg]);
 	}
