@@ -354,42 +354,44 @@ static __device__ __forceinline__ int wg_need(int e, int wg, int r0, int k0,
 
 /*
  * LOCAL's list of a query tile, and the band of STRIDED and HIERARCHICAL
- * (radius R), is one range of key tiles (attn_plan.c's local_count): its
- * first tile is found here, so the first K/V load of a block waits on no
- * list load (two dependent global reads: the block's offsets, then its
- * entries) and the walk reads none.  A short walk of a few tiles is
- * latency, not MMAs: LOCAL at 64K keys had ~20 us a block.  The entries
- * carry no FULL flag: wg_need() decides from the radius.
+ * (radius R), is one range of keys: its first key is found here, so the
+ * first K/V load of a block waits on no list load (two dependent global
+ * reads: the block's offsets, then its entries) and the walk reads none.
+ * A short walk of a few tiles is latency, not MMAs: LOCAL at 64K keys
+ * had ~20 us a block.  The tiles start at the band's first key, not on
+ * a multiple of BLOCK_N: a radius-16 band of a 64-row warpgroup (96
+ * keys) spans two tiles so, and three aligned (HIERARCHICAL's band, one
+ * walk step in 19).  The entries are key starts and carry no FULL flag:
+ * wg_need() decides from the radius.
  */
 #if SM90_BAND
 static __device__ __forceinline__ int local_range(const attn_fwd_params &p,
-						  int q0, int nkt, int *n)
+						  int q0, int lim_max, int *n)
 {
 	const i64 off = (i64)p.Nk - p.Nq;
 	const int q1 = q0 + BLOCK_M - 1 < p.Nq ? q0 + BLOCK_M - 1 : p.Nq - 1;
 	i64 lo = q0 + off - p.radius, hi = q1 + off + p.radius;
-	int t0, t1;
 
 	lo = lo < 0 ? 0 : lo;
 	hi = hi > p.Nk - 1 ? p.Nk - 1 : hi;
-	t0 = (int)(lo / BLOCK_N);
-	t1 = (int)(hi / BLOCK_N);
-	t1 = t1 < nkt - 1 ? t1 : nkt - 1;
-	*n = hi < lo || t1 < t0 ? 0 : t1 - t0 + 1;
-	return t0;
+	hi = hi > lim_max - 1 ? lim_max - 1 : hi;
+	*n = hi < lo ? 0 : (int)((hi - lo) / BLOCK_N) + 1;
+	return (int)lo;
 }
-#define WALK_AT(it) (lt0 + (it))
+#define WALK_AT(it) (lt0 + (it) * BLOCK_N)
+#define ENTRY_K0(e) (e)
 #else
 #define WALK_AT(it) list[it]
+#define ENTRY_K0(e) (ATTN_E_TILE(e) * BLOCK_N)
 #endif
 
 /*
- * K and V of walk step @it into the stages at @dk, @dv: key tile @kt of
- * the band or the dense walk, or past the list's @cnt steps the column
- * keys' tile it - cnt (@nc column keys in all).
+ * K and V of walk step @it into the stages at @dk, @dv: the key tile from
+ * key @k0 of the band or the dense walk, or past the list's @cnt steps
+ * the column keys' tile it - cnt (@nc column keys in all).
  */
 static __device__ __forceinline__ void load_kv(const attn_fwd_params &p,
-					       int it, int cnt, int nc, int kt,
+					       int it, int cnt, int nc, int k0,
 					       const u16 *kg, const u16 *vg,
 					       u32 dk, u32 dv)
 {
@@ -402,8 +404,8 @@ static __device__ __forceinline__ void load_kv(const attn_fwd_params &p,
 		return;
 	}
 #endif
-	load_sw<BLOCK_N, ATTN_THREADS>(dk, kg, p.k_sn, kt * BLOCK_N, p.Nk);
-	load_sw<BLOCK_N, ATTN_THREADS>(dv, vg, p.v_sn, kt * BLOCK_N, p.Nk);
+	load_sw<BLOCK_N, ATTN_THREADS>(dk, kg, p.k_sn, k0, p.Nk);
+	load_sw<BLOCK_N, ATTN_THREADS>(dv, vg, p.v_sn, k0, p.Nk);
 }
 
 /*
@@ -452,7 +454,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	cp_async_commit();
 	if (use_list) {
 #if SM90_BAND
-		lt0 = local_range(p, q0, nkt, &cnt);
+		lt0 = local_range(p, q0, lim_max, &cnt);
 #else
 		list = tile_list(p, h, qt, nkt, &cnt);
 #endif
@@ -476,7 +478,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 	}
 #endif
 	if (tot > 0)
-		load_kv(p, 0, cnt, nc, use_list ? ATTN_E_TILE(e0) : 0, kg, vg,
+		load_kv(p, 0, cnt, nc, use_list ? ENTRY_K0(e0) : 0, kg, vg,
 			sk, sv);
 	cp_async_commit();
 
@@ -515,7 +517,7 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 #endif
 		} else if (it < cnt) {
 			if (use_list)
-				k0 = ATTN_E_TILE(e) * BLOCK_N;
+				k0 = ENTRY_K0(e);
 			nd = use_list ? wg_need(e, wg, q0 + wg * 64 + off, k0,
 						p.radius) : 2;
 		}
@@ -526,8 +528,8 @@ static __device__ __forceinline__ void fwd_tile(const attn_fwd_params &p,
 		/* the stages refilled were last read by MMAs waited for
 		 * before the barrier above */
 		if (it + 1 < tot)
-			load_kv(p, it + 1, cnt, nc, use_list ? ATTN_E_TILE(nx0) :
-				it + 1, kg, vg,
+			load_kv(p, it + 1, cnt, nc, use_list ? ENTRY_K0(nx0) :
+				(it + 1) * BLOCK_N, kg, vg,
 				sk + ((it + 1) & 1) * KV_BYTES,
 				sv + ((it + 1) % V_STAGES) * KV_BYTES);
 		cp_async_commit();
