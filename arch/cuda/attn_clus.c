@@ -91,7 +91,8 @@ static void clus_layout(const struct asam_problem *p, int tq, int tk,
 	if (!soft) {
 		int C = p->pat.C, CP = (C + 31) / 32 * 32;
 
-		L->cent_stride = ((size_t)CP * (p->d + 8) * 4 + C * 8 + 15) &
+		/* hi and lo halves (attn_clus.cu: cl_frag_at), fp64 norms */
+		L->cent_stride = ((size_t)CP * p->d * 4 + C * 8 + 15) &
 				 ~(size_t)15;
 		L->cent = take(&at, L->cent_stride * p->Hq);
 	}
@@ -244,20 +245,17 @@ static int clus_prepare(struct asam_cuda_device *d,
 		c->side = side;
 		if (!L->mask) {
 			/*
-			 * fp16: a token a thread, 128 a block.  bf16 on the
-			 * tensor cores: 16 tokens a warp a pass, 128 a block
-			 * (ASAM_CUDA_CLUS_TPB, tuning): a warp's passes are
-			 * latency, so more blocks beat fewer (H200, B2 H16
-			 * 16K d128, CLUSTERED forward: 1.18 ms at 128 and
-			 * 256, 1.24-1.32 at 512, 1.57-1.61 at 2048).  Shared:
-			 * the head's prepared centroids, copied.
+			 * 32 tokens a warp a pass, four warps a block, tpb
+			 * tokens a block (ASAM_CUDA_CLUS_TPB, tuning, rounded
+			 * up to 128).  Shared: the head's prepared
+			 * centroids, copied, then up to 64 clusters each
+			 * warp's 32 rows of scores, rows of CP + 4 floats
+			 * (attn_clus.cu: CL_SC_MAX, CL_SCP).
 			 */
-			int tpb = p->dt == ASAM_DT_BF16 ?
-				  clus_env("ASAM_CUDA_CLUS_TPB", 128) : 128;
-			/* bf16, up to 64 clusters: each warp's 16 rows of
-			 * scores (attn_clus.cu, CL_SC_MAX) */
-			size_t sc = p->dt == ASAM_DT_BF16 && CP <= 64 ?
-				    4 * 16 * (size_t)CP * 4 : 0;
+			int tpb = (clus_env("ASAM_CUDA_CLUS_TPB", 512) + 127) /
+				  128 * 128;
+			size_t sc = CP <= 64 ? 4 * 32 * (size_t)(CP + 4) * 4 :
+				    0;
 
 			ret = ret ?: attn_launch(d, fa,
 					  (c->N[side] + tpb - 1) / tpb,

@@ -4,12 +4,13 @@
  *
  * - assignment: c(x) = argmax_c <n^(x), n^(mu_hc)>, lowest c on ties, per
  *   query head h (keys of a GQA group are assigned once per query head).
- *   The decision must be the one runtime/pattern.c takes in fp64.  A
- *   thread scores its token against the unit centroids in fp32; when the
- *   best and the runner-up lie closer than a bound far above fp32's error
- *   (1e-4 |x|), it redoes the token in fp64 in the reference's exact order
- *   of operations (no fused multiply-add), so every decision is the
- *   reference's, tie for tie, at fp32 cost.
+ *   The decision must be the one runtime/pattern.c takes in fp64.  The
+ *   tensor cores score the tokens against the unit centroids with fp32
+ *   sums (cl_pass); when a token's best and runner-up lie closer than a
+ *   bound far above fp32's error (1e-4 |x|), one thread redoes the token
+ *   in fp64 in the reference's exact order of operations (no fused
+ *   multiply-add), so every decision is the reference's, tie for tie, at
+ *   fp32 cost.
  * - counting sort of each (b, h) side by cluster, stable (ascending token
  *   within a cluster), one block per (b, h, side), no atomics: each warp
  *   counts a contiguous segment, so ranks follow token order.  It also
@@ -34,7 +35,7 @@
 #define CL_CDT_F64 4
 
 #define CL_THREADS 128
-#define CL_CB 32		/* clusters scored per pass over a token */
+#define CL_CB 32		/* clusters padded to a multiple of this */
 #define CL_SORT_WARPS 16
 
 static __device__ __forceinline__ float x16(u16 v)
@@ -134,97 +135,38 @@ static __device__ int exact_pick(const attn_clus_params &p, const u16 *x,
 	return bc;
 }
 
-/* the cluster of token @t of side @side, (b, h): see the kernel below */
-static __device__ __forceinline__ void assign_one(const attn_clus_params &p,
-						  int side, int h, int hx,
-						  int b, i64 bh, int t, int N,
-						  int C, int CP,
-						  const float *smu,
-						  const double *scn)
-{
-	const u16 *x = (const u16 *)p.x[side] + b * p.x_sb[side] +
-		       hx * p.x_sh[side] + (i64)t * p.x_sn[side];
-	float best = ATTN_NEG_INF, second = ATTN_NEG_INF, xn2 = 0.f;
-	int bc = 0;
-
-	for (int cb = 0; cb < CP; cb += CL_CB) {
-		float acc[CL_CB];
-
-#pragma unroll
-		for (int c = 0; c < CL_CB; c++)
-			acc[c] = 0.f;
-		for (int e0 = 0; e0 < HEAD_DIM; e0 += 8) {
-			uint4 w = *(const uint4 *)(x + e0);
-			float xv[8];
-
-			xv[0] = unpack_lo(w.x); xv[1] = unpack_hi(w.x);
-			xv[2] = unpack_lo(w.y); xv[3] = unpack_hi(w.y);
-			xv[4] = unpack_lo(w.z); xv[5] = unpack_hi(w.z);
-			xv[6] = unpack_lo(w.w); xv[7] = unpack_hi(w.w);
-			if (cb == 0) {
-#pragma unroll
-				for (int k = 0; k < 8; k++)
-					xn2 += xv[k] * xv[k];
-			}
-#pragma unroll
-			for (int c = 0; c < CL_CB; c++) {
-				const float4 *m = (const float4 *)
-					(smu + (cb + c) * HEAD_DIM + e0);
-				float4 m0 = m[0], m1 = m[1];
-
-				acc[c] += xv[0] * m0.x + xv[1] * m0.y +
-					  xv[2] * m0.z + xv[3] * m0.w +
-					  xv[4] * m1.x + xv[5] * m1.y +
-					  xv[6] * m1.z + xv[7] * m1.w;
-			}
-		}
-#pragma unroll
-		for (int c = 0; c < CL_CB; c++) {
-			if (cb + c >= C)
-				break;
-			if (acc[c] > best) {
-				second = best;
-				best = acc[c];
-				bc = cb + c;
-			} else if (acc[c] > second) {
-				second = acc[c];
-			}
-		}
-	}
-
-	const float tol = 1e-4f * sqrtf(xn2);
-
-	if (!(best - second > tol))
-		bc = exact_pick(p, x, h, C, scn, best, tol, xn2 == 0.f,
-				[&](int c) {
-					float f = 0.f;
-
-					for (int e = 0; e < HEAD_DIM; e++)
-						f += x16(x[e]) *
-						     smu[c * HEAD_DIM + e];
-					return f;
-				});
-	p.cl[side][bh * N + t] = bc;
-	if (p.nrm[side])
-		p.nrm[side][bh * N + t] = exact_norm(x);
-}
-
-#if DTYPE == ATTN_BF16
 /*
- * bf16 tokens on the tensor cores: each warp scores 16 tokens against
- * every centroid with mma.sync (m16n8k16, fp32 accumulate), the unit
- * centroid split into two bf16 halves (hi + lo carries 16 bits of its
- * fp32 mantissa) so the score's error stays near fp32's, far under the
- * 1e-4 |x| margin of the screen.  Shared memory: hi and lo rows [CP][CL_LD]
- * (padded: the B fragments' 32-bit reads hit 32 banks), then the norms.
+ * Tokens on the tensor cores, bf16 and fp16 alike: each warp scores 32
+ * tokens a pass against every centroid with mma.sync (m16n8k16, fp32
+ * accumulate), the unit centroid split into two halves of the tokens'
+ * type (hi + lo: 16 bits of its fp32 mantissa in bf16, 22 in fp16) so the
+ * score's error stays near fp32's, far under the 1e-4 |x| margin of the
+ * screen.
+ *
+ * The centroids are the A operand (16 clusters a tile) and the tokens
+ * the B operand (8 a tile): a B fragment is two words of one token, so
+ * a lane's 16-byte load of a token row (dims 32 q + 8 tg, a sum over k
+ * may take the dimensions in any order) feeds two k steps with no
+ * register moves; with the tokens as A, every fragment mixed two rows
+ * and ptxas spent ~170 moves a 16-cluster step arranging them (ncu,
+ * H200: 2400 instructions a pass of 32 tokens, 128 us a side).  The
+ * prep kernel stores the centroids in fragment order, one 16-byte
+ * shared load a lane a fragment (cl_frag_at).  A token's scores then lie
+ * across the eight lanes of its column, merged once a pass by halving
+ * (cl_pass).
  */
-#define CL_LD (HEAD_DIM + 8)
+#define CL_NQ (HEAD_DIM / 32)	/* 16-byte chunks of a row a lane holds */
+#define CL_NT 4			/* 8-token tiles a warp scores a pass */
+#define CL_PASS (8 * CL_NT)	/* tokens a warp a pass */
 /*
  * Clusters up to which the assignment keeps each token's scores for the
- * screen (16 KB a block at 64): otherwise the screen recomputed every
- * cluster's score of a close token, ~40 % of the kernel's instructions.
+ * screen (18 KB a block at 32, 35 KB at 64): otherwise the screen
+ * recomputed every cluster's score of a close token, ~40 % of the
+ * kernel's instructions.  Rows of CP + 4 floats: the column's stores
+ * (tokens 2 tg, clusters gr) fall on distinct banks.
  */
 #define CL_SC_MAX 64
+#define CL_SCP(CP) ((CP) + 4)
 
 /* one float to the dtype, rounded to nearest even */
 static __device__ __forceinline__ u16 pack_one(float f)
@@ -232,174 +174,277 @@ static __device__ __forceinline__ u16 pack_one(float f)
 	return (u16)(pack2(f, 0.f) & 0xffff);
 }
 
-/* fold score @v of cluster @c into (best, second, its cluster) */
+/*
+ * Where (cluster @c, dim @e) of half @hl (0: hi, 1: lo) lies in the
+ * fragment-ordered centroids, in elements: blocks of 32 lanes x 16 bytes
+ * for each (16-cluster tile, q, k step j, half); lane (gr, tg) holds the
+ * A fragment {c gr, c gr + 8} x {dims d, d + 1}, then x {d + 2, d + 3},
+ * d = 32 q + 8 tg + 4 j.
+ */
+static __device__ __forceinline__ int cl_frag_at(int c, int e, int hl)
+{
+	const int r = c & 15, w = (r >> 3) + 2 * ((e >> 1) & 1);
+
+	return ((((c >> 4) * CL_NQ + (e >> 5)) * 2 + ((e >> 2) & 1)) * 2 +
+		hl) * 256 + ((r & 7) * 4 + ((e >> 3) & 3)) * 8 + 2 * w +
+	       (e & 1);
+}
+
+/* fold score @v of cluster @c (increasing) into (best, second, cluster) */
 static __device__ __forceinline__ void cl_fold(float &b, float &s, int &bc,
 					       float v, int c)
 {
-	if (v > b) {
-		s = b;
-		b = v;
-		bc = c;
-	} else if (v > s) {
-		s = v;	/* an equal score: a tie, settled in fp64 */
-	}
+	s = fmaxf(s, fminf(b, v));	/* an equal score: a tie, in fp64 */
+	bc = v > b ? c : bc;
+	b = fmaxf(b, v);
 }
 
-/* merge the quad's (best, second, cluster): lowest cluster on ties */
-static __device__ __forceinline__ void cl_merge(float &b, float &s, int &bc)
+/* join another lane's (best, second, cluster): lowest cluster on ties */
+static __device__ __forceinline__ void cl_join(float &b, float &s, int &bc,
+					       float ob, float os, int oc)
+{
+	const bool take = ob > b || (ob == b && oc < bc);
+
+	s = take ? fmaxf(b, os) : fmaxf(s, ob);
+	bc = take ? oc : bc;
+	b = take ? ob : b;
+}
+
+/*
+ * The fp32 score of row @x against cluster @c, for exact_pick's screen
+ * past CL_SC_MAX clusters (any order's rounding lies far under the
+ * screen's margin).  Rare: close tokens of large C only.
+ */
+static __device__ float cl_screen(const u16 *x, const u16 *frag, int c)
+{
+	float f = 0.f;
+
+	for (int e = 0; e < HEAD_DIM; e++)
+		f += x16(x[e]) * (x16(frag[cl_frag_at(c, e, 0)]) +
+				  x16(frag[cl_frag_at(c, e, 1)]));
+	return f;
+}
+
+/* word @i of a 16-byte chunk */
+static __device__ __forceinline__ u32 cl_w(const uint4 &v, int i)
+{
+	return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+/*
+ * Token t0 + 8 t + gr of pass @t0 into @xa[t]: its 16-byte chunks at dims
+ * 32 q + 8 tg.  Rows past @N repeat the last one (scored, never written).
+ */
+static __device__ __forceinline__ void cl_load(uint4 (*xa)[CL_NQ],
+					       const u16 *xb, i64 sn, int t0,
+					       int N, int gr, int tg)
 {
 #pragma unroll
-	for (int o = 1; o < 4; o <<= 1) {
-		float ob = __shfl_xor_sync(0xffffffffu, b, o);
-		float os = __shfl_xor_sync(0xffffffffu, s, o);
-		int oc = __shfl_xor_sync(0xffffffffu, bc, o);
+	for (int t = 0; t < CL_NT; t++) {
+		const int r = t0 + 8 * t + gr;
+		const u16 *x = xb + (i64)(r < N ? r : N - 1) * sn + 8 * tg;
 
-		if (ob > b || (ob == b && oc < bc)) {
-			s = fmaxf(b, os);
-			b = ob;
-			bc = oc;
-		} else {
-			s = fmaxf(s, ob);
-		}
+#pragma unroll
+		for (int q = 0; q < CL_NQ; q++)
+			xa[t][q] = *(const uint4 *)(x + 32 * q);
 	}
 }
 
 /*
- * The fp32 score of row @x against a centroid's @hi + @lo row, for
- * exact_pick's screen: 16-byte loads and eight partial sums (any order's
- * rounding lies far under the screen's margin).  One product at a time,
- * a load and a dependent add each, 32 clusters took ~16 k cycles.
+ * |x|^2 of the lane's part of a token, for the screen's margin.  bf16:
+ * packed fmas in two chains of eight (a rounding of at most 2^-8 each,
+ * so at most 3.2 % low; times 1.04 it is no less than the true value;
+ * bf16 keeps fp32's exponents: nothing overflows, only parts under
+ * 2^-120 vanish, and a norm under 2^-100 goes to fp64 whole).  fp16
+ * squares overflow past 256: fp32 there.
  */
-static __device__ float cl_screen(const u16 *x, const u16 *hi, const u16 *lo)
+static __device__ __forceinline__ float cl_norm2(const uint4 *xq)
 {
-	float f[8] = { 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f };
-
-#pragma unroll 4
-	for (int e0 = 0; e0 < HEAD_DIM; e0 += 8) {
-		uint4 w = *(const uint4 *)(x + e0);
-		uint4 a = *(const uint4 *)(hi + e0);
-		uint4 b = *(const uint4 *)(lo + e0);
-		const u32 xw[4] = { w.x, w.y, w.z, w.w };
-		const u32 aw[4] = { a.x, a.y, a.z, a.w };
-		const u32 bw[4] = { b.x, b.y, b.z, b.w };
+#if DTYPE == ATTN_BF16
+	u32 a = 0, b = 0;
 
 #pragma unroll
-		for (int k = 0; k < 4; k++) {
-			f[2 * k] += unpack_lo(xw[k]) *
-				    (unpack_lo(aw[k]) + unpack_lo(bw[k]));
-			f[2 * k + 1] += unpack_hi(xw[k]) *
-					(unpack_hi(aw[k]) + unpack_hi(bw[k]));
+	for (int q = 0; q < CL_NQ; q++) {
+		a = fma2(xq[q].x, xq[q].x, a);
+		b = fma2(xq[q].y, xq[q].y, b);
+		a = fma2(xq[q].z, xq[q].z, a);
+		b = fma2(xq[q].w, xq[q].w, b);
+	}
+	return ((unpack_lo(a) + unpack_hi(a)) + (unpack_lo(b) +
+		unpack_hi(b))) * 1.04f;
+#else
+	float n = 0.f;
+
+#pragma unroll
+	for (int q = 0; q < CL_NQ; q++) {
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			const float u = unpack_lo(cl_w(xq[q], i));
+			const float v = unpack_hi(cl_w(xq[q], i));
+
+			n += u * u + v * v;
 		}
 	}
-	return ((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]));
-}
-
-static __device__ void assign_mma(const attn_clus_params &p, int side,
-				  int h, int hx, int b, i64 bh, int N, int C,
-				  int CP, const u16 *shi, const u16 *slo,
-				  const double *scn, float *sc)
-{
-	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-	const int gr = lane >> 2, tg = lane & 3;
-	const u16 *xb = (const u16 *)p.x[side] + b * p.x_sb[side] +
-			hx * p.x_sh[side];
-
-	for (int g = blockIdx.x * 4 + warp; g * 16 < N; g += gridDim.x * 4) {
-		const int r0 = g * 16 + gr, r1 = r0 + 8;
-		const u16 *x0 = xb + (i64)(r0 < N ? r0 : N - 1) * p.x_sn[side];
-		const u16 *x1 = xb + (i64)(r1 < N ? r1 : N - 1) * p.x_sn[side];
-		u32 a[HEAD_DIM / 16][4];
-		float n0 = 0.f, n1 = 0.f, b0 = ATTN_NEG_INF, s0 = ATTN_NEG_INF;
-		float b1 = ATTN_NEG_INF, s1 = ATTN_NEG_INF;
-		int c0 = 0, c1 = 0;
-
-#pragma unroll
-		for (int ks = 0; ks < HEAD_DIM / 16; ks++) {
-			const int e = ks * 16 + 2 * tg;
-
-			a[ks][0] = *(const u32 *)(x0 + e);
-			a[ks][1] = *(const u32 *)(x1 + e);
-			a[ks][2] = *(const u32 *)(x0 + e + 8);
-			a[ks][3] = *(const u32 *)(x1 + e + 8);
-#pragma unroll
-			for (int k = 0; k < 4; k += 2) {
-				float u = unpack_lo(a[ks][k]);
-				float v = unpack_hi(a[ks][k]);
-				float w = unpack_lo(a[ks][k + 1]);
-				float z = unpack_hi(a[ks][k + 1]);
-
-				n0 += u * u + v * v;
-				n1 += w * w + z * z;
-			}
-		}
-		n0 = quad_sum(n0);
-		n1 = quad_sum(n1);
-		__syncwarp();	/* the last pass' screen read sc */
-		for (int nt = 0; nt < CP / 8; nt++) {
-			const int c = nt * 8 + 2 * tg;
-			const u16 *bh_ = shi + (nt * 8 + gr) * CL_LD;
-			const u16 *bl_ = slo + (nt * 8 + gr) * CL_LD;
-			float acc[4] = { 0.f, 0.f, 0.f, 0.f };
-
-#pragma unroll
-			for (int ks = 0; ks < HEAD_DIM / 16; ks++) {
-				const int e = ks * 16 + 2 * tg;
-				u32 bhi[2] = { *(const u32 *)(bh_ + e),
-					       *(const u32 *)(bh_ + e + 8) };
-				u32 blo[2] = { *(const u32 *)(bl_ + e),
-					       *(const u32 *)(bl_ + e + 8) };
-
-				mma16816(acc, a[ks], bhi);
-				mma16816(acc, a[ks], blo);
-			}
-			if (sc) {	/* the scores, for exact_pick's screen */
-				sc[gr * CP + c] = acc[0];
-				sc[gr * CP + c + 1] = acc[1];
-				sc[(gr + 8) * CP + c] = acc[2];
-				sc[(gr + 8) * CP + c + 1] = acc[3];
-			}
-			if (c < C) {
-				cl_fold(b0, s0, c0, acc[0], c);
-				cl_fold(b1, s1, c1, acc[2], c);
-			}
-			if (c + 1 < C) {
-				cl_fold(b0, s0, c0, acc[1], c + 1);
-				cl_fold(b1, s1, c1, acc[3], c + 1);
-			}
-		}
-		cl_merge(b0, s0, c0);
-		cl_merge(b1, s1, c1);
-		__syncwarp();
-		/* lane tg 0 settles row gr, lane tg 1 row gr + 8 */
-		if (tg < 2) {
-			const int r = tg ? r1 : r0;
-			const u16 *x = tg ? x1 : x0;
-			const float best = tg ? b1 : b0, xn2 = tg ? n1 : n0;
-			const float tol = 1e-4f * sqrtf(xn2);
-			int bc = tg ? c1 : c0;
-
-			if (r >= N)
-				continue;
-			if (!((tg ? best - s1 : best - s0) > tol))
-				bc = exact_pick(p, x, h, C, scn, best, tol,
-						xn2 == 0.f, [&](int cc) {
-					/* the MMA's own score where kept */
-					return sc ? sc[(gr + 8 * tg) * CP + cc] :
-					       cl_screen(x, shi + cc * CL_LD,
-							 slo + cc * CL_LD);
-				});
-			p.cl[side][bh * N + r] = bc;
-			if (p.nrm[side])
-				p.nrm[side][bh * N + r] = exact_norm(x);
-		}
-	}
-}
+	return n;
 #endif
+}
+
+/*
+ * Score the pass' 32 tokens held in @xa and settle them: lane (gr, tg)
+ * writes token 8 (gr >> 1) + 2 tg + (gr & 1).  @frag: the centroids in
+ * fragment order; @sc: the warp's [32][CL_SCP] scores, or NULL.
+ */
+static __device__ void cl_pass(const attn_clus_params &p, int side, int h,
+			       i64 bh, int N, int C, int CP, int t0,
+			       const u16 *xb, i64 sn, uint4 (*xa)[CL_NQ],
+			       const u16 *frag, const double *scn, float *sc)
+{
+	const int lane = threadIdx.x & 31, gr = lane >> 2, tg = lane & 3;
+	const int SCP = CL_SCP(CP);
+	/* token k = 2 t + u of the lane's column: 8 t + 2 tg + u */
+	float bv[2 * CL_NT], sv[2 * CL_NT], nn[CL_NT];
+	int bc[2 * CL_NT];
+
+#pragma unroll
+	for (int t = 0; t < CL_NT; t++)
+		nn[t] = quad_sum(cl_norm2(xa[t]));	/* token 8 t + gr */
+#pragma unroll
+	for (int k = 0; k < 2 * CL_NT; k++) {
+		bv[k] = ATTN_NEG_INF;
+		sv[k] = ATTN_NEG_INF;
+		bc[k] = 0;
+	}
+	__syncwarp();	/* the last pass' screen read sc */
+	for (int ct = 0; ct < CP / 16; ct++) {
+		const uint4 *fa = (const uint4 *)frag + ct * CL_NQ * 4 * 32 +
+				  lane;
+		const int c0 = 16 * ct + gr, c1 = c0 + 8;
+		/* hi and lo apart: chains of 2 CL_NQ MMAs */
+		float acc[CL_NT][2][4];
+
+#pragma unroll
+		for (int t = 0; t < CL_NT; t++) {
+#pragma unroll
+			for (int i = 0; i < 4; i++) {
+				acc[t][0][i] = 0.f;
+				acc[t][1][i] = 0.f;
+			}
+		}
+#pragma unroll
+		for (int q = 0; q < CL_NQ; q++) {
+#pragma unroll
+			for (int j = 0; j < 2; j++) {
+				const uint4 H = fa[((q * 2 + j) * 2) * 32];
+				const uint4 L = fa[((q * 2 + j) * 2 + 1) * 32];
+				const u32 ah[4] = { H.x, H.y, H.z, H.w };
+				const u32 al[4] = { L.x, L.y, L.z, L.w };
+
+#pragma unroll
+				for (int t = 0; t < CL_NT; t++) {
+					const u32 b[2] = {
+						cl_w(xa[t][q], 2 * j),
+						cl_w(xa[t][q], 2 * j + 1) };
+
+					mma16816(acc[t][0], ah, b);
+					mma16816(acc[t][1], al, b);
+				}
+			}
+		}
+#pragma unroll
+		for (int t = 0; t < CL_NT; t++) {
+			/* (c0 | c1) x (token 2 tg | 2 tg + 1) */
+			float s[4];
+
+#pragma unroll
+			for (int i = 0; i < 4; i++)
+				s[i] = acc[t][0][i] + acc[t][1][i];
+			if (sc) {	/* the scores, for exact_pick's screen */
+				float *r0 = sc + (8 * t + 2 * tg) * SCP;
+
+				r0[c0] = s[0];
+				r0[SCP + c0] = s[1];
+				r0[c1] = s[2];
+				r0[SCP + c1] = s[3];
+			}
+			/* past C: zero rows, out of the running */
+			cl_fold(bv[2 * t], sv[2 * t], bc[2 * t],
+				c0 < C ? s[0] : ATTN_NEG_INF, c0);
+			cl_fold(bv[2 * t + 1], sv[2 * t + 1], bc[2 * t + 1],
+				c0 < C ? s[1] : ATTN_NEG_INF, c0);
+			cl_fold(bv[2 * t], sv[2 * t], bc[2 * t],
+				c1 < C ? s[2] : ATTN_NEG_INF, c1);
+			cl_fold(bv[2 * t + 1], sv[2 * t + 1], bc[2 * t + 1],
+				c1 < C ? s[3] : ATTN_NEG_INF, c1);
+		}
+	}
+
+	/*
+	 * The column's eight lanes hold every token's partial folds over
+	 * their clusters: halve three times (lane bits 4, 3, 2), each lane
+	 * keeping the half of the tokens its bit names, until lane gr holds
+	 * token k = gr whole.  14 joins, not 24 of a butterfly.
+	 */
+#pragma unroll
+	for (int r = 0; r < 3; r++) {
+		const int m = CL_NT >> r;
+		const bool up = (gr >> (2 - r)) & 1;
+
+#pragma unroll
+		for (int i = 0; i < m; i++) {
+			/* values, not element addresses, selected: an
+			 * address select put the arrays in local memory */
+			const float b0 = bv[i], b1 = bv[m + i];
+			const float s0 = sv[i], s1 = sv[m + i];
+			const int c0 = bc[i], c1 = bc[m + i];
+			const float ob = __shfl_xor_sync(0xffffffffu,
+							 up ? b0 : b1, 16 >> r);
+			const float os = __shfl_xor_sync(0xffffffffu,
+							 up ? s0 : s1, 16 >> r);
+			const int oc = __shfl_xor_sync(0xffffffffu,
+						       up ? c0 : c1, 16 >> r);
+
+			bv[i] = up ? b1 : b0;
+			sv[i] = up ? s1 : s0;
+			bc[i] = up ? c1 : c0;
+			cl_join(bv[i], sv[i], bc[i], ob, os, oc);
+		}
+	}
+
+	/* token k = gr: 8 (gr >> 1) + 2 tg + (gr & 1); its norm from the
+	 * quad that loaded it */
+	const int row = 8 * (gr >> 1) + 2 * tg + (gr & 1), t = t0 + row;
+	float xn2 = 0.f;
+
+#pragma unroll
+	for (int i = 0; i < CL_NT; i++) {
+		const float v = __shfl_sync(0xffffffffu, nn[i], (row & 7) * 4);
+
+		xn2 = i == row >> 3 ? v : xn2;
+	}
+	__syncwarp();	/* sc's stores seen by every lane */
+
+	const u16 *x = xb + (i64)t * sn;
+	const float tol = 1e-4f * sqrtf(xn2);
+	int pick = bc[0];
+
+	if (t >= N)
+		return;
+	/* a vanishing or non-finite norm: every cluster in fp64 */
+	if (!(bv[0] - sv[0] > tol))
+		pick = exact_pick(p, x, h, C, scn, bv[0], tol,
+				  !(xn2 >= 0x1p-100f), [&](int cc) {
+			/* the MMA's own score where kept */
+			return sc ? sc[row * SCP + cc] : cl_screen(x, frag, cc);
+		});
+	p.cl[side][bh * N + t] = pick;
+	if (p.nrm[side])
+		p.nrm[side][bh * N + t] = exact_norm(x);
+}
 
 /*
  * The unit centroids of head blockIdx.x in the layout the assignment
- * copies into its shared memory (fp32 rows, or bf16 hi and lo rows padded
- * to CL_LD, zero rows up to a multiple of CL_CB clusters), then their
+ * copies into its shared memory (hi and lo halves of the tokens' type in
+ * fragment order, zero rows up to a multiple of CL_CB clusters), then their
  * fp64 norms, at @p.cent + h * p.cent_stride bytes.  Once a call: when
  * every assignment block did it in its prologue, a warp's fp64 sums and
  * divides and their dependent loads ran 1024 times a side at B2 H16 16K.
@@ -414,13 +459,8 @@ asam_clus_prep_kernel(const attn_clus_params p)
 	const int h = blockIdx.x, C = p.C;
 	const int CP = (C + CL_CB - 1) / CL_CB * CL_CB;
 	unsigned char *out = (unsigned char *)p.cent + (i64)h * p.cent_stride;
-#if DTYPE == ATTN_BF16
-	u16 *shi = (u16 *)out, *slo = shi + CP * CL_LD;	/* [CP][CL_LD] */
-	double *scn = (double *)(slo + CP * CL_LD);	/* [C] */
-#else
-	float *smu = (float *)out;			/* [CP][HEAD_DIM] */
-	double *scn = (double *)(smu + CP * HEAD_DIM);	/* [C] */
-#endif
+	u16 *frag = (u16 *)out;			/* cl_frag_at() */
+	double *scn = (double *)(frag + 2 * CP * HEAD_DIM);	/* [C] */
 
 	for (int c = threadIdx.x; c < C; c += CL_THREADS) {
 		const i64 at = h * p.mu_sh + c * p.mu_sc;
@@ -446,35 +486,29 @@ asam_clus_prep_kernel(const attn_clus_params p)
 		const int c = x / HEAD_DIM, e = x % HEAD_DIM;
 		float u = c < C ? (float)(mu_get(p, h * p.mu_sh + c * p.mu_sc +
 						 e * p.mu_se) / sn[c]) : 0.f;
-#if DTYPE == ATTN_BF16
 		u16 hi = pack_one(u);
 
-		shi[c * CL_LD + e] = hi;
-		slo[c * CL_LD + e] = pack_one(u - x16(hi));
-#else
-		smu[c * HEAD_DIM + e] = u;
-#endif
+		frag[cl_frag_at(c, e, 0)] = hi;
+		frag[cl_frag_at(c, e, 1)] = pack_one(u - x16(hi));
 	}
 }
 
 /*
- * Tried (ninth session, H200, B2 H16 16K d128): loading a warp's next
- * 16 tokens before its MMAs (and the first before the centroid copy),
- * both sides in one launch: 126 registers instead of 69, 19 % of the
- * warps resident instead of 31 %, 251-278 us for both sides at 128 to
- * 2048 tokens a block against 263 us before.  Not the loads' latency.
- * Nor the MMAs' one chain of sixteen: four accumulators (hi and lo, even
- * and odd k steps) read 133 + 138 us against 128 + 133 (78 registers).
- * ncu's source counters (a side, 44 M warp instructions, ~1350 a warp
- * and pass of 16 tokens): stall samples 47 % in the MMA, fold and merge
- * loop, 18 % in the fp64 path of close calls (4 % of passes have one),
- * 16 % in the block's centroid copy, 13 % in the norms waiting on the
- * tokens' loads.
+ * Grid (token blocks, Hq, B), CL_THREADS threads, CL_PASS tokens a warp
+ * a pass (cl_pass) over the block's tokens (the host sizes the grid).
+ * Dynamic shared memory: the head's block of asam_clus_prep_kernel,
+ * copied, then each warp's scores for the screen.  The warp's first
+ * tokens are in flight while the block copies the centroids.
  *
- * Grid (token blocks, Hq, B), CL_THREADS threads: fp16 a token a
- * thread per pass, bf16 16 tokens a warp per pass (assign_mma), over the
- * block's tokens (the host sizes the grid).  Dynamic shared memory: the
- * head's block of asam_clus_prep_kernel, copied.
+ * Before (ninth and tenth sessions, H200, B2 H16 16K d128): 16 tokens a
+ * warp a pass with 4-byte token loads and four 4-byte shared loads for
+ * each B fragment, fp16 a token a thread on the CUDA cores; 128 + 135 us
+ * for the two sides (~1350 warp instructions a pass of 16 tokens), where
+ * reading the tokens once takes 28 us a side.  Tried then: the next
+ * pass' tokens loaded before the MMAs (126 registers, 251-278 us against
+ * 263), four accumulators (no change).  Tried here first: tokens as the
+ * A operand, 32 a pass, 16-byte loads: 128 + 135 us again (the register
+ * moves above).  Now 103 + 110 us (eleventh session, t4.sh).
  */
 extern "C" __global__ void __launch_bounds__(CL_THREADS)
 asam_clus_assign_kernel(const attn_clus_params p)
@@ -483,36 +517,39 @@ asam_clus_assign_kernel(const attn_clus_params p)
 	const int side = p.side, h = blockIdx.y, b = blockIdx.z;
 	const int N = p.N[side], C = p.C, CP = (C + CL_CB - 1) / CL_CB * CL_CB;
 	const int hx = side ? h / (p.Hq / p.Hx[1]) : h;
-	const int t0 = blockIdx.x * CL_THREADS + threadIdx.x;
-#if DTYPE == ATTN_BF16
-	u16 *shi = (u16 *)cl_smem, *slo = shi + CP * CL_LD;	/* [CP][CL_LD] */
-	double *scn = (double *)(slo + CP * CL_LD);		/* [C] */
-#else
-	float *smu = cl_smem;				/* [CP][HEAD_DIM] */
-	double *scn = (double *)(smu + CP * HEAD_DIM);	/* [C] */
-#endif
-	const i64 bh = (i64)b * p.Hq + h;
-	const uint4 *src = (const uint4 *)((const unsigned char *)p.cent +
-					   (i64)h * p.cent_stride);
-
-	/* the block is a multiple of 16 bytes (the host pads it) */
-	for (int x = threadIdx.x; x < p.cent_stride / 16; x += CL_THREADS)
-		((uint4 *)cl_smem)[x] = src[x];
-	__syncthreads();
-#if DTYPE == ATTN_BF16
-	/* up to CL_SC_MAX clusters, each warp keeps its 16 rows' scores
-	 * [16][CP] after the centroids (the host sizes the window) */
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int warps = CL_THREADS / 32, step = gridDim.x * warps * CL_PASS;
+	const u16 *frag = (const u16 *)cl_smem;		/* cl_frag_at() */
+	const double *scn = (const double *)(frag + 2 * CP * HEAD_DIM);
+	const i64 bh = (i64)b * p.Hq + h, sn = p.x_sn[side];
+	const u16 *xb = (const u16 *)p.x[side] + b * p.x_sb[side] +
+			hx * p.x_sh[side];
+	const unsigned char *src = (const unsigned char *)p.cent +
+				   (i64)h * p.cent_stride;
+	/* up to CL_SC_MAX clusters, each warp keeps its pass' scores
+	 * [CL_PASS][CL_SCP] after the centroids (the host sizes the window) */
 	float *sc = CP <= CL_SC_MAX ? (float *)((unsigned char *)cl_smem +
 					       p.cent_stride) +
-					(threadIdx.x >> 5) * 16 * CP : NULL;
+					warp * CL_PASS * CL_SCP(CP) : NULL;
+	uint4 xa[CL_NT][CL_NQ];
+	int t0 = (blockIdx.x * warps + warp) * CL_PASS;
 
-	assign_mma(p, side, h, hx, b, bh, N, C, CP, shi, slo, scn, sc);
-#else
-	/* a block takes several tokens a thread: the centroids once */
-	for (int t = t0; t < N; t += gridDim.x * CL_THREADS)
-		assign_one(p, side, h, hx, b, bh, t, N, C, CP, smu,
-			   scn);
-#endif
+	/* the block is a multiple of 16 bytes (the host pads it); copied
+	 * while the warp's first tokens load */
+	for (int x = threadIdx.x; x < p.cent_stride / 16; x += CL_THREADS)
+		cp_async16((unsigned char *)cl_smem + 16 * x, src + 16 * x,
+			   true);
+	cp_async_commit();
+	if (t0 < N)
+		cl_load(xa, xb, sn, t0, N, lane >> 2, lane & 3);
+	cp_async_wait_all();
+	__syncthreads();
+	for (; t0 < N; t0 += step) {
+		cl_pass(p, side, h, bh, N, C, CP, t0, xb, sn, xa, frag, scn,
+			sc);
+		if (t0 + step < N)
+			cl_load(xa, xb, sn, t0 + step, N, lane >> 2, lane & 3);
+	}
 }
 
 

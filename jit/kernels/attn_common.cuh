@@ -145,6 +145,19 @@ static __device__ __forceinline__ u32 pack2(float lo, float hi)
 	return r;
 }
 
+/* a * b + c on both halves in the tokens' type, rounded once each */
+static __device__ __forceinline__ u32 fma2(u32 a, u32 b, u32 c)
+{
+	u32 r;
+
+#if DTYPE == ATTN_BF16
+	asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+#else
+	asm("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+#endif
+	return r;
+}
+
 static __device__ __forceinline__ float unpack_lo(u32 x)
 {
 #if DTYPE == ATTN_BF16

@@ -302,7 +302,7 @@ int main(int argc, char **argv)
 	gpu_case_setup();
 	if (argc > 1 && !strcmp(argv[1], "--bench"))
 		return bench() ? 1 : 0;
-	ksft_set_plan(4 * 2 * 3 + 6 + 4 + 4 + 3);
+	ksft_set_plan(4 * 2 * 3 + 6 + 4 + 5 + 3);
 	/* gate x causal x (C, GQA, lengths, dtype, d) */
 	for (g = 0; g < 4; g++)
 		for (c = 0; c < 2; c++) {
@@ -340,6 +340,8 @@ int main(int argc, char **argv)
 	assign_case(0, 64, 1, 2, 2, 2000, 32, CT_SKEWED);
 	assign_case(1, 64, 1, 2, 1, 500, 4, CT_SKEWED);
 	assign_case(1, 128, 1, 2, 2, 777, 256, CT_RANDOM);
+	/* fp16 on the tensor cores; 64 clusters: the most scores kept */
+	assign_case(0, 128, 1, 4, 2, 1500, 64, CT_RANDOM);
 
 	update_case(1, 128, 2, 4, 2, 1000, 1300, 32, CT_RANDOM);
 	update_case(0, 64, 1, 2, 2, 700, 700, 4, CT_SKEWED);

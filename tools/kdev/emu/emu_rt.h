@@ -14,11 +14,17 @@
 
 struct uint4 { unsigned x, y, z, w; };
 struct float4 { float x, y, z, w; };
+struct float2 { float x, y; };
 
 static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z,
 			       unsigned w)
 {
 	return uint4{ x, y, z, w };
+}
+
+static inline float2 make_float2(float x, float y)
+{
+	return float2{ x, y };
 }
 struct emu_dim { unsigned x, y, z; };
 
@@ -167,6 +173,11 @@ static inline uint32_t pack2(float lo, float hi)
 }
 static inline float unpack_lo(uint32_t x) { return emu_h2f(x & 0xffff); }
 static inline float unpack_hi(uint32_t x) { return emu_h2f(x >> 16); }
+static inline uint32_t fma2(uint32_t a, uint32_t b, uint32_t c)
+{
+	return pack2(fmaf(unpack_lo(a), unpack_lo(b), unpack_lo(c)),
+		     fmaf(unpack_hi(a), unpack_hi(b), unpack_hi(c)));
+}
 
 /* ldmatrix x4: lane l addresses row l % 8 of matrix l / 8 */
 static inline void emu_ldsm(uint32_t *r, const void *p, bool trans)
