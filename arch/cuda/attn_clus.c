@@ -29,7 +29,7 @@
 #define CL_FWD_BM	128
 #define CL_SOFT_BM	64
 #define CL_T		64	/* backward tiles, both sides */
-#define CL_SORT_WARPS	16	/* as attn_clus.cu */
+#define CL_SORT_WARPS	32	/* as attn_clus.cu */
 
 struct clus_layout {
 	size_t cl[2], perm[2], off[2], tiles[2], ntile[2], nrm[2];
@@ -237,32 +237,29 @@ static int clus_prepare(struct asam_cuda_device *d,
 	c->cent_stride = (long long)L->cent_stride;
 	/* the unit centroids once, for both sides' assignment */
 	if (fp)
-		ret = attn_launch(d, fp, p->Hq, 1, 1, 128, C * 8, s, c);
+		ret = attn_launch(d, fp, p->Hq, CP / 8, 1, 128, 8 * 8, s, c);
 	c->mw = L->mw;
 	c->temp = p->pat.temp;
 	c->thresh = p->pat.thresh;
-	for (side = 0; side < 2 && !ret; side++) {
-		c->side = side;
-		if (!L->mask) {
-			/*
-			 * 32 tokens a warp a pass, four warps a block, tpb
-			 * tokens a block (ASAM_CUDA_CLUS_TPB, tuning, rounded
-			 * up to 128).  Shared: the head's prepared
-			 * centroids, copied, then up to 64 clusters each
-			 * warp's 32 rows of scores, rows of CP + 4 floats
-			 * (attn_clus.cu: CL_SC_MAX, CL_SCP).
-			 */
-			int tpb = (clus_env("ASAM_CUDA_CLUS_TPB", 512) + 127) /
-				  128 * 128;
-			size_t sc = CP <= 64 ? 4 * 32 * (size_t)(CP + 4) * 4 :
-				    0;
+	if (!L->mask && !ret) {
+		/*
+		 * Both sides in one launch (grid z: queries, then keys),
+		 * 32 tokens a warp a pass, four warps a block, tpb tokens a
+		 * block (ASAM_CUDA_CLUS_TPB, tuning, rounded up to 128).
+		 * Shared: the head's prepared centroids, copied, then up to
+		 * 64 clusters each warp's 32 rows of scores, rows of CP + 4
+		 * floats (attn_clus.cu: CL_SC_MAX, CL_SCP).
+		 */
+		int tpb = (clus_env("ASAM_CUDA_CLUS_TPB", 512) + 127) / 128 *
+			  128;
+		int n = c->N[0] > c->N[1] ? c->N[0] : c->N[1];
+		size_t sc = CP <= 64 ? 4 * 32 * (size_t)(CP + 4) * 4 : 0;
 
-			ret = ret ?: attn_launch(d, fa,
-					  (c->N[side] + tpb - 1) / tpb,
-					  p->Hq, p->B, 128,
-					  (unsigned)(L->cent_stride + sc), s, c);
-			continue;
-		}
+		ret = attn_launch(d, fa, (n + tpb - 1) / tpb, p->Hq, 2 * p->B,
+				  128, (unsigned)(L->cent_stride + sc), s, c);
+	}
+	for (side = 0; side < 2 && !ret && L->mask; side++) {
+		c->side = side;
 		ret = asam_cuda_memset8(d, base + L->cl[side], 0,
 					4 * bh * c->N[side], s);
 		ret = ret ?: attn_launch(d, fsoft, (c->N[side] + 127) / 128,

@@ -36,7 +36,7 @@
 
 #define CL_THREADS 128
 #define CL_CB 32		/* clusters padded to a multiple of this */
-#define CL_SORT_WARPS 16
+#define CL_SORT_WARPS 32
 
 static __device__ __forceinline__ float x16(u16 v)
 {
@@ -97,39 +97,80 @@ static __device__ double exact_norm(const u16 *x)
 	return fmax(__dsqrt_rn(n), 1e-12);
 }
 
+/* the next candidate from @c on: within @tol of @best, or any if @zero */
+template <class F>
+static __device__ __forceinline__ int exact_next(int c, int C, float best,
+						 float tol, bool zero, F score)
+{
+	while (c < C && !zero && !(score(c) >= best - tol))
+		c++;
+	return c;
+}
+
 /*
  * Too close to call in fp32 (or x = 0): the reference's arithmetic, but
  * only for the clusters whose fp32 score (@score(c), the screen's within
  * its rounding) lies within @tol of the @best one.  The fp64 winner's
  * fp32 score lies within twice the fp32 error (far under @tol) of the
  * best, so no other cluster can win; walking the candidates in index
- * order with a strict > keeps the reference's lowest index on ties.  One
- * in a few hundred tokens comes here, but a warp waits for its slowest
- * lane: 32 fp64 dot products were most of the kernel's time.
+ * order with a strict > keeps the reference's lowest index on ties.
+ *
+ * One in a few hundred tokens comes here, but its warp waits: each sum
+ * is a chain of 128 dependent fp64 adds, and with a load in every step
+ * ncu put 18 % of the assignment's stalls on this path (H200, C32).  So
+ * two candidates and the norm run as three chains side by side, their
+ * operands loaded 16 at a time ahead of the adds; each chain keeps the
+ * reference's order (no fused multiply-add).
  */
 template <class F>
 static __device__ int exact_pick(const attn_clus_params &p, const u16 *x,
 				 int h, int C, const double *scn, float best,
 				 float tol, bool zero, F score)
 {
-	double xn = exact_norm(x), bv = 0;
+	const i64 mh = h * p.mu_sh;
+	double xn = 0, bv = 0;
 	bool first = true;
 	int bc = 0;
 
-	for (int c = 0; c < C; c++) {
-		double dot = 0, cs;
+	for (int ca = exact_next(0, C, best, tol, zero, score), cb;
+	     ca < C; ca = exact_next(cb + 1, C, best, tol, zero, score)) {
+		double da = 0, db = 0, nx = 0;
 
-		if (!zero && !(score(c) >= best - tol))
-			continue;
-		for (int e = 0; e < HEAD_DIM; e++)
-			dot = __dadd_rn(dot, __dmul_rn((double)x16(x[e]),
-				mu_get(p, h * p.mu_sh + c * p.mu_sc +
-					  e * p.mu_se)));
-		cs = __ddiv_rn(dot, __dmul_rn(xn, scn[c]));
-		if (first || cs > bv) {
-			bv = cs;
-			bc = c;
-			first = false;
+		cb = exact_next(ca + 1, C, best, tol, zero, score);
+		for (int e0 = 0; e0 < HEAD_DIM; e0 += 16) {
+			double xv[16], ma[16], mb[16];
+
+#pragma unroll
+			for (int k = 0; k < 16; k++) {
+				const i64 at = (i64)(e0 + k) * p.mu_se;
+
+				xv[k] = x16(x[e0 + k]);
+				ma[k] = mu_get(p, mh + ca * p.mu_sc + at);
+				mb[k] = cb < C ? mu_get(p, mh + cb * p.mu_sc +
+							   at) : 0.0;
+			}
+#pragma unroll
+			for (int k = 0; k < 16; k++) {
+				nx = __dadd_rn(nx, __dmul_rn(xv[k], xv[k]));
+				da = __dadd_rn(da, __dmul_rn(xv[k], ma[k]));
+				db = __dadd_rn(db, __dmul_rn(xv[k], mb[k]));
+			}
+		}
+		if (first)
+			xn = fmax(__dsqrt_rn(nx), 1e-12);	/* exact_norm */
+#pragma unroll
+		for (int i = 0; i < 2; i++) {
+			const int c = i ? cb : ca;
+			double cs;
+
+			if (c >= C)
+				break;
+			cs = __ddiv_rn(i ? db : da, __dmul_rn(xn, scn[c]));
+			if (first || cs > bv) {
+				bv = cs;
+				bc = c;
+				first = false;
+			}
 		}
 	}
 	return bc;
@@ -448,21 +489,24 @@ static __device__ void cl_pass(const attn_clus_params &p, int side, int h,
  * fp64 norms, at @p.cent + h * p.cent_stride bytes.  Once a call: when
  * every assignment block did it in its prologue, a warp's fp64 sums and
  * divides and their dependent loads ran 1024 times a side at B2 H16 16K.
- * A thread sums a centroid's norm in the reference's order, then every
- * thread takes elements.
+ * Grid (Hq, CP / 8): eight clusters a block (one block a head took 16 us
+ * at C 32, its threads' fp64 divides and loads in series).  A thread sums
+ * a centroid's norm in the reference's order, then every thread takes
+ * elements.
  */
 extern "C" __global__ void __launch_bounds__(CL_THREADS)
 asam_clus_prep_kernel(const attn_clus_params p)
 {
 	extern __shared__ __align__(16) float cl_smem[];
-	double *sn = (double *)cl_smem;			/* [C] */
-	const int h = blockIdx.x, C = p.C;
+	double *sn = (double *)cl_smem;			/* [8] */
+	const int h = blockIdx.x, c0 = 8 * blockIdx.y, C = p.C;
 	const int CP = (C + CL_CB - 1) / CL_CB * CL_CB;
 	unsigned char *out = (unsigned char *)p.cent + (i64)h * p.cent_stride;
 	u16 *frag = (u16 *)out;			/* cl_frag_at() */
 	double *scn = (double *)(frag + 2 * CP * HEAD_DIM);	/* [C] */
 
-	for (int c = threadIdx.x; c < C; c += CL_THREADS) {
+	if (threadIdx.x < 8 && c0 + (int)threadIdx.x < C) {
+		const int c = c0 + threadIdx.x;
 		const i64 at = h * p.mu_sh + c * p.mu_sc;
 		double n = 0;
 
@@ -478,14 +522,15 @@ asam_clus_prep_kernel(const attn_clus_params p)
 				n = __dadd_rn(n, __dmul_rn(m[k], m[k]));
 		}
 		n = fmax(__dsqrt_rn(n), 1e-12);
-		sn[c] = n;
+		sn[threadIdx.x] = n;
 		scn[c] = n;
 	}
 	__syncthreads();
-	for (int x = threadIdx.x; x < CP * HEAD_DIM; x += CL_THREADS) {
-		const int c = x / HEAD_DIM, e = x % HEAD_DIM;
+	for (int x = threadIdx.x; x < 8 * HEAD_DIM; x += CL_THREADS) {
+		const int c = c0 + x / HEAD_DIM, e = x % HEAD_DIM;
 		float u = c < C ? (float)(mu_get(p, h * p.mu_sh + c * p.mu_sc +
-						 e * p.mu_se) / sn[c]) : 0.f;
+						 e * p.mu_se) / sn[c - c0]) :
+			  0.f;
 		u16 hi = pack_one(u);
 
 		frag[cl_frag_at(c, e, 0)] = hi;
@@ -494,8 +539,9 @@ asam_clus_prep_kernel(const attn_clus_params p)
 }
 
 /*
- * Grid (token blocks, Hq, B), CL_THREADS threads, CL_PASS tokens a warp
- * a pass (cl_pass) over the block's tokens (the host sizes the grid).
+ * Grid (token blocks, Hq, 2 B: queries, then keys), CL_THREADS threads,
+ * CL_PASS tokens a warp a pass (cl_pass) over the block's tokens (the
+ * host sizes the grid for the longer side): one launch, one tail.
  * Dynamic shared memory: the head's block of asam_clus_prep_kernel,
  * copied, then each warp's scores for the screen.  The warp's first
  * tokens are in flight while the block copies the centroids.
@@ -514,7 +560,8 @@ extern "C" __global__ void __launch_bounds__(CL_THREADS)
 asam_clus_assign_kernel(const attn_clus_params p)
 {
 	extern __shared__ __align__(16) float cl_smem[];
-	const int side = p.side, h = blockIdx.y, b = blockIdx.z;
+	const int side = blockIdx.z / p.B, h = blockIdx.y;
+	const int b = blockIdx.z % p.B;
 	const int N = p.N[side], C = p.C, CP = (C + CL_CB - 1) / CL_CB * CL_CB;
 	const int hx = side ? h / (p.Hq / p.Hx[1]) : h;
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -534,6 +581,9 @@ asam_clus_assign_kernel(const attn_clus_params p)
 	uint4 xa[CL_NT][CL_NQ];
 	int t0 = (blockIdx.x * warps + warp) * CL_PASS;
 
+	if (blockIdx.x * warps * CL_PASS >= N)
+		return;		/* the shorter side's spare blocks */
+
 	/* the block is a multiple of 16 bytes (the host pads it); copied
 	 * while the warp's first tokens load */
 	for (int x = threadIdx.x; x < p.cent_stride / 16; x += CL_THREADS)
@@ -545,6 +595,15 @@ asam_clus_assign_kernel(const attn_clus_params p)
 	cp_async_wait_all();
 	__syncthreads();
 	for (; t0 < N; t0 += step) {
+		/* the next pass' rows into the L2 while this one computes:
+		 * its loads then wait on the L2, not on memory */
+		if (t0 + step + lane < N) {
+			const u16 *nx = xb + (i64)(t0 + step + lane) * sn;
+
+#pragma unroll
+			for (int e = 0; e < HEAD_DIM; e += 64)
+				prefetch_l2(nx + e);
+		}
 		cl_pass(p, side, h, bh, N, C, CP, t0, xb, sn, xa, frag, scn,
 			sc);
 		if (t0 + step < N)

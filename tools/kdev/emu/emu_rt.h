@@ -173,6 +173,7 @@ static inline uint32_t pack2(float lo, float hi)
 }
 static inline float unpack_lo(uint32_t x) { return emu_h2f(x & 0xffff); }
 static inline float unpack_hi(uint32_t x) { return emu_h2f(x >> 16); }
+static inline void prefetch_l2(const void *) { }
 static inline uint32_t fma2(uint32_t a, uint32_t b, uint32_t c)
 {
 	return pack2(fmaf(unpack_lo(a), unpack_lo(b), unpack_lo(c)),

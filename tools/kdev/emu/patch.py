@@ -7,7 +7,7 @@ import os, re, sys
 src, dst = sys.argv[1], sys.argv[2]
 os.makedirs(dst, exist_ok=True)
 sm90_drop = ['wg_fence', 'wg_commit', 'wg_wait', 'wg_pin', 'fence_proxy_async', 'cp_async16_s', 'cp_async16_all', 'wgmma_ss_n128', 'wgmma_ss_n64', 'wgmma_ss_n32', 'wgmma_rs_n128', 'wgmma_rs_n64']
-drop = ['fast_exp2','fast_log2','smem_u32','cp_async16','cp_async_commit','cp_async_wait_all','ldsm_x4','ldsm_x4_t','mma16816','pack2','fma2','unpack_lo','unpack_hi']
+drop = ['fast_exp2','fast_log2','smem_u32','cp_async16','cp_async_commit','cp_async_wait_all','ldsm_x4','ldsm_x4_t','mma16816','pack2','fma2','prefetch_l2','unpack_lo','unpack_hi']
 
 def drop_fn(s, name):
     """Remove helper @name (and the template line in front of a template):
